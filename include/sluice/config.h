@@ -1,0 +1,111 @@
+/* The validated configuration: INI file (inih) -> one immutable struct; errors carry file:line. */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "sluice/log.h"
+
+#define CONFIG_NAME_MAX 64  /* longest section name (listener:NAME, service:NAME) + 1 */
+#define CONFIG_ADDR_MAX 64  /* longest "host:port" / "[v6]:port" text + 1 */
+
+enum config_balance {
+    CONFIG_BALANCE_ROUND_ROBIN,
+    CONFIG_BALANCE_LEAST_CONNECTIONS,
+    CONFIG_BALANCE_WEIGHTED,
+};
+
+enum config_discovery {
+    CONFIG_DISCOVERY_STATIC,
+    CONFIG_DISCOVERY_CONSUL,
+};
+
+enum config_splice {
+    CONFIG_SPLICE_AUTO,   /* streaming directions switch to splice(2) */
+    CONFIG_SPLICE_OFF,    /* always copy through a user-space buffer */
+    CONFIG_SPLICE_ALWAYS, /* every direction splices from the first byte */
+};
+
+/* A numeric socket address and the text it was written as. */
+struct config_addr {
+    struct sockaddr_storage sa; /* IPv4 or IPv6 address with port */
+    socklen_t len;              /* bytes of sa in use */
+    char text[CONFIG_ADDR_MAX]; /* canonical "ip:port" or "[ip6]:port" */
+};
+
+/* One statically configured upstream instance. */
+struct config_backend {
+    struct config_addr addr; /* where to connect */
+    uint32_t weight;         /* relative weight, 1..1000000, default 1; 0 = drained */
+};
+
+/* [service:NAME]: where a service's instances come from and how they are balanced. */
+struct config_service {
+    char name[CONFIG_NAME_MAX];       /* NAME from the section header */
+    int line;                         /* line of the section header */
+    enum config_balance balance;      /* balance = ... */
+    enum config_discovery discovery;  /* discovery = ... */
+    struct config_backend *backends;  /* backends = ... (static discovery), owned */
+    size_t n_backends;                /* entries in backends */
+};
+
+/* [listener:NAME]: one bind address proxied to one service. */
+struct config_listener {
+    char name[CONFIG_NAME_MAX];    /* NAME from the section header */
+    int line;                      /* line of the section header */
+    struct config_addr bind;       /* bind = ... */
+    char service[CONFIG_NAME_MAX]; /* service = ... */
+    size_t service_index;          /* index of that service in config.services */
+    uint64_t connect_timeout_ms;   /* connect_timeout, default 2 s */
+    uint64_t idle_timeout_ms;      /* idle_timeout, default 5 min; 0 = never */
+    uint32_t retries;              /* retries, other instances tried after a failed connect */
+    int backlog;                   /* backlog for listen(2), default 4096 */
+};
+
+/* The whole file. Owned by whoever called config_load; read-only once loaded. */
+struct config {
+    char *path;                        /* file it was read from, owned */
+    uint32_t workers;                  /* worker threads; "auto" resolved to the CPU count */
+    uint32_t max_connections;          /* global cap on open client connections */
+    enum log_level log_level;          /* log_level */
+    enum log_format log_format;        /* log_format */
+    uint64_t shutdown_timeout_ms;      /* shutdown_timeout */
+    enum config_splice splice;         /* splice = auto | off | always */
+    uint32_t pipe_size;                /* pipe_size: bytes per splice pipe, default 256 KiB */
+    uint32_t buffer_size;              /* buffer_size: bytes per copy buffer, default 16 KiB */
+    struct config_listener *listeners; /* [listener:*] in file order, owned */
+    size_t n_listeners;                /* entries in listeners */
+    struct config_service *services;   /* [service:*] in file order, owned */
+    size_t n_services;                 /* entries in services */
+};
+
+/* Every problem found in one file, each "FILE:LINE: key: what is wrong". */
+struct config_errors {
+    char **lines; /* owned strings */
+    size_t n;     /* entries in lines */
+};
+
+/* Reads and validates FILE. On success returns 0 and *out owns a new config. On problems
+ * returns -EINVAL with every problem appended to errs (never stops at the first one); when
+ * the file cannot be read returns -errno with one error line. Any thread; no globals. */
+int config_load(const char *path, struct config **out, struct config_errors *errs);
+
+/* Frees a config from config_load; NULL is fine. */
+void config_destroy(struct config *cfg);
+
+/* Frees the lines of errs and empties it. */
+void config_errors_clear(struct config_errors *errs);
+
+/* "250ms", "2s", "5m", "1h", "0" -> milliseconds. Returns 0 or -EINVAL (also on overflow). */
+int config_parse_duration(const char *text, uint64_t *ms);
+
+/* "127.0.0.1:80", "[::1]:80" -> address. Host names are not resolved. Returns 0 or -EINVAL.
+ * When err is not NULL it receives a short phrase such as "port is not a number". */
+int config_parse_addr(const char *text, struct config_addr *out, const char **err);
+
+/* Name of a balance kind as written in the file ("round_robin", ...). */
+const char *config_balance_name(enum config_balance balance);
+
+#endif

@@ -1,0 +1,52 @@
+/* Structured event logging to stderr, as JSON or text lines; safe from any thread. */
+#ifndef SLUICE_LOG_H
+#define SLUICE_LOG_H
+
+#include <stddef.h>
+
+enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
+enum log_format { LOG_FORMAT_JSON, LOG_FORMAT_TEXT };
+
+/* One key/value pair of an event; build with LOG_STR / LOG_INT, never by hand. */
+struct log_field {
+    const char *key; /* field name, a JSON-safe identifier */
+    const char *str; /* string value, or NULL when the value is numeric */
+    long long num;   /* numeric value, used when str is NULL */
+};
+
+static inline struct log_field log_field_str(const char *key, const char *value)
+{
+    return (struct log_field){.key = key, .str = value != NULL ? value : "", .num = 0};
+}
+
+#define LOG_STR(k, v) log_field_str((k), (v))
+#define LOG_INT(k, v) ((struct log_field){.key = (k), .str = NULL, .num = (long long)(v)})
+
+/* Sets the minimum level and the line format; call before threads start logging. */
+void log_configure(enum log_level min_level, enum log_format format);
+
+/* Returns non-zero when events of this level are written (cheap; use before costly fields). */
+int log_enabled(enum log_level level);
+
+/* Writes one line: ts, level, event, then the fields in order. One write(2) per line, so
+ * lines from several threads never interleave. Any thread. */
+void log_emit(enum log_level level, const char *event, const struct log_field *fields,
+              size_t n_fields);
+
+/* log_event(LOG_LEVEL_INFO, "listener_started", LOG_STR("listener", name), ...) */
+#define log_event(level, event, ...)                                                       \
+    do {                                                                                   \
+        if (log_enabled(level)) {                                                          \
+            const struct log_field log_fields_[] = {__VA_ARGS__};                          \
+            log_emit((level), (event), log_fields_,                                        \
+                     sizeof(log_fields_) / sizeof(log_fields_[0]));                        \
+        }                                                                                  \
+    } while (0)
+
+/* Parses "debug" | "info" | "warn" | "error"; returns 0 or -EINVAL. */
+int log_level_parse(const char *text, enum log_level *out);
+
+/* Parses "json" | "text"; returns 0 or -EINVAL. */
+int log_format_parse(const char *text, enum log_format *out);
+
+#endif

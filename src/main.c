@@ -1,0 +1,74 @@
+/* The sluice command line: run, check a config, help, version. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "sluice/config.h"
+#include "sluice/log.h"
+#include "sluice/proxy.h"
+
+#define DEFAULT_CONFIG "/etc/sluice/sluice.ini"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: sluice [-t] [-c FILE]\n"
+                 "       sluice -h | --version\n"
+                 "\n"
+                 "  -c, --config FILE  configuration file (default " DEFAULT_CONFIG ")\n"
+                 "  -t, --test         check the configuration, print every problem as\n"
+                 "                     FILE:LINE: key: what is wrong, and exit (0 ok, 1 bad)\n"
+                 "  -h, --help         this help\n"
+                 "      --version      print the version\n"
+                 "\n"
+                 "Signals: SIGTERM/SIGINT drain and exit, SIGHUP reloads the configuration,\n"
+                 "SIGUSR1 logs the counters.\n");
+}
+
+static void print_errors(const struct config_errors *errs)
+{
+    for (size_t i = 0; i < errs->n; i++)
+        fprintf(stderr, "%s\n", errs->lines[i]);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = DEFAULT_CONFIG;
+    int check_only = 0, opt;
+    while ((opt = getopt_long(argc, argv, "c:th", options, NULL)) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 't': check_only = 1; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("sluice %s\n", SLUICE_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "sluice: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+
+    struct config *cfg = NULL;
+    struct config_errors errs = {0};
+    if (config_load(path, &cfg, &errs) != 0) {
+        print_errors(&errs);
+        config_errors_clear(&errs);
+        return 1;
+    }
+    if (check_only) {
+        printf("%s: configuration OK\n", path);
+        config_destroy(cfg);
+        return 0;
+    }
+    /* splice(2) into a socket the peer reset raises SIGPIPE; the error code is enough */
+    signal(SIGPIPE, SIG_IGN);
+    log_configure(cfg->log_level, cfg->log_format);
+    return proxy_run(cfg);
+}

@@ -1,0 +1,106 @@
+/* Per-worker pools of copy buffers and splice pipes. */
+#include "sluice/pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+int pool_buffers_init(struct buffer_pool *pool, size_t size, size_t max_free)
+{
+    pool->free = calloc(max_free ? max_free : 1, sizeof(*pool->free));
+    if (pool->free == NULL)
+        return -ENOMEM;
+    pool->n_free = 0;
+    pool->max_free = max_free;
+    pool->size = size;
+    pool->in_use = 0;
+    return 0;
+}
+
+void pool_buffers_destroy(struct buffer_pool *pool)
+{
+    for (size_t i = 0; i < pool->n_free; i++)
+        free(pool->free[i]);
+    free(pool->free);
+    pool->free = NULL;
+    pool->n_free = 0;
+}
+
+void *pool_buffer_get(struct buffer_pool *pool)
+{
+    void *buf = pool->n_free > 0 ? pool->free[--pool->n_free] : malloc(pool->size);
+    if (buf != NULL)
+        pool->in_use++;
+    return buf;
+}
+
+void pool_buffer_put(struct buffer_pool *pool, void *buf)
+{
+    if (buf == NULL)
+        return;
+    pool->in_use--;
+    if (pool->n_free < pool->max_free)
+        pool->free[pool->n_free++] = buf;
+    else
+        free(buf);
+}
+
+int pool_pipes_init(struct pipe_pool *pool, int size, size_t max_free)
+{
+    pool->free = calloc(max_free ? max_free : 1, sizeof(*pool->free));
+    if (pool->free == NULL)
+        return -ENOMEM;
+    pool->n_free = 0;
+    pool->max_free = max_free;
+    pool->size = size;
+    pool->in_use = 0;
+    return 0;
+}
+
+static void pipe_close(struct pipe_pair *pipe)
+{
+    close(pipe->rd);
+    close(pipe->wr);
+    pipe->rd = pipe->wr = -1;
+}
+
+void pool_pipes_destroy(struct pipe_pool *pool)
+{
+    for (size_t i = 0; i < pool->n_free; i++)
+        pipe_close(&pool->free[i]);
+    free(pool->free);
+    pool->free = NULL;
+    pool->n_free = 0;
+}
+
+int pool_pipe_get(struct pipe_pool *pool, struct pipe_pair *out)
+{
+    if (pool->n_free > 0) {
+        *out = pool->free[--pool->n_free];
+        pool->in_use++;
+        return 0;
+    }
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0)
+        return -errno;
+    /* A failed resize (pipe-max-size, pipe-user-pages-soft) leaves the default 64 KiB: slower,
+     * still correct, so it is not an error. */
+    (void)fcntl(fds[1], F_SETPIPE_SZ, pool->size);
+    out->rd = fds[0];
+    out->wr = fds[1];
+    pool->in_use++;
+    return 0;
+}
+
+void pool_pipe_put(struct pipe_pool *pool, struct pipe_pair *pipe, int empty)
+{
+    if (pipe->rd < 0)
+        return;
+    pool->in_use--;
+    if (empty && pool->n_free < pool->max_free)
+        pool->free[pool->n_free++] = *pipe;
+    else
+        pipe_close(pipe);
+    pipe->rd = pipe->wr = -1;
+}

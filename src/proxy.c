@@ -1,0 +1,322 @@
+/* The daemon's main thread: setup, signals, reload, drain and shutdown. */
+#include "sluice/proxy.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "sluice/balancer.h"
+#include "sluice/log.h"
+#include "sluice/snapshot.h"
+#include "sluice/stats.h"
+#include "sluice/worker.h"
+
+struct proxy {
+    struct config *cfg;                  /* running configuration, owned */
+    struct proxy_shared shared;          /* what workers share */
+    struct listener_rt *listeners;       /* one per cfg listener */
+    struct snapshot_service **services;  /* one per cfg service, same order */
+    struct worker *workers;              /* n_workers */
+    unsigned n_workers;                  /* workers */
+    unsigned n_started;                  /* workers whose thread runs */
+    atomic_uint n_exited;                /* workers whose loop ended */
+    uv_loop_t *loop;                     /* main loop */
+    uv_signal_t signals[4];              /* TERM, INT, HUP, USR1 */
+    uv_timer_t shutdown_timer;           /* shutdown_timeout */
+    uv_async_t worker_exited;            /* a worker ended */
+    int draining;                        /* shutdown under way */
+};
+
+static const int proxy_signals[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+
+void proxy_log_config_errors(const struct config_errors *errs)
+{
+    for (size_t i = 0; i < errs->n; i++)
+        log_event(LOG_LEVEL_ERROR, "config_error", LOG_STR("error", errs->lines[i]));
+}
+
+/* Many sessions need two descriptors each (plus pipes): use all the hard limit allows. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* --- services ----------------------------------------------------------------------------- */
+
+static int service_publish_static(struct snapshot_service *svc, const struct config_service *cs)
+{
+    struct snapshot_spec *specs = calloc(cs->n_backends ? cs->n_backends : 1, sizeof(*specs));
+    if (specs == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < cs->n_backends; i++)
+        specs[i] = (struct snapshot_spec){.addr = cs->backends[i].addr,
+                                          .weight = cs->backends[i].weight};
+    int rc = snapshot_publish(svc, balancer_for(cs->balance), specs, cs->n_backends);
+    free(specs);
+    if (rc == 0)
+        log_event(LOG_LEVEL_INFO, "service_published", LOG_STR("service", cs->name),
+                  LOG_STR("balance", config_balance_name(cs->balance)),
+                  LOG_INT("instances", cs->n_backends));
+    return rc;
+}
+
+static int proxy_setup_services(struct proxy *p)
+{
+    p->services = calloc(p->cfg->n_services ? p->cfg->n_services : 1, sizeof(*p->services));
+    if (p->services == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < p->cfg->n_services; i++) {
+        const struct config_service *cs = &p->cfg->services[i];
+        p->services[i] = snapshot_service_create(cs->name, p->n_workers);
+        if (p->services[i] == NULL)
+            return -ENOMEM;
+        if (cs->discovery == CONFIG_DISCOVERY_STATIC &&
+            service_publish_static(p->services[i], cs) != 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static int proxy_setup_listeners(struct proxy *p)
+{
+    p->listeners = calloc(p->cfg->n_listeners ? p->cfg->n_listeners : 1, sizeof(*p->listeners));
+    if (p->listeners == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < p->cfg->n_listeners; i++) {
+        const struct config_listener *cl = &p->cfg->listeners[i];
+        p->listeners[i] = (struct listener_rt){
+            .name = cl->name,
+            .bind = cl->bind,
+            .service = p->services[cl->service_index],
+            .connect_timeout_ms = cl->connect_timeout_ms,
+            .idle_timeout_ms = cl->idle_timeout_ms,
+            .retries = cl->retries,
+            .backlog = cl->backlog,
+        };
+    }
+    p->shared = (struct proxy_shared){
+        .max_connections = p->cfg->max_connections,
+        .listeners = p->listeners,
+        .n_listeners = p->cfg->n_listeners,
+        .splice = p->cfg->splice,
+        .pipe_size = p->cfg->pipe_size,
+        .buffer_size = p->cfg->buffer_size,
+    };
+    return 0;
+}
+
+/* --- workers ------------------------------------------------------------------------------ */
+
+static void on_worker_exit(struct worker *w)
+{
+    struct proxy *p = w->data;
+    atomic_fetch_add(&p->n_exited, 1);
+    uv_async_send(&p->worker_exited);
+}
+
+static int proxy_start_workers(struct proxy *p)
+{
+    char err[256];
+    p->workers = calloc(p->n_workers, sizeof(*p->workers));
+    if (p->workers == NULL)
+        return -ENOMEM;
+    for (unsigned i = 0; i < p->n_workers; i++) {
+        int rc = worker_init(&p->workers[i], i, &p->shared, err, sizeof(err));
+        if (rc != 0) {
+            log_event(LOG_LEVEL_ERROR, "startup_failed", LOG_STR("error", err));
+            return rc;
+        }
+        p->workers[i].on_exit = on_worker_exit;
+        p->workers[i].data = p;
+    }
+    for (unsigned i = 0; i < p->n_workers; i++) {
+        if (worker_start(&p->workers[i]) != 0)
+            return -EAGAIN;
+        p->n_started++;
+    }
+    return 0;
+}
+
+static void proxy_log_stats(struct proxy *p, const char *event)
+{
+    struct stats total;
+    memset(&total, 0, sizeof(total));
+    for (unsigned i = 0; i < p->n_started; i++)
+        stats_accumulate(&total, &p->workers[i].stats);
+    unsigned n = stats_count();
+    struct log_field fields[64];
+    fields[0] = LOG_INT("open", atomic_load(&p->shared.open_sessions));
+    for (unsigned i = 0; i < n && i + 1 < 64; i++)
+        fields[i + 1] = LOG_INT(stats_name(i), stats_value(&total, i));
+    log_emit(LOG_LEVEL_INFO, event, fields, n + 1 < 64 ? n + 1 : 64);
+}
+
+/* --- signals ------------------------------------------------------------------------------ */
+
+static void proxy_close_handles(struct proxy *p)
+{
+    for (size_t i = 0; i < 4; i++)
+        uv_close((uv_handle_t *)&p->signals[i], NULL);
+    uv_close((uv_handle_t *)&p->shutdown_timer, NULL);
+    uv_close((uv_handle_t *)&p->worker_exited, NULL);
+}
+
+static void on_worker_exited(uv_async_t *a)
+{
+    struct proxy *p = a->data;
+    if (atomic_load(&p->n_exited) == p->n_started && !uv_is_closing((uv_handle_t *)a))
+        proxy_close_handles(p);
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+    struct proxy *p = t->data;
+    log_event(LOG_LEVEL_WARN, "shutdown_timeout", LOG_INT("open", atomic_load(&p->shared.open_sessions)));
+    for (unsigned i = 0; i < p->n_started; i++)
+        worker_command(&p->workers[i], WORKER_STOP);
+}
+
+static void proxy_drain(struct proxy *p, const char *signal_name)
+{
+    if (p->draining) {
+        /* a second signal: the operator does not want to wait */
+        on_shutdown_timeout(&p->shutdown_timer);
+        return;
+    }
+    p->draining = 1;
+    log_event(LOG_LEVEL_INFO, "shutdown_started", LOG_STR("signal", signal_name),
+              LOG_INT("open", atomic_load(&p->shared.open_sessions)),
+              LOG_INT("timeout_ms", p->cfg->shutdown_timeout_ms));
+    for (unsigned i = 0; i < p->n_started; i++)
+        worker_command(&p->workers[i], WORKER_DRAIN);
+    uv_timer_start(&p->shutdown_timer, on_shutdown_timeout, p->cfg->shutdown_timeout_ms, 0);
+}
+
+/* Applies what a reload can change while running: instances, weights and balancers of existing
+ * static services. Listener and service set changes need a restart, and are logged as such. */
+static void proxy_apply(struct proxy *p, const struct config *next)
+{
+    for (size_t i = 0; i < next->n_services; i++) {
+        const struct config_service *cs = &next->services[i];
+        size_t j = 0;
+        while (j < p->cfg->n_services && strcmp(p->cfg->services[j].name, cs->name) != 0)
+            j++;
+        if (j == p->cfg->n_services) {
+            log_event(LOG_LEVEL_WARN, "reload_needs_restart", LOG_STR("service", cs->name),
+                      LOG_STR("why", "new service"));
+            continue;
+        }
+        if (cs->discovery == CONFIG_DISCOVERY_STATIC)
+            (void)service_publish_static(p->services[j], cs);
+    }
+    if (next->n_listeners != p->cfg->n_listeners)
+        log_event(LOG_LEVEL_WARN, "reload_needs_restart", LOG_STR("why", "listeners changed"));
+}
+
+static void proxy_reload(struct proxy *p)
+{
+    struct config *next = NULL;
+    struct config_errors errs = {0};
+    log_event(LOG_LEVEL_INFO, "reload_started", LOG_STR("config", p->cfg->path));
+    int rc = config_load(p->cfg->path, &next, &errs);
+    if (rc != 0) {
+        proxy_log_config_errors(&errs);
+        log_event(LOG_LEVEL_ERROR, "reload_failed", LOG_STR("config", p->cfg->path),
+                  LOG_INT("errors", errs.n), LOG_STR("action", "keeping the running config"));
+        config_errors_clear(&errs);
+        return;
+    }
+    proxy_apply(p, next);
+    config_destroy(next);
+    log_event(LOG_LEVEL_INFO, "reload_done", LOG_STR("config", p->cfg->path));
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct proxy *p = h->data;
+    if (signum == SIGHUP && !p->draining)
+        proxy_reload(p);
+    else if (signum == SIGUSR1)
+        proxy_log_stats(p, "stats");
+    else if (signum == SIGTERM || signum == SIGINT)
+        proxy_drain(p, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static int proxy_setup_loop(struct proxy *p)
+{
+    p->loop = uv_default_loop();
+    for (size_t i = 0; i < 4; i++) {
+        uv_signal_init(p->loop, &p->signals[i]);
+        p->signals[i].data = p;
+        if (uv_signal_start(&p->signals[i], on_signal, proxy_signals[i]) != 0)
+            return -EINVAL;
+    }
+    uv_timer_init(p->loop, &p->shutdown_timer);
+    p->shutdown_timer.data = p;
+    uv_async_init(p->loop, &p->worker_exited, on_worker_exited);
+    p->worker_exited.data = p;
+    return 0;
+}
+
+/* --- run ---------------------------------------------------------------------------------- */
+
+static void proxy_teardown(struct proxy *p)
+{
+    for (unsigned i = 0; i < p->n_started; i++)
+        worker_join(&p->workers[i]);
+    free(p->workers);
+    for (size_t i = 0; p->services != NULL && i < p->cfg->n_services; i++)
+        snapshot_service_destroy(p->services[i]);
+    free(p->services);
+    free(p->listeners);
+    if (p->loop != NULL)
+        uv_loop_close(p->loop);
+    config_destroy(p->cfg);
+}
+
+static void proxy_log_started(const struct proxy *p)
+{
+    for (size_t i = 0; i < p->cfg->n_listeners; i++)
+        log_event(LOG_LEVEL_INFO, "listener_started", LOG_STR("listener", p->listeners[i].name),
+                  LOG_STR("bind", p->listeners[i].bind.text),
+                  LOG_STR("service", p->cfg->listeners[i].service));
+    log_event(LOG_LEVEL_INFO, "started", LOG_STR("version", SLUICE_VERSION),
+              LOG_INT("workers", p->n_workers), LOG_INT("pid", getpid()),
+              LOG_INT("max_connections", p->cfg->max_connections));
+}
+
+int proxy_run(struct config *cfg)
+{
+    struct proxy p = {.cfg = cfg, .n_workers = cfg->workers};
+    raise_fd_limit();
+    int rc = proxy_setup_services(&p);
+    if (rc == 0)
+        rc = proxy_setup_listeners(&p);
+    if (rc == 0)
+        rc = proxy_setup_loop(&p);
+    if (rc == 0)
+        rc = proxy_start_workers(&p);
+    if (rc != 0) {
+        log_event(LOG_LEVEL_ERROR, "startup_failed", LOG_STR("error", strerror(-rc)));
+        for (unsigned i = 0; i < p.n_started; i++)
+            worker_command(&p.workers[i], WORKER_STOP);
+        if (p.loop != NULL) {
+            proxy_close_handles(&p);
+            uv_run(p.loop, UV_RUN_DEFAULT);
+        }
+        proxy_teardown(&p);
+        return 1;
+    }
+    proxy_log_started(&p);
+    uv_run(p.loop, UV_RUN_DEFAULT);
+    proxy_log_stats(&p, "stopped");
+    proxy_teardown(&p);
+    return 0;
+}

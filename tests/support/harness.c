@@ -1,0 +1,400 @@
+/* Integration-test harness: spawning, logs and blocking sockets. */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int spawn_counter;
+static FILE *backend_outputs[64]; /* stdout pipes of started backends */
+static size_t n_backend_outputs;
+
+void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+const char *harness_tmpdir(void)
+{
+    static char dir[256];
+    if (dir[0] == '\0') {
+        const char *base = getenv("SLUICE_TEST_TMP");
+        snprintf(dir, sizeof(dir), "%s", base != NULL && *base ? base : "/tmp/sluice-tests");
+        mkdir(dir, 0755);
+    }
+    return dir;
+}
+
+const char *harness_bin(const char *env_name)
+{
+    const char *path = getenv(env_name);
+    if (path == NULL || *path == '\0') {
+        fprintf(stderr, "harness: %s is not set (run the tests through ctest)\n", env_name);
+        exit(1);
+    }
+    return path;
+}
+
+uint64_t harness_scale(uint64_t bytes)
+{
+    const char *san = getenv("SLUICE_SANITIZED");
+    return san != NULL && *san == '1' ? bytes / 4 : bytes;
+}
+
+int harness_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        perror("harness_free_port");
+        exit(1);
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Child side of a spawn: stdin from /dev/null, stdout to out_fd, stderr to the log. */
+static void child_exec(char *const argv[], int out_fd, int log_fd)
+{
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    dup2(out_fd >= 0 ? out_fd : log_fd, 1);
+    dup2(log_fd, 2);
+    execv(argv[0], argv);
+    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+}
+
+static pid_t spawn(struct proc *p, char *const argv[], int out_fd)
+{
+    snprintf(p->log_path, sizeof(p->log_path), "%s/%d-%d-%s.log", harness_tmpdir(), getpid(),
+             spawn_counter++, strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0]);
+    int log_fd = open(p->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (log_fd < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0)
+        child_exec(argv, out_fd, log_fd);
+    close(log_fd);
+    p->pid = pid > 0 ? pid : 0;
+    return pid;
+}
+
+int backend_start(struct proc *p, const char *mode, const char *const *extra)
+{
+    const char *argv[32] = {harness_bin("SLUICE_BACKEND_BIN"), "--listen", "127.0.0.1:0",
+                            "--mode", mode};
+    size_t n = 5;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    int pipefd[2];
+    if (pipe(pipefd) != 0)
+        return -1;
+    pid_t pid = spawn(p, (char *const *)argv, pipefd[1]);
+    close(pipefd[1]);
+    char line[256];
+    int port = -1;
+    if (pid > 0) {
+        FILE *f = fdopen(pipefd[0], "r");
+        if (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            char *colon = strrchr(line, ':');
+            if (strncmp(line, "listening ", 10) == 0 && colon != NULL)
+                port = atoi(colon + 1);
+        }
+        /* keep the pipe open so a later write by the backend never meets SIGPIPE */
+        if (f != NULL && n_backend_outputs < sizeof(backend_outputs) / sizeof(FILE *))
+            backend_outputs[n_backend_outputs++] = f;
+    }
+    return port;
+}
+
+size_t log_size(const struct proc *p)
+{
+    struct stat st;
+    return stat(p->log_path, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+static int line_has_all(const char *line, const char *const *needles)
+{
+    for (size_t i = 0; needles[i] != NULL; i++)
+        if (strstr(line, needles[i]) == NULL)
+            return 0;
+    return 1;
+}
+
+/* One pass over the log from *from; returns 0 with the line when found. */
+static int log_scan(struct proc *p, size_t *from, char *out, size_t out_len,
+                    const char *const *needles)
+{
+    FILE *f = fopen(p->log_path, "r");
+    if (f == NULL)
+        return -1;
+    char line[16384];
+    int found = -1;
+    fseek(f, (long)*from, SEEK_SET);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        size_t len = strlen(line);
+        if (len == 0 || line[len - 1] != '\n')
+            break; /* a line still being written */
+        *from += len;
+        if (line_has_all(line, needles)) {
+            if (out != NULL)
+                snprintf(out, out_len, "%s", line);
+            found = 0;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+int log_wait(struct proc *p, size_t *from, char *out, size_t out_len, const char *const *needles)
+{
+    size_t start = from != NULL ? *from : 0;
+    uint64_t deadline = now_ms() + HARNESS_WAIT_MS;
+    do {
+        if (log_scan(p, &start, out, out_len, needles) == 0) {
+            if (from != NULL)
+                *from = start;
+            return 0;
+        }
+        sleep_ms(10);
+    } while (now_ms() < deadline);
+    fprintf(stderr, "harness: log %s has no line with '%s' (waited %d ms)\n", p->log_path,
+            needles[0], HARNESS_WAIT_MS);
+    return -1;
+}
+
+long long log_field_int(const char *line, const char *key)
+{
+    char pat[128];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *at = strstr(line, pat);
+    return at != NULL ? atoll(at + strlen(pat)) : -1;
+}
+
+int sluice_start(struct proc *p, const char *config_text)
+{
+    snprintf(p->conf_path, sizeof(p->conf_path), "%s/%d-%d.ini", harness_tmpdir(), getpid(),
+             spawn_counter);
+    FILE *f = fopen(p->conf_path, "w");
+    if (f == NULL)
+        return -1;
+    fputs(config_text, f);
+    fclose(f);
+    const char *argv[] = {harness_bin("SLUICE_BIN"), "-c", p->conf_path, NULL};
+    if (spawn(p, (char *const *)argv, -1) <= 0)
+        return -1;
+    uint64_t deadline = now_ms() + HARNESS_WAIT_MS;
+    const char *needles[] = {"\"event\":\"started\"", NULL};
+    while (now_ms() < deadline) {
+        size_t from = 0;
+        if (log_scan(p, &from, NULL, 0, needles) == 0)
+            return 0;
+        if (waitpid(p->pid, NULL, WNOHANG) == p->pid) {
+            p->pid = 0;
+            return -1;
+        }
+        sleep_ms(10);
+    }
+    return -1;
+}
+
+void proc_signal(const struct proc *p, int sig)
+{
+    if (p->pid > 0)
+        kill(p->pid, sig);
+}
+
+int proc_wait(struct proc *p, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    int status;
+    while (p->pid > 0) {
+        pid_t r = waitpid(p->pid, &status, WNOHANG);
+        if (r == p->pid) {
+            p->pid = 0;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        if (now_ms() >= deadline)
+            return -1;
+        sleep_ms(5);
+    }
+    return -1;
+}
+
+int proc_stop(struct proc *p, int sig)
+{
+    if (p->pid <= 0)
+        return -1;
+    kill(p->pid, sig);
+    int status = proc_wait(p, HARNESS_WAIT_MS * 3);
+    if (status < 0 && p->pid > 0) {
+        kill(p->pid, SIGKILL);
+        status = proc_wait(p, HARNESS_WAIT_MS);
+    }
+    return status;
+}
+
+int run_capture(char *const argv[], char *out, size_t out_len)
+{
+    int pipefd[2];
+    if (pipe(pipefd) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pipefd[0]);
+        child_exec(argv, pipefd[1], pipefd[1]);
+    }
+    close(pipefd[1]);
+    size_t used = 0;
+    ssize_t n;
+    while ((n = read(pipefd[0], out + used, out_len - 1 - used)) > 0 && used < out_len - 1)
+        used += (size_t)n;
+    out[used] = '\0';
+    close(pipefd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int tcp_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {.tv_sec = HARNESS_WAIT_MS / 1000};
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int read_exact(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len > 0) {
+        ssize_t n = recv(fd, p, len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int read_line(int fd, char *out, size_t out_len)
+{
+    size_t n = 0;
+    while (n + 1 < out_len) {
+        char c;
+        ssize_t r = recv(fd, &c, 1, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        if (c == '\n')
+            break;
+        out[n++] = c;
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
+ssize_t read_to_eof(int fd, void *buf, size_t cap)
+{
+    size_t used = 0;
+    for (;;) {
+        ssize_t n = recv(fd, (char *)buf + used, cap - used, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            return (ssize_t)used;
+        used += (size_t)n;
+        if (used == cap)
+            return (ssize_t)used;
+    }
+}
+
+int wait_closed(int fd, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, timeout_ms) <= 0)
+        return 0;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+int hello_of(int port, char *out, size_t out_len)
+{
+    int fd = tcp_connect(port);
+    if (fd < 0)
+        return -1;
+    int rc = read_line(fd, out, out_len);
+    close(fd);
+    return rc < 0 ? -1 : 0;
+}
+
+long proc_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    long kib = -1;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kib = atol(line + 6);
+    if (f != NULL)
+        fclose(f);
+    return kib;
+}

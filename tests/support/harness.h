@@ -1,0 +1,89 @@
+/* Integration-test harness: real sluice and backend processes on 127.0.0.1, their logs, and
+ * blocking socket helpers with bounded waits (a wait that runs out fails the test, it never
+ * measures anything). */
+#ifndef SLUICE_TEST_HARNESS_H
+#define SLUICE_TEST_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define HARNESS_WAIT_MS 20000 /* upper bound for anything a test waits for */
+
+/* A child process and the file its stderr (and stdout, for sluice) goes to. */
+struct proc {
+    pid_t pid;            /* 0 when not running */
+    char log_path[512];   /* stderr of the child */
+    char conf_path[512];  /* config written for a sluice child */
+};
+
+/* Directory for test files (SLUICE_TEST_TMP or /tmp), created on demand. */
+const char *harness_tmpdir(void);
+
+/* Path of a binary from the environment (SLUICE_BIN, SLUICE_BACKEND_BIN); fails the test if unset. */
+const char *harness_bin(const char *env_name);
+
+/* A TCP port on 127.0.0.1 that was free a moment ago. */
+int harness_free_port(void);
+
+/* Scale factor for big transfers: 1, or smaller under sanitizers (SLUICE_SANITIZED=1). */
+uint64_t harness_scale(uint64_t bytes);
+
+/* Starts sluice-backend --mode MODE on a free port with extra args (NULL-terminated, may be
+ * NULL) and returns its port; waits until it listens. */
+int backend_start(struct proc *p, const char *mode, const char *const *extra);
+
+/* Writes config text to a file (the "%PORT" style is the caller's job) and starts sluice -c on it;
+ * waits until its log says "started". Returns 0, or -1 when it exited first (log kept). */
+int sluice_start(struct proc *p, const char *config_text);
+
+/* Sends sig and waits for the exit; returns the exit status (or 128+signal). */
+int proc_stop(struct proc *p, int sig);
+
+/* Waits for the process to exit by itself within timeout_ms; returns status, or -1 on timeout. */
+int proc_wait(struct proc *p, int timeout_ms);
+
+/* Sends a signal without waiting. */
+void proc_signal(const struct proc *p, int sig);
+
+/* Waits until the log holds a line containing every needle (NULL-terminated list) that was not
+ * there before offset *from (updated to past that line). Copies the line to out. 0 or -1. */
+int log_wait(struct proc *p, size_t *from, char *out, size_t out_len, const char *const *needles);
+
+/* Current size of the log, to wait for lines written after now. */
+size_t log_size(const struct proc *p);
+
+/* Numeric field "key":N from a JSON log line; -1 when absent. */
+long long log_field_int(const char *line, const char *key);
+
+/* Runs a command (argv, NULL-terminated), collects stdout+stderr into out, returns exit status. */
+int run_capture(char *const argv[], char *out, size_t out_len);
+
+/* Blocking connect to 127.0.0.1:port with a receive timeout of HARNESS_WAIT_MS. -1 on failure. */
+int tcp_connect(int port);
+
+/* Writes all of buf. 0 or -1. */
+int write_all(int fd, const void *buf, size_t len);
+
+/* Reads exactly len bytes. 0, or -1 on EOF/error first. */
+int read_exact(int fd, void *buf, size_t len);
+
+/* Reads one line (without '\n') into out. Returns its length or -1. */
+int read_line(int fd, char *out, size_t out_len);
+
+/* Reads until EOF; returns bytes read or -1 on error (reset counts as error). */
+ssize_t read_to_eof(int fd, void *buf, size_t cap);
+
+/* Returns 1 if the peer closed (EOF or reset) within timeout_ms, 0 if still open. */
+int wait_closed(int fd, int timeout_ms);
+
+/* Connects through sluice to a --hello echo backend and returns the hello line's text. */
+int hello_of(int port, char *out, size_t out_len);
+
+/* RSS of a process in KiB, from /proc/PID/status. */
+long proc_rss_kib(pid_t pid);
+
+/* Sleeps ms milliseconds. */
+void sleep_ms(int ms);
+
+#endif
