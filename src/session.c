@@ -230,6 +230,11 @@ static void session_connect_next(struct session *s)
     struct worker *w = s->worker;
     struct config_addr addr;
     if (instance_pick(s, &addr) != 0) {
+        /* every instance failed already, or there never was one to try */
+        if (s->n_tried > 0) {
+            session_finalize(s, "upstream_unavailable", CLOSE_FIN);
+            return;
+        }
         STATS_ADD(&w->stats, no_instance, 1);
         session_finalize(s, "no_instance", CLOSE_FIN);
         return;

@@ -398,3 +398,13 @@ long proc_rss_kib(pid_t pid)
         fclose(f);
     return kib;
 }
+
+void config_simple(char *out, size_t out_len, int port, const char *backends,
+                   const char *sluice_extra, const char *listener_extra, const char *service_extra)
+{
+    snprintf(out, out_len,
+             "[sluice]\nworkers = 1\nlog_level = debug\nlog_format = json\n%s\n"
+             "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\n%s\n"
+             "[service:api]\nbackends = %s\n%s\n",
+             sluice_extra, port, listener_extra, backends, service_extra);
+}

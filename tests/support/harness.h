@@ -86,4 +86,9 @@ long proc_rss_kib(pid_t pid);
 /* Sleeps ms milliseconds. */
 void sleep_ms(int ms);
 
+/* A sluice config with one listener "web" on port proxying to service "api" with the given
+ * backends line and extra [sluice]/[listener]/[service] lines (may be ""). Writes into out. */
+void config_simple(char *out, size_t out_len, int port, const char *backends,
+                   const char *sluice_extra, const char *listener_extra, const char *service_extra);
+
 #endif

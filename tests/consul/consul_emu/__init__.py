@@ -1,0 +1,1 @@
+"""Consul agent emulator for sluice's test suite (Python standard library only)."""

@@ -1,0 +1,277 @@
+/* The daemon's life: -t, -h, --version, graceful shutdown and its timeout, SIGHUP reloads (good
+ * and broken), bind failures, and 2,000 concurrent sessions on one worker. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "pattern.h"
+
+static struct proc echo_a, echo_b, source;
+static int port_a, port_b, port_source;
+
+static int setup(void **state)
+{
+    (void)state;
+    const char *hello_a[] = {"--hello", "A", "--threads", "2", NULL};
+    const char *hello_b[] = {"--hello", "B", NULL};
+    port_a = backend_start(&echo_a, "echo", hello_a);
+    port_b = backend_start(&echo_b, "echo", hello_b);
+    port_source = backend_start(&source, "source", NULL);
+    return port_a > 0 && port_b > 0 && port_source > 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    proc_stop(&echo_a, SIGTERM);
+    proc_stop(&echo_b, SIGTERM);
+    proc_stop(&source, SIGTERM);
+    return 0;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_check_good_config(void **state)
+{
+    (void)state;
+    char conf[1024], path[512], out[4096];
+    snprintf(path, sizeof(path), "%s/good-%d.ini", harness_tmpdir(), getpid());
+    config_simple(conf, sizeof(conf), 18080, "127.0.0.1:9001 weight=3, 127.0.0.1:9002", "", "",
+                  "");
+    write_file(path, conf);
+    char *argv[] = {(char *)harness_bin("SLUICE_BIN"), "-t", "-c", path, NULL};
+    assert_int_equal(run_capture(argv, out, sizeof(out)), 0);
+    assert_non_null(strstr(out, "configuration OK"));
+}
+
+/* Every problem is reported at once, each as FILE:LINE: key: what. */
+static void test_check_bad_config_lists_every_problem(void **state)
+{
+    (void)state;
+    char path[512], out[8192], want[600];
+    snprintf(path, sizeof(path), "%s/bad-%d.ini", harness_tmpdir(), getpid());
+    write_file(path, "[sluice]\n"
+                     "workers = many\n"             /* line 2 */
+                     "[listener:web]\n"
+                     "bind = 127.0.0.1\n"           /* line 4: no port */
+                     "service = nowhere\n"          /* line 5: missing service */
+                     "idle_timeout = 5x\n"          /* line 6 */
+                     "[service:api]\n"
+                     "backends = 127.0.0.1:9001\n"
+                     "colour = blue\n");            /* line 9: unknown key */
+    char *argv[] = {(char *)harness_bin("SLUICE_BIN"), "-t", "-c", path, NULL};
+    assert_int_equal(run_capture(argv, out, sizeof(out)), 1);
+    const char *expect[] = {":2: workers:", ":4: bind:", ":5: service:", ":6: idle_timeout:",
+                            ":9: colour:"};
+    for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++) {
+        snprintf(want, sizeof(want), "%s%s", path, expect[i]);
+        if (strstr(out, want) == NULL)
+            fail_msg("missing '%s' in:\n%s", want, out);
+    }
+}
+
+static void test_help_and_version(void **state)
+{
+    (void)state;
+    char out[4096];
+    char *help[] = {(char *)harness_bin("SLUICE_BIN"), "-h", NULL};
+    assert_int_equal(run_capture(help, out, sizeof(out)), 0);
+    assert_non_null(strstr(out, "usage: sluice"));
+    char *version[] = {(char *)harness_bin("SLUICE_BIN"), "--version", NULL};
+    assert_int_equal(run_capture(version, out, sizeof(out)), 0);
+    assert_true(strncmp(out, "sluice ", 7) == 0);
+    char *bad[] = {(char *)harness_bin("SLUICE_BIN"), "--bogus", NULL};
+    assert_int_equal(run_capture(bad, out, sizeof(out)), 2);
+}
+
+/* A port already taken (by a plain socket without SO_REUSEPORT) fails startup with a message. */
+static void test_bind_in_use_fails_startup(void **state)
+{
+    (void)state;
+    int port = harness_free_port();
+    int blocker = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(0x7f000001)};
+    assert_int_equal(bind(blocker, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(blocker, 1), 0);
+    char conf[1024], line[64];
+    snprintf(line, sizeof(line), "127.0.0.1:%d", port_a);
+    config_simple(conf, sizeof(conf), port, line, "", "", "");
+    struct proc p = {0};
+    assert_int_equal(sluice_start(&p, conf), -1); /* exited before "started" */
+    char err[2048];
+    const char *needles[] = {"startup_failed", "cannot listen", NULL};
+    assert_int_equal(log_wait(&p, NULL, err, sizeof(err), needles), 0);
+    close(blocker);
+}
+
+static int start_on(struct proc *p, const char *backend_line, const char *sluice_extra)
+{
+    int port = harness_free_port();
+    char conf[2048];
+    config_simple(conf, sizeof(conf), port, backend_line, sluice_extra, "", "");
+    assert_int_equal(sluice_start(p, conf), 0);
+    return port;
+}
+
+/* SIGTERM mid-transfer: the listener closes at once, the transfer completes intact, exit 0. */
+static void test_graceful_shutdown_finishes_transfer(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    char line[64];
+    snprintf(line, sizeof(line), "127.0.0.1:%d", port_source);
+    int port = start_on(&p, line, "shutdown_timeout = 60s\n");
+    int fd = tcp_connect(port);
+    assert_true(fd >= 0);
+    uint64_t total = harness_scale(64ULL << 20), off = 0, seed = 7;
+    char req[64];
+    int n = snprintf(req, sizeof(req), "%llu %llu\n", (unsigned long long)total,
+                     (unsigned long long)seed);
+    assert_int_equal(write_all(fd, req, (size_t)n), 0);
+    static unsigned char buf[65536];
+    assert_int_equal(read_exact(fd, buf, 4096), 0);
+    assert_int_equal(pattern_check(seed, 0, buf, 4096), -1);
+    off = 4096;
+    proc_signal(&p, SIGTERM);
+    const char *needles[] = {"\"event\":\"shutdown_started\"", NULL};
+    assert_int_equal(log_wait(&p, NULL, NULL, 0, needles), 0);
+    assert_true(tcp_connect(port) < 0); /* no new connections once draining */
+    for (;;) {
+        ssize_t got = recv(fd, buf, sizeof(buf), 0);
+        assert_true(got >= 0);
+        if (got == 0)
+            break;
+        assert_int_equal(pattern_check(seed, off, buf, (size_t)got), -1);
+        off += (uint64_t)got;
+    }
+    assert_int_equal(off, total);
+    close(fd);
+    assert_int_equal(proc_wait(&p, HARNESS_WAIT_MS), 0);
+}
+
+/* A session that never ends is cut at shutdown_timeout, and sluice still exits 0. */
+static void test_shutdown_timeout_cuts_stragglers(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    char line[64];
+    snprintf(line, sizeof(line), "127.0.0.1:%d", port_a);
+    int port = start_on(&p, line, "shutdown_timeout = 500ms\n");
+    int fd = tcp_connect(port);
+    char hello[16];
+    assert_true(read_line(fd, hello, sizeof(hello)) > 0);
+    proc_signal(&p, SIGTERM);
+    assert_int_equal(wait_closed(fd, HARNESS_WAIT_MS), 1);
+    assert_int_equal(proc_wait(&p, HARNESS_WAIT_MS), 0);
+    const char *needles[] = {"\"event\":\"shutdown_timeout\"", NULL};
+    assert_int_equal(log_wait(&p, NULL, NULL, 0, needles), 0);
+    close(fd);
+}
+
+/* SIGHUP with new backends: new sessions go to the new set, an open one keeps working. Then a
+ * broken file: rejected with its errors logged, the running set stays. */
+static void test_reload_swaps_and_rejects_broken(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    char line[64], conf[2048], hello[16];
+    snprintf(line, sizeof(line), "127.0.0.1:%d", port_a);
+    int port = start_on(&p, line, "");
+    int open_fd = tcp_connect(port);
+    assert_true(read_line(open_fd, hello, sizeof(hello)) > 0);
+    assert_string_equal(hello, "A");
+
+    snprintf(line, sizeof(line), "127.0.0.1:%d", port_b);
+    config_simple(conf, sizeof(conf), port, line, "", "", "");
+    write_file(p.conf_path, conf);
+    size_t from = log_size(&p);
+    proc_signal(&p, SIGHUP);
+    const char *done[] = {"\"event\":\"reload_done\"", NULL};
+    assert_int_equal(log_wait(&p, &from, NULL, 0, done), 0);
+    assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
+    assert_string_equal(hello, "B");
+    assert_int_equal(write_all(open_fd, "still", 5), 0); /* the old session is untouched */
+    char back[5];
+    assert_int_equal(read_exact(open_fd, back, 5), 0);
+    assert_memory_equal(back, "still", 5);
+
+    write_file(p.conf_path, "[sluice]\nworkers = 1\n[listener:web]\nbind = nonsense\n");
+    proc_signal(&p, SIGHUP);
+    const char *failed[] = {"\"event\":\"reload_failed\"", NULL};
+    const char *named[] = {"\"event\":\"config_error\"", ":4: bind:", NULL};
+    size_t from2 = from;
+    assert_int_equal(log_wait(&p, &from, NULL, 0, failed), 0);
+    assert_int_equal(log_wait(&p, &from2, NULL, 0, named), 0);
+    assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
+    assert_string_equal(hello, "B");
+    close(open_fd);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
+/* 2,000 sessions open at once through one worker; each echoes its own bytes back. */
+static void test_2000_concurrent_sessions_one_worker(void **state)
+{
+    (void)state;
+    enum { N = 2000 };
+    struct proc p = {0};
+    char line[64];
+    snprintf(line, sizeof(line), "127.0.0.1:%d", port_a);
+    int port = start_on(&p, line, "max_connections = 5000\n");
+    static int fds[N];
+    for (int i = 0; i < N; i++) {
+        fds[i] = tcp_connect(port);
+        assert_true(fds[i] >= 0);
+    }
+    for (int i = 0; i < N; i++) { /* every one is live at the same time */
+        char hello[16], msg[64], back[64];
+        assert_true(read_line(fds[i], hello, sizeof(hello)) > 0);
+        assert_string_equal(hello, "A");
+        int n = snprintf(msg, sizeof(msg), "session %d of %d", i, N);
+        assert_int_equal(write_all(fds[i], msg, (size_t)n), 0);
+        assert_int_equal(read_exact(fds[i], back, (size_t)n), 0);
+        assert_memory_equal(back, msg, (size_t)n);
+    }
+    proc_signal(&p, SIGUSR1);
+    char stats[4096];
+    const char *needles[] = {"\"event\":\"stats\"", NULL};
+    assert_int_equal(log_wait(&p, NULL, stats, sizeof(stats), needles), 0);
+    assert_int_equal(log_field_int(stats, "open"), N);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_check_good_config),
+        cmocka_unit_test(test_check_bad_config_lists_every_problem),
+        cmocka_unit_test(test_help_and_version),
+        cmocka_unit_test(test_bind_in_use_fails_startup),
+        cmocka_unit_test(test_graceful_shutdown_finishes_transfer),
+        cmocka_unit_test(test_shutdown_timeout_cuts_stragglers),
+        cmocka_unit_test(test_reload_swaps_and_rejects_broken),
+        cmocka_unit_test(test_2000_concurrent_sessions_one_worker),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,293 @@
+/* Which backend gets the connection: balancers end to end, retries on refused and timed-out
+ * connects, all instances down, idle timeout, and the max_connections pause. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define N_BACKENDS 3
+
+static struct proc backends[N_BACKENDS];
+static int backend_ports[N_BACKENDS];
+
+static int setup(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N_BACKENDS; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "b%d", i);
+        const char *extra[] = {"--hello", name, NULL};
+        backend_ports[i] = backend_start(&backends[i], "echo", extra);
+        if (backend_ports[i] <= 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N_BACKENDS; i++)
+        proc_stop(&backends[i], SIGTERM);
+    return 0;
+}
+
+/* Starts sluice in front of the given backends line; returns its listener port. */
+static int start_proxy(struct proc *p, const char *backend_line, const char *sluice_extra,
+                       const char *listener_extra, const char *service_extra)
+{
+    int port = harness_free_port();
+    char conf[2048];
+    config_simple(conf, sizeof(conf), port, backend_line, sluice_extra, listener_extra,
+                  service_extra);
+    assert_int_equal(sluice_start(p, conf), 0);
+    return port;
+}
+
+/* Counts which backend answered n sequential connections. */
+static void count_hellos(int port, int n, int counts[N_BACKENDS])
+{
+    memset(counts, 0, sizeof(int) * N_BACKENDS);
+    for (int i = 0; i < n; i++) {
+        char hello[32];
+        assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
+        assert_true(hello[0] == 'b' && hello[1] >= '0' && hello[1] < '0' + N_BACKENDS);
+        counts[hello[1] - '0']++;
+    }
+}
+
+static void backends_line(char *out, size_t len, const char *w0, const char *w1, const char *w2)
+{
+    snprintf(out, len, "127.0.0.1:%d%s, 127.0.0.1:%d%s, 127.0.0.1:%d%s", backend_ports[0], w0,
+             backend_ports[1], w1, backend_ports[2], w2);
+}
+
+static void test_round_robin_spreads_evenly(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    char line[256];
+    backends_line(line, sizeof(line), "", "", "");
+    int port = start_proxy(&p, line, "", "", "");
+    int counts[N_BACKENDS];
+    count_hellos(port, 30, counts);
+    for (int i = 0; i < N_BACKENDS; i++)
+        assert_int_equal(counts[i], 10); /* one worker, sequential: exact rotation */
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
+static void test_weighted_respects_weights(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    char line[256];
+    backends_line(line, sizeof(line), " weight=5", " weight=1", " weight=2");
+    int port = start_proxy(&p, line, "", "", "balance = weighted\n");
+    int counts[N_BACKENDS];
+    count_hellos(port, 80, counts); /* ten full cycles of the smooth sequence */
+    assert_int_equal(counts[0], 50);
+    assert_int_equal(counts[1], 10);
+    assert_int_equal(counts[2], 20);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
+/* Two connections held open on b0 and b1: least_connections sends the next ones to b2. */
+static void test_least_connections_prefers_emptiest(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    char line[256];
+    backends_line(line, sizeof(line), "", "", "");
+    int port = start_proxy(&p, line, "", "", "balance = least_connections\n");
+    int held[2];
+    char hello[32];
+    int seen[N_BACKENDS] = {0};
+    for (int i = 0; i < 2; i++) {
+        held[i] = tcp_connect(port);
+        assert_true(held[i] >= 0);
+        assert_true(read_line(held[i], hello, sizeof(hello)) > 0);
+        seen[hello[1] - '0']++;
+    }
+    int empty = seen[0] == 0 ? 0 : seen[1] == 0 ? 1 : 2;
+    assert_int_equal(seen[0] + seen[1] + seen[2], 2);
+    size_t from = log_size(&p);
+    for (int i = 0; i < 5; i++) { /* short ones come and go: the emptiest keeps winning */
+        assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
+        assert_int_equal(hello[1] - '0', empty);
+        /* the next pick must see this one gone: wait for its end in the log */
+        const char *ended[] = {"\"event\":\"session_end\"", NULL};
+        assert_int_equal(log_wait(&p, &from, NULL, 0, ended), 0);
+    }
+    close(held[0]);
+    close(held[1]);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
+/* One instance refuses: every client still gets a live backend, never an error. */
+static void test_refused_instance_is_retried(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    char line[256];
+    int dead = harness_free_port();
+    snprintf(line, sizeof(line), "127.0.0.1:%d, 127.0.0.1:%d", dead, backend_ports[1]);
+    int port = start_proxy(&p, line, "", "retries = 2\n", "");
+    for (int i = 0; i < 10; i++) {
+        char hello[32];
+        assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
+        assert_string_equal(hello, "b1");
+    }
+    proc_signal(&p, SIGUSR1);
+    char stats[4096];
+    const char *needles[] = {"\"event\":\"stats\"", NULL};
+    assert_int_equal(log_wait(&p, NULL, stats, sizeof(stats), needles), 0);
+    assert_true(log_field_int(stats, "retries") >= 5);
+    assert_int_equal(log_field_int(stats, "sessions_established"), 10);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
+/* A listener whose accept queue is full drops SYNs: connects to it time out, and sluice moves on
+ * to the next instance within connect_timeout. */
+static void test_connect_timeout_is_retried(void **state)
+{
+    (void)state;
+    int bh = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(bh, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(bh, 0), 0);
+    getsockname(bh, (struct sockaddr *)&a, &alen);
+    int filler[4];
+    for (int i = 0; i < 4; i++) { /* fill the queue; later SYNs are dropped */
+        filler[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(filler[i], (struct sockaddr *)&a, sizeof(a));
+    }
+    sleep_ms(100);
+    struct proc p = {0};
+    char line[256];
+    snprintf(line, sizeof(line), "127.0.0.1:%d, 127.0.0.1:%d", ntohs(a.sin_port),
+             backend_ports[2]);
+    int port = start_proxy(&p, line, "", "connect_timeout = 300ms\nretries = 1\n", "");
+    for (int i = 0; i < 4; i++) {
+        char hello[32];
+        assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
+        assert_string_equal(hello, "b2");
+    }
+    proc_signal(&p, SIGUSR1);
+    char stats[4096];
+    const char *needles[] = {"\"event\":\"stats\"", NULL};
+    assert_int_equal(log_wait(&p, NULL, stats, sizeof(stats), needles), 0);
+    assert_true(log_field_int(stats, "connect_timeouts") >= 1);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+    for (int i = 0; i < 4; i++)
+        close(filler[i]);
+    close(bh);
+}
+
+/* Nothing to connect to: after the retries the client gets a clean close (FIN, not RST). */
+static void test_all_instances_down_closes_cleanly(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    char line[128];
+    snprintf(line, sizeof(line), "127.0.0.1:%d, 127.0.0.1:%d", harness_free_port(),
+             harness_free_port());
+    int port = start_proxy(&p, line, "", "retries = 3\n", "");
+    int fd = tcp_connect(port);
+    assert_true(fd >= 0);
+    char c;
+    errno = 0;
+    assert_int_equal(recv(fd, &c, 1, 0), 0); /* EOF, not ECONNRESET */
+    close(fd);
+    char end[2048];
+    const char *needles[] = {"\"event\":\"session_end\"", "upstream_unavailable", NULL};
+    assert_int_equal(log_wait(&p, NULL, end, sizeof(end), needles), 0);
+    assert_int_equal(log_field_int(end, "attempts"), 2); /* both instances, no more */
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
+static void test_idle_timeout_closes_quiet_sessions(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    char line[64];
+    snprintf(line, sizeof(line), "127.0.0.1:%d", backend_ports[0]);
+    int port = start_proxy(&p, line, "", "idle_timeout = 600ms\n", "");
+    int quiet = tcp_connect(port), busy = tcp_connect(port);
+    char hello[32];
+    assert_true(read_line(quiet, hello, sizeof(hello)) > 0);
+    assert_true(read_line(busy, hello, sizeof(hello)) > 0);
+    for (int i = 0; i < 12; i++) { /* 1.2 s of traffic every 100 ms keeps busy alive */
+        assert_int_equal(write_all(busy, "k", 1), 0);
+        char c;
+        assert_int_equal(read_exact(busy, &c, 1), 0);
+        sleep_ms(100);
+    }
+    assert_int_equal(wait_closed(quiet, HARNESS_WAIT_MS), 1);
+    assert_int_equal(write_all(busy, "z", 1), 0);
+    char c;
+    assert_int_equal(read_exact(busy, &c, 1), 0);
+    assert_int_equal(c, 'z');
+    close(quiet);
+    close(busy);
+    char end[2048];
+    const char *needles[] = {"\"event\":\"session_end\"", "idle_timeout", NULL};
+    assert_int_equal(log_wait(&p, NULL, end, sizeof(end), needles), 0);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
+/* At max_connections sluice stops accepting (the kernel queues the newcomer), logs it, and
+ * serves the newcomer as soon as a slot frees up. */
+static void test_max_connections_pauses_and_resumes(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    char line[64];
+    snprintf(line, sizeof(line), "127.0.0.1:%d", backend_ports[0]);
+    int port = start_proxy(&p, line, "max_connections = 3\n", "", "");
+    int fds[3];
+    char hello[32];
+    for (int i = 0; i < 3; i++) {
+        fds[i] = tcp_connect(port);
+        assert_true(read_line(fds[i], hello, sizeof(hello)) > 0);
+    }
+    int extra = tcp_connect(port); /* completes in the kernel, waits for accept */
+    assert_true(extra >= 0);
+    const char *needles[] = {"\"event\":\"accept_paused\"", "max_connections", NULL};
+    assert_int_equal(log_wait(&p, NULL, NULL, 0, needles), 0);
+    assert_int_equal(wait_closed(extra, 300), 0); /* not served, not dropped */
+    close(fds[0]);
+    assert_true(read_line(extra, hello, sizeof(hello)) > 0);
+    assert_string_equal(hello, "b0");
+    close(extra);
+    close(fds[1]);
+    close(fds[2]);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_robin_spreads_evenly),
+        cmocka_unit_test(test_weighted_respects_weights),
+        cmocka_unit_test(test_least_connections_prefers_emptiest),
+        cmocka_unit_test(test_refused_instance_is_retried),
+        cmocka_unit_test(test_connect_timeout_is_retried),
+        cmocka_unit_test(test_all_instances_down_closes_cleanly),
+        cmocka_unit_test(test_idle_timeout_closes_quiet_sessions),
+        cmocka_unit_test(test_max_connections_pauses_and_resumes),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

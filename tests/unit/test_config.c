@@ -1,0 +1,860 @@
+/* Unit tests for config: parsing into the struct, defaults, and every FILE:LINE: key: error. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sluice/config.h"
+
+/* A listener and its service, 5 lines, so a test that appends to it sees only its own error;
+ * appended text starts at line 6. */
+#define BASE                                                                                       \
+    "[listener:web]\n"                                                                             \
+    "bind = 127.0.0.1:8080\n"                                                                      \
+    "service = api\n"                                                                              \
+    "[service:api]\n"                                                                              \
+    "backends = 127.0.0.1:9001\n"
+
+/* Path of the file the last load_text() wrote; error lines start with it. */
+static char cfg_path[64];
+
+/* Writes text to a fresh temporary file and loads it; the file is gone afterwards. */
+static int load_text(const char *text, struct config **cfg, struct config_errors *errs)
+{
+    size_t len = strlen(text);
+    int fd, rc;
+
+    snprintf(cfg_path, sizeof(cfg_path), "/tmp/sluice_test_config_XXXXXX");
+    fd = mkstemp(cfg_path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    close(fd);
+    rc = config_load(cfg_path, cfg, errs);
+    unlink(cfg_path);
+    return rc;
+}
+
+/* Loads text that must be valid; returns the config. */
+static struct config *load_ok(const char *text)
+{
+    struct config_errors errs = {0};
+    struct config *cfg = NULL;
+    int rc = load_text(text, &cfg, &errs);
+
+    for (size_t i = 0; i < errs.n; i++) {
+        print_message("unexpected: %s\n", errs.lines[i]);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(errs.n, 0);
+    assert_non_null(cfg);
+    return cfg;
+}
+
+/* One expected error line: "FILE:LINE: KEY: " exactly, then a phrase containing PHRASE. */
+struct want {
+    int line;
+    const char *key;
+    const char *phrase;
+};
+
+static void assert_error_line(const char *path, const char *got, const struct want *w)
+{
+    char prefix[256];
+    size_t len = (size_t)snprintf(prefix, sizeof(prefix), "%s:%d: %s: ", path, w->line, w->key);
+
+    if (strncmp(got, prefix, len) != 0 || strstr(got + len, w->phrase) == NULL) {
+        print_message("got:  %s\nwant: %s...%s...\n", got, prefix, w->phrase);
+        fail();
+    }
+}
+
+/* Loads text, which must fail with exactly these errors, in this order. */
+static void expect_errors(const char *text, const struct want *w, size_t n)
+{
+    struct config_errors errs = {0};
+    struct config *cfg = (struct config *)&errs; /* must be reset to NULL */
+    int rc = load_text(text, &cfg, &errs);
+
+    assert_int_equal(rc, -EINVAL);
+    assert_null(cfg);
+    if (errs.n != n) {
+        for (size_t i = 0; i < errs.n; i++) {
+            print_message("error %zu: %s\n", i, errs.lines[i]);
+        }
+    }
+    assert_int_equal(errs.n, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_error_line(cfg_path, errs.lines[i], &w[i]);
+    }
+    config_errors_clear(&errs);
+    assert_null(errs.lines);
+    assert_int_equal(errs.n, 0);
+}
+
+#define EXPECT_ERRORS(text, ...)                                                                   \
+    do {                                                                                           \
+        const struct want want_[] = {__VA_ARGS__};                                                 \
+        expect_errors((text), want_, sizeof(want_) / sizeof(want_[0]));                            \
+    } while (0)
+
+static uint16_t addr_port(const struct config_addr *a)
+{
+    if (a->sa.ss_family == AF_INET6) {
+        return ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port);
+    }
+    return ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
+}
+
+static void test_good_config_sets_every_field(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[sluice]\n"                    /* 1 */
+                                 "workers = 3\n"                 /* 2 */
+                                 "max_connections = 500\n"       /* 3 */
+                                 "log_level = warn\n"            /* 4 */
+                                 "log_format = text\n"           /* 5 */
+                                 "shutdown_timeout = 1m\n"       /* 6 */
+                                 "splice = always\n"             /* 7 */
+                                 "pipe_size = 1m\n"              /* 8 */
+                                 "buffer_size = 4096\n"          /* 9 */
+                                 "\n"                            /* 10 */
+                                 "[listener:web]\n"              /* 11 */
+                                 "bind = 127.0.0.1:8080\n"       /* 12 */
+                                 "service = api\n"               /* 13 */
+                                 "connect_timeout = 250ms\n"     /* 14 */
+                                 "idle_timeout = 1h\n"           /* 15 */
+                                 "retries = 0\n"                 /* 16 */
+                                 "backlog = 128\n"               /* 17 */
+                                 "[service:other]\n"             /* 18 */
+                                 "backends = 10.0.0.1:1\n"       /* 19 */
+                                 "[service:api]\n"               /* 20 */
+                                 "balance = least_connections\n" /* 21 */
+                                 "discovery = static\n"          /* 22 */
+                                 "backends = 127.0.0.1:9001 weight=3, 127.0.0.1:9002, "
+                                 "[::1]:9003 weight=0\n"); /* 23 */
+
+    assert_string_equal(cfg->path, cfg_path);
+    assert_int_equal(cfg->workers, 3);
+    assert_int_equal(cfg->max_connections, 500);
+    assert_int_equal(cfg->log_level, LOG_LEVEL_WARN);
+    assert_int_equal(cfg->log_format, LOG_FORMAT_TEXT);
+    assert_int_equal(cfg->shutdown_timeout_ms, 60000);
+    assert_int_equal(cfg->splice, CONFIG_SPLICE_ALWAYS);
+    assert_int_equal(cfg->pipe_size, 1024 * 1024);
+    assert_int_equal(cfg->buffer_size, 4096);
+
+    assert_int_equal(cfg->n_listeners, 1);
+    const struct config_listener *l = &cfg->listeners[0];
+    assert_string_equal(l->name, "web");
+    assert_int_equal(l->line, 11);
+    assert_string_equal(l->bind.text, "127.0.0.1:8080");
+    assert_int_equal(l->bind.sa.ss_family, AF_INET);
+    assert_int_equal(l->bind.len, sizeof(struct sockaddr_in));
+    assert_int_equal(addr_port(&l->bind), 8080);
+    assert_string_equal(l->service, "api");
+    assert_int_equal(l->service_index, 1);
+    assert_int_equal(l->connect_timeout_ms, 250);
+    assert_int_equal(l->idle_timeout_ms, 3600000);
+    assert_int_equal(l->retries, 0);
+    assert_int_equal(l->backlog, 128);
+
+    assert_int_equal(cfg->n_services, 2);
+    assert_string_equal(cfg->services[0].name, "other");
+    assert_int_equal(cfg->services[0].line, 18);
+    assert_int_equal(cfg->services[0].balance, CONFIG_BALANCE_ROUND_ROBIN);
+    const struct config_service *s = &cfg->services[1];
+    assert_string_equal(s->name, "api");
+    assert_int_equal(s->line, 20);
+    assert_int_equal(s->balance, CONFIG_BALANCE_LEAST_CONNECTIONS);
+    assert_int_equal(s->discovery, CONFIG_DISCOVERY_STATIC);
+    assert_int_equal(s->n_backends, 3);
+    assert_string_equal(s->backends[0].addr.text, "127.0.0.1:9001");
+    assert_int_equal(s->backends[0].weight, 3);
+    assert_string_equal(s->backends[1].addr.text, "127.0.0.1:9002");
+    assert_int_equal(s->backends[1].weight, 1);
+    assert_string_equal(s->backends[2].addr.text, "[::1]:9003");
+    assert_int_equal(s->backends[2].addr.sa.ss_family, AF_INET6);
+    assert_int_equal(s->backends[2].addr.len, sizeof(struct sockaddr_in6));
+    assert_int_equal(addr_port(&s->backends[2].addr), 9003);
+    assert_int_equal(s->backends[2].weight, 0);
+    config_destroy(cfg);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(BASE);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+    assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+    assert_int_equal(cfg->max_connections, 10000);
+    assert_int_equal(cfg->log_level, LOG_LEVEL_INFO);
+    assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
+    assert_int_equal(cfg->shutdown_timeout_ms, 30000);
+    assert_int_equal(cfg->splice, CONFIG_SPLICE_AUTO);
+    assert_int_equal(cfg->pipe_size, 256 * 1024);
+    assert_int_equal(cfg->buffer_size, 16 * 1024);
+    assert_int_equal(cfg->listeners[0].connect_timeout_ms, 2000);
+    assert_int_equal(cfg->listeners[0].idle_timeout_ms, 300000);
+    assert_int_equal(cfg->listeners[0].retries, 2);
+    assert_int_equal(cfg->listeners[0].backlog, 4096);
+    assert_int_equal(cfg->services[0].balance, CONFIG_BALANCE_ROUND_ROBIN);
+    assert_int_equal(cfg->services[0].discovery, CONFIG_DISCOVERY_STATIC);
+    assert_int_equal(cfg->services[0].backends[0].weight, 1);
+    config_destroy(cfg);
+}
+
+static void test_workers(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(BASE "[sluice]\nworkers = 256\n");
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+    assert_int_equal(cfg->workers, 256);
+    config_destroy(cfg);
+    cfg = load_ok(BASE "[sluice]\nworkers = auto\n");
+    assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+    config_destroy(cfg);
+    EXPECT_ERRORS(BASE "[sluice]\nworkers = 0\n", {7, "workers", "\"0\" is out of range (1..256)"});
+    EXPECT_ERRORS(BASE "[sluice]\nworkers = 257\n", {7, "workers", "is out of range (1..256)"});
+    EXPECT_ERRORS(BASE "[sluice]\nworkers = many\n", {7, "workers", "\"many\" is not a number"});
+    EXPECT_ERRORS(BASE "[sluice]\nworkers = -1\n", {7, "workers", "is not a number"});
+    EXPECT_ERRORS(BASE "[sluice]\nworkers = 99999999999999999999999\n",
+                  {7, "workers", "is out of range"});
+}
+
+static void test_number_ranges(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(BASE "[sluice]\nmax_connections = 10000000\n"
+                                      "[listener:b]\nbind = 127.0.0.1:1\nservice = api\n"
+                                      "retries = 100\nbacklog = 65535\n");
+
+    assert_int_equal(cfg->max_connections, 10000000);
+    assert_int_equal(cfg->listeners[1].retries, 100);
+    assert_int_equal(cfg->listeners[1].backlog, 65535);
+    config_destroy(cfg);
+    EXPECT_ERRORS(BASE "[sluice]\nmax_connections = 10000001\n",
+                  {7, "max_connections", "is out of range (1..10000000)"});
+    EXPECT_ERRORS(BASE "[sluice]\nmax_connections = 0\n", {7, "max_connections", "out of range"});
+    EXPECT_ERRORS(BASE "[listener:b]\nbind = 127.0.0.1:1\nservice = api\nretries = 101\n",
+                  {9, "retries", "\"101\" is out of range (0..100)"});
+    EXPECT_ERRORS(BASE "[listener:b]\nbind = 127.0.0.1:1\nservice = api\nbacklog = 0\n",
+                  {9, "backlog", "\"0\" is out of range (1..65535)"});
+    EXPECT_ERRORS(BASE "[listener:b]\nbind = 127.0.0.1:1\nservice = api\nbacklog = 65536\n",
+                  {9, "backlog", "is out of range (1..65535)"});
+    EXPECT_ERRORS(BASE "[listener:b]\nbind = 127.0.0.1:1\nservice = api\nbacklog = 1.5\n",
+                  {9, "backlog", "\"1.5\" is not a number"});
+}
+
+static void test_sizes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        uint32_t bytes;
+    } good[] = {{"4096", 4096},       {"4k", 4096},        {"4K", 4096},
+                {"256k", 256 * 1024}, {"1m", 1024 * 1024}, {"16m", 16 * 1024 * 1024},
+                {"16M", 16777216},    {"5000", 5000}};
+    static const struct {
+        const char *text;
+        const char *phrase;
+    } bad[] = {{"4095", "is out of range (4k..16m)"},
+               {"17m", "is out of range (4k..16m)"},
+               {"16385k", "is out of range"},
+               {"4x", "is not a size"},
+               {"k", "is not a size"},
+               {"4kb", "is not a size"},
+               {"-4k", "is not a size"},
+               {"4 k", "is not a size"},
+               {"99999999999999999999999k", "is out of range"}};
+    char text[256];
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        snprintf(text, sizeof(text), BASE "[sluice]\npipe_size = %s\n", good[i].text);
+        struct config *cfg = load_ok(text);
+        assert_int_equal(cfg->pipe_size, good[i].bytes);
+        config_destroy(cfg);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text), BASE "[sluice]\npipe_size = %s\n", bad[i].text);
+        EXPECT_ERRORS(text, {7, "pipe_size", bad[i].phrase});
+    }
+    EXPECT_ERRORS(BASE "[sluice]\nbuffer_size = 1023\n",
+                  {7, "buffer_size", "\"1023\" is out of range (1k..1m)"});
+    EXPECT_ERRORS(BASE "[sluice]\nbuffer_size = 2m\n", {7, "buffer_size", "out of range (1k..1m)"});
+}
+
+static void test_enums(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(BASE "balance = weighted\n[sluice]\nlog_level = debug\n"
+                                      "log_format = json\nsplice = off\n");
+
+    assert_int_equal(cfg->services[0].balance, CONFIG_BALANCE_WEIGHTED);
+    assert_int_equal(cfg->log_level, LOG_LEVEL_DEBUG);
+    assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
+    assert_int_equal(cfg->splice, CONFIG_SPLICE_OFF);
+    config_destroy(cfg);
+    cfg = load_ok(BASE "balance = round_robin\n[sluice]\nlog_level = error\n");
+    assert_int_equal(cfg->services[0].balance, CONFIG_BALANCE_ROUND_ROBIN);
+    assert_int_equal(cfg->log_level, LOG_LEVEL_ERROR);
+    config_destroy(cfg);
+    EXPECT_ERRORS(BASE "balance = random\n",
+                  {6, "balance",
+                   "\"random\" is not a balance method (use round_robin, least_connections, "
+                   "weighted)"});
+    EXPECT_ERRORS(BASE "discovery = dns\n",
+                  {6, "discovery", "\"dns\" is not a discovery method (use static, consul)"});
+    EXPECT_ERRORS(BASE "[sluice]\nlog_level = verbose\n",
+                  {7, "log_level", "\"verbose\" is not a level (use debug, info, warn, error)"});
+    EXPECT_ERRORS(BASE "[sluice]\nlog_level = INFO\n", {7, "log_level", "is not a level"});
+    EXPECT_ERRORS(BASE "[sluice]\nlog_format = xml\n",
+                  {7, "log_format", "\"xml\" is not a format (use json, text)"});
+    EXPECT_ERRORS(BASE "[sluice]\nsplice = sometimes\n",
+                  {7, "splice", "\"sometimes\" is not a splice mode (use auto, off, always)"});
+}
+
+static void test_duration_table(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        uint64_t ms;
+    } good[] = {{"250ms", 250},
+                {"2s", 2000},
+                {"5m", 300000},
+                {"1h", 3600000},
+                {"0", 0},
+                {"0s", 0},
+                {"0ms", 0},
+                {"007s", 7000},
+                {"18446744073709551615ms", UINT64_MAX},
+                {"5124095576030h", 5124095576030ULL * 3600000ULL}};
+    static const char *const bad[] = {"5",
+                                      "5x",
+                                      "-1s",
+                                      "s",
+                                      "",
+                                      " 5s",
+                                      "5s ",
+                                      "5 s",
+                                      "1.5s",
+                                      "5S",
+                                      "5sec",
+                                      "1h30m",
+                                      "+5s",
+                                      "ms",
+                                      "18446744073709551616ms",
+                                      "5124095576031h",
+                                      "99999999999999999999999999h"};
+    uint64_t ms;
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        ms = 12345;
+        if (config_parse_duration(good[i].text, &ms) != 0 || ms != good[i].ms) {
+            print_message("duration \"%s\": got %llu\n", good[i].text, (unsigned long long)ms);
+            fail();
+        }
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ms = 12345;
+        if (config_parse_duration(bad[i], &ms) != -EINVAL || ms != 12345) {
+            print_message("duration \"%s\" was accepted\n", bad[i]);
+            fail();
+        }
+    }
+}
+
+static void test_duration_keys(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[listener:web]\nbind = 127.0.0.1:8080\nservice = api\n"
+                                 "idle_timeout = 0\n[service:api]\nbackends = 127.0.0.1:9001\n"
+                                 "[sluice]\nshutdown_timeout = 0\n");
+
+    assert_int_equal(cfg->listeners[0].idle_timeout_ms, 0);
+    assert_int_equal(cfg->shutdown_timeout_ms, 0);
+    config_destroy(cfg);
+    EXPECT_ERRORS("[listener:web]\nbind = 127.0.0.1:8080\nservice = api\nidle_timeout = 5x\n"
+                  "[service:api]\nbackends = 127.0.0.1:9001\n",
+                  {4, "idle_timeout", "\"5x\" is not a duration (use ms, s, m, h)"});
+    EXPECT_ERRORS(BASE "[listener:b]\nbind = 127.0.0.1:1\nservice = api\nconnect_timeout = 5\n",
+                  {9, "connect_timeout", "\"5\" needs a unit (ms, s, m, h)"});
+    EXPECT_ERRORS(BASE "[listener:b]\nbind = 127.0.0.1:1\nservice = api\nconnect_timeout = 0\n",
+                  {9, "connect_timeout", "\"0\" is too short"});
+    EXPECT_ERRORS(BASE "[sluice]\nshutdown_timeout = 99999999999999999999h\n",
+                  {7, "shutdown_timeout", "is too large"});
+    EXPECT_ERRORS(BASE "[sluice]\nshutdown_timeout = 5124095576030432h\n",
+                  {7, "shutdown_timeout", "is too large"});
+    EXPECT_ERRORS(BASE "[sluice]\nshutdown_timeout = -1s\n",
+                  {7, "shutdown_timeout", "is not a duration"});
+}
+
+static void test_address_table(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        const char *canonical;
+        int family;
+        uint16_t port;
+    } good[] = {
+        {"127.0.0.1:80", "127.0.0.1:80", AF_INET, 80},
+        {"0.0.0.0:1", "0.0.0.0:1", AF_INET, 1},
+        {"10.1.2.3:065535", "10.1.2.3:65535", AF_INET, 65535},
+        {"[::1]:9003", "[::1]:9003", AF_INET6, 9003},
+        {"[::]:443", "[::]:443", AF_INET6, 443},
+        {"[0:0:0:0:0:0:0:1]:80", "[::1]:80", AF_INET6, 80},
+        {"[2001:DB8::A]:8080", "[2001:db8::a]:8080", AF_INET6, 8080},
+        {"[::ffff:10.0.0.1]:80", "[::ffff:10.0.0.1]:80", AF_INET6, 80},
+    };
+    static const struct {
+        const char *text;
+        const char *phrase;
+    } bad[] = {
+        {"", "address is empty"},
+        {"127.0.0.1", "port is missing"},
+        {"127.0.0.1:", "port is missing"},
+        {"127.0.0.1:0", "port must be between 1 and 65535"},
+        {"127.0.0.1:65536", "port must be between 1 and 65535"},
+        {"127.0.0.1:99999999999999999999999", "port must be between 1 and 65535"},
+        {"127.0.0.1:http", "port is not a number"},
+        {"127.0.0.1:-80", "port is not a number"},
+        {"127.0.0.1:80x", "port is not a number"},
+        {"localhost:80", "host names are not resolved; use an IP address"},
+        {"db.example.com:5432", "host names are not resolved; use an IP address"},
+        {"[localhost]:80", "host names are not resolved; use an IP address"},
+        {"1.2.3:80", "host is not an IPv4 address"},
+        {"256.1.1.1:80", "host is not an IPv4 address"},
+        {"[1.2.3.4]:80", "host is not an IPv6 address"},
+        {"[::1]", "port is missing"},
+        {"[::1]:", "port is missing"},
+        {"[::1]80", "expected \":PORT\" after \"]\""},
+        {"[::1:80", "\"]\" is missing"},
+        {"::1:80", "IPv6 addresses need brackets"},
+        {":80", "host is missing"},
+        {"[]:80", "host is missing"},
+    };
+    struct config_addr addr;
+    const char *err;
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        err = "unset";
+        assert_int_equal(config_parse_addr(good[i].text, &addr, &err), 0);
+        assert_null(err);
+        assert_string_equal(addr.text, good[i].canonical);
+        assert_int_equal(addr.sa.ss_family, good[i].family);
+        assert_int_equal(addr.len, good[i].family == AF_INET ? sizeof(struct sockaddr_in)
+                                                             : sizeof(struct sockaddr_in6));
+        assert_int_equal(addr_port(&addr), good[i].port);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err = NULL;
+        if (config_parse_addr(bad[i].text, &addr, &err) != -EINVAL || err == NULL ||
+            strstr(err, bad[i].phrase) == NULL) {
+            print_message("address \"%s\": got \"%s\", want \"%s\"\n", bad[i].text,
+                          err != NULL ? err : "(accepted)", bad[i].phrase);
+            fail();
+        }
+    }
+    assert_int_equal(config_parse_addr("nope", &addr, NULL), -EINVAL);
+}
+
+static void test_bind_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *bind;
+        const char *phrase;
+    } cases[] = {
+        {"127.0.0.1", "\"127.0.0.1\": port is missing"},
+        {"127.0.0.1:0", "\"127.0.0.1:0\": port must be between 1 and 65535"},
+        {"127.0.0.1:70000", "port must be between 1 and 65535"},
+        {"localhost:8080", "\"localhost:8080\": host names are not resolved; use an IP address"},
+        {"::1:8080", "IPv6 addresses need brackets"},
+    };
+    char text[256];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(text, sizeof(text),
+                 "[service:api]\nbackends = 127.0.0.1:9001\n[listener:web]\n"
+                 "service = api\nbind = %s\n",
+                 cases[i].bind);
+        EXPECT_ERRORS(text, {5, "bind", cases[i].phrase});
+    }
+}
+
+static void test_bad_sections(void **state)
+{
+    (void)state;
+    char text[512];
+
+    EXPECT_ERRORS(BASE "[foo]\n", {6, "[foo]", "is not a known section"});
+    EXPECT_ERRORS(BASE "[listener]\n", {6, "[listener]", "needs a name, as in [listener:NAME]"});
+    EXPECT_ERRORS(BASE "[listener:]\n", {6, "[listener:]", "needs a name"});
+    EXPECT_ERRORS(BASE "[service:]\n", {6, "[service:]", "needs a name, as in [service:NAME]"});
+    EXPECT_ERRORS(BASE "[listener:a b]\n", {6, "[listener:a b]", "may only use letters"});
+    EXPECT_ERRORS(BASE "[service:a/b]\n", {6, "[service:a/b]", "may only use letters"});
+    EXPECT_ERRORS(BASE "[listeners:x]\n", {6, "[listeners:x]", "is not a known section"});
+    EXPECT_ERRORS(BASE "[Sluice]\n", {6, "[Sluice]", "is not a known section"});
+    EXPECT_ERRORS(BASE "[]\n", {6, "[]", "is not a known section"});
+    EXPECT_ERRORS(BASE "[sluice\n", {6, "[sluice", "is missing the closing \"]\""});
+    EXPECT_ERRORS(BASE "[sluice] workers = 1\n", {6, "[sluice] workers = 1", "text after"});
+
+    /* 63 characters are fine, 64 are not. */
+    snprintf(text, sizeof(text), BASE "[service:%.63s]\nbackends = 127.0.0.1:1\n",
+             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-");
+    struct config *cfg = load_ok(text);
+    assert_int_equal(strlen(cfg->services[1].name), 63);
+    config_destroy(cfg);
+    snprintf(text, sizeof(text), BASE "[service:%.64s]\n",
+             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-");
+    EXPECT_ERRORS(text,
+                  {6, "[service:abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.]",
+                   "longer than 63 characters"});
+}
+
+static void test_keys_of_rejected_section_are_ignored(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS(BASE "[foo]\nbar = 1\nbaz = 2\n[sluice]\nworkers = 0\n",
+                  {6, "[foo]", "is not a known section"}, {10, "workers", "out of range"});
+}
+
+static void test_unknown_keys(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS(BASE "bogus = 1\n", {6, "bogus", "is not a known key in [service:api]"});
+    EXPECT_ERRORS(BASE "bind = 127.0.0.1:1\n",
+                  {6, "bind", "does not belong in [service:api] (it goes in [listener:NAME])"});
+    EXPECT_ERRORS(BASE "[sluice]\nbalance = weighted\n",
+                  {7, "balance", "does not belong in [sluice] (it goes in [service:NAME])"});
+    EXPECT_ERRORS(BASE "Workers = 1\n", {6, "Workers", "is not a key name"});
+    EXPECT_ERRORS(BASE "a:b = 1\n", {6, "a:b", "is not a key name"});
+}
+
+static void test_syntax_errors(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS("workers = 4\n" BASE,
+                  {1, "workers", "is outside any section (put it under [sluice]"});
+    EXPECT_ERRORS(BASE "just words\n", {6, "just words", "is not a \"key = value\" line"});
+    EXPECT_ERRORS(BASE "= 5\n", {6, "=", "a key name is missing"});
+    EXPECT_ERRORS(BASE "balance =\n", {6, "balance", "has no value"});
+    EXPECT_ERRORS(BASE "balance = ; nothing\n", {6, "balance", "has no value"});
+}
+
+static void test_duplicate_section(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS(BASE "[sluice]\n[listener:web]\nbind = 127.0.0.1:1\n",
+                  {7, "[listener:web]", "is defined twice (first at line 1)"});
+    EXPECT_ERRORS(BASE "[sluice]\n[sluice]\n",
+                  {7, "[sluice]", "is defined twice (first at line 6)"});
+    /* A listener and a service may share a name. */
+    struct config *cfg = load_ok("[listener:api]\nbind = 127.0.0.1:1\nservice = api\n"
+                                 "[service:api]\nbackends = 127.0.0.1:2\n");
+    assert_string_equal(cfg->listeners[0].name, "api");
+    config_destroy(cfg);
+}
+
+static void test_duplicate_key(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS(BASE "balance = weighted\nbalance = round_robin\n",
+                  {7, "balance", "is set twice in [service:api] (first at line 6)"});
+    EXPECT_ERRORS(BASE "backends = 127.0.0.1:9002\n", {6, "backends", "first at line 5"});
+}
+
+static void test_listener_references(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS("[listener:web]\nbind = 127.0.0.1:8080\nservice = nope\n[service:api]\n"
+                  "backends = 127.0.0.1:9001\n",
+                  {3, "service", "there is no [service:nope] in this file"});
+    EXPECT_ERRORS(BASE "[listener:b]\nbind = 127.0.0.1:1\nservice = a b\n",
+                  {8, "service", "\"a b\" is not a service name"});
+    EXPECT_ERRORS(BASE "[listener:b]\n", {6, "[listener:b]", "bind is required"},
+                  {6, "[listener:b]", "service is required"});
+}
+
+static void test_duplicate_bind(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS(BASE "[listener:two]\nservice = api\nbind = 127.0.0.1:8080\n",
+                  {8, "bind", "127.0.0.1:8080 is already bound by [listener:web] (line 1)"});
+    /* The same address written two ways is still the same address. */
+    EXPECT_ERRORS(BASE "[listener:a]\nservice = api\nbind = [::1]:80\n"
+                       "[listener:b]\nservice = api\nbind = [0:0::1]:80\n",
+                  {11, "bind", "[::1]:80 is already bound by [listener:a] (line 6)"});
+    struct config *cfg = load_ok(BASE "[listener:b]\nbind = 127.0.0.1:8081\nservice = api\n");
+    assert_int_equal(cfg->n_listeners, 2);
+    config_destroy(cfg);
+}
+
+static void test_no_listener(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS("[service:api]\nbackends = 127.0.0.1:9001\n",
+                  {0, "[listener:NAME]", "defines no listener"});
+    EXPECT_ERRORS("", {0, "[listener:NAME]", "defines no listener"});
+}
+
+static void test_service_discovery(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS(BASE "[service:empty]\nbalance = weighted\n",
+                  {6, "[service:empty]", "static discovery needs backends"});
+    EXPECT_ERRORS(BASE "[service:c]\ndiscovery = consul\nbackends = 127.0.0.1:1\n",
+                  {8, "backends", "only applies to discovery = static"});
+    struct config *cfg = load_ok(BASE "[service:c]\ndiscovery = consul\n");
+    assert_int_equal(cfg->services[1].discovery, CONFIG_DISCOVERY_CONSUL);
+    assert_int_equal(cfg->services[1].n_backends, 0);
+    assert_null(cfg->services[1].backends);
+    config_destroy(cfg);
+}
+
+static void test_backends(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(BASE "[service:b]\nbackends = 10.0.0.1:1 weight=1000000,"
+                                      "10.0.0.2:1\tweight=0 ,  [::1]:5\n");
+    const struct config_service *s = &cfg->services[1];
+
+    assert_int_equal(s->n_backends, 3);
+    assert_int_equal(s->backends[0].weight, 1000000);
+    assert_int_equal(s->backends[1].weight, 0);
+    assert_int_equal(s->backends[2].weight, 1);
+    assert_string_equal(s->backends[2].addr.text, "[::1]:5");
+    config_destroy(cfg);
+
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1, 10.0.0.2:1, 10.0.0.1:1\n",
+                  {7, "backends", "10.0.0.1:1 is listed twice (backends 1 and 3)"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = [::1]:1, [0::1]:1\n",
+                  {7, "backends", "[::1]:1 is listed twice"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1 weight=1000001\n",
+                  {7, "backends",
+                   "backend 1 \"10.0.0.1:1 weight=1000001\": has a weight out of "
+                   "range (0..1000000)"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1 weight=heavy\n",
+                  {7, "backends", "weight that is not a number"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1 weight=1 weight=2\n",
+                  {7, "backends", "sets weight twice"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1 colour=blue\n",
+                  {7, "backends", "has an unknown option (only weight=N)"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1, , 10.0.0.2:1\n",
+                  {7, "backends", "backend 2 is empty"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1,\n",
+                  {7, "backends", "backend 2 is empty"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1, web-1:80\n",
+                  {7, "backends", "backend 2 \"web-1:80\": host names are not resolved"});
+}
+
+static void test_comments_and_layout(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("\xEF\xBB\xBF; a comment\r\n"
+                                 "# another comment\r\n"
+                                 "\r\n"
+                                 "  [sluice]   ; header comment\r\n"
+                                 "    workers = 7    ; indented, with a comment\r\n"
+                                 "\tmax_connections = 9 # hash comment\r\n"
+                                 "[listener:web]\n"
+                                 "bind=127.0.0.1:8080\n"
+                                 "service   =   api\n"
+                                 "[service:api]\n"
+                                 "backends = 127.0.0.1:9001 weight=2 ; weight=5\n");
+
+    assert_int_equal(cfg->workers, 7);
+    assert_int_equal(cfg->max_connections, 9);
+    assert_int_equal(cfg->services[0].backends[0].weight, 2);
+    config_destroy(cfg);
+    /* The ';' glued to the port is part of the value, so the port is wrong (and the line
+     * numbers count the CRLF lines). */
+    EXPECT_ERRORS("; c\r\n[listener:web]\r\nbind=127.0.0.1:8080;x\r\nservice = api\r\n"
+                  "[service:api]\r\nbackends = 127.0.0.1:9001\r\n",
+                  {3, "bind", "port is not a number"});
+}
+
+/* Lines longer than inih's 200-byte buffer still parse, with the right line numbers after. */
+static void test_long_lines(void **state)
+{
+    (void)state;
+    char text[8192], *p = text;
+    size_t n = 150;
+
+    p += sprintf(p, "[listener:web]\nbind = 127.0.0.1:8080\nservice = api\n[service:api]\n"
+                    "backends = ");
+    for (size_t i = 0; i < n; i++) {
+        p += sprintf(p, "%s[2001:db8::%zx]:9001 weight=%zu", i ? ", " : "", i + 1, i + 1);
+    }
+    sprintf(p, "\nbalance = weighted\n");
+    struct config *cfg = load_ok(text);
+    assert_int_equal(cfg->services[0].n_backends, n);
+    assert_string_equal(cfg->services[0].backends[n - 1].addr.text, "[2001:db8::96]:9001");
+    assert_int_equal(cfg->services[0].backends[n - 1].weight, n);
+    assert_int_equal(cfg->services[0].balance, CONFIG_BALANCE_WEIGHTED);
+    config_destroy(cfg);
+
+    sprintf(p, "\nbalance = nope\n");
+    EXPECT_ERRORS(text, {6, "balance", "\"nope\" is not a balance method"});
+}
+
+static void test_multiple_errors_are_all_reported(void **state)
+{
+    (void)state;
+    struct config_errors errs = {0};
+    struct config *cfg = NULL;
+
+    /* Existing lines are kept: errors are appended. */
+    errs.lines = calloc(1, sizeof(char *));
+    errs.lines[0] = strdup("earlier");
+    errs.n = 1;
+    int rc = load_text("[sluice]\n"                           /* 1 */
+                       "workers = 0\n"                        /* 2 */
+                       "log_level = loud\n"                   /* 3 */
+                       "[listener:web]\n"                     /* 4 */
+                       "bind = 127.0.0.1\n"                   /* 5 */
+                       "service = missing\n"                  /* 6 */
+                       "idle_timeout = 5\n"                   /* 7 */
+                       "[listener:web]\n"                     /* 8 */
+                       "[service:api]\n"                      /* 9 */
+                       "balance = fastest\n"                  /* 10 */
+                       "backends = 10.0.0.1:1, 10.0.0.1:1\n", /* 11 */
+                       &cfg, &errs);
+    const struct want want[] = {
+        {2, "workers", "out of range"},
+        {3, "log_level", "\"loud\" is not a level"},
+        {5, "bind", "port is missing"},
+        {6, "service", "there is no [service:missing]"},
+        {7, "idle_timeout", "needs a unit"},
+        {8, "[listener:web]", "is defined twice (first at line 4)"},
+        {10, "balance", "\"fastest\" is not a balance method"},
+        {11, "backends", "is listed twice"},
+    };
+
+    assert_int_equal(rc, -EINVAL);
+    assert_null(cfg);
+    assert_int_equal(errs.n, 1 + sizeof(want) / sizeof(want[0]));
+    assert_string_equal(errs.lines[0], "earlier");
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        assert_error_line(cfg_path, errs.lines[i + 1], &want[i]);
+    }
+    config_errors_clear(&errs);
+}
+
+static void test_missing_file(void **state)
+{
+    (void)state;
+    struct config_errors errs = {0};
+    struct config *cfg = (struct config *)&errs;
+    const char *path = "/tmp/sluice_test_config_does_not_exist.ini";
+
+    unlink(path);
+    assert_int_equal(config_load(path, &cfg, &errs), -ENOENT);
+    assert_null(cfg);
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.lines[0], "/tmp/sluice_test_config_does_not_exist.ini:0: file: "
+                                       "cannot be opened: No such file or directory");
+    config_errors_clear(&errs);
+}
+
+static void test_unreadable_file(void **state)
+{
+    (void)state;
+    struct config_errors errs = {0};
+    struct config *cfg = NULL;
+
+    assert_int_equal(config_load("/tmp", &cfg, &errs), -EISDIR);
+    assert_null(cfg);
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.lines[0], "/tmp:0: file: cannot be read: Is a directory");
+    config_errors_clear(&errs);
+}
+
+/* The demo config of `make run` must stay valid and say what the README promises. */
+static void test_demo_config(void **state)
+{
+    (void)state;
+    char path[4096];
+    const char *slash = strrchr(__FILE__, '/');
+    struct config_errors errs = {0};
+    struct config *cfg = NULL;
+
+    snprintf(path, sizeof(path), "%.*s/../../config/sluice.ini",
+             slash != NULL ? (int)(slash - __FILE__) : 1, slash != NULL ? __FILE__ : ".");
+    assert_int_equal(config_load(path, &cfg, &errs), 0);
+    assert_int_equal(cfg->n_listeners, 1);
+    assert_string_equal(cfg->listeners[0].name, "web");
+    assert_string_equal(cfg->listeners[0].bind.text, "127.0.0.1:8080");
+    assert_string_equal(cfg->listeners[0].service, "api");
+    assert_int_equal(cfg->n_services, 1);
+    assert_int_equal(cfg->services[0].balance, CONFIG_BALANCE_LEAST_CONNECTIONS);
+    assert_int_equal(cfg->services[0].n_backends, 3);
+    assert_string_equal(cfg->services[0].backends[0].addr.text, "127.0.0.1:9001");
+    assert_int_equal(cfg->services[0].backends[0].weight, 3);
+    assert_string_equal(cfg->services[0].backends[1].addr.text, "127.0.0.1:9002");
+    assert_string_equal(cfg->services[0].backends[2].addr.text, "127.0.0.1:9003");
+    config_destroy(cfg);
+}
+
+static void test_helpers(void **state)
+{
+    (void)state;
+    struct config_errors errs = {0};
+
+    assert_string_equal(config_balance_name(CONFIG_BALANCE_ROUND_ROBIN), "round_robin");
+    assert_string_equal(config_balance_name(CONFIG_BALANCE_LEAST_CONNECTIONS), "least_connections");
+    assert_string_equal(config_balance_name(CONFIG_BALANCE_WEIGHTED), "weighted");
+    assert_string_equal(config_balance_name((enum config_balance)42), "unknown");
+    config_destroy(NULL);
+    config_errors_clear(&errs);
+    config_errors_clear(NULL);
+    assert_int_equal(errs.n, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_good_config_sets_every_field),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_workers),
+        cmocka_unit_test(test_number_ranges),
+        cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_enums),
+        cmocka_unit_test(test_duration_table),
+        cmocka_unit_test(test_duration_keys),
+        cmocka_unit_test(test_address_table),
+        cmocka_unit_test(test_bind_errors),
+        cmocka_unit_test(test_bad_sections),
+        cmocka_unit_test(test_keys_of_rejected_section_are_ignored),
+        cmocka_unit_test(test_unknown_keys),
+        cmocka_unit_test(test_syntax_errors),
+        cmocka_unit_test(test_duplicate_section),
+        cmocka_unit_test(test_duplicate_key),
+        cmocka_unit_test(test_listener_references),
+        cmocka_unit_test(test_duplicate_bind),
+        cmocka_unit_test(test_no_listener),
+        cmocka_unit_test(test_service_discovery),
+        cmocka_unit_test(test_backends),
+        cmocka_unit_test(test_comments_and_layout),
+        cmocka_unit_test(test_long_lines),
+        cmocka_unit_test(test_multiple_errors_are_all_reported),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_unreadable_file),
+        cmocka_unit_test(test_demo_config),
+        cmocka_unit_test(test_helpers),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
