@@ -21,6 +21,7 @@ struct proxy {
     struct snapshot_service **services;  /* one per cfg service, same order */
     struct worker *workers;              /* n_workers */
     unsigned n_workers;                  /* workers */
+    unsigned n_inited;                   /* workers worker_init was called on */
     unsigned n_started;                  /* workers whose thread runs */
     atomic_uint n_exited;                /* workers whose loop ended */
     uv_loop_t *loop;                     /* main loop */
@@ -128,6 +129,7 @@ static int proxy_start_workers(struct proxy *p)
     if (p->workers == NULL)
         return -ENOMEM;
     for (unsigned i = 0; i < p->n_workers; i++) {
+        p->n_inited++;
         int rc = worker_init(&p->workers[i], i, &p->shared, err, sizeof(err));
         if (rc != 0) {
             log_event(LOG_LEVEL_ERROR, "startup_failed", LOG_STR("error", err));
@@ -269,8 +271,12 @@ static int proxy_setup_loop(struct proxy *p)
 
 static void proxy_teardown(struct proxy *p)
 {
-    for (unsigned i = 0; i < p->n_started; i++)
-        worker_join(&p->workers[i]);
+    for (unsigned i = 0; i < p->n_inited; i++) {
+        if (i < p->n_started)
+            worker_join(&p->workers[i]);
+        else
+            worker_destroy(&p->workers[i]);
+    }
     free(p->workers);
     for (size_t i = 0; p->services != NULL && i < p->cfg->n_services; i++)
         snapshot_service_destroy(p->services[i]);

@@ -290,19 +290,22 @@ static int worker_init_listeners(struct worker *w, char *err, size_t err_len)
 
 static int worker_init_loop(struct worker *w)
 {
-    int rc = uv_loop_init(&w->loop);
-    if (rc != 0)
-        return rc;
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (w->epfd < 0)
         return -errno;
-    if ((rc = uv_poll_init(&w->loop, &w->epoll_poll, w->epfd)) != 0 ||
-        (rc = uv_poll_start(&w->epoll_poll, UV_READABLE, on_epoll)) != 0)
+    int rc = uv_loop_init(&w->loop);
+    if (rc != 0)
         return rc;
+    if ((rc = uv_poll_init(&w->loop, &w->epoll_poll, w->epfd)) != 0 ||
+        (rc = uv_poll_start(&w->epoll_poll, UV_READABLE, on_epoll)) != 0) {
+        uv_loop_close(&w->loop);
+        return rc;
+    }
     uv_timer_init(&w->loop, &w->tick);
     uv_timer_init(&w->loop, &w->resume);
     if ((rc = uv_async_init(&w->loop, &w->wakeup, on_wakeup)) != 0)
         return rc;
+    w->loop_ready = 1;
     w->epoll_poll.data = w->tick.data = w->resume.data = w->wakeup.data = w;
     return 0;
 }
@@ -331,14 +334,26 @@ int worker_init(struct worker *w, unsigned id, struct proxy_shared *shared, char
     return worker_init_listeners(w, err, err_len);
 }
 
-void worker_join(struct worker *w)
+void worker_destroy(struct worker *w)
 {
-    uv_thread_join(&w->thread);
     worker_close_listeners(w);
-    uv_loop_close(&w->loop);
+    if (w->loop_ready) {
+        /* a worker that never ran still has its handles open: close them on its own loop */
+        if (!uv_is_closing((uv_handle_t *)&w->wakeup))
+            worker_close_handles(w);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+    }
     pool_buffers_destroy(&w->buffers);
     pool_pipes_destroy(&w->pipes);
     if (w->epfd >= 0)
         close(w->epfd);
     free(w->listeners);
+    w->listeners = NULL;
+}
+
+void worker_join(struct worker *w)
+{
+    uv_thread_join(&w->thread);
+    worker_destroy(w);
 }

@@ -79,6 +79,7 @@ struct worker {
     struct worker_listener *listeners; /* one per shared listener */
     size_t n_listeners;               /* entries in listeners */
     int accepting;                    /* listeners are in the epoll set */
+    int loop_ready;                   /* loop and handles initialised */
     uint64_t last_pause_log;          /* loop time of the last accept_paused log line */
     struct buffer_pool buffers;       /* copy buffers */
     struct pipe_pool pipes;           /* splice pipes */
@@ -106,6 +107,10 @@ void worker_command(struct worker *w, enum worker_command cmd);
 
 /* Waits for the thread to end and frees what worker_init made. Main thread. */
 void worker_join(struct worker *w);
+
+/* Frees what worker_init made for a worker whose thread never started (or already ended).
+ * Safe after a failed worker_init. Main thread. */
+void worker_destroy(struct worker *w);
 
 /* Registers wt with the given interest (0 removes it). Only issues epoll_ctl when the interest
  * changes. Returns 0 or -errno. Worker thread. */
