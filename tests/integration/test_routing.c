@@ -277,6 +277,41 @@ static void test_max_connections_pauses_and_resumes(void **state)
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
 }
 
+/* Out of descriptors (EMFILE): sluice pauses accepting instead of spinning or dying, keeps the
+ * open sessions working, and serves the waiting clients once descriptors free up. */
+static void test_fd_exhaustion_pauses_and_recovers(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    struct proc p = {0};
+    char line[64], conf[2048];
+    int port = harness_free_port();
+    snprintf(line, sizeof(line), "127.0.0.1:%d", backend_ports[0]);
+    config_simple(conf, sizeof(conf), port, line, "", "", "");
+    const char *wrapper[] = {"/usr/bin/prlimit", "--nofile=48:48", NULL};
+    assert_int_equal(sluice_start_wrapped(&p, conf, wrapper), 0);
+    int fds[N], served = 0;
+    char hello[32];
+    for (int i = 0; i < N; i++) {
+        fds[i] = tcp_connect(port); /* the kernel completes them all; sluice cannot take all */
+        assert_true(fds[i] >= 0);
+    }
+    const char *needles[] = {"\"event\":\"accept_paused\"", "file_descriptors", NULL};
+    assert_int_equal(log_wait(&p, NULL, NULL, 0, needles), 0);
+    assert_true(read_line(fds[0], hello, sizeof(hello)) > 0); /* the first ones are served */
+    assert_int_equal(write_all(fds[0], "x", 1), 0);
+    assert_int_equal(read_exact(fds[0], hello, 1), 0);
+    served = 1;
+    close(fds[0]);
+    for (int i = 1; i < N; i++) { /* close served ones as we go: the rest get their turn */
+        if (read_line(fds[i], hello, sizeof(hello)) > 0)
+            served++;
+        close(fds[i]);
+    }
+    assert_int_equal(served, N);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -288,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_all_instances_down_closes_cleanly),
         cmocka_unit_test(test_idle_timeout_closes_quiet_sessions),
         cmocka_unit_test(test_max_connections_pauses_and_resumes),
+        cmocka_unit_test(test_fd_exhaustion_pauses_and_recovers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -283,6 +284,80 @@ static void test_half_close_server_first(void **state)
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
 }
 
+/* A backend that reads one message then either resets, or waits to see how its peer ends. */
+struct reset_peer {
+    int listen_fd;
+    int reset_first; /* 1: reset after the message; 0: report how the client side ended */
+    int saw_reset;   /* the read after the message failed with ECONNRESET */
+};
+
+static void *reset_backend(void *arg)
+{
+    struct reset_peer *rp = arg;
+    int fd = accept(rp->listen_fd, NULL, NULL);
+    char buf[16];
+    if (fd < 0 || read_exact(fd, buf, 5) != 0)
+        return NULL;
+    if (rp->reset_first) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    } else {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        rp->saw_reset = n < 0 && errno == ECONNRESET;
+    }
+    close(fd);
+    return NULL;
+}
+
+/* A reset on one side must reach the other as a reset, not as a clean end. */
+static void reset_case(int reset_first)
+{
+    struct reset_peer rp = {.reset_first = reset_first};
+    int backend_port, proxy_port = harness_free_port();
+    rp.listen_fd = listen_any(&backend_port);
+    pthread_t th;
+    pthread_create(&th, NULL, reset_backend, &rp);
+    char conf[1024], backends[64];
+    snprintf(backends, sizeof(backends), "127.0.0.1:%d", backend_port);
+    config_simple(conf, sizeof(conf), proxy_port, backends, "", "", "");
+    struct proc p = {0};
+    assert_int_equal(sluice_start(&p, conf), 0);
+    int fd = tcp_connect(proxy_port);
+    assert_true(fd >= 0);
+    assert_int_equal(write_all(fd, "hello", 5), 0);
+    if (reset_first) {
+        char c;
+        errno = 0;
+        assert_int_equal(recv(fd, &c, 1, 0), -1);
+        assert_int_equal(errno, ECONNRESET);
+        close(fd);
+    } else {
+        sleep_ms(50); /* let "hello" reach the backend before the reset overtakes it */
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        close(fd);
+    }
+    pthread_join(th, NULL);
+    if (!reset_first)
+        assert_true(rp.saw_reset);
+    close(rp.listen_fd);
+    const char *needles[] = {"\"event\":\"session_end\"", "\"reason\":\"reset\"", NULL};
+    assert_int_equal(log_wait(&p, NULL, NULL, 0, needles), 0);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
+static void test_backend_reset_resets_client(void **state)
+{
+    (void)state;
+    reset_case(1);
+}
+
+static void test_client_reset_resets_backend(void **state)
+{
+    (void)state;
+    reset_case(0);
+}
+
 /* The client reads slowly while the source pushes 1 GiB: sluice must stop reading the source
  * instead of buffering, so its memory stays flat; then every byte must still arrive intact. */
 static void test_slow_reader_bounded_memory(void **state)
@@ -333,6 +408,8 @@ int main(void)
         cmocka_unit_test(test_half_close_client_first),
         cmocka_unit_test(test_half_close_server_first),
         cmocka_unit_test(test_slow_reader_bounded_memory),
+        cmocka_unit_test(test_backend_reset_resets_client),
+        cmocka_unit_test(test_client_reset_resets_backend),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

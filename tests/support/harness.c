@@ -200,6 +200,11 @@ long long log_field_int(const char *line, const char *key)
 
 int sluice_start(struct proc *p, const char *config_text)
 {
+    return sluice_start_wrapped(p, config_text, NULL);
+}
+
+int sluice_start_wrapped(struct proc *p, const char *config_text, const char *const *wrapper)
+{
     snprintf(p->conf_path, sizeof(p->conf_path), "%s/%d-%d.ini", harness_tmpdir(), getpid(),
              spawn_counter);
     FILE *f = fopen(p->conf_path, "w");
@@ -207,7 +212,14 @@ int sluice_start(struct proc *p, const char *config_text)
         return -1;
     fputs(config_text, f);
     fclose(f);
-    const char *argv[] = {harness_bin("SLUICE_BIN"), "-c", p->conf_path, NULL};
+    const char *argv[16];
+    size_t n = 0;
+    for (; wrapper != NULL && wrapper[n] != NULL && n < 12; n++)
+        argv[n] = wrapper[n];
+    argv[n++] = harness_bin("SLUICE_BIN");
+    argv[n++] = "-c";
+    argv[n++] = p->conf_path;
+    argv[n] = NULL;
     if (spawn(p, (char *const *)argv, -1) <= 0)
         return -1;
     uint64_t deadline = now_ms() + HARNESS_WAIT_MS;

@@ -37,6 +37,10 @@ int backend_start(struct proc *p, const char *mode, const char *const *extra);
  * waits until its log says "started". Returns 0, or -1 when it exited first (log kept). */
 int sluice_start(struct proc *p, const char *config_text);
 
+/* Like sluice_start, with the command line prefixed by wrapper (NULL-terminated, e.g.
+ * {"/usr/bin/prlimit", "--nofile=64:64", NULL}). */
+int sluice_start_wrapped(struct proc *p, const char *config_text, const char *const *wrapper);
+
 /* Sends sig and waits for the exit; returns the exit status (or 128+signal). */
 int proc_stop(struct proc *p, int sig);
 
