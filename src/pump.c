@@ -152,6 +152,12 @@ static enum step pass_fin(struct pump_dir *d, int dst)
     return STEP_WAIT;
 }
 
+/* Bytes the next read may ask for in the direction's current mode. */
+static size_t read_size(const struct pump_dir *d, const struct pump_env *env)
+{
+    return d->mode == PUMP_SPLICE ? (size_t)env->pipes->size : env->buffers->size;
+}
+
 static enum step pump_step(struct pump_dir *d, int src, int dst, const struct pump_env *env,
                            size_t *read_total)
 {
@@ -161,14 +167,15 @@ static enum step pump_step(struct pump_dir *d, int src, int dst, const struct pu
     if (d->eof)
         return pass_fin(d, dst);
     if (*read_total >= env->budget)
-        return STEP_WAIT; /* fairness: level-triggered polling brings us back */
-    size_t got = PUMP_NOTHING_READ;
+        return STEP_WAIT; /* fairness, or the source is drained: polling brings us back */
+    size_t want = read_size(d, env), got = PUMP_NOTHING_READ;
     st = d->mode == PUMP_SPLICE ? splice_read(d, src, env, &got) : copy_read(d, src, env, &got);
     if (st != STEP_MORE || got == PUMP_NOTHING_READ)
         return st;
     if (got == 0)
         d->eof = 1;
-    *read_total += got;
+    /* a short read emptied the socket: flush it, then wait instead of asking for EAGAIN */
+    *read_total = got > 0 && got < want ? env->budget : *read_total + got;
     return STEP_MORE;
 }
 

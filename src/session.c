@@ -36,6 +36,18 @@ static void set_linger_reset(int fd)
         (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }
 
+static void watch_close(struct watch *wt, enum close_how how)
+{
+    if (wt->fd < 0)
+        return;
+    if (how == CLOSE_RESET)
+        set_linger_reset(wt->fd);
+    /* close(2) takes the descriptor out of the epoll set: no EPOLL_CTL_DEL needed */
+    close(wt->fd);
+    wt->fd = -1;
+    wt->events = 0;
+}
+
 /* --- instance bookkeeping --------------------------------------------------------------- */
 
 static void instance_take(struct session *s, struct instance_state *st)
@@ -212,11 +224,7 @@ static void session_connect_failed(struct session *s, int err, int timed_out)
 /* Opens the upstream socket for this attempt; the watch keeps its identity across attempts. */
 static int upstream_socket(struct session *s, const struct config_addr *addr)
 {
-    if (s->upstream.fd >= 0) {
-        (void)worker_watch(s->worker, &s->upstream, 0);
-        close(s->upstream.fd);
-        s->upstream.fd = -1;
-    }
+    watch_close(&s->upstream, CLOSE_FIN);
     int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -270,9 +278,11 @@ static void session_connect_check(struct session *s)
         session_connect_failed(s, err, 0);
         return;
     }
+    /* after a retry, an event of the previous attempt's socket (same watch, same batch) may
+     * arrive while the new connect is still in progress: only then is it worth asking */
     struct sockaddr_storage peer;
     socklen_t plen = sizeof(peer);
-    if (getpeername(s->upstream.fd, (struct sockaddr *)&peer, &plen) != 0)
+    if (s->attempts > 1 && getpeername(s->upstream.fd, (struct sockaddr *)&peer, &plen) != 0)
         return; /* ENOTCONN: not connected yet, wait for the real event */
     session_established(s);
 }
@@ -320,17 +330,6 @@ static void session_log_end(const struct session *s, const char *reason)
               LOG_INT("spliced_down", s->down.spliced));
 }
 
-static void watch_close(struct worker *w, struct watch *wt, enum close_how how)
-{
-    if (wt->fd < 0)
-        return;
-    if (how == CLOSE_RESET)
-        set_linger_reset(wt->fd);
-    (void)worker_watch(w, wt, 0);
-    close(wt->fd);
-    wt->fd = -1;
-}
-
 /* The one way every session ends. Memory is freed after the current epoll batch. */
 static void session_finalize(struct session *s, const char *reason, enum close_how how)
 {
@@ -343,8 +342,8 @@ static void session_finalize(struct session *s, const char *reason, enum close_h
     STATS_ADD(&w->stats, sessions_closed, 1);
     s->state = SESSION_CLOSED;
     wheel_remove(&w->wheel, &s->timer);
-    watch_close(w, &s->client, how);
-    watch_close(w, &s->upstream, how);
+    watch_close(&s->client, how);
+    watch_close(&s->upstream, how);
     pump_release(&s->up, &w->pump_env);
     pump_release(&s->down, &w->pump_env);
     instance_drop(s);
@@ -397,7 +396,7 @@ int session_start(struct worker *w, const struct listener_rt *lst, int client_fd
         w->sessions->prev = s;
     w->sessions = s;
     w->n_sessions++;
-    set_nodelay(client_fd);
+    /* TCP_NODELAY comes from the listening socket: accepted sockets inherit it */
     session_connect_next(s);
     return 0;
 }

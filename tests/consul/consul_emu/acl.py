@@ -9,6 +9,7 @@ import re
 import uuid
 
 from .errors import HTTPError
+from .params import go_quote
 
 ANONYMOUS_SECRET = "anonymous"
 ANONYMOUS_ACCESSOR = "00000000-0000-0000-0000-000000000002"
@@ -90,10 +91,6 @@ class Token:
                 "Management": self.management}
 
 
-def _go_quote(text):
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 class Authorizer:
     """Decisions for one resolved token."""
 
@@ -115,7 +112,7 @@ class Authorizer:
             return
         raise HTTPError(403, "Permission denied: token with AccessorID '%s' lacks permission "
                         "'%s:%s' on %s" % (self.token.accessor, resource, access,
-                                           _go_quote(name)))
+                                           go_quote(name)))
 
     @property
     def anonymous(self):

@@ -10,7 +10,7 @@ import random
 import threading
 import time
 
-from .checks import (CheckSpec, IntervalRunner, StatusGate, TTLTimer, probe_http, probe_tcp,
+from .checks import (IntervalRunner, StatusGate, TTLTimer, probe_http, probe_tcp,
                      truncate_output)
 from .durations import SECOND, format_duration
 from .errors import HTTPError

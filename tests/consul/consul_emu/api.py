@@ -156,6 +156,12 @@ class API:
                 raise HTTPError(400, "Invalid index")
             opts.index = int(index)
 
+    def wait_options(self, req):
+        """Only ?wait and ?index (agent-local blocking endpoints)."""
+        opts = QueryOptions()
+        self._parse_wait(req, opts)
+        return opts
+
     def write_options(self, req, dc=None):
         """Options of a write: the body's datacenter (or the agent's) and the token."""
         opts = QueryOptions()
@@ -175,29 +181,39 @@ class API:
             raise HTTPError(500, "No cluster leader")
         return self.acl.resolve(opts.token), catalog
 
-    def compile_filter(self, opts, top_fields):
-        if not opts.filter:
+    def compile_filter(self, expression, top_fields):
+        """A predicate for ?filter=, or None when there is none; bad syntax is a 500."""
+        if not expression:
             return None
         try:
-            return compile_filter(opts.filter, top_fields)
+            return compile_filter(expression, top_fields)
         except FilterError as err:
             raise HTTPError(500, "Failed to create boolean expression evaluator: %s" % err) \
                 from None
 
     # ---- blocking and headers ---------------------------------------------
 
-    def blocking_query(self, opts, compute):
+    @staticmethod
+    def blocking_deadline(req, wait):
+        """Monotonic deadline for a blocking read: wait (0 = 5 min) capped at 10 min plus
+        up to wait/16 jitter. Recorded in the request log so tests can check the cap."""
+        wait = wait if wait > 0 else DEFAULT_WAIT
+        wait = min(wait, MAX_WAIT)
+        timeout_s = to_seconds(wait) * (1 + random.random() / JITTER_FRACTION)
+        entry = getattr(req, "log_entry", None)
+        if entry is not None:
+            entry["wait_ms"] = to_seconds(wait) * 1000
+            entry["timeout_ms"] = round(timeout_s * 1000, 3)
+        return time.monotonic() + timeout_s
+
+    def blocking_query(self, req, opts, compute):
         """Run compute() -> (index, result) under the state lock, blocking like Consul.
 
-        With ?index > 0 the query waits until the index moves past it or wait (default
-        5 min, capped at 10 min, plus up to wait/16 jitter) runs out. Returns
-        (index >= 1, result). A restart while waiting drops the connection.
+        With ?index > 0 the query waits until the index moves past it or the wait (see
+        blocking_deadline) runs out. Returns (index >= 1, result). A restart while
+        waiting drops the connection.
         """
-        deadline = None
-        if opts.index > 0:
-            wait = opts.wait if opts.wait > 0 else DEFAULT_WAIT
-            wait = min(wait, MAX_WAIT)
-            deadline = time.monotonic() + to_seconds(wait) * (1 + random.random() / JITTER_FRACTION)
+        deadline = self.blocking_deadline(req, opts.wait) if opts.index > 0 else None
         cond = self.state.cond
         with cond:
             generation = self.state.generation

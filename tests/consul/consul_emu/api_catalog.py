@@ -62,7 +62,7 @@ def health_service(api, req, name):
     if name == "":
         raise HTTPError(400, "Missing service name")
     authz, catalog = api.rpc_prelude(opts)
-    predicate = api.compile_filter(opts, HEALTH_FIELDS)
+    predicate = api.compile_filter(opts.filter, HEALTH_FIELDS)
     meta_filters = _node_meta_filters(req)
 
     def compute():
@@ -82,7 +82,7 @@ def health_service(api, req, name):
             entries = [entry for entry in entries if predicate(entry)]
         return catalog.index_for_service(name), (entries, filtered)
 
-    index, (entries, filtered) = api.blocking_query(opts, compute)
+    index, (entries, filtered) = api.blocking_query(req, opts, compute)
     # Consul parses ?passing only after the RPC returned (a FIXME in its handler).
     try:
         passing = bool_param(req, "passing")
@@ -110,7 +110,7 @@ def health_checks(api, req, name):
             out.extend(c.to_json() for c in checks if c.service_id == svc.id)
         return catalog.index_for_service(name), (out, filtered)
 
-    index, (out, filtered) = api.blocking_query(opts, compute)
+    index, (out, filtered) = api.blocking_query(req, opts, compute)
     return json_response(out, headers=api.meta_headers(index, opts, filtered),
                          pretty=_pretty(req))
 
@@ -129,7 +129,7 @@ def health_node(api, req, node_name):
                   if not c.service_id or authz.allowed("service", c.service_name, "read")]
         return catalog.table_index["checks"], (checks, False)
 
-    index, (out, filtered) = api.blocking_query(opts, compute)
+    index, (out, filtered) = api.blocking_query(req, opts, compute)
     return json_response(out, headers=api.meta_headers(index, opts, filtered),
                          pretty=_pretty(req))
 
@@ -153,7 +153,7 @@ def catalog_services(api, req, _rest):
                    if authz.allowed("service", name, "read")}
         return catalog.table_index["services"], (allowed, len(allowed) != len(summary))
 
-    index, (out, filtered) = api.blocking_query(opts, compute)
+    index, (out, filtered) = api.blocking_query(req, opts, compute)
     return json_response(out, headers=api.meta_headers(index, opts, filtered),
                          pretty=_pretty(req))
 
@@ -179,7 +179,7 @@ def catalog_service(api, req, name):
     if name == "":
         raise HTTPError(400, "Missing service name")
     authz, catalog = api.rpc_prelude(opts)
-    predicate = api.compile_filter(opts, tuple(_service_node_json(
+    predicate = api.compile_filter(opts.filter, tuple(_service_node_json(
         Node("", "", ""), Service("", "", "")).keys()))
 
     def compute():
@@ -196,7 +196,7 @@ def catalog_service(api, req, name):
             out = [item for item in out if predicate(item)]
         return catalog.index_for_service(name), (out, filtered)
 
-    index, (out, filtered) = api.blocking_query(opts, compute)
+    index, (out, filtered) = api.blocking_query(req, opts, compute)
     return json_response(out, headers=api.meta_headers(index, opts, filtered),
                          pretty=_pretty(req))
 
@@ -212,7 +212,7 @@ def catalog_nodes(api, req, _rest):
         allowed = [n.to_json() for n in nodes if authz.allowed("node", n.name, "read")]
         return catalog.table_index["nodes"], (allowed, len(allowed) != len(nodes))
 
-    index, (out, filtered) = api.blocking_query(opts, compute)
+    index, (out, filtered) = api.blocking_query(req, opts, compute)
     return json_response(out, headers=api.meta_headers(index, opts, filtered),
                          pretty=_pretty(req))
 
@@ -253,7 +253,7 @@ def _check_from_catalog(spec):
                  check_type=kind)
 
 
-def _validate_register(args):
+def validate_register(args):
     """Catalog.Register's argument checks; errors are plain RPC errors (HTTP 500)."""
     if not args.get("Node"):
         raise HTTPError(500, "Must provide node")
@@ -263,6 +263,8 @@ def _validate_register(args):
     if not args.get("Address") and not args.get("SkipNodeUpdate"):
         raise HTTPError(500, "Must provide address if SkipNodeUpdate is not set")
     svc = args.get("Service")
+    if svc is not None and not svc.get("ID") and not svc.get("Service"):
+        args["Service"] = svc = None  # an empty Service object registers nothing
     if svc is not None:
         if not svc.get("ID") and svc.get("Service"):
             svc["ID"] = svc["Service"]
@@ -275,7 +277,8 @@ def _validate_register(args):
     if args.get("Check") is not None:
         checks.append(args["Check"])
     for check in checks:
-        check.setdefault("Node", args["Node"])
+        if not check.get("Node"):
+            check["Node"] = args["Node"]
         if not check.get("CheckID") and check.get("Name"):
             check["CheckID"] = check["Name"]
     return checks
@@ -341,7 +344,7 @@ def catalog_register(api, req, _rest):
     args = decode_register(req.body)
     opts = api.write_options(req, args.get("Datacenter"))
     authz, catalog = api.rpc_prelude(opts, write=True)
-    checks = _validate_register(args)
+    checks = validate_register(args)
     with api.state.write() as txn:
         _vet_register(authz, catalog, args, checks)
         try:

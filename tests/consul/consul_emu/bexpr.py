@@ -146,8 +146,11 @@ def _selector(text):
 
 def compile_filter(text, top_fields):
     """Parse an expression; selectors must start with one of top_fields."""
-    tree = _Parser(text).parse()
-    _check_selectors(tree, top_fields)
+    try:
+        tree = _Parser(text).parse()
+        _check_selectors(tree, top_fields)
+    except RecursionError:
+        raise FilterError("expression nested too deeply") from None
     return lambda obj: _eval(tree, obj)
 
 

@@ -121,8 +121,11 @@ def _describe_error(err, target):
 
 
 def _http_target(url):
-    parts = urllib.parse.urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return url
     return "%s:%d" % (parts.hostname or "", port)
 
 

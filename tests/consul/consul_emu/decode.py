@@ -76,10 +76,19 @@ def _decode_value(value, kind, where):
             raise _mismatch(value, kind, where)
         return value
     if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if not _is_integral(value):
             raise _mismatch(value, kind, where)
         return int(value)
     return _decode_duration(value, where)
+
+
+def _is_integral(value):
+    # Go's int is 64-bit; fractions, booleans and out-of-range numbers do not decode.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, float) and not value.is_integer():
+        return False
+    return -(2**63) <= value < 2**63
 
 
 def _decode_container(value, kind, where):
@@ -109,7 +118,7 @@ def _decode_duration(value, where):
             return parse_duration(value)
         except DurationError as err:
             raise DecodeError(str(err)) from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    if not _is_integral(value):
         raise _mismatch(value, "duration", where)
     return int(value)
 
@@ -132,7 +141,7 @@ def parse_body(body, struct):
     if not body.strip():
         raise DecodeError("EOF")
     try:
-        raw = json.loads(body.decode("utf-8"))
+        raw = load_json(body)
     except UnicodeDecodeError:
         raise DecodeError("invalid character in string literal") from None
     except ValueError as err:
@@ -141,6 +150,18 @@ def parse_body(body, struct):
         raise DecodeError("json: cannot unmarshal %s into Go value of type structs.%s"
                           % (_json_type(raw), struct.go_name))
     return decode_struct(raw, struct)
+
+
+def _reject_constant(name):
+    raise ValueError("invalid character '%s' looking for beginning of value" % name[0])
+
+
+def load_json(data):
+    """json.loads as strict as Go: no NaN/Infinity, and absurd nesting is an error."""
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("exceeded max depth") from None
 
 
 def _json_error(err):

@@ -383,12 +383,16 @@ class Catalog:
     def service_instances(self, name):
         """[(Node, Service, [Check...])] for a service name, in Consul's (node, ID) order."""
         out = []
+        grouped = {}  # node -> {service ID or "": [checks]}, built once per node
         for node_name, service_id in sorted(self.instances.get(name, ())):
-            svc = self.services[node_name][service_id]
-            checks = [c for c in self.checks[node_name].values()
-                      if c.service_id in ("", service_id)]
+            if node_name not in grouped:
+                grouped[node_name] = by_service = {}
+                for check in self.checks[node_name].values():
+                    by_service.setdefault(check.service_id, []).append(check)
+            by_service = grouped[node_name]
+            checks = by_service.get("", []) + by_service.get(service_id, [])
             checks.sort(key=lambda c: c.check_id)
-            out.append((self.nodes[node_name], svc, checks))
+            out.append((self.nodes[node_name], self.services[node_name][service_id], checks))
         return out
 
     def services_summary(self):

@@ -30,6 +30,8 @@ class RequestLog:
             "body": body,
             "status": None,
             "duration_ms": None,
+            "wait_ms": None,      # blocking reads: the wait after default and cap
+            "timeout_ms": None,   # blocking reads: wait plus the jitter drawn
         }
         with self.cond:
             entry["seq"] = self.next_seq

@@ -19,6 +19,7 @@ class Request:
         self.headers = headers               # email.message.Message (case-insensitive)
         self.body = body                     # raw bytes
         self.connection = connection         # client socket, kept open across a restart
+        self.log_entry = None                # request-log record (set for /v1 requests)
 
     def param(self, name, default=None):
         """First value of a query parameter, like Go's url.Values.Get (default when absent)."""
