@@ -146,7 +146,7 @@ static void release_drained(struct pump_dir *d, const struct pump_env *env)
 
 static enum step pass_fin(struct pump_dir *d, int dst)
 {
-    if (!d->shut && shutdown(dst, SHUT_WR) != 0 && errno != ENOTCONN)
+    if (!d->shut && !d->fin_by_close && shutdown(dst, SHUT_WR) != 0 && errno != ENOTCONN)
         return STEP_ERROR;
     d->shut = 1;
     return STEP_WAIT;

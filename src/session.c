@@ -148,6 +148,9 @@ static void session_pump(struct session *s, int run_up, int run_down)
     uint64_t sp_up0 = s->up.spliced, sp_down0 = s->down.spliced;
     uint8_t up_mode = s->up.mode, down_mode = s->down.mode;
     int rc = 0;
+    /* when the other way is already over, the session closes right after this FIN */
+    s->up.fin_by_close = (uint8_t)pump_done(&s->down);
+    s->down.fin_by_close = (uint8_t)pump_done(&s->up);
     if (run_up)
         rc = pump_run(&s->up, s->client.fd, s->upstream.fd, env);
     if (rc == 0 && run_down)
@@ -196,8 +199,9 @@ static void session_established(struct session *s)
     wheel_remove(&w->wheel, &s->timer);
     if (s->lst->idle_timeout_ms > 0)
         worker_timer_add(w, &s->timer, s->last_active + s->lst->idle_timeout_ms);
-    /* the client may have sent bytes already: the kernel kept them until now */
-    session_pump(s, 1, 1);
+    /* the client may have sent bytes already (the kernel kept them until now); the upstream's
+     * first bytes, if any, are announced by epoll */
+    session_pump(s, 1, 0);
 }
 
 static void session_connect_failed(struct session *s, int err, int timed_out)

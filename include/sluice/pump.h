@@ -25,6 +25,7 @@ struct pump_dir {
     uint8_t eof;             /* the source sent FIN */
     uint8_t shut;            /* FIN passed on to the destination */
     uint8_t streak;          /* full reads in a row (copy) or small ones in a row (splice) */
+    uint8_t fin_by_close;    /* the other way is over: close(2) will send the FIN, skip shutdown */
     uint64_t bytes;          /* bytes written to the destination */
     uint64_t spliced;        /* of which moved by splice */
 };
