@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /*
@@ -32,10 +33,19 @@
 #define PHRASE_MAX  512 /* longest phrase a setter builds */
 #define WORKERS_MAX 256 /* upper limit of workers, also the cap of "auto" */
 #define ENTRY_MAX   256 /* longest single entry of a backends list */
+#define STRING_MAX  4096 /* longest string value (paths, tokens, addresses) */
+#define META_MAX    64   /* Consul accepts at most 64 meta pairs */
 #define KIB         1024ULL
 #define MIB         (1024ULL * 1024ULL)
 
-enum section_kind { SECTION_GLOBAL, SECTION_LISTENER, SECTION_SERVICE };
+/* Order matters: unknown_key() names a key's home section by this index. */
+enum section_kind {
+    SECTION_GLOBAL,
+    SECTION_LISTENER,
+    SECTION_SERVICE,
+    SECTION_CONSUL,
+    SECTION_REGISTRATION,
+};
 
 struct config_key;
 
@@ -62,6 +72,7 @@ static const char phrase_oom[] = "cannot be stored: out of memory";
 static const char *const balance_names[] = {"round_robin", "least_connections", "weighted"};
 static const char *const discovery_names[] = {"static", "consul"};
 static const char *const splice_names[] = {"auto", "off", "always"};
+static const char *const health_names[] = {"passing_and_warning", "passing"};
 
 #define N_NAMES(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -279,6 +290,14 @@ const char *config_balance_name(enum config_balance balance)
         return "unknown";
     }
     return balance_names[balance];
+}
+
+const char *config_health_name(enum config_health health)
+{
+    if ((size_t)health >= N_NAMES(health_names)) {
+        return "unknown";
+    }
+    return health_names[health];
 }
 
 /* Section and service names: [A-Za-z0-9_.-], 1 to CONFIG_NAME_MAX - 1 characters. */
@@ -626,13 +645,303 @@ static const char *set_backends(void *base, const struct config_key *key, const 
     return NULL;
 }
 
+static const char *set_health(void *base, const struct config_key *key, const char *value,
+                              char *msg)
+{
+    int i = name_index(health_names, N_NAMES(health_names), value);
+
+    if (i < 0) {
+        return phrase(msg, "\"%s\" is not a health mode (use passing, passing_and_warning)", value);
+    }
+    *(enum config_health *)((char *)base + key->offset) = (enum config_health)i;
+    return NULL;
+}
+
+/* true/yes/on/1 or false/no/off/0; 1 or 0. */
+static int bool_parse(const char *value)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
+
+    if (name_index(yes, N_NAMES(yes), value) >= 0) {
+        return 1;
+    }
+    return name_index(no, N_NAMES(no), value) >= 0 ? 0 : -1;
+}
+
+static const char *set_bool(void *base, const struct config_key *key, const char *value,
+                            char *msg)
+{
+    int b = bool_parse(value);
+
+    if (b < 0) {
+        return phrase(msg, "\"%s\" is not a boolean (use true or false)", value);
+    }
+    *(int *)((char *)base + key->offset) = b;
+    return NULL;
+}
+
+/* Like set_bool, into an enum config_flag, so that "not set" stays distinguishable. */
+static const char *set_flag(void *base, const struct config_key *key, const char *value,
+                            char *msg)
+{
+    int b = bool_parse(value);
+
+    if (b < 0) {
+        return phrase(msg, "\"%s\" is not a boolean (use true or false)", value);
+    }
+    *(enum config_flag *)((char *)base + key->offset) = b ? CONFIG_FLAG_ON : CONFIG_FLAG_OFF;
+    return NULL;
+}
+
+/* Why text cannot be a string value: control characters would break headers and logs. */
+static const char *string_check(const char *value)
+{
+    if (strlen(value) >= STRING_MAX) {
+        return "is too long";
+    }
+    for (const unsigned char *c = (const unsigned char *)value; *c != '\0'; c++) {
+        if (*c < 0x20 || *c == 0x7f) {
+            return "contains a control character";
+        }
+    }
+    return NULL;
+}
+
+/* An owned string (char * field). The loader rejects a key set twice, so the field is empty. */
+static const char *set_string(void *base, const struct config_key *key, const char *value,
+                              char *msg)
+{
+    const char *why = string_check(value);
+    char *copy;
+
+    if (why != NULL) {
+        return phrase(msg, "%s", why);
+    }
+    copy = strdup(value);
+    if (copy == NULL) {
+        return phrase_oom;
+    }
+    *(char **)((char *)base + key->offset) = copy;
+    return NULL;
+}
+
+/* A file (or, with key->max set, a directory) that must be readable now. */
+static const char *set_path(void *base, const struct config_key *key, const char *value,
+                            char *msg)
+{
+    char why[128];
+    struct stat st;
+
+    if (stat(value, &st) != 0 || access(value, R_OK) != 0) {
+        return phrase(msg, "\"%s\" cannot be read: %s", value,
+                      strerror_r(errno, why, sizeof(why)));
+    }
+    if (key->max != 0 && !S_ISDIR(st.st_mode)) {
+        return phrase(msg, "\"%s\" is not a directory", value);
+    }
+    if (key->max == 0 && S_ISDIR(st.st_mode)) {
+        return phrase(msg, "\"%s\" is a directory, not a file", value);
+    }
+    return set_string(base, key, value, msg);
+}
+
+/* host:port with an optional http://, https:// or unix:// prefix; host names are fine here
+ * (libcurl resolves them), but the parts must be there. */
+static const char *consul_address_check(const char *value)
+{
+    const char *rest = value, *colon;
+
+    if (strncmp(value, "unix://", 7) == 0) {
+        return value[7] == '/' ? NULL : "needs an absolute socket path, as in unix:///run/consul.sock";
+    }
+    if (strncmp(value, "http://", 7) == 0) {
+        rest = value + 7;
+    } else if (strncmp(value, "https://", 8) == 0) {
+        rest = value + 8;
+    } else if (strstr(value, "://") != NULL) {
+        return "has an unknown scheme (use http://, https:// or unix://)";
+    }
+    if (*rest == '\0' || *rest == ':' || strchr(rest, '/') != NULL || strchr(rest, ' ') != NULL) {
+        return "is not HOST:PORT (with an optional http://, https:// or unix:// prefix)";
+    }
+    colon = strrchr(rest, ':');
+    if (colon != NULL && (rest[0] != '[' || colon > strchr(rest, ']'))) {
+        uint16_t port;
+        return port_parse(colon + 1, &port);
+    }
+    return NULL;
+}
+
+static const char *set_consul_address(void *base, const struct config_key *key, const char *value,
+                                      char *msg)
+{
+    const char *why = consul_address_check(value);
+
+    if (why != NULL) {
+        return phrase(msg, "\"%s\" %s", value, why);
+    }
+    return set_string(base, key, value, msg);
+}
+
+/* A numeric IPv4 or IPv6 address without a port, stored as text (char[CONFIG_ADDR_MAX]). */
+static const char *set_ip(void *base, const struct config_key *key, const char *value, char *msg)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    if (inet_pton(AF_INET, value, buf) != 1 && inet_pton(AF_INET6, value, buf) != 1) {
+        return phrase(msg, "\"%s\" is not an IP address (host names are not resolved)", value);
+    }
+    if (strcmp(value, "0.0.0.0") == 0 || strcmp(value, "::") == 0) {
+        return phrase(msg, "\"%s\" cannot be reached by anyone; name the address to advertise",
+                      value);
+    }
+    snprintf((char *)base + key->offset, CONFIG_ADDR_MAX, "%s", value);
+    return NULL;
+}
+
+/* A name such as a datacenter's: same rules as section names. */
+static const char *set_label(void *base, const struct config_key *key, const char *value,
+                             char *msg)
+{
+    const char *why = name_check(value);
+
+    if (why != NULL) {
+        return phrase(msg, "\"%s\" is not valid: %s", value, why);
+    }
+    memcpy((char *)base + key->offset, value, strlen(value) + 1);
+    return NULL;
+}
+
+/* Why one Consul meta pair is refused, with Consul's own limits. */
+static const char *meta_check(const char *item)
+{
+    const char *eq = strchr(item, '=');
+    size_t key_len = eq != NULL ? (size_t)(eq - item) : 0;
+
+    if (eq == NULL || key_len == 0) {
+        return "is not KEY=VALUE";
+    }
+    if (strspn(item, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+        key_len) {
+        return "has a key with characters other than letters, digits, '_' and '-'";
+    }
+    if (key_len > 128) {
+        return "has a key longer than 128 characters";
+    }
+    if (strncmp(item, "consul-", 7) == 0) {
+        return "uses the reserved key prefix \"consul-\"";
+    }
+    return strlen(eq + 1) > 512 ? "has a value longer than 512 characters" : NULL;
+}
+
+/* Checks one list item by the row's kind of list (key->min: 0 tags, 1 meta, 2 names). */
+static const char *list_item_check(const struct config_key *key, const char *item)
+{
+    if (key->min == 1) {
+        return meta_check(item);
+    }
+    if (key->min == 2) {
+        return name_check(item);
+    }
+    return string_check(item);
+}
+
+static void list_free(struct config_list *list)
+{
+    for (size_t i = 0; i < list->n; i++) {
+        free(list->items[i]);
+    }
+    free(list->items);
+    list->items = NULL;
+    list->n = 0;
+}
+
+/* Appends a copy of the n bytes at text. */
+static const char *list_push(struct config_list *list, const char *text, size_t n)
+{
+    char **grown = realloc(list->items, (list->n + 1) * sizeof(*grown));
+
+    if (grown == NULL) {
+        return phrase_oom;
+    }
+    list->items = grown;
+    list->items[list->n] = strndup(text, n);
+    if (list->items[list->n] == NULL) {
+        return phrase_oom;
+    }
+    list->n++;
+    return NULL;
+}
+
+/* Fills list from "a, b, c"; items are trimmed, non-empty, unique. */
+static const char *list_parse(const struct config_key *key, const char *value,
+                              struct config_list *list, char *msg)
+{
+    for (const char *s = value;; s++) {
+        size_t len = strcspn(s, ",");
+        const char *start = s, *why;
+        size_t n = len;
+        while (n > 0 && (*start == ' ' || *start == '\t')) {
+            start++;
+            n--;
+        }
+        while (n > 0 && (start[n - 1] == ' ' || start[n - 1] == '\t')) {
+            n--;
+        }
+        if (n == 0) {
+            return phrase(msg, "entry %zu is empty", list->n + 1);
+        }
+        if ((why = list_push(list, start, n)) != NULL) {
+            return why;
+        }
+        if ((why = list_item_check(key, list->items[list->n - 1])) != NULL) {
+            return phrase(msg, "entry \"%s\" %s", list->items[list->n - 1], why);
+        }
+        for (size_t i = 0; i + 1 < list->n; i++) {
+            if (strcmp(list->items[i], list->items[list->n - 1]) == 0) {
+                return phrase(msg, "\"%s\" is listed twice", list->items[i]);
+            }
+        }
+        s += len;
+        if (*s == '\0') {
+            return NULL;
+        }
+    }
+}
+
+static const char *set_list(void *base, const struct config_key *key, const char *value,
+                            char *msg)
+{
+    struct config_list list = {0};
+    const char *why = list_parse(key, value, &list, msg);
+
+    if (why == NULL && key->max != 0 && list.n > key->max) {
+        why = phrase(msg, "has %zu entries (at most %llu)", list.n, (unsigned long long)key->max);
+    }
+    if (why != NULL) {
+        list_free(&list);
+        return why;
+    }
+    *(struct config_list *)((char *)base + key->offset) = list;
+    return NULL;
+}
+
 /* Kind and offset of a row, side by side as struct config_key wants them. */
 #define GLOBAL(field)   SECTION_GLOBAL, offsetof(struct config, field)
 #define LISTENER(field) SECTION_LISTENER, offsetof(struct config_listener, field)
 #define SERVICE(field)  SECTION_SERVICE, offsetof(struct config_service, field)
+#define CONSUL(field)   SECTION_CONSUL, offsetof(struct config_consul, field)
+#define REG(field)      SECTION_REGISTRATION, offsetof(struct config_registration, field)
+#define MINUTE_MS       (60ULL * 1000ULL)
+
+/* Kinds of list for set_list, in the min column; max caps the entries (0 = no cap). */
+#define LIST_STRINGS 0
+#define LIST_META    1
+#define LIST_NAMES   2
 
 /* Every key of every section, with its limits and default. For backends, min and max limit
- * each weight. */
+ * each weight; for set_path, max 1 asks for a directory. */
 static const struct config_key config_keys[] = {
     {GLOBAL(workers), "workers", set_workers, 1, WORKERS_MAX, "auto", false},
     {GLOBAL(max_connections), "max_connections", set_u32, 1, 10000000, "10000", false},
@@ -651,6 +960,34 @@ static const struct config_key config_keys[] = {
     {SERVICE(balance), "balance", set_balance, 0, 0, "round_robin", false},
     {SERVICE(discovery), "discovery", set_discovery, 0, 0, "static", false},
     {SERVICE(backends), "backends", set_backends, 0, 1000000, NULL, false},
+    {SERVICE(consul_service), "consul_service", set_name, 0, 0, NULL, false},
+    {SERVICE(consul_tags), "consul_tags", set_list, LIST_STRINGS, 64, NULL, false},
+    {SERVICE(consul_datacenter), "consul_datacenter", set_label, 0, 0, NULL, false},
+    {SERVICE(health), "health", set_health, 0, 0, "passing_and_warning", false},
+    {CONSUL(address), "address", set_consul_address, 0, 0, NULL, false},
+    {CONSUL(token), "token", set_string, 0, 0, NULL, false},
+    {CONSUL(token_file), "token_file", set_path, 0, 0, NULL, false},
+    {CONSUL(datacenter), "datacenter", set_string, 0, 0, NULL, false},
+    {CONSUL(ca_file), "ca_file", set_path, 0, 0, NULL, false},
+    {CONSUL(ca_path), "ca_path", set_path, 0, 1, NULL, false},
+    {CONSUL(cert_file), "cert_file", set_path, 0, 0, NULL, false},
+    {CONSUL(key_file), "key_file", set_path, 0, 0, NULL, false},
+    {CONSUL(tls_server_name), "tls_server_name", set_string, 0, 0, NULL, false},
+    {CONSUL(tls_skip_verify), "tls_skip_verify", set_flag, 0, 0, NULL, false},
+    {CONSUL(wait_ms), "wait", set_duration, 1000, 10 * MINUTE_MS, "55s", false},
+    {CONSUL(stale), "stale", set_bool, 0, 0, "false", false},
+    {CONSUL(retry_min_ms), "retry_min", set_duration, 10, 10 * MINUTE_MS, "250ms", false},
+    {CONSUL(retry_max_ms), "retry_max", set_duration, 10, 60 * MINUTE_MS, "1m", false},
+    {REG(name), "name", set_name, 0, 0, NULL, false},
+    {REG(tags), "tags", set_list, LIST_STRINGS, 64, NULL, false},
+    {REG(meta), "meta", set_list, LIST_META, META_MAX, NULL, false},
+    {REG(address), "address", set_ip, 0, 0, NULL, false},
+    {REG(listeners), "listeners", set_list, LIST_NAMES, 0, NULL, false},
+    {REG(check_interval_ms), "check_interval", set_duration, 1000, UINT64_MAX, "10s", false},
+    {REG(check_timeout_ms), "check_timeout", set_duration, 1, UINT64_MAX, "5s", false},
+    {REG(deregister_after_ms), "deregister_critical_after", set_duration, 0, UINT64_MAX, "1m",
+     false},
+    {REG(anti_entropy_ms), "anti_entropy", set_duration, 1000, UINT64_MAX, "30s", false},
 };
 
 #define N_KEYS N_NAMES(config_keys)
@@ -690,6 +1027,7 @@ struct parser {
     struct error *errors;     /* problems found, owned */
     size_t n_errors;          /* entries in errors */
     bool oom;                 /* an allocation failed: the result is -ENOMEM */
+    bool consul_only;         /* config_load_consul: a file without listeners is fine */
     int read_errno;           /* errno of a failed read, 0 if none */
 };
 
@@ -722,6 +1060,10 @@ static void *section_base(struct parser *p, const struct section *sec)
         return &p->cfg->listeners[sec->index];
     case SECTION_SERVICE:
         return &p->cfg->services[sec->index];
+    case SECTION_CONSUL:
+        return &p->cfg->consul;
+    case SECTION_REGISTRATION:
+        return &p->cfg->registration;
     default:
         return p->cfg;
     }
@@ -797,10 +1139,21 @@ static const char *section_classify(const char *inner, enum section_kind *kind, 
         {"service", SECTION_SERVICE, "needs a name, as in [service:NAME]"},
     };
 
+    static const struct {
+        const char *name;
+        enum section_kind kind;
+    } single[] = {
+        {"sluice", SECTION_GLOBAL},
+        {"consul", SECTION_CONSUL},
+        {"registration", SECTION_REGISTRATION},
+    };
+
     *name = "";
-    if (strcmp(inner, "sluice") == 0) {
-        *kind = SECTION_GLOBAL;
-        return NULL;
+    for (size_t i = 0; i < N_NAMES(single); i++) {
+        if (strcmp(inner, single[i].name) == 0) {
+            *kind = single[i].kind;
+            return NULL;
+        }
     }
     for (size_t i = 0; i < N_NAMES(named); i++) {
         size_t len = strlen(named[i].prefix);
@@ -814,7 +1167,8 @@ static const char *section_classify(const char *inner, enum section_kind *kind, 
         *name = inner + len + 1;
         return name_check(*name);
     }
-    return "is not a known section (use [sluice], [listener:NAME] or [service:NAME])";
+    return "is not a known section (use [sluice], [listener:NAME], [service:NAME], [consul] or "
+           "[registration])";
 }
 
 static struct section *section_find(struct parser *p, const char *header)
@@ -844,6 +1198,10 @@ static void section_open(struct parser *p, enum section_kind kind, const char *n
         index = listener_add(p, name);
     } else if (kind == SECTION_SERVICE) {
         index = service_add(p, name);
+    } else if (kind == SECTION_CONSUL) {
+        p->cfg->consul.line = p->line;
+    } else if (kind == SECTION_REGISTRATION) {
+        p->cfg->registration.line = p->line;
     }
     if (index < 0) {
         return;
@@ -987,7 +1345,8 @@ static long key_find(enum section_kind kind, const char *name)
 
 static void unknown_key(struct parser *p, const struct section *sec, const char *name)
 {
-    static const char *const homes[] = {"[sluice]", "[listener:NAME]", "[service:NAME]"};
+    static const char *const homes[] = {"[sluice]", "[listener:NAME]", "[service:NAME]",
+                                        "[consul]", "[registration]"};
 
     for (size_t i = 0; i < N_NAMES(homes); i++) {
         if (key_find((enum section_kind)i, name) >= 0) {
@@ -1089,7 +1448,9 @@ static void check_listener(struct parser *p, const struct section *sec)
 
 static void check_service(struct parser *p, const struct section *sec)
 {
-    const struct config_service *svc = &p->cfg->services[sec->index];
+    static const char *const consul_keys[] = {"consul_service", "consul_tags",
+                                              "consul_datacenter", "health"};
+    struct config_service *svc = &p->cfg->services[sec->index];
     int backends_line = key_line(sec, "backends");
 
     if (svc->discovery == CONFIG_DISCOVERY_STATIC && backends_line == 0) {
@@ -1097,6 +1458,84 @@ static void check_service(struct parser *p, const struct section *sec)
     }
     if (svc->discovery != CONFIG_DISCOVERY_STATIC && backends_line != 0) {
         add_error(p, backends_line, "backends", "only applies to discovery = static");
+    }
+    for (size_t i = 0; i < N_NAMES(consul_keys); i++) {
+        int line = key_line(sec, consul_keys[i]);
+        if (svc->discovery != CONFIG_DISCOVERY_CONSUL && line != 0) {
+            add_error(p, line, consul_keys[i], "only applies to discovery = consul");
+        }
+    }
+    if (svc->discovery == CONFIG_DISCOVERY_CONSUL && svc->consul_service[0] == '\0') {
+        memcpy(svc->consul_service, svc->name, sizeof(svc->name)); /* same size, both valid */
+    }
+}
+
+static void check_consul(struct parser *p, const struct section *sec)
+{
+    const struct config_consul *c = &p->cfg->consul;
+
+    if (c->token != NULL && c->token_file != NULL) {
+        add_error(p, key_line(sec, "token_file"), "token_file",
+                  "token is already set (line %d); use one of them", key_line(sec, "token"));
+    }
+    if (c->retry_min_ms > c->retry_max_ms) {
+        bool max_set = key_line(sec, "retry_max") != 0;
+        add_error(p, key_line(sec, max_set ? "retry_max" : "retry_min"),
+                  max_set ? "retry_max" : "retry_min",
+                  max_set ? "is shorter than retry_min" : "is longer than retry_max");
+    }
+    if ((c->cert_file == NULL) != (c->key_file == NULL)) {
+        const char *set = c->cert_file != NULL ? "cert_file" : "key_file";
+        add_error(p, key_line(sec, set), set, "needs %s as well (mutual TLS takes both)",
+                  c->cert_file != NULL ? "key_file" : "cert_file");
+    }
+}
+
+/* Index of the listener called name, or -1. */
+static long listener_find(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (strcmp(cfg->listeners[i].name, name) == 0) {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+/* A wildcard bind address is no address to advertise. */
+static bool bind_is_wildcard(const struct config_addr *a)
+{
+    if (a->sa.ss_family == AF_INET6) {
+        return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&a->sa)->sin6_addr);
+    }
+    return ((const struct sockaddr_in *)&a->sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+static void check_registration(struct parser *p, const struct section *sec)
+{
+    const struct config_registration *r = &p->cfg->registration;
+    int line = key_line(sec, "deregister_critical_after");
+
+    for (size_t i = 0; i < r->listeners.n; i++) {
+        if (listener_find(p->cfg, r->listeners.items[i]) < 0) {
+            add_error(p, key_line(sec, "listeners"), "listeners",
+                      "there is no [listener:%s] in this file", r->listeners.items[i]);
+        }
+    }
+    for (size_t i = 0; r->address[0] == '\0' && i < p->cfg->n_listeners; i++) {
+        const struct config_listener *l = &p->cfg->listeners[i];
+        bool chosen = r->listeners.n == 0;
+        for (size_t j = 0; j < r->listeners.n; j++) {
+            chosen = chosen || strcmp(r->listeners.items[j], l->name) == 0;
+        }
+        if (chosen && l->bind.len != 0 && bind_is_wildcard(&l->bind)) {
+            add_error(p, sec->line, sec->header,
+                      "[listener:%s] binds %s: set address = IP to advertise", l->name,
+                      l->bind.text);
+        }
+    }
+    if (r->deregister_after_ms != 0 && r->deregister_after_ms < MINUTE_MS) {
+        add_error(p, line, "deregister_critical_after", "is shorter than Consul's minimum of 1m");
     }
 }
 
@@ -1110,9 +1549,13 @@ static void validate(struct parser *p)
             check_listener(p, sec);
         } else if (sec->kind == SECTION_SERVICE) {
             check_service(p, sec);
+        } else if (sec->kind == SECTION_CONSUL) {
+            check_consul(p, sec);
+        } else if (sec->kind == SECTION_REGISTRATION) {
+            check_registration(p, sec);
         }
     }
-    if (p->cfg->n_listeners == 0) {
+    if (p->cfg->n_listeners == 0 && !p->consul_only) {
         add_error(p, 0, "[listener:NAME]", "the file defines no listener; add one");
     }
 }
@@ -1191,9 +1634,10 @@ static int parse_file(struct parser *p)
     return 0;
 }
 
-int config_load(const char *path, struct config **out, struct config_errors *errs)
+static int load(const char *path, bool consul_only, struct config **out,
+                struct config_errors *errs)
 {
-    struct parser p = {.path = path, .current = CURRENT_NONE};
+    struct parser p = {.path = path, .current = CURRENT_NONE, .consul_only = consul_only};
     int rc;
 
     *out = NULL;
@@ -1203,6 +1647,8 @@ int config_load(const char *path, struct config **out, struct config_errors *err
         return -ENOMEM;
     }
     apply_defaults(&p, SECTION_GLOBAL, p.cfg);
+    apply_defaults(&p, SECTION_CONSUL, &p.cfg->consul);
+    apply_defaults(&p, SECTION_REGISTRATION, &p.cfg->registration);
     rc = parse_file(&p);
     if (rc == 0) {
         validate(&p);
@@ -1218,13 +1664,39 @@ int config_load(const char *path, struct config **out, struct config_errors *err
     return rc;
 }
 
+int config_load(const char *path, struct config **out, struct config_errors *errs)
+{
+    return load(path, false, out, errs);
+}
+
+int config_load_consul(const char *path, struct config **out, struct config_errors *errs)
+{
+    return load(path, true, out, errs);
+}
+
+static void consul_free(struct config_consul *c)
+{
+    char *const strings[] = {c->address,   c->token,    c->token_file,
+                             c->datacenter, c->ca_file, c->ca_path,
+                             c->cert_file, c->key_file, c->tls_server_name};
+
+    for (size_t i = 0; i < N_NAMES(strings); i++) {
+        free(strings[i]);
+    }
+}
+
 void config_destroy(struct config *cfg)
 {
     if (cfg == NULL) {
         return;
     }
+    consul_free(&cfg->consul);
+    list_free(&cfg->registration.tags);
+    list_free(&cfg->registration.meta);
+    list_free(&cfg->registration.listeners);
     for (size_t i = 0; i < cfg->n_services; i++) {
         free(cfg->services[i].backends);
+        list_free(&cfg->services[i].consul_tags);
     }
     free(cfg->services);
     free(cfg->listeners);

@@ -1,18 +1,22 @@
-/* The sluice command line: run, check a config, help, version. */
+/* The sluice command line: run, check a config, register / deregister in Consul, help, version. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "sluice/config.h"
 #include "sluice/log.h"
 #include "sluice/proxy.h"
+#include "sluice/registrar.h"
 
 #define DEFAULT_CONFIG "/etc/sluice/sluice.ini"
 
 static void usage(FILE *out)
 {
     fprintf(out, "usage: sluice [-t] [-c FILE]\n"
+                 "       sluice register [-c FILE] --name NAME ... (see sluice register -h)\n"
+                 "       sluice deregister [-c FILE] --id ID\n"
                  "       sluice -h | --version\n"
                  "\n"
                  "  -c, --config FILE  configuration file (default " DEFAULT_CONFIG ")\n"
@@ -40,6 +44,8 @@ int main(int argc, char **argv)
     };
     const char *path = DEFAULT_CONFIG;
     int check_only = 0, opt;
+    if (argc > 1 && (strcmp(argv[1], "register") == 0 || strcmp(argv[1], "deregister") == 0))
+        return registrar_cli(argc - 1, argv + 1);
     while ((opt = getopt_long(argc, argv, "c:th", options, NULL)) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;

@@ -9,7 +9,9 @@
 #include <uv.h>
 
 #include "sluice/balancer.h"
+#include "sluice/discovery.h"
 #include "sluice/log.h"
+#include "sluice/registrar.h"
 #include "sluice/snapshot.h"
 #include "sluice/stats.h"
 #include "sluice/worker.h"
@@ -29,6 +31,8 @@ struct proxy {
     uv_timer_t shutdown_timer;           /* shutdown_timeout */
     uv_async_t worker_exited;            /* a worker ended */
     int draining;                        /* shutdown under way */
+    struct discovery *discovery;         /* Consul watches; NULL without consul services */
+    struct registrar *registrar;         /* Consul registrations; NULL without [registration] */
 };
 
 static const int proxy_signals[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
@@ -39,14 +43,35 @@ void proxy_log_config_errors(const struct config_errors *errs)
         log_event(LOG_LEVEL_ERROR, "config_error", LOG_STR("error", errs->lines[i]));
 }
 
-/* Many sessions need two descriptors each (plus pipes): use all the hard limit allows. */
-static void raise_fd_limit(void)
+/* Many sessions need two descriptors each (plus pipes): use all the hard limit allows. Returns
+ * the soft limit now in force. */
+static rlim_t raise_fd_limit(void)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return RLIM_INFINITY;
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         (void)setrlimit(RLIMIT_NOFILE, &rl);
+        (void)getrlimit(RLIMIT_NOFILE, &rl);
     }
+    return rl.rlim_cur;
+}
+
+/* A session holds two sockets; accepting more than the descriptor limit can carry would only
+ * turn into failed connects. Like HAProxy, lower the cap to fit and say so. Pipes are not
+ * counted: without a descriptor for one, a direction copies instead of splicing. */
+static uint32_t fit_max_connections(const struct config *cfg)
+{
+    rlim_t limit = raise_fd_limit();
+    rlim_t reserve = 32 + (rlim_t)cfg->workers * (8 + cfg->n_listeners);
+    rlim_t fit = limit > reserve + 2 ? (limit - reserve) / 2 : 1;
+    if (limit == RLIM_INFINITY || fit >= cfg->max_connections)
+        return cfg->max_connections;
+    log_event(LOG_LEVEL_WARN, "max_connections_lowered", LOG_INT("configured", cfg->max_connections),
+              LOG_INT("effective", fit), LOG_INT("nofile", limit),
+              LOG_STR("why", "two descriptors per connection must fit RLIMIT_NOFILE"));
+    return (uint32_t)fit;
 }
 
 /* --- services ----------------------------------------------------------------------------- */
@@ -103,7 +128,7 @@ static int proxy_setup_listeners(struct proxy *p)
         };
     }
     p->shared = (struct proxy_shared){
-        .max_connections = p->cfg->max_connections,
+        .max_connections = fit_max_connections(p->cfg),
         .listeners = p->listeners,
         .n_listeners = p->cfg->n_listeners,
         .splice = p->cfg->splice,
@@ -160,6 +185,61 @@ static void proxy_log_stats(struct proxy *p, const char *event)
     log_emit(LOG_LEVEL_INFO, event, fields, n + 1 < 64 ? n + 1 : 64);
 }
 
+/* --- consul ------------------------------------------------------------------------------- */
+
+/* Discovery starts before the workers accept (the first sets arrive sooner); registration after
+ * the listeners are bound, so that the agent's first TCP check can pass. */
+static int proxy_start_discovery(struct proxy *p)
+{
+    char err[512] = "";
+    int rc = discovery_create(p->cfg, p->services, &p->discovery, err, sizeof(err));
+
+    if (rc == 0 && p->discovery != NULL)
+        rc = discovery_start(p->discovery);
+    if (rc != 0)
+        log_event(LOG_LEVEL_ERROR, "startup_failed", LOG_STR("component", "discovery"),
+                  LOG_STR("error", err[0] != '\0' ? err : strerror(-rc)));
+    return rc;
+}
+
+static int proxy_start_registrar(struct proxy *p)
+{
+    char err[512] = "";
+    int rc = registrar_create(p->cfg, &p->registrar, err, sizeof(err));
+
+    if (rc == 0 && p->registrar != NULL)
+        rc = registrar_start(p->registrar);
+    if (rc != 0)
+        log_event(LOG_LEVEL_ERROR, "startup_failed", LOG_STR("component", "registrar"),
+                  LOG_STR("error", err[0] != '\0' ? err : strerror(-rc)));
+    return rc;
+}
+
+/* First step of a shutdown: leave Consul (deregister, so that clients stop sending new work
+ * here) and stop watching it; draining follows. */
+static void proxy_leave_consul(struct proxy *p)
+{
+    registrar_stop(p->registrar);
+    discovery_stop(p->discovery);
+}
+
+static void proxy_log_discovery(void)
+{
+    struct discovery_status st;
+
+    discovery_status_get(&st);
+    if (st.state == DISCOVERY_OFF)
+        return;
+    log_event(LOG_LEVEL_INFO, "discovery_stats", LOG_STR("state", discovery_state_name(st.state)),
+              LOG_INT("watches", st.watches), LOG_INT("synced", st.synced),
+              LOG_INT("failing", st.failing), LOG_INT("degraded_ms", st.degraded_ms),
+              LOG_INT("requests", st.requests), LOG_INT("errors", st.errors),
+              LOG_INT("publishes", st.publishes), LOG_INT("unchanged", st.unchanged),
+              LOG_INT("watchdog", st.watchdog), LOG_INT("degraded", st.degraded),
+              LOG_INT("acl_denied", st.acl_denied), LOG_INT("rate_limited", st.rate_limited),
+              LOG_STR("last_error", st.last_error));
+}
+
 /* --- signals ------------------------------------------------------------------------------ */
 
 static void proxy_close_handles(struct proxy *p)
@@ -196,6 +276,7 @@ static void proxy_drain(struct proxy *p, const char *signal_name)
     log_event(LOG_LEVEL_INFO, "shutdown_started", LOG_STR("signal", signal_name),
               LOG_INT("open", atomic_load(&p->shared.open_sessions)),
               LOG_INT("timeout_ms", p->cfg->shutdown_timeout_ms));
+    proxy_leave_consul(p);
     for (unsigned i = 0; i < p->n_started; i++)
         worker_command(&p->workers[i], WORKER_DRAIN);
     uv_timer_start(&p->shutdown_timer, on_shutdown_timeout, p->cfg->shutdown_timeout_ms, 0);
@@ -245,8 +326,10 @@ static void on_signal(uv_signal_t *h, int signum)
     struct proxy *p = h->data;
     if (signum == SIGHUP && !p->draining)
         proxy_reload(p);
-    else if (signum == SIGUSR1)
+    else if (signum == SIGUSR1) {
         proxy_log_stats(p, "stats");
+        proxy_log_discovery();
+    }
     else if (signum == SIGTERM || signum == SIGINT)
         proxy_drain(p, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
@@ -271,6 +354,9 @@ static int proxy_setup_loop(struct proxy *p)
 
 static void proxy_teardown(struct proxy *p)
 {
+    /* before the services: the discovery thread publishes into them */
+    registrar_destroy(p->registrar);
+    discovery_destroy(p->discovery);
     for (unsigned i = 0; i < p->n_inited; i++) {
         if (i < p->n_started)
             worker_join(&p->workers[i]);
@@ -295,20 +381,23 @@ static void proxy_log_started(const struct proxy *p)
                   LOG_STR("service", p->cfg->listeners[i].service));
     log_event(LOG_LEVEL_INFO, "started", LOG_STR("version", SLUICE_VERSION),
               LOG_INT("workers", p->n_workers), LOG_INT("pid", getpid()),
-              LOG_INT("max_connections", p->cfg->max_connections));
+              LOG_INT("max_connections", p->shared.max_connections));
 }
 
 int proxy_run(struct config *cfg)
 {
     struct proxy p = {.cfg = cfg, .n_workers = cfg->workers};
-    raise_fd_limit();
     int rc = proxy_setup_services(&p);
     if (rc == 0)
         rc = proxy_setup_listeners(&p);
     if (rc == 0)
         rc = proxy_setup_loop(&p);
     if (rc == 0)
+        rc = proxy_start_discovery(&p);
+    if (rc == 0)
         rc = proxy_start_workers(&p);
+    if (rc == 0)
+        rc = proxy_start_registrar(&p);
     if (rc != 0) {
         log_event(LOG_LEVEL_ERROR, "startup_failed", LOG_STR("error", strerror(-rc)));
         for (unsigned i = 0; i < p.n_started; i++)

@@ -100,12 +100,11 @@ static enum step copy_read(struct pump_dir *d, int src, const struct pump_env *e
 /* Reads one chunk into the pipe; *got is the byte count (0 = FIN). */
 static enum step splice_read(struct pump_dir *d, int src, const struct pump_env *env, size_t *got)
 {
-    if (d->pipe.rd < 0) {
-        int rc = pool_pipe_get(env->pipes, &d->pipe);
-        if (rc != 0) {
-            errno = -rc;
-            return STEP_ERROR;
-        }
+    if (d->pipe.rd < 0 && pool_pipe_get(env->pipes, &d->pipe) != 0) {
+        /* no descriptor or memory for a pipe: copying works too, just slower */
+        d->mode = PUMP_COPY;
+        d->streak = 0;
+        return STEP_MORE;
     }
     ssize_t n = splice(src, NULL, d->pipe.wr, NULL, (size_t)env->pipes->size,
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK);

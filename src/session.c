@@ -237,6 +237,25 @@ static int upstream_socket(struct session *s, const struct config_addr *addr)
     return 0;
 }
 
+/* Out of descriptors for the upstream socket: not the instance's fault. Stop accepting for a
+ * while (closing sessions free descriptors) and try again then; the client just waits, up to
+ * connect_timeout in all. */
+static void session_wait_for_descriptor(struct session *s, int err)
+{
+    struct worker *w = s->worker;
+    uint64_t now = worker_now(w);
+    instance_drop(s);
+    worker_pause(w, "file_descriptors", err);
+    if (s->fd_wait_since == 0)
+        s->fd_wait_since = now;
+    if (now - s->fd_wait_since >= s->lst->connect_timeout_ms) {
+        STATS_ADD(&w->stats, alloc_failures, 1);
+        session_finalize(s, "no_descriptors", CLOSE_RESET);
+        return;
+    }
+    worker_timer_add(w, &s->timer, now + WORKER_PAUSE_MS);
+}
+
 static void session_connect_next(struct session *s)
 {
     struct worker *w = s->worker;
@@ -251,9 +270,14 @@ static void session_connect_next(struct session *s)
         session_finalize(s, "no_instance", CLOSE_FIN);
         return;
     }
-    s->attempts++;
-    STATS_ADD(&w->stats, connect_attempts, 1);
     int rc = upstream_socket(s, &addr);
+    if (rc == -EMFILE || rc == -ENFILE) {
+        session_wait_for_descriptor(s, -rc);
+        return;
+    }
+    s->attempts++;
+    s->fd_wait_since = 0;
+    STATS_ADD(&w->stats, connect_attempts, 1);
     if (rc == 0 && connect(s->upstream.fd, (const struct sockaddr *)&addr.sa, addr.len) != 0)
         rc = -errno;
     if (rc == 0) {
@@ -262,7 +286,7 @@ static void session_connect_next(struct session *s)
         worker_timer_add(w, &s->timer, worker_now(w) + s->lst->connect_timeout_ms);
         if (worker_watch(w, &s->upstream, EPOLLOUT) != 0)
             session_finalize(s, "epoll_failed", CLOSE_RESET);
-    } else if (rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM) {
+    } else if (rc == -ENOBUFS || rc == -ENOMEM) {
         STATS_ADD(&w->stats, alloc_failures, 1);
         session_finalize(s, "no_descriptors", CLOSE_RESET);
     } else {
@@ -311,7 +335,10 @@ void session_on_timer(struct wheel_entry *e)
     struct session *s = container_of(e, struct session, timer);
     struct worker *w = s->worker;
     if (s->state == SESSION_CONNECTING) {
-        session_connect_failed(s, ETIMEDOUT, 1);
+        if (s->upstream.fd < 0)
+            session_connect_next(s); /* waited for a descriptor: try again */
+        else
+            session_connect_failed(s, ETIMEDOUT, 1);
         return;
     }
     uint64_t due = s->last_active + s->lst->idle_timeout_ms;

@@ -19,7 +19,6 @@
 
 #define WORKER_EPOLL_BATCH 256  /* events handled per wakeup before libuv runs its own work */
 #define WORKER_ACCEPT_BATCH 64  /* accepts per listener wakeup: bounded so sessions get a turn */
-#define WORKER_PAUSE_MS 100     /* how long accepting pauses at the connection or fd limit */
 #define WORKER_PAUSE_LOG_MS 1000 /* at most one accept_paused line per second per worker */
 #define WORKER_SPARE_BUFFERS 64 /* pooled copy buffers kept for reuse */
 #define WORKER_SPARE_PIPES 32   /* pooled pipes kept for reuse */
@@ -96,9 +95,11 @@ static void on_resume(uv_timer_t *t)
 }
 
 /* Stops accepting for a short while; open sessions go on. Logged at most once a second. */
-static void worker_pause(struct worker *w, const char *why, int err)
+void worker_pause(struct worker *w, const char *why, int err)
 {
     STATS_ADD(&w->stats, accept_paused, 1);
+    if (atomic_load(&w->command) != WORKER_RUN)
+        return; /* draining: the listeners are gone for good */
     worker_set_accepting(w, 0);
     uv_timer_start(&w->resume, on_resume, WORKER_PAUSE_MS, 0);
     uint64_t now = worker_now(w);

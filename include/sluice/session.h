@@ -24,6 +24,7 @@ struct session {
     struct pump_dir down;           /* upstream -> client */
     struct wheel_entry timer;       /* connect or idle deadline */
     uint64_t last_active;           /* loop time of the last byte moved */
+    uint64_t fd_wait_since;         /* loop time it first found no descriptor to connect; 0 */
     struct instance_state *inst;    /* instance in use (held, counted in active) */
     struct instance_state **tried;  /* instances that failed a connect (held); NULL if none */
     uint32_t n_tried;               /* entries in tried */

@@ -119,6 +119,12 @@ int worker_watch(struct worker *w, struct watch *wt, uint32_t events);
 /* Schedules a wheel entry for due (ms) and starts the tick when needed. Worker thread. */
 void worker_timer_add(struct worker *w, struct wheel_entry *e, uint64_t due);
 
+/* Stops accepting for WORKER_PAUSE_MS (connection cap, out of descriptors or memory); open
+ * sessions go on. Logged at most once a second. Worker thread. */
+void worker_pause(struct worker *w, const char *why, int err);
+
+#define WORKER_PAUSE_MS 100 /* how long accepting pauses at the connection or fd limit */
+
 /* Current loop time, ms. Worker thread. */
 uint64_t worker_now(const struct worker *w);
 

@@ -277,8 +277,9 @@ static void test_max_connections_pauses_and_resumes(void **state)
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
 }
 
-/* Out of descriptors (EMFILE): sluice pauses accepting instead of spinning or dying, keeps the
- * open sessions working, and serves the waiting clients once descriptors free up. */
+/* A descriptor limit far below max_connections: sluice lowers its cap to fit (and says so),
+ * pauses accepting instead of spinning, failing connects or dying, keeps the open sessions
+ * working, and serves every waiting client once descriptors free up. */
 static void test_fd_exhaustion_pauses_and_recovers(void **state)
 {
     (void)state;
@@ -296,8 +297,10 @@ static void test_fd_exhaustion_pauses_and_recovers(void **state)
         fds[i] = tcp_connect(port); /* the kernel completes them all; sluice cannot take all */
         assert_true(fds[i] >= 0);
     }
-    const char *needles[] = {"\"event\":\"accept_paused\"", "file_descriptors", NULL};
-    assert_int_equal(log_wait(&p, NULL, NULL, 0, needles), 0);
+    const char *lowered[] = {"\"event\":\"max_connections_lowered\"", NULL};
+    assert_int_equal(log_wait(&p, NULL, NULL, 0, lowered), 0);
+    const char *paused[] = {"\"event\":\"accept_paused\"", NULL};
+    assert_int_equal(log_wait(&p, NULL, NULL, 0, paused), 0);
     assert_true(read_line(fds[0], hello, sizeof(hello)) > 0); /* the first ones are served */
     assert_int_equal(write_all(fds[0], "x", 1), 0);
     assert_int_equal(read_exact(fds[0], hello, 1), 0);
@@ -309,6 +312,12 @@ static void test_fd_exhaustion_pauses_and_recovers(void **state)
         close(fds[i]);
     }
     assert_int_equal(served, N);
+    proc_signal(&p, SIGUSR1);
+    char stats[4096];
+    const char *needles[] = {"\"event\":\"stats\"", NULL};
+    assert_int_equal(log_wait(&p, NULL, stats, sizeof(stats), needles), 0);
+    assert_int_equal(log_field_int(stats, "resets"), 0);
+    assert_int_equal(log_field_int(stats, "alloc_failures"), 0);
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
 }
 

@@ -420,3 +420,103 @@ void config_simple(char *out, size_t out_len, int port, const char *backends,
              "[service:api]\nbackends = %s\n%s\n",
              sluice_extra, port, listener_extra, backends, service_extra);
 }
+
+/* --- Consul emulator and plain HTTP ------------------------------------------------------- */
+
+static FILE *emulator_outputs[16]; /* stdout pipes of started emulators, kept open */
+static size_t n_emulator_outputs;
+
+int emulator_start(struct proc *p, const char *const *extra)
+{
+    const char *argv[32] = {harness_bin("SLUICE_CONSUL_EMULATOR"), "--port", "0"};
+    size_t n = 3;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    int pipefd[2];
+    if (pipe(pipefd) != 0)
+        return -1;
+    pid_t pid = spawn(p, (char *const *)argv, pipefd[1]);
+    close(pipefd[1]);
+    char line[256];
+    int port = -1;
+    FILE *f = pid > 0 ? fdopen(pipefd[0], "r") : NULL;
+    if (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        char *colon = strrchr(line, ':');
+        if (strncmp(line, "listening ", 10) == 0 && colon != NULL)
+            port = atoi(colon + 1);
+    }
+    if (f != NULL && n_emulator_outputs < sizeof(emulator_outputs) / sizeof(FILE *))
+        emulator_outputs[n_emulator_outputs++] = f;
+    else if (f != NULL)
+        fclose(f);
+    else
+        close(pipefd[0]);
+    return port;
+}
+
+/* Reads the whole answer (the server closes); returns bytes or -1. */
+static ssize_t http_read_all(int fd, char **buf)
+{
+    size_t cap = 65536, used = 0;
+    *buf = malloc(cap);
+    while (*buf != NULL) {
+        if (used + 1 == cap) {
+            char *grown = realloc(*buf, cap * 2);
+            if (grown == NULL)
+                break;
+            *buf = grown;
+            cap *= 2;
+        }
+        ssize_t r = recv(fd, *buf + used, cap - 1 - used, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            (*buf)[used] = '\0';
+            return r == 0 ? (ssize_t)used : -1;
+        }
+        used += (size_t)r;
+    }
+    return -1;
+}
+
+int http_request(int port, const char *method, const char *path, const char *body, char *out,
+                 size_t out_len)
+{
+    int fd = tcp_connect(port);
+    if (fd < 0)
+        return -1;
+    char head[4096];
+    size_t blen = body != NULL ? strlen(body) : 0;
+    int n = snprintf(head, sizeof(head),
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                     method, path, blen);
+    char *resp = NULL;
+    ssize_t len = -1;
+    if (n > 0 && (size_t)n < sizeof(head) && write_all(fd, head, (size_t)n) == 0 &&
+        (blen == 0 || write_all(fd, body, blen) == 0))
+        len = http_read_all(fd, &resp);
+    close(fd);
+    int status = -1;
+    if (len > 12 && strncmp(resp, "HTTP/1.", 7) == 0) {
+        status = atoi(resp + 9);
+        const char *start = strstr(resp, "\r\n\r\n");
+        if (out != NULL && out_len > 0)
+            snprintf(out, out_len, "%s", start != NULL ? start + 4 : "");
+    }
+    free(resp);
+    return status;
+}
+
+double harness_wall_time(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+uint64_t harness_now_ms(void)
+{
+    return now_ms();
+}

@@ -95,4 +95,23 @@ void sleep_ms(int ms);
 void config_simple(char *out, size_t out_len, int port, const char *backends,
                    const char *sluice_extra, const char *listener_extra, const char *service_extra);
 
+/* --- Consul emulator and plain HTTP (tests/consul/emulator) -------------------------------- */
+
+/* Starts the emulator named by SLUICE_CONSUL_EMULATOR with --port 0 and extra arguments
+ * (NULL-terminated, may be NULL); returns its port, or -1 when it did not come up. Stop it with
+ * proc_stop(p, SIGTERM). */
+int emulator_start(struct proc *p, const char *const *extra);
+
+/* One HTTP/1.1 request to 127.0.0.1:port with Connection: close and an optional body (JSON).
+ * Returns the status code, or -1 without an answer. The body goes to out (NUL-terminated, cut
+ * at out_len - 1); out may be NULL. */
+int http_request(int port, const char *method, const char *path, const char *body, char *out,
+                 size_t out_len);
+
+/* Wall-clock time in seconds, comparable with the emulator's request log "time". */
+double harness_wall_time(void);
+
+/* Monotonic milliseconds, for measuring (never for asserting tight bounds). */
+uint64_t harness_now_ms(void);
+
 #endif

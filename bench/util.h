@@ -1,0 +1,100 @@
+/* Socket, clock, list and command-line helpers shared by the sluice benchmark tools. */
+#ifndef SLUICE_BENCH_UTIL_H
+#define SLUICE_BENCH_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Recovers the enclosing struct from a pointer to one of its members. */
+#define UTIL_CONTAINER_OF(ptr, type, member)                                                       \
+    ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* A parsed socket address. */
+struct util_addr {
+    struct sockaddr_storage ss; /* IPv4 or IPv6 address and port */
+    socklen_t len;              /* bytes of ss in use */
+};
+
+/* Intrusive circular doubly-linked list node; a list head is a node linked to itself. */
+struct util_list {
+    struct util_list *prev; /* previous node, or the head */
+    struct util_list *next; /* next node, or the head */
+};
+
+/* Makes `head` an empty list (or marks a node as unlinked). */
+static inline void util_list_init(struct util_list *head)
+{
+    head->prev = head;
+    head->next = head;
+}
+
+/* Returns non-zero when the list is empty (or the node unlinked). */
+static inline int util_list_empty(const struct util_list *head)
+{
+    return head->next == head;
+}
+
+/* Appends `node` at the tail of `head`. */
+static inline void util_list_push(struct util_list *head, struct util_list *node)
+{
+    node->prev = head->prev;
+    node->next = head;
+    head->prev->next = node;
+    head->prev = node;
+}
+
+/* Unlinks `node` from whatever list holds it and leaves it self-linked; idempotent. */
+static inline void util_list_unlink(struct util_list *node)
+{
+    node->prev->next = node->next;
+    node->next->prev = node->prev;
+    util_list_init(node);
+}
+
+/* Moves every node of `from` to the tail of `to`, leaving `from` empty. */
+static inline void util_list_splice(struct util_list *to, struct util_list *from)
+{
+    if (util_list_empty(from))
+        return;
+    from->next->prev = to->prev;
+    from->prev->next = to;
+    to->prev->next = from->next;
+    to->prev = from->prev;
+    util_list_init(from);
+}
+
+/* Parses "host:port" or "[v6host]:port" (numeric only) into *out; 0 or -EINVAL. */
+int util_parse_addr(const char *text, struct util_addr *out);
+
+/* Formats an address as "host:port" into buf; returns buf. */
+char *util_format_addr(const struct util_addr *addr, char *buf, size_t size);
+
+/*
+ * Creates a listening TCP socket bound to `addr` (SO_REUSEADDR, and SO_REUSEPORT when
+ * `reuseport`), non-blocking when `nonblock`. Returns the descriptor or a negative errno.
+ */
+int util_listen(const struct util_addr *addr, int reuseport, int nonblock);
+
+/* Stores the local address of socket `fd` into *out; 0 or a negative errno. */
+int util_local_addr(int fd, struct util_addr *out);
+
+/* Disables Nagle on `fd`: every tool forwards or answers small messages at once. */
+void util_set_nodelay(int fd);
+
+/* Returns CLOCK_MONOTONIC in nanoseconds. */
+uint64_t util_now_ns(void);
+
+/* Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit. */
+uint64_t util_raise_nofile(void);
+
+/* Parses a whole decimal unsigned number (k/m/g suffixes = 2^10/2^20/2^30); 0 or -EINVAL. */
+int util_parse_u64(const char *text, uint64_t *out);
+
+/* Parses a non-negative number of seconds (fractions allowed); 0 or -EINVAL. */
+int util_parse_seconds(const char *text, double *out);
+
+/* Blocks SIGINT, SIGTERM and SIGPIPE in the calling thread and the threads it creates later. */
+void util_block_signals(void);
+
+#endif

@@ -1,0 +1,414 @@
+/* Consul discovery end to end against the emulator: instances appear and disappear with their
+ * health, warning instances get their lower weight, Node.Address fallback, tag filters, a full
+ * resync when the index goes backwards, least-connections counts that survive a snapshot swap,
+ * and the time from Consul's answer to the first connection that sees the change. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define N_BACKENDS 4
+
+static struct proc emulator, sluice, backends[N_BACKENDS];
+static int emu_port, backend_ports[N_BACKENDS];
+
+static int setup(void **state)
+{
+    (void)state;
+    emu_port = emulator_start(&emulator, NULL);
+    for (int i = 0; i < N_BACKENDS; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "b%d", i);
+        const char *extra[] = {"--hello", name, NULL};
+        backend_ports[i] = backend_start(&backends[i], "echo", extra);
+        if (backend_ports[i] <= 0)
+            return -1;
+    }
+    return emu_port > 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N_BACKENDS; i++)
+        proc_stop(&backends[i], SIGTERM);
+    proc_stop(&emulator, SIGTERM);
+    return 0;
+}
+
+/* Each test starts from a fresh agent and leaves no sluice behind, even when it failed. */
+static int test_setup(void **state)
+{
+    (void)state;
+    return http_request(emu_port, "POST", "/_emu/reset", NULL, NULL, 0) == 200 ? 0 : -1;
+}
+
+static int test_teardown(void **state)
+{
+    (void)state;
+    if (sluice.pid > 0)
+        proc_stop(&sluice, SIGKILL);
+    return 0;
+}
+
+/* Starts sluice with one consul service "api" behind listener "web"; returns the listener's
+ * port once the first answer from Consul has been published. */
+static int start_sluice(const char *consul_extra, const char *service_extra)
+{
+    int port = harness_free_port();
+    char conf[2048];
+    snprintf(conf, sizeof(conf),
+             "[sluice]\nworkers = 1\nlog_level = debug\n"
+             "[consul]\naddress = 127.0.0.1:%d\nretry_min = 50ms\nretry_max = 500ms\n%s"
+             "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\n"
+             "[service:api]\ndiscovery = consul\n%s",
+             emu_port, consul_extra, port, service_extra);
+    assert_int_equal(sluice_start(&sluice, conf), 0);
+    const char *first[] = {"\"event\":\"discovery_published\"", NULL};
+    assert_int_equal(log_wait(&sluice, NULL, NULL, 0, first), 0);
+    return port;
+}
+
+/* Registers instance api-<i> (backend i) on node n<i> with one check in the given status.
+ * svc_addr "" makes Consul report Service.Address empty; extra adds service fields. */
+static void instance_add(int i, const char *node_addr, const char *svc_addr, const char *status,
+                         const char *extra)
+{
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"Node\":\"n%d\",\"Address\":\"%s\",\"Service\":{\"ID\":\"api-%d\",\"Service\":"
+             "\"api\",\"Address\":\"%s\",\"Port\":%d%s},\"Check\":{\"CheckID\":\"chk-%d\","
+             "\"Name\":\"chk\",\"Status\":\"%s\",\"ServiceID\":\"api-%d\"}}",
+             i, node_addr, i, svc_addr, backend_ports[i], extra, i, status, i);
+    assert_int_equal(http_request(emu_port, "PUT", "/v1/catalog/register", body, NULL, 0), 200);
+}
+
+static void check_set(int i, const char *status)
+{
+    char body[256];
+    snprintf(body, sizeof(body), "{\"node\":\"n%d\",\"check_id\":\"chk-%d\",\"status\":\"%s\"}",
+             i, i, status);
+    assert_int_equal(http_request(emu_port, "PUT", "/_emu/check", body, NULL, 0), 200);
+}
+
+/* Waits for a publish with exactly n instances (and an extra needle, may be NULL) after *from. */
+static void wait_published(size_t *from, int n, const char *extra)
+{
+    char count[64];
+    snprintf(count, sizeof(count), "\"instances\":%d,", n);
+    const char *needles[] = {"\"event\":\"discovery_published\"", count, extra, NULL};
+    assert_int_equal(log_wait(&sluice, from, NULL, 0, needles), 0);
+}
+
+/* Backend index of the hello line "b<i>"; fails the test on anything else. */
+static int hello_index(int port)
+{
+    char hello[32];
+    assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
+    assert_true(hello[0] == 'b' && hello[1] >= '0' && hello[1] < '0' + N_BACKENDS);
+    return hello[1] - '0';
+}
+
+static void test_instance_appears(void **state)
+{
+    (void)state;
+    int port = start_sluice("", "");
+    char hello[32];
+    assert_int_equal(hello_of(port, hello, sizeof(hello)), -1); /* nothing to connect to yet */
+    size_t from = log_size(&sluice);
+    instance_add(0, "127.0.0.1", "", "passing", "");
+    wait_published(&from, 1, NULL);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(hello_index(port), 0);
+    instance_add(1, "127.0.0.1", "", "passing", "");
+    wait_published(&from, 2, NULL);
+    int seen[N_BACKENDS] = {0};
+    for (int i = 0; i < 10; i++)
+        seen[hello_index(port)]++;
+    assert_int_equal(seen[0], 5); /* round robin, one worker: exact alternation */
+    assert_int_equal(seen[1], 5);
+    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+}
+
+/* A critical instance gets no new connections; its open ones carry on. */
+static void test_critical_instance_keeps_open_connections(void **state)
+{
+    (void)state;
+    int port = start_sluice("", "");
+    size_t from = log_size(&sluice);
+    instance_add(0, "127.0.0.1", "", "passing", "");
+    instance_add(1, "127.0.0.1", "", "passing", "");
+    wait_published(&from, 2, NULL);
+    int held = tcp_connect(port);
+    char line[64];
+    assert_true(held >= 0);
+    assert_true(read_line(held, line, sizeof(line)) > 0);
+    int sick = line[1] - '0', other = 1 - sick;
+    check_set(sick, "critical");
+    wait_published(&from, 1, "\"critical\":1");
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(hello_index(port), other);
+    assert_int_equal(write_all(held, "still here\n", 11), 0);
+    assert_int_equal(read_line(held, line, sizeof(line)), 10);
+    assert_string_equal(line, "still here");
+    check_set(sick, "passing");
+    wait_published(&from, 2, NULL);
+    int seen[N_BACKENDS] = {0};
+    for (int i = 0; i < 4; i++)
+        seen[hello_index(port)]++;
+    assert_int_equal(seen[sick], 2);
+    close(held);
+    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+}
+
+/* Warning instances stay with Weights.Warning: weights 1 (warning) and 4 (passing) give the
+ * warning one exactly 1 of every 5 connections under the smooth weighted round robin. */
+static void test_warning_instance_gets_lower_weight(void **state)
+{
+    (void)state;
+    int port = start_sluice("", "balance = weighted\n");
+    const char *weights = ",\"Weights\":{\"Passing\":4,\"Warning\":1}";
+    size_t from = log_size(&sluice);
+    instance_add(0, "127.0.0.1", "", "passing", weights);
+    instance_add(1, "127.0.0.1", "", "passing", weights);
+    wait_published(&from, 2, "\"passing\":2");
+    check_set(0, "warning");
+    wait_published(&from, 2, "\"warning\":1");
+    int seen[N_BACKENDS] = {0};
+    for (int i = 0; i < 50; i++) /* ten full cycles of the 1 + 4 sequence */
+        seen[hello_index(port)]++;
+    print_message("warning instance: %d of 50, passing instance: %d of 50\n", seen[0], seen[1]);
+    assert_int_equal(seen[0], 10);
+    assert_int_equal(seen[1], 40);
+    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+}
+
+/* health = passing leaves warning instances out altogether. */
+static void test_health_passing_drops_warning(void **state)
+{
+    (void)state;
+    int port = start_sluice("", "health = passing\n");
+    size_t from = log_size(&sluice);
+    instance_add(0, "127.0.0.1", "", "warning", "");
+    instance_add(1, "127.0.0.1", "", "passing", "");
+    wait_published(&from, 1, "\"warning\":1");
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(hello_index(port), 1);
+    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+}
+
+/* Service.Address empty: the node's address is dialled; a set Service.Address wins over an
+ * unreachable node address. */
+static void test_node_address_fallback(void **state)
+{
+    (void)state;
+    int port = start_sluice("", "");
+    size_t from = log_size(&sluice);
+    instance_add(0, "127.0.0.1", "", "passing", "");
+    wait_published(&from, 1, NULL);
+    assert_int_equal(hello_index(port), 0);
+    check_set(0, "critical");
+    instance_add(1, "192.0.2.1", "127.0.0.1", "passing", ""); /* TEST-NET: never reachable */
+    wait_published(&from, 1, "\"critical\":1");
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(hello_index(port), 1);
+    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+}
+
+static void test_tags_filter(void **state)
+{
+    (void)state;
+    int port = start_sluice("", "consul_tags = v2, blue\n");
+    size_t from = log_size(&sluice);
+    instance_add(0, "127.0.0.1", "", "passing", ",\"Tags\":[\"v1\",\"blue\"]");
+    instance_add(1, "127.0.0.1", "", "passing", ",\"Tags\":[\"blue\",\"v2\"]");
+    instance_add(2, "127.0.0.1", "", "passing", ",\"Tags\":[\"v2\"]");
+    wait_published(&from, 1, NULL);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(hello_index(port), 1);
+    char *log = malloc(1 << 20);
+    assert_int_equal(http_request(emu_port, "GET", "/_emu/requests?path=/v1/health/service/api",
+                                  NULL, log, 1 << 20),
+                     200);
+    /* the emulator escapes '&' in JSON the way Go does */
+    assert_non_null(strstr(log, "tag=v2\\u0026tag=blue"));
+    free(log);
+    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+}
+
+/* Seq of the first health request after seq since whose query has no index (a full read). */
+static long full_read_after(long since)
+{
+    char *log = malloc(1 << 20);
+    char path[128];
+    long found = -1;
+    snprintf(path, sizeof(path), "/_emu/requests?path=/v1/health/service/api&since=%ld", since);
+    assert_int_equal(http_request(emu_port, "GET", path, NULL, log, 1 << 20), 200);
+    cJSON *list = cJSON_Parse(log), *e;
+    cJSON_ArrayForEach(e, list)
+    {
+        const cJSON *q = cJSON_GetObjectItem(e, "query");
+        if (found < 0 && cJSON_IsString(q) && strstr(q->valuestring, "index=") == NULL)
+            found = (long)cJSON_GetObjectItem(e, "seq")->valuedouble;
+    }
+    cJSON_Delete(list);
+    free(log);
+    return found;
+}
+
+/* A snapshot restore lowers the index: sluice resets to 0, reads everything again, and then
+ * sees changes at once instead of waiting for an index that will not come back. */
+static void test_index_backwards_resyncs(void **state)
+{
+    (void)state;
+    int port = start_sluice("wait = 2s\n", "");
+    size_t from = log_size(&sluice);
+    instance_add(0, "127.0.0.1", "", "passing", "");
+    wait_published(&from, 1, NULL);
+    assert_int_equal(http_request(emu_port, "PUT", "/_emu/index", "{\"index\":1000}", NULL, 0),
+                     200);
+    instance_add(1, "127.0.0.1", "", "passing", "");
+    wait_published(&from, 2, "\"index\":100");
+    char *log = malloc(1 << 20);
+    assert_int_equal(http_request(emu_port, "GET", "/_emu/requests", NULL, log, 1 << 20), 200);
+    cJSON *list = cJSON_Parse(log);
+    long seq_before = (long)cJSON_GetObjectItem(cJSON_GetArrayItem(list, cJSON_GetArraySize(list) -
+                                                                             1),
+                                                "seq")
+                          ->valuedouble;
+    cJSON_Delete(list);
+    free(log);
+    assert_int_equal(http_request(emu_port, "PUT", "/_emu/index", "{\"index\":5}", NULL, 0), 200);
+    const char *reset[] = {"\"event\":\"discovery_index_reset\"", "\"action\":\"full resync\"",
+                           NULL};
+    assert_int_equal(log_wait(&sluice, &from, NULL, 0, reset), 0);
+    instance_add(2, "127.0.0.1", "", "passing", "");
+    wait_published(&from, 3, NULL);
+    assert_true(full_read_after(seq_before) > seq_before);
+    int seen[N_BACKENDS] = {0};
+    for (int i = 0; i < 6; i++)
+        seen[hello_index(port)]++;
+    assert_int_equal(seen[2], 2);
+    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+}
+
+/* Two connections held on two instances; a new set (the third instance's weight changes) must
+ * keep their counts, so least_connections keeps sending new sessions to the empty third one. */
+static void test_least_connections_survive_swap(void **state)
+{
+    (void)state;
+    int port = start_sluice("", "balance = least_connections\n");
+    size_t from = log_size(&sluice);
+    for (int i = 0; i < 3; i++)
+        instance_add(i, "127.0.0.1", "", "passing", "");
+    wait_published(&from, 3, NULL);
+    int held[2], seen[N_BACKENDS] = {0};
+    char hello[32];
+    for (int i = 0; i < 2; i++) {
+        held[i] = tcp_connect(port);
+        assert_true(held[i] >= 0);
+        assert_true(read_line(held[i], hello, sizeof(hello)) > 0);
+        seen[hello[1] - '0']++;
+    }
+    int empty = seen[0] == 0 ? 0 : seen[1] == 0 ? 1 : 2;
+    assert_int_equal(seen[0] + seen[1] + seen[2], 2);
+    instance_add(empty, "127.0.0.1", "", "passing", ",\"Weights\":{\"Passing\":2,\"Warning\":1}");
+    wait_published(&from, 3, NULL); /* a new set: the instance states must carry over */
+    size_t ends = log_size(&sluice);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(hello_index(port), empty);
+        const char *ended[] = {"\"event\":\"session_end\"", NULL};
+        assert_int_equal(log_wait(&sluice, &ends, NULL, 0, ended), 0);
+    }
+    close(held[0]);
+    close(held[1]);
+    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+}
+
+/* Answer time of the newest health/service request that returned 200 (emulator clock). */
+static double last_answer_time(void)
+{
+    char *log = malloc(1 << 20);
+    double at = 0;
+    assert_int_equal(http_request(emu_port, "GET", "/_emu/requests?path=/v1/health/service/api",
+                                  NULL, log, 1 << 20),
+                     200);
+    cJSON *list = cJSON_Parse(log), *e;
+    cJSON_ArrayForEach(e, list)
+    {
+        const cJSON *status = cJSON_GetObjectItem(e, "status");
+        const cJSON *dur = cJSON_GetObjectItem(e, "duration_ms");
+        if (cJSON_IsNumber(status) && status->valueint == 200 && cJSON_IsNumber(dur))
+            at = cJSON_GetObjectItem(e, "time")->valuedouble + dur->valuedouble / 1000.0;
+    }
+    cJSON_Delete(list);
+    free(log);
+    return at;
+}
+
+/* How long after Consul's answer a new connection sees a health change. The bound asserted is
+ * generous (5 s); the figure is printed. */
+static void test_change_reaches_traffic_quickly(void **state)
+{
+    (void)state;
+    int port = start_sluice("", "");
+    size_t from = log_size(&sluice);
+    instance_add(0, "127.0.0.1", "", "passing", "");
+    instance_add(1, "127.0.0.1", "", "passing", "");
+    wait_published(&from, 2, NULL);
+    sleep_ms(2500); /* let the watch's token bucket refill: the measured query is not delayed */
+    uint64_t t0 = harness_now_ms();
+    check_set(0, "critical");
+    double seen_at = 0;
+    int last = -1, connections = 0;
+    while (harness_now_ms() - t0 < 5000) {
+        int b = hello_index(port);
+        connections++;
+        if (b == 1 && last == 1) { /* round robin alternates: two b1 in a row = new set */
+            seen_at = harness_wall_time();
+            break;
+        }
+        last = b;
+    }
+    uint64_t t1 = harness_now_ms();
+    assert_true(seen_at > 0);
+    double answered = last_answer_time();
+    double from_answer_ms = (seen_at - answered) * 1000.0;
+    print_message("health change -> new connections: %.1f ms after Consul's answer, %llu ms "
+                  "after the change was made (%d connections polled)\n",
+                  from_answer_ms, (unsigned long long)(t1 - t0), connections);
+    assert_true(t1 - t0 < 5000);
+    assert_true(from_answer_ms < 5000.0);
+    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_instance_appears, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_critical_instance_keeps_open_connections, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_warning_instance_gets_lower_weight, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_health_passing_drops_warning, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_node_address_fallback, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_tags_filter, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_index_backwards_resyncs, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_least_connections_survive_swap, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_change_reaches_traffic_quickly, test_setup,
+                                        test_teardown),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,350 @@
+/* Unit tests for the Consul parts of config: [consul], [registration] and the consul keys of
+ * [service:NAME], their defaults, and every FILE:LINE: key: error they can produce. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sluice/config.h"
+
+/* A listener and a static service in 5 lines; appended text starts at line 6. */
+#define BASE                                                                                       \
+    "[listener:web]\n"                                                                             \
+    "bind = 127.0.0.1:8080\n"                                                                      \
+    "service = api\n"                                                                              \
+    "[service:api]\n"                                                                              \
+    "backends = 127.0.0.1:9001\n"
+
+static char cfg_path[64];
+
+static int load_text(const char *text, int consul_only, struct config **cfg,
+                     struct config_errors *errs)
+{
+    size_t len = strlen(text);
+    int fd, rc;
+
+    snprintf(cfg_path, sizeof(cfg_path), "/tmp/sluice_test_cconsul_XXXXXX");
+    fd = mkstemp(cfg_path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    close(fd);
+    rc = consul_only ? config_load_consul(cfg_path, cfg, errs) : config_load(cfg_path, cfg, errs);
+    unlink(cfg_path);
+    return rc;
+}
+
+static struct config *load_ok(const char *text)
+{
+    struct config_errors errs = {0};
+    struct config *cfg = NULL;
+    int rc = load_text(text, 0, &cfg, &errs);
+
+    for (size_t i = 0; i < errs.n; i++) {
+        print_message("unexpected: %s\n", errs.lines[i]);
+    }
+    assert_int_equal(rc, 0);
+    assert_non_null(cfg);
+    return cfg;
+}
+
+struct want {
+    int line;
+    const char *key;
+    const char *phrase;
+};
+
+static void expect_errors(const char *text, const struct want *w, size_t n)
+{
+    struct config_errors errs = {0};
+    struct config *cfg = NULL;
+    int rc = load_text(text, 0, &cfg, &errs);
+    char prefix[256];
+
+    assert_int_equal(rc, -EINVAL);
+    assert_null(cfg);
+    if (errs.n != n) {
+        for (size_t i = 0; i < errs.n; i++) {
+            print_message("error %zu: %s\n", i, errs.lines[i]);
+        }
+    }
+    assert_int_equal(errs.n, n);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = (size_t)snprintf(prefix, sizeof(prefix), "%s:%d: %s: ", cfg_path, w[i].line,
+                                      w[i].key);
+        if (strncmp(errs.lines[i], prefix, len) != 0 ||
+            strstr(errs.lines[i] + len, w[i].phrase) == NULL) {
+            print_message("got:  %s\nwant: %s...%s...\n", errs.lines[i], prefix, w[i].phrase);
+            fail();
+        }
+    }
+    config_errors_clear(&errs);
+}
+
+#define EXPECT_ERRORS(text, ...)                                                                   \
+    do {                                                                                           \
+        const struct want want_[] = {__VA_ARGS__};                                                 \
+        expect_errors((text), want_, sizeof(want_) / sizeof(want_[0]));                            \
+    } while (0)
+
+static void test_consul_section(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(BASE "[consul]\n"                       /* 6 */
+                                      "address = https://consul.local:8501\n" /* 7 */
+                                      "token = 1234-abcd\n"            /* 8 */
+                                      "datacenter = dc2\n"             /* 9 */
+                                      "ca_file = /etc/hostname\n"      /* 10 */
+                                      "ca_path = /etc\n"               /* 11 */
+                                      "cert_file = /etc/hostname\n"    /* 12 */
+                                      "key_file = /etc/hostname\n"     /* 13 */
+                                      "tls_server_name = consul.dc2\n" /* 14 */
+                                      "tls_skip_verify = true\n"       /* 15 */
+                                      "wait = 30s\n"                   /* 16 */
+                                      "stale = yes\n"                  /* 17 */
+                                      "retry_min = 100ms\n"            /* 18 */
+                                      "retry_max = 10s\n");            /* 19 */
+    const struct config_consul *c = &cfg->consul;
+
+    assert_int_equal(c->line, 6);
+    assert_string_equal(c->address, "https://consul.local:8501");
+    assert_string_equal(c->token, "1234-abcd");
+    assert_null(c->token_file);
+    assert_string_equal(c->datacenter, "dc2");
+    assert_string_equal(c->ca_file, "/etc/hostname");
+    assert_string_equal(c->ca_path, "/etc");
+    assert_string_equal(c->cert_file, "/etc/hostname");
+    assert_string_equal(c->key_file, "/etc/hostname");
+    assert_string_equal(c->tls_server_name, "consul.dc2");
+    assert_int_equal(c->tls_skip_verify, CONFIG_FLAG_ON);
+    assert_int_equal(c->wait_ms, 30000);
+    assert_int_equal(c->stale, 1);
+    assert_int_equal(c->retry_min_ms, 100);
+    assert_int_equal(c->retry_max_ms, 10000);
+    config_destroy(cfg);
+}
+
+/* Without [consul] every string is NULL, so the environment decides; numbers have defaults. */
+static void test_consul_defaults(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(BASE);
+    const struct config_consul *c = &cfg->consul;
+
+    assert_int_equal(c->line, 0);
+    assert_null(c->address);
+    assert_null(c->token);
+    assert_null(c->token_file);
+    assert_null(c->datacenter);
+    assert_null(c->ca_file);
+    assert_null(c->tls_server_name);
+    assert_int_equal(c->tls_skip_verify, CONFIG_FLAG_UNSET);
+    assert_int_equal(c->wait_ms, 55000);
+    assert_int_equal(c->stale, 0);
+    assert_int_equal(c->retry_min_ms, 250);
+    assert_int_equal(c->retry_max_ms, 60000);
+    assert_int_equal(cfg->registration.line, 0);
+    assert_int_equal(cfg->services[0].health, CONFIG_HEALTH_PASSING_AND_WARNING);
+    config_destroy(cfg);
+}
+
+static void test_consul_errors(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS(BASE "[consul]\naddress = ftp://x:1\n", {7, "address", "unknown scheme"});
+    EXPECT_ERRORS(BASE "[consul]\naddress = 127.0.0.1:99999\n",
+                  {7, "address", "port must be between 1 and 65535"});
+    EXPECT_ERRORS(BASE "[consul]\naddress = unix://relative.sock\n",
+                  {7, "address", "absolute socket path"});
+    EXPECT_ERRORS(BASE "[consul]\naddress = http://host/path\n", {7, "address", "HOST:PORT"});
+    EXPECT_ERRORS(BASE "[consul]\ntoken = a\ntoken_file = /etc/hostname\n",
+                  {8, "token_file", "token is already set (line 7)"});
+    EXPECT_ERRORS(BASE "[consul]\ntoken_file = /nonexistent/token\n",
+                  {7, "token_file", "cannot be read: No such file or directory"});
+    EXPECT_ERRORS(BASE "[consul]\nca_path = /etc/hostname\n", {7, "ca_path", "not a directory"});
+    EXPECT_ERRORS(BASE "[consul]\nca_file = /etc\n", {7, "ca_file", "is a directory"});
+    EXPECT_ERRORS(BASE "[consul]\ncert_file = /etc/hostname\n",
+                  {7, "cert_file", "needs key_file as well"});
+    EXPECT_ERRORS(BASE "[consul]\ntls_skip_verify = maybe\n",
+                  {7, "tls_skip_verify", "\"maybe\" is not a boolean"});
+    EXPECT_ERRORS(BASE "[consul]\nstale = 2\n", {7, "stale", "is not a boolean"});
+    EXPECT_ERRORS(BASE "[consul]\nwait = 500ms\n", {7, "wait", "too short"});
+    EXPECT_ERRORS(BASE "[consul]\nwait = 11m\n", {7, "wait", "too long"});
+    EXPECT_ERRORS(BASE "[consul]\nwait = 5\n", {7, "wait", "needs a unit"});
+    EXPECT_ERRORS(BASE "[consul]\nretry_min = 5s\nretry_max = 1s\n",
+                  {8, "retry_max", "shorter than retry_min"});
+    EXPECT_ERRORS(BASE "[consul]\nretry_min = 2m\n", {7, "retry_min", "longer than retry_max"});
+    EXPECT_ERRORS(BASE "[consul]\ntoken = a\x01z\n", {7, "token", "control character"});
+    EXPECT_ERRORS(BASE "[consul]\nwait = 5s\n[consul]\n", {8, "[consul]", "is defined twice"});
+    EXPECT_ERRORS(BASE "[consul]\nbalance = weighted\n",
+                  {7, "balance", "does not belong in [consul] (it goes in [service:NAME])"});
+    EXPECT_ERRORS(BASE "[consul]\nbogus = 1\n", {7, "bogus", "is not a known key in [consul]"});
+    EXPECT_ERRORS(BASE "[service:c]\ndiscovery = consul\nwait = 5s\n",
+                  {8, "wait", "does not belong in [service:c] (it goes in [consul])"});
+}
+
+static void test_consul_service_keys(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(BASE "[service:web]\n"
+                                      "discovery = consul\n"
+                                      "balance = weighted\n"
+                                      "consul_service = web-v2\n"
+                                      "consul_tags = v2, canary ,blue\n"
+                                      "consul_datacenter = dc3\n"
+                                      "health = passing\n"
+                                      "[service:plain]\n"
+                                      "discovery = consul\n");
+    const struct config_service *s = &cfg->services[1];
+
+    assert_string_equal(s->consul_service, "web-v2");
+    assert_int_equal(s->consul_tags.n, 3);
+    assert_string_equal(s->consul_tags.items[0], "v2");
+    assert_string_equal(s->consul_tags.items[1], "canary");
+    assert_string_equal(s->consul_tags.items[2], "blue");
+    assert_string_equal(s->consul_datacenter, "dc3");
+    assert_int_equal(s->health, CONFIG_HEALTH_PASSING);
+    assert_string_equal(config_health_name(s->health), "passing");
+    s = &cfg->services[2];
+    assert_string_equal(s->consul_service, "plain"); /* defaults to the section's NAME */
+    assert_int_equal(s->consul_tags.n, 0);
+    assert_string_equal(s->consul_datacenter, "");
+    assert_int_equal(s->health, CONFIG_HEALTH_PASSING_AND_WARNING);
+    assert_string_equal(config_health_name(s->health), "passing_and_warning");
+    config_destroy(cfg);
+}
+
+static void test_consul_service_errors(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS(BASE "consul_service = x\nhealth = passing\n",
+                  {6, "consul_service", "only applies to discovery = consul"},
+                  {7, "health", "only applies to discovery = consul"});
+    EXPECT_ERRORS(BASE "consul_tags = a\nconsul_datacenter = dc1\n",
+                  {6, "consul_tags", "only applies to discovery = consul"},
+                  {7, "consul_datacenter", "only applies to discovery = consul"});
+    EXPECT_ERRORS(BASE "[service:c]\ndiscovery = consul\nhealth = warning\n",
+                  {8, "health", "\"warning\" is not a health mode (use passing, "
+                                "passing_and_warning)"});
+    EXPECT_ERRORS(BASE "[service:c]\ndiscovery = consul\nconsul_tags = a,,b\n",
+                  {8, "consul_tags", "entry 2 is empty"});
+    EXPECT_ERRORS(BASE "[service:c]\ndiscovery = consul\nconsul_tags = a, b, a\n",
+                  {8, "consul_tags", "\"a\" is listed twice"});
+    EXPECT_ERRORS(BASE "[service:c]\ndiscovery = consul\nconsul_service = a b\n",
+                  {8, "consul_service", "is not a service name"});
+    EXPECT_ERRORS(BASE "[service:c]\ndiscovery = consul\nconsul_datacenter = d/c\n",
+                  {8, "consul_datacenter", "is not valid"});
+}
+
+static void test_registration_section(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[listener:web]\nbind = 0.0.0.0:8080\nservice = api\n"
+                                 "[listener:admin]\nbind = 127.0.0.1:8081\nservice = api\n"
+                                 "[service:api]\ndiscovery = consul\n"
+                                 "[registration]\n"                  /* 9 */
+                                 "name = edge\n"                     /* 10 */
+                                 "tags = v1, blue\n"                 /* 11 */
+                                 "meta = version=1.0.0, team=core\n" /* 12 */
+                                 "address = 10.0.0.5\n"              /* 13 */
+                                 "listeners = web\n"                 /* 14 */
+                                 "check_interval = 2s\n"             /* 15 */
+                                 "check_timeout = 500ms\n"           /* 16 */
+                                 "deregister_critical_after = 5m\n"  /* 17 */
+                                 "anti_entropy = 1s\n");             /* 18 */
+    const struct config_registration *r = &cfg->registration;
+
+    assert_int_equal(r->line, 9);
+    assert_string_equal(r->name, "edge");
+    assert_int_equal(r->tags.n, 2);
+    assert_string_equal(r->tags.items[1], "blue");
+    assert_int_equal(r->meta.n, 2);
+    assert_string_equal(r->meta.items[0], "version=1.0.0");
+    assert_string_equal(r->address, "10.0.0.5");
+    assert_int_equal(r->listeners.n, 1);
+    assert_string_equal(r->listeners.items[0], "web");
+    assert_int_equal(r->check_interval_ms, 2000);
+    assert_int_equal(r->check_timeout_ms, 500);
+    assert_int_equal(r->deregister_after_ms, 300000);
+    assert_int_equal(r->anti_entropy_ms, 1000);
+    config_destroy(cfg);
+
+    cfg = load_ok(BASE "[registration]\n");
+    r = &cfg->registration;
+    assert_int_equal(r->line, 6);
+    assert_string_equal(r->name, "");
+    assert_string_equal(r->address, "");
+    assert_int_equal(r->check_interval_ms, 10000);
+    assert_int_equal(r->check_timeout_ms, 5000);
+    assert_int_equal(r->deregister_after_ms, 60000);
+    assert_int_equal(r->anti_entropy_ms, 30000);
+    config_destroy(cfg);
+}
+
+static void test_registration_errors(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS(BASE "[registration]\nlisteners = web, nope\n",
+                  {7, "listeners", "there is no [listener:nope] in this file"});
+    EXPECT_ERRORS("[listener:web]\nbind = 0.0.0.0:8080\nservice = api\n[service:api]\n"
+                  "backends = 127.0.0.1:1\n[registration]\n",
+                  {6, "[registration]", "[listener:web] binds 0.0.0.0:8080: set address"});
+    EXPECT_ERRORS(BASE "[registration]\naddress = 0.0.0.0\n",
+                  {7, "address", "cannot be reached by anyone"});
+    EXPECT_ERRORS(BASE "[registration]\naddress = host.local\n",
+                  {7, "address", "is not an IP address"});
+    EXPECT_ERRORS(BASE "[registration]\nderegister_critical_after = 30s\n",
+                  {7, "deregister_critical_after", "shorter than Consul's minimum of 1m"});
+    EXPECT_ERRORS(BASE "[registration]\nmeta = version\n", {7, "meta", "is not KEY=VALUE"});
+    EXPECT_ERRORS(BASE "[registration]\nmeta = consul-x=1\n", {7, "meta", "reserved key prefix"});
+    EXPECT_ERRORS(BASE "[registration]\nmeta = a.b=1\n", {7, "meta", "has a key with characters"});
+    EXPECT_ERRORS(BASE "[registration]\ncheck_interval = 100ms\n",
+                  {7, "check_interval", "too short"});
+    EXPECT_ERRORS(BASE "[registration]\nanti_entropy = 0\n", {7, "anti_entropy", "too short"});
+    EXPECT_ERRORS(BASE "[registration]\nname = a:b\n", {7, "name", "is not a service name"});
+    EXPECT_ERRORS(BASE "[registrations]\n", {6, "[registrations]", "is not a known section"});
+    /* 0 turns the reaper off and is allowed */
+    struct config *cfg = load_ok(BASE "[registration]\nderegister_critical_after = 0\n");
+    assert_int_equal(cfg->registration.deregister_after_ms, 0);
+    config_destroy(cfg);
+}
+
+/* register / deregister only need [consul]: a file without listeners is fine for them. */
+static void test_load_consul_only(void **state)
+{
+    struct config_errors errs = {0};
+    struct config *cfg = NULL;
+    (void)state;
+
+    assert_int_equal(load_text("[consul]\naddress = 127.0.0.1:8600\n", 1, &cfg, &errs), 0);
+    assert_string_equal(cfg->consul.address, "127.0.0.1:8600");
+    config_destroy(cfg);
+    assert_int_equal(load_text("[consul]\naddress = 127.0.0.1:8600\n", 0, &cfg, &errs), -EINVAL);
+    assert_int_equal(errs.n, 1);
+    assert_true(strstr(errs.lines[0], "defines no listener") != NULL);
+    config_errors_clear(&errs);
+    assert_int_equal(load_text("[consul]\nwait = 1ms\n", 1, &cfg, &errs), -EINVAL);
+    assert_int_equal(errs.n, 1);
+    config_errors_clear(&errs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_consul_section),
+        cmocka_unit_test(test_consul_defaults),
+        cmocka_unit_test(test_consul_errors),
+        cmocka_unit_test(test_consul_service_keys),
+        cmocka_unit_test(test_consul_service_errors),
+        cmocka_unit_test(test_registration_section),
+        cmocka_unit_test(test_registration_errors),
+        cmocka_unit_test(test_load_consul_only),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
