@@ -1,5 +1,6 @@
-/* A worker thread: its own libuv loop, its own SO_REUSEPORT socket per listener, its own epoll
- * set for sessions, pools and timer wheel. Workers share nothing mutable but atomics. */
+/* A worker thread: its own libuv loop (timers, wake-ups) embedded in its own epoll set (sessions,
+ * listeners), its own SO_REUSEPORT socket per listener, pools and timer wheel. Workers share
+ * nothing mutable but atomics. */
 #ifndef SLUICE_WORKER_H
 #define SLUICE_WORKER_H
 
@@ -70,8 +71,9 @@ struct worker {
     struct proxy_shared *shared;      /* shared settings and counters */
     uv_loop_t loop;                   /* this thread's loop */
     uv_thread_t thread;               /* the thread */
-    int epfd;                         /* epoll set of every session descriptor */
-    uv_poll_t epoll_poll;             /* wakes the loop when epfd has events */
+    int epfd;                         /* epoll set of every descriptor the worker waits on */
+    struct watch uv_watch;            /* libuv's backend descriptor inside epfd */
+    int exiting;                      /* handles closed: leave the loop */
     uv_timer_t tick;                  /* drives the wheel */
     uv_timer_t resume;                /* re-enables accepting after a pause */
     uv_async_t wakeup;                /* main thread's commands */
