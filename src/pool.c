@@ -6,16 +6,17 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+/* The spare list both pools keep: room for max_free entries of elem bytes (at least one). */
+static void *spares_alloc(size_t max_free, size_t elem)
+{
+    return calloc(max_free ? max_free : 1, elem);
+}
+
 int pool_buffers_init(struct buffer_pool *pool, size_t size, size_t max_free)
 {
-    pool->free = calloc(max_free ? max_free : 1, sizeof(*pool->free));
-    if (pool->free == NULL)
-        return -ENOMEM;
-    pool->n_free = 0;
-    pool->max_free = max_free;
-    pool->size = size;
-    pool->in_use = 0;
-    return 0;
+    *pool = (struct buffer_pool){.max_free = max_free, .size = size};
+    pool->free = spares_alloc(max_free, sizeof(*pool->free));
+    return pool->free != NULL ? 0 : -ENOMEM;
 }
 
 void pool_buffers_destroy(struct buffer_pool *pool)
@@ -48,14 +49,9 @@ void pool_buffer_put(struct buffer_pool *pool, void *buf)
 
 int pool_pipes_init(struct pipe_pool *pool, int size, size_t max_free)
 {
-    pool->free = calloc(max_free ? max_free : 1, sizeof(*pool->free));
-    if (pool->free == NULL)
-        return -ENOMEM;
-    pool->n_free = 0;
-    pool->max_free = max_free;
-    pool->size = size;
-    pool->in_use = 0;
-    return 0;
+    *pool = (struct pipe_pool){.max_free = max_free, .size = size};
+    pool->free = spares_alloc(max_free, sizeof(*pool->free));
+    return pool->free != NULL ? 0 : -ENOMEM;
 }
 
 static void pipe_close(struct pipe_pair *pipe)

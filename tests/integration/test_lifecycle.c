@@ -143,28 +143,16 @@ static void test_graceful_shutdown_finishes_transfer(void **state)
     int port = start_on(&p, line, "shutdown_timeout = 60s\n");
     int fd = tcp_connect(port);
     assert_true(fd >= 0);
-    uint64_t total = harness_scale(64ULL << 20), off = 0, seed = 7;
-    char req[64];
-    int n = snprintf(req, sizeof(req), "%llu %llu\n", (unsigned long long)total,
-                     (unsigned long long)seed);
-    assert_int_equal(write_all(fd, req, (size_t)n), 0);
-    static unsigned char buf[65536];
+    uint64_t total = harness_scale(64ULL << 20), seed = 7;
+    assert_int_equal(source_request(fd, total, seed), 0);
+    static unsigned char buf[4096];
     assert_int_equal(read_exact(fd, buf, 4096), 0);
     assert_int_equal(pattern_check(seed, 0, buf, 4096), -1);
-    off = 4096;
     proc_signal(&p, SIGTERM);
     const char *needles[] = {"\"event\":\"shutdown_started\"", NULL};
     assert_int_equal(log_wait(&p, NULL, NULL, 0, needles), 0);
     assert_true(tcp_connect(port) < 0); /* no new connections once draining */
-    for (;;) {
-        ssize_t got = recv(fd, buf, sizeof(buf), 0);
-        assert_true(got >= 0);
-        if (got == 0)
-            break;
-        assert_int_equal(pattern_check(seed, off, buf, (size_t)got), -1);
-        off += (uint64_t)got;
-    }
-    assert_int_equal(off, total);
+    assert_int_equal(read_pattern_to_eof(fd, seed, 4096), (int64_t)total);
     close(fd);
     assert_int_equal(proc_wait(&p, HARNESS_WAIT_MS), 0);
 }
@@ -251,10 +239,8 @@ static void test_2000_concurrent_sessions_one_worker(void **state)
         assert_int_equal(read_exact(fds[i], back, (size_t)n), 0);
         assert_memory_equal(back, msg, (size_t)n);
     }
-    proc_signal(&p, SIGUSR1);
     char stats[4096];
-    const char *needles[] = {"\"event\":\"stats\"", NULL};
-    assert_int_equal(log_wait(&p, NULL, stats, sizeof(stats), needles), 0);
+    assert_int_equal(sluice_stats(&p, stats, sizeof(stats)), 0);
     assert_int_equal(log_field_int(stats, "open"), N);
     for (int i = 0; i < N; i++)
         close(fds[i]);

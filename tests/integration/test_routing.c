@@ -149,10 +149,8 @@ static void test_refused_instance_is_retried(void **state)
         assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
         assert_string_equal(hello, "b1");
     }
-    proc_signal(&p, SIGUSR1);
     char stats[4096];
-    const char *needles[] = {"\"event\":\"stats\"", NULL};
-    assert_int_equal(log_wait(&p, NULL, stats, sizeof(stats), needles), 0);
+    assert_int_equal(sluice_stats(&p, stats, sizeof(stats)), 0);
     assert_true(log_field_int(stats, "retries") >= 5);
     assert_int_equal(log_field_int(stats, "sessions_established"), 10);
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
@@ -185,10 +183,8 @@ static void test_connect_timeout_is_retried(void **state)
         assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
         assert_string_equal(hello, "b2");
     }
-    proc_signal(&p, SIGUSR1);
     char stats[4096];
-    const char *needles[] = {"\"event\":\"stats\"", NULL};
-    assert_int_equal(log_wait(&p, NULL, stats, sizeof(stats), needles), 0);
+    assert_int_equal(sluice_stats(&p, stats, sizeof(stats)), 0);
     assert_true(log_field_int(stats, "connect_timeouts") >= 1);
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
     for (int i = 0; i < 4; i++)
@@ -312,10 +308,8 @@ static void test_fd_exhaustion_pauses_and_recovers(void **state)
         close(fds[i]);
     }
     assert_int_equal(served, N);
-    proc_signal(&p, SIGUSR1);
     char stats[4096];
-    const char *needles[] = {"\"event\":\"stats\"", NULL};
-    assert_int_equal(log_wait(&p, NULL, stats, sizeof(stats), needles), 0);
+    assert_int_equal(sluice_stats(&p, stats, sizeof(stats)), 0);
     assert_int_equal(log_field_int(stats, "resets"), 0);
     assert_int_equal(log_field_int(stats, "alloc_failures"), 0);
     assert_int_equal(proc_stop(&p, SIGTERM), 0);

@@ -123,21 +123,8 @@ static void download(uint64_t total, uint64_t seed)
 {
     int fd = tcp_connect(fx.source_proxy);
     assert_true(fd >= 0);
-    char req[64];
-    int n = snprintf(req, sizeof(req), "%llu %llu\n", (unsigned long long)total,
-                     (unsigned long long)seed);
-    assert_int_equal(write_all(fd, req, (size_t)n), 0);
-    static unsigned char buf[256 * 1024];
-    uint64_t off = 0;
-    for (;;) {
-        ssize_t got = recv(fd, buf, sizeof(buf), 0);
-        assert_true(got >= 0);
-        if (got == 0)
-            break;
-        assert_int_equal(pattern_check(seed, off, buf, (size_t)got), -1);
-        off += (uint64_t)got;
-    }
-    assert_int_equal(off, total);
+    assert_int_equal(source_request(fd, total, seed), 0);
+    assert_int_equal(read_pattern_to_eof(fd, seed, 0), (int64_t)total);
     close(fd);
 }
 
@@ -252,15 +239,13 @@ static void test_half_close_server_first(void **state)
 {
     (void)state;
     struct early_fin ef = {0};
-    int backend_port, proxy_port = harness_free_port();
+    int backend_port;
     ef.listen_fd = listen_any(&backend_port);
     pthread_t th;
     pthread_create(&th, NULL, early_fin_backend, &ef);
-    char conf[1024], backends[64];
-    snprintf(backends, sizeof(backends), "127.0.0.1:%d", backend_port);
-    config_simple(conf, sizeof(conf), proxy_port, backends, "", "", "");
     struct proc p = {0};
-    assert_int_equal(sluice_start(&p, conf), 0);
+    int proxy_port = sluice_in_front_of(&p, backend_port);
+    assert_true(proxy_port > 0);
 
     int fd = tcp_connect(proxy_port);
     assert_true(fd >= 0);
@@ -313,15 +298,13 @@ static void *reset_backend(void *arg)
 static void reset_case(int reset_first)
 {
     struct reset_peer rp = {.reset_first = reset_first};
-    int backend_port, proxy_port = harness_free_port();
+    int backend_port;
     rp.listen_fd = listen_any(&backend_port);
     pthread_t th;
     pthread_create(&th, NULL, reset_backend, &rp);
-    char conf[1024], backends[64];
-    snprintf(backends, sizeof(backends), "127.0.0.1:%d", backend_port);
-    config_simple(conf, sizeof(conf), proxy_port, backends, "", "", "");
     struct proc p = {0};
-    assert_int_equal(sluice_start(&p, conf), 0);
+    int proxy_port = sluice_in_front_of(&p, backend_port);
+    assert_true(proxy_port > 0);
     int fd = tcp_connect(proxy_port);
     assert_true(fd >= 0);
     assert_int_equal(write_all(fd, "hello", 5), 0);
@@ -367,11 +350,8 @@ static void test_slow_reader_bounded_memory(void **state)
     long rss_before = proc_rss_kib(fx.sluice.pid);
     int fd = tcp_connect(fx.source_proxy);
     assert_true(fd >= 0);
-    char req[64];
-    int n = snprintf(req, sizeof(req), "%llu %llu\n", (unsigned long long)total,
-                     (unsigned long long)seed);
-    assert_int_equal(write_all(fd, req, (size_t)n), 0);
-    static unsigned char buf[1024 * 1024];
+    assert_int_equal(source_request(fd, total, seed), 0);
+    static unsigned char buf[4096];
     uint64_t off = 0;
     long rss_max = rss_before;
     for (int i = 0; i < 100; i++) { /* slow phase: 4 KiB every 20 ms */
@@ -382,15 +362,8 @@ static void test_slow_reader_bounded_memory(void **state)
         rss_max = rss > rss_max ? rss : rss_max;
         sleep_ms(20);
     }
-    for (;;) { /* then drain fast and verify the rest */
-        ssize_t got = recv(fd, buf, sizeof(buf), 0);
-        assert_true(got >= 0);
-        if (got == 0)
-            break;
-        assert_int_equal(pattern_check(seed, off, buf, (size_t)got), -1);
-        off += (uint64_t)got;
-    }
-    assert_int_equal(off, total);
+    /* then drain fast and verify the rest */
+    assert_int_equal(read_pattern_to_eof(fd, seed, off), (int64_t)total);
     close(fd);
     print_message("sluice RSS %ld KiB before, %ld KiB max during the slow read\n", rss_before,
                   rss_max);

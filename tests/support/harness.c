@@ -1,5 +1,6 @@
 /* Integration-test harness: spawning, logs and blocking sockets. */
 #include "harness.h"
+#include "pattern.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -188,6 +189,14 @@ int log_wait(struct proc *p, size_t *from, char *out, size_t out_len, const char
     fprintf(stderr, "harness: log %s has no line with '%s' (waited %d ms)\n", p->log_path,
             needles[0], HARNESS_WAIT_MS);
     return -1;
+}
+
+int sluice_stats(struct proc *p, char *out, size_t out_len)
+{
+    size_t from = log_size(p);
+    const char *needles[] = {"\"event\":\"stats\"", NULL};
+    proc_signal(p, SIGUSR1);
+    return log_wait(p, &from, out, out_len, needles);
 }
 
 long long log_field_int(const char *line, const char *key)
@@ -519,4 +528,41 @@ double harness_wall_time(void)
 uint64_t harness_now_ms(void)
 {
     return now_ms();
+}
+
+int source_request(int fd, uint64_t total, uint64_t seed)
+{
+    char req[64];
+    int n = snprintf(req, sizeof(req), "%llu %llu\n", (unsigned long long)total,
+                     (unsigned long long)seed);
+    return write_all(fd, req, (size_t)n);
+}
+
+int64_t read_pattern_to_eof(int fd, uint64_t seed, uint64_t off)
+{
+    static unsigned char buf[256 * 1024];
+    for (;;) {
+        ssize_t got = recv(fd, buf, sizeof(buf), 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return -1;
+        if (got == 0)
+            return (int64_t)off;
+        if (pattern_check(seed, off, buf, (size_t)got) != -1) {
+            fprintf(stderr, "harness: wrong byte near stream offset %llu\n",
+                    (unsigned long long)off);
+            return -1;
+        }
+        off += (uint64_t)got;
+    }
+}
+
+int sluice_in_front_of(struct proc *p, int backend_port)
+{
+    char conf[1024], backends[64];
+    int port = harness_free_port();
+    snprintf(backends, sizeof(backends), "127.0.0.1:%d", backend_port);
+    config_simple(conf, sizeof(conf), port, backends, "", "", "");
+    return sluice_start(p, conf) == 0 ? port : -1;
 }

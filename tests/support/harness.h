@@ -57,6 +57,10 @@ int log_wait(struct proc *p, size_t *from, char *out, size_t out_len, const char
 /* Current size of the log, to wait for lines written after now. */
 size_t log_size(const struct proc *p);
 
+/* Asks a running sluice for its counters (SIGUSR1) and copies the fresh "stats" line to out.
+ * 0 or -1. */
+int sluice_stats(struct proc *p, char *out, size_t out_len);
+
 /* Numeric field "key":N from a JSON log line; -1 when absent. */
 long long log_field_int(const char *line, const char *key);
 
@@ -83,6 +87,17 @@ int wait_closed(int fd, int timeout_ms);
 
 /* Connects through sluice to a --hello echo backend and returns the hello line's text. */
 int hello_of(int port, char *out, size_t out_len);
+
+/* Asks a source backend for total bytes of the pattern stream of seed. 0 or -1. */
+int source_request(int fd, uint64_t total, uint64_t seed);
+
+/* Reads the pattern stream of seed from offset off until EOF, checking every byte. Returns the
+ * offset reached, or -1 on a wrong byte or a socket error. */
+int64_t read_pattern_to_eof(int fd, uint64_t seed, uint64_t off);
+
+/* Starts sluice (one worker, debug log) in front of one backend on 127.0.0.1:backend_port;
+ * returns its listener port, or -1. */
+int sluice_in_front_of(struct proc *p, int backend_port);
 
 /* RSS of a process in KiB, from /proc/PID/status. */
 long proc_rss_kib(pid_t pid);
