@@ -20,6 +20,31 @@
 #include <unistd.h>
 
 static int spawn_counter;
+static pid_t children[256]; /* every child spawned, so a failed test cannot leak one */
+static size_t n_children;
+
+/* atexit: a cmocka assertion leaves the test function early; whatever it started dies here */
+static void kill_children(void)
+{
+    for (size_t i = 0; i < n_children; i++)
+        if (children[i] > 0 && kill(children[i], SIGKILL) == 0)
+            waitpid(children[i], NULL, 0);
+}
+
+static void forget_child(pid_t pid)
+{
+    for (size_t i = 0; i < n_children; i++)
+        if (children[i] == pid)
+            children[i] = 0;
+}
+
+static void remember_child(pid_t pid)
+{
+    if (n_children == 0)
+        atexit(kill_children);
+    if (n_children < sizeof(children) / sizeof(children[0]))
+        children[n_children++] = pid;
+}
 static FILE *backend_outputs[64]; /* stdout pipes of started backends */
 static size_t n_backend_outputs;
 
@@ -102,6 +127,8 @@ static pid_t spawn(struct proc *p, char *const argv[], int out_fd)
         child_exec(argv, out_fd, log_fd);
     close(log_fd);
     p->pid = pid > 0 ? pid : 0;
+    if (pid > 0)
+        remember_child(pid);
     return pid;
 }
 
@@ -238,6 +265,7 @@ int sluice_start_wrapped(struct proc *p, const char *config_text, const char *co
         if (log_scan(p, &from, NULL, 0, needles) == 0)
             return 0;
         if (waitpid(p->pid, NULL, WNOHANG) == p->pid) {
+            forget_child(p->pid);
             p->pid = 0;
             return -1;
         }
@@ -259,6 +287,7 @@ int proc_wait(struct proc *p, int timeout_ms)
     while (p->pid > 0) {
         pid_t r = waitpid(p->pid, &status, WNOHANG);
         if (r == p->pid) {
+            forget_child(p->pid);
             p->pid = 0;
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         }
