@@ -30,9 +30,9 @@
  *    file is read. Errors are sorted by line before they are handed back.
  */
 
-#define PHRASE_MAX  512 /* longest phrase a setter builds */
-#define WORKERS_MAX 256 /* upper limit of workers, also the cap of "auto" */
-#define ENTRY_MAX   256 /* longest single entry of a backends list */
+#define PHRASE_MAX  512  /* longest phrase a setter builds */
+#define WORKERS_MAX 256  /* upper limit of workers, also the cap of "auto" */
+#define ENTRY_MAX   256  /* longest single entry of a backends list */
 #define STRING_MAX  4096 /* longest string value (paths, tokens, addresses) */
 #define META_MAX    64   /* Consul accepts at most 64 meta pairs */
 #define KIB         1024ULL
@@ -669,8 +669,7 @@ static int bool_parse(const char *value)
     return name_index(no, N_NAMES(no), value) >= 0 ? 0 : -1;
 }
 
-static const char *set_bool(void *base, const struct config_key *key, const char *value,
-                            char *msg)
+static const char *set_bool(void *base, const struct config_key *key, const char *value, char *msg)
 {
     int b = bool_parse(value);
 
@@ -682,8 +681,7 @@ static const char *set_bool(void *base, const struct config_key *key, const char
 }
 
 /* Like set_bool, into an enum config_flag, so that "not set" stays distinguishable. */
-static const char *set_flag(void *base, const struct config_key *key, const char *value,
-                            char *msg)
+static const char *set_flag(void *base, const struct config_key *key, const char *value, char *msg)
 {
     int b = bool_parse(value);
 
@@ -727,15 +725,13 @@ static const char *set_string(void *base, const struct config_key *key, const ch
 }
 
 /* A file (or, with key->max set, a directory) that must be readable now. */
-static const char *set_path(void *base, const struct config_key *key, const char *value,
-                            char *msg)
+static const char *set_path(void *base, const struct config_key *key, const char *value, char *msg)
 {
     char why[128];
     struct stat st;
 
     if (stat(value, &st) != 0 || access(value, R_OK) != 0) {
-        return phrase(msg, "\"%s\" cannot be read: %s", value,
-                      strerror_r(errno, why, sizeof(why)));
+        return phrase(msg, "\"%s\" cannot be read: %s", value, strerror_r(errno, why, sizeof(why)));
     }
     if (key->max != 0 && !S_ISDIR(st.st_mode)) {
         return phrase(msg, "\"%s\" is not a directory", value);
@@ -753,7 +749,8 @@ static const char *consul_address_check(const char *value)
     const char *rest = value, *colon;
 
     if (strncmp(value, "unix://", 7) == 0) {
-        return value[7] == '/' ? NULL : "needs an absolute socket path, as in unix:///run/consul.sock";
+        return value[7] == '/' ? NULL
+                               : "needs an absolute socket path, as in unix:///run/consul.sock";
     }
     if (strncmp(value, "http://", 7) == 0) {
         rest = value + 7;
@@ -801,8 +798,7 @@ static const char *set_ip(void *base, const struct config_key *key, const char *
 }
 
 /* A name such as a datacenter's: same rules as section names. */
-static const char *set_label(void *base, const struct config_key *key, const char *value,
-                             char *msg)
+static const char *set_label(void *base, const struct config_key *key, const char *value, char *msg)
 {
     const char *why = name_check(value);
 
@@ -910,8 +906,7 @@ static const char *list_parse(const struct config_key *key, const char *value,
     }
 }
 
-static const char *set_list(void *base, const struct config_key *key, const char *value,
-                            char *msg)
+static const char *set_list(void *base, const struct config_key *key, const char *value, char *msg)
 {
     struct config_list list = {0};
     const char *why = list_parse(key, value, &list, msg);
@@ -1345,8 +1340,8 @@ static long key_find(enum section_kind kind, const char *name)
 
 static void unknown_key(struct parser *p, const struct section *sec, const char *name)
 {
-    static const char *const homes[] = {"[sluice]", "[listener:NAME]", "[service:NAME]",
-                                        "[consul]", "[registration]"};
+    static const char *const homes[] = {"[sluice]", "[listener:NAME]", "[service:NAME]", "[consul]",
+                                        "[registration]"};
 
     for (size_t i = 0; i < N_NAMES(homes); i++) {
         if (key_find((enum section_kind)i, name) >= 0) {
@@ -1448,8 +1443,8 @@ static void check_listener(struct parser *p, const struct section *sec)
 
 static void check_service(struct parser *p, const struct section *sec)
 {
-    static const char *const consul_keys[] = {"consul_service", "consul_tags",
-                                              "consul_datacenter", "health"};
+    static const char *const consul_keys[] = {"consul_service", "consul_tags", "consul_datacenter",
+                                              "health"};
     struct config_service *svc = &p->cfg->services[sec->index];
     int backends_line = key_line(sec, "backends");
 
@@ -1634,8 +1629,7 @@ static int parse_file(struct parser *p)
     return 0;
 }
 
-static int load(const char *path, bool consul_only, struct config **out,
-                struct config_errors *errs)
+static int load(const char *path, bool consul_only, struct config **out, struct config_errors *errs)
 {
     struct parser p = {.path = path, .current = CURRENT_NONE, .consul_only = consul_only};
     int rc;
@@ -1676,9 +1670,8 @@ int config_load_consul(const char *path, struct config **out, struct config_erro
 
 static void consul_free(struct config_consul *c)
 {
-    char *const strings[] = {c->address,   c->token,    c->token_file,
-                             c->datacenter, c->ca_file, c->ca_path,
-                             c->cert_file, c->key_file, c->tls_server_name};
+    char *const strings[] = {c->address, c->token,     c->token_file, c->datacenter,     c->ca_file,
+                             c->ca_path, c->cert_file, c->key_file,   c->tls_server_name};
 
     for (size_t i = 0; i < N_NAMES(strings); i++) {
         free(strings[i]);

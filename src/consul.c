@@ -13,22 +13,22 @@
 
 #define DEFAULT_ADDRESS   "127.0.0.1:8500"
 #define DEFAULT_PORT      "8500"
-#define TOKEN_MAX         4096  /* longest token (file) accepted */
-#define CONNECT_MAX_MS    5000  /* a loopback or LAN agent answers a SYN far sooner */
-#define DESCRIBE_BODY_MAX 300   /* bytes of the agent's error text kept in messages */
+#define TOKEN_MAX         4096 /* longest token (file) accepted */
+#define CONNECT_MAX_MS    5000 /* a loopback or LAN agent answers a SYN far sooner */
+#define DESCRIBE_BODY_MAX 300  /* bytes of the agent's error text kept in messages */
 
 struct consul_client {
-    char base[1024];           /* "http://host:port" (or "http://localhost" for unix) */
-    char shown[1024];          /* address for logs */
-    char *unix_path;           /* socket path for unix:// addresses, owned */
-    char *connect_to;          /* CURLOPT_CONNECT_TO entry when tls_server_name is set, owned */
+    char base[1024];  /* "http://host:port" (or "http://localhost" for unix) */
+    char shown[1024]; /* address for logs */
+    char *unix_path;  /* socket path for unix:// addresses, owned */
+    char *connect_to; /* CURLOPT_CONNECT_TO entry when tls_server_name is set, owned */
     struct curl_slist connect_list; /* one-entry list around connect_to; libcurl keeps a pointer
                                      * to it during transfers, so it lives in the client */
-    char *token;               /* ACL secret, owned; NULL = none */
-    char *ca_file, *ca_path;   /* CA bundle / directory, owned */
-    char *cert_file, *key_file; /* client certificate and key, owned */
-    int skip_verify;           /* do not verify the server's certificate */
-    int curl_held;             /* this client counts in curl_users */
+    char *token;                    /* ACL secret, owned; NULL = none */
+    char *ca_file, *ca_path;        /* CA bundle / directory, owned */
+    char *cert_file, *key_file;     /* client certificate and key, owned */
+    int skip_verify;                /* do not verify the server's certificate */
+    int curl_held;                  /* this client counts in curl_users */
 };
 
 static pthread_mutex_t curl_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -339,8 +339,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *user)
     return len;
 }
 
-static int call_headers(struct consul_call *call, const struct consul_client *c,
-                        const char *body)
+static int call_headers(struct consul_call *call, const struct consul_client *c, const char *body)
 {
     char *auth = NULL;
     struct curl_slist *h = curl_slist_append(NULL, "Expect:"); /* no 100-continue round trip */
@@ -499,8 +498,8 @@ void consul_call_describe(const struct consul_call *call, char *out, size_t len)
     if (call->too_big) {
         snprintf(out, len, "answer larger than %u MiB refused", CONSUL_BODY_MAX >> 20);
     } else if (call->result != CURLE_OK) {
-        snprintf(out, len, "%s", call->errbuf[0] != '\0' ? call->errbuf
-                                                         : curl_easy_strerror(call->result));
+        snprintf(out, len, "%s",
+                 call->errbuf[0] != '\0' ? call->errbuf : curl_easy_strerror(call->result));
     } else if (call->status >= 200 && call->status < 300) {
         snprintf(out, len, "HTTP %ld", call->status);
     } else {

@@ -69,8 +69,8 @@ static enum consul_health entry_health(const cJSON *checks, const char *service_
         if (owner != NULL && owner[0] != '\0' && strcmp(owner, service_id) != 0) {
             continue;
         }
-        h = consul_health_worse(h, consul_check_health(json_str(check, "CheckID"),
-                                                       json_str(check, "Status")));
+        h = consul_health_worse(
+            h, consul_check_health(json_str(check, "CheckID"), json_str(check, "Status")));
     }
     return h;
 }
@@ -160,8 +160,7 @@ static const char *entry_parse(const cJSON *entry, struct consul_instance *inst,
         address = json_str(node, "Address");
     }
     *service_out = service;
-    inst->health =
-        entry_health(cJSON_GetObjectItemCaseSensitive(entry, "Checks"), service_id);
+    inst->health = entry_health(cJSON_GetObjectItemCaseSensitive(entry, "Checks"), service_id);
     return entry_addr(address, cJSON_GetObjectItemCaseSensitive(service, "Port"), &inst->addr);
 }
 

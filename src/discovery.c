@@ -27,30 +27,31 @@
  *  - A good answer advances the index (discovery_index_next) and resets the backoff. Its
  *    instance set is published unless it equals the current one.
  *  - A failure keeps the current set (last known good), marks the watch failing and retries after
- *    discovery_backoff_ms. The process is degraded while any watch is failing.
+ *    discovery_backoff_ms with a full (non-blocking) read. The process is degraded while any
+ *    watch is failing.
  */
 
 /* One watched service. */
 struct watch {
-    struct discovery *d;                 /* owner */
-    const struct config_service *cfg;    /* its [service:NAME] */
-    struct snapshot_service *svc;        /* where its sets go */
-    const char *dc;                      /* datacenter to ask; NULL = the agent's */
-    uint64_t index;                      /* index to send; 0 = non-blocking full read */
-    struct discovery_bucket bucket;      /* query rate limit */
-    unsigned failures;                   /* failures in a row */
-    uint64_t next_ms;                    /* earliest start of the next query (idle) */
-    uint64_t started_ms;                 /* start of the query in flight */
-    uint64_t deadline_ms;                /* watchdog deadline of the query in flight */
-    int in_flight;                       /* call is in the multi handle */
-    struct consul_call call;             /* query in flight */
-    struct consul_instance *current;     /* last published set, sorted by id, owned */
-    size_t n_current;                    /* entries in current */
-    int synced;                          /* a good answer has been published */
-    int failing;                         /* the last query failed */
-    int acl_empty_warned;                /* warned about an empty list under ACL deny */
-    size_t invalid_logged;               /* invalid entries count last logged */
-    char error[256];                     /* last failure logged for this watch */
+    struct discovery *d;              /* owner */
+    const struct config_service *cfg; /* its [service:NAME] */
+    struct snapshot_service *svc;     /* where its sets go */
+    const char *dc;                   /* datacenter to ask; NULL = the agent's */
+    uint64_t index;                   /* index to send; 0 = non-blocking full read */
+    struct discovery_bucket bucket;   /* query rate limit */
+    unsigned failures;                /* failures in a row */
+    uint64_t next_ms;                 /* earliest start of the next query (idle) */
+    uint64_t started_ms;              /* start of the query in flight */
+    uint64_t deadline_ms;             /* watchdog deadline of the query in flight */
+    int in_flight;                    /* call is in the multi handle */
+    struct consul_call call;          /* query in flight */
+    struct consul_instance *current;  /* last published set, sorted by id, owned */
+    size_t n_current;                 /* entries in current */
+    int synced;                       /* a good answer has been published */
+    int failing;                      /* the last query failed */
+    int acl_empty_warned;             /* warned about an empty list under ACL deny */
+    size_t invalid_logged;            /* invalid entries count last logged */
+    char error[256];                  /* last failure logged for this watch */
 };
 
 struct discovery {
@@ -67,14 +68,14 @@ struct discovery {
 
 /* Process-wide state: one discovery per process. Counters are atomics; the rest is under lock. */
 static struct {
-    pthread_mutex_t lock;               /* guards the fields below the atomics */
-    atomic_int state;                   /* enum discovery_state */
+    pthread_mutex_t lock; /* guards the fields below the atomics */
+    atomic_int state;     /* enum discovery_state */
     atomic_ullong requests, errors, publishes, unchanged, watchdog, degraded, acl_denied,
-        rate_limited;                   /* discovery_status counters */
-    unsigned watches, synced, failing;  /* see discovery_status */
-    uint64_t degraded_since_ms;         /* clock when the degraded period began */
-    unsigned long long failed_calls;    /* failures during the current degraded period */
-    char last_error[256];               /* last failure */
+        rate_limited;                  /* discovery_status counters */
+    unsigned watches, synced, failing; /* see discovery_status */
+    uint64_t degraded_since_ms;        /* clock when the degraded period began */
+    unsigned long long failed_calls;   /* failures during the current degraded period */
+    char last_error[256];              /* last failure */
 } g = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static const char *const state_names[] = {"off", "starting", "ok", "degraded"};
@@ -138,8 +139,7 @@ uint64_t discovery_bucket_take(struct discovery_bucket *b, uint64_t now_ms_, uin
     return period_ms - b->credit_ms;
 }
 
-uint64_t discovery_backoff_ms(unsigned failures, uint64_t min_ms, uint64_t max_ms,
-                              uint64_t random)
+uint64_t discovery_backoff_ms(unsigned failures, uint64_t min_ms, uint64_t max_ms, uint64_t random)
 {
     uint64_t d = min_ms;
 
@@ -168,7 +168,7 @@ uint64_t discovery_watchdog_ms(uint64_t wait_ms)
 const char *discovery_state_name(enum discovery_state state)
 {
     return (unsigned)state < sizeof(state_names) / sizeof(state_names[0]) ? state_names[state]
-                                                                           : "unknown";
+                                                                          : "unknown";
 }
 
 enum discovery_state discovery_state_get(void)
@@ -203,7 +203,7 @@ void discovery_status_get(struct discovery_status *out)
 static void state_update_locked(void)
 {
     enum discovery_state old = (enum discovery_state)atomic_load(&g.state);
-    enum discovery_state now = g.failing > 0         ? DISCOVERY_DEGRADED
+    enum discovery_state now = g.failing > 0          ? DISCOVERY_DEGRADED
                                : g.synced < g.watches ? DISCOVERY_STARTING
                                                       : DISCOVERY_OK;
 
@@ -294,13 +294,12 @@ static void watch_warn(struct watch *w, const struct consul_parse_result *r)
 /* A 2xx answer: parse, publish when changed. 0, or -errno with the reason in why. */
 static int watch_answer(struct watch *w, char *why, size_t why_len)
 {
-    struct consul_filter f = {.mode = w->cfg->health,
-                              .tags = w->cfg->consul_tags.items,
-                              .n_tags = w->cfg->consul_tags.n};
+    struct consul_filter f = {
+        .mode = w->cfg->health, .tags = w->cfg->consul_tags.items, .n_tags = w->cfg->consul_tags.n};
     struct consul_parse_result r;
     uint64_t t0 = now_us();
-    int rc = consul_parse_health(w->call.body != NULL ? w->call.body : "", w->call.len, &f, &r,
-                                 why, why_len);
+    int rc = consul_parse_health(w->call.body != NULL ? w->call.body : "", w->call.len, &f, &r, why,
+                                 why_len);
 
     if (rc != 0) {
         return rc;
@@ -322,25 +321,32 @@ static void watch_denied(struct watch *w, const char *what, char *out, size_t le
 
     consul_call_acl_denied(&w->call, &unknown);
     if (unknown) {
-        snprintf(out, len, "%s: the ACL token is unknown to Consul; discovery needs a token "
-                 "with service:read on \"%s\" and node:read", what, w->cfg->consul_service);
+        snprintf(out, len,
+                 "%s: the ACL token is unknown to Consul; discovery needs a token "
+                 "with service:read on \"%s\" and node:read",
+                 what, w->cfg->consul_service);
     } else {
-        snprintf(out, len, "%s: permission denied; discovery needs service:read on \"%s\" and "
-                 "node:read%s", what, w->cfg->consul_service,
+        snprintf(out, len,
+                 "%s: permission denied; discovery needs service:read on \"%s\" and "
+                 "node:read%s",
+                 what, w->cfg->consul_service,
                  consul_client_has_token(w->d->client) ? "" : " (no token is configured)");
     }
     atomic_fetch_add(&g.acl_denied, 1);
 }
 
 /* Keeps the last known good set and schedules a retry with backoff. */
-static void watch_fail(struct watch *w, enum consul_outcome outcome, const char *why,
-                       uint64_t now)
+static void watch_fail(struct watch *w, enum consul_outcome outcome, const char *why, uint64_t now)
 {
     int failing_before = w->failing;
 
     atomic_fetch_add(&g.errors, 1);
     w->failures++;
     w->failing = 1;
+    /* The retry reads in full, without an index: it answers at once, so recovery shows without
+     * waiting for a blocking query to time out, and an agent that restarted (its index went
+     * back) is read afresh. */
+    w->index = 0;
     w->next_ms = now + discovery_backoff_ms(w->failures, w->d->ccfg->retry_min_ms,
                                             w->d->ccfg->retry_max_ms, xorshift(&w->d->rng));
     if (strcmp(why, w->error) != 0) {
@@ -389,8 +395,7 @@ static void watch_overdue(struct watch *w, uint64_t now, const char *by)
 
     atomic_fetch_add(&g.watchdog, 1);
     snprintf(why, sizeof(why), "no answer from %s within %llu ms (%s)",
-             consul_client_address(w->d->client),
-             (unsigned long long)(now - w->started_ms), by);
+             consul_client_address(w->d->client), (unsigned long long)(now - w->started_ms), by);
     log_event(LOG_LEVEL_WARN, "discovery_watchdog", LOG_STR("service", w->cfg->name),
               LOG_INT("after_ms", now - w->started_ms), LOG_STR("by", by),
               LOG_STR("action", "query aborted and restarted"));
@@ -597,8 +602,9 @@ int discovery_start(struct discovery *d)
         return -rc;
     }
     d->started = 1;
-    log_event(LOG_LEVEL_INFO, "discovery_started", LOG_STR("consul", consul_client_address(d->client)),
-              LOG_INT("watches", d->n), LOG_INT("wait_ms", d->ccfg->wait_ms));
+    log_event(LOG_LEVEL_INFO, "discovery_started",
+              LOG_STR("consul", consul_client_address(d->client)), LOG_INT("watches", d->n),
+              LOG_INT("wait_ms", d->ccfg->wait_ms));
     return 0;
 }
 

@@ -17,11 +17,11 @@
 #include "sluice/discovery.h"
 #include "sluice/log.h"
 
-#define CALL_TIMEOUT_MS       10000 /* one registration call */
-#define SHUTDOWN_TIMEOUT_MS   3000  /* one deregistration while shutting down */
-#define RETRY_MIN_MS          1000  /* first retry of a failed registration */
-#define MSG_MAX               768   /* one message line */
-#define DEFAULT_INTERVAL_MS   10000 /* CLI check interval when --interval is not given */
+#define CALL_TIMEOUT_MS     10000 /* one registration call */
+#define SHUTDOWN_TIMEOUT_MS 3000  /* one deregistration while shutting down */
+#define RETRY_MIN_MS        1000  /* first retry of a failed registration */
+#define MSG_MAX             768   /* one message line */
+#define DEFAULT_INTERVAL_MS 10000 /* CLI check interval when --interval is not given */
 
 /* --- building the request ----------------------------------------------------------------- */
 
@@ -110,8 +110,7 @@ static int body_fill(cJSON *root, const struct registrar_spec *spec)
     cJSON *checks;
 
     if (cJSON_AddStringToObject(root, "ID", spec->id) == NULL ||
-        cJSON_AddStringToObject(root, "Name", spec->name) == NULL ||
-        body_labels(root, spec) != 0) {
+        cJSON_AddStringToObject(root, "Name", spec->name) == NULL || body_labels(root, spec) != 0) {
         return -ENOMEM;
     }
     if (spec->address != NULL && spec->address[0] != '\0' &&
@@ -155,8 +154,8 @@ char *registrar_body(const struct registrar_spec *spec)
 /* Runs one call; on failure writes "<what>: <why>" into msg. The call stays for reading. */
 static enum consul_outcome call_run(struct consul_call *call, const struct consul_client *c,
                                     const char *method, const char *path, const char *body,
-                                    uint64_t timeout_ms, const atomic_int *cancel,
-                                    const char *what, char *msg, size_t len)
+                                    uint64_t timeout_ms, const atomic_int *cancel, const char *what,
+                                    char *msg, size_t len)
 {
     char why[512];
     enum consul_outcome out;
@@ -176,7 +175,10 @@ static enum consul_outcome call_run(struct consul_call *call, const struct consu
                  out == CONSUL_UNREACHABLE ? consul_client_address(c) : "",
                  out == CONSUL_UNREACHABLE ? ": " : "");
         size_t used = strlen(msg);
-        snprintf(msg + used, len - used, "%s", why);
+        snprintf(msg + used, len - used, "%s%s", why,
+                 call->status == 403 ? " (registration needs an ACL token with service:write on "
+                                       "the service)"
+                                     : "");
     }
     return out;
 }
@@ -209,9 +211,12 @@ static int service_known(const struct consul_client *c, const char *id, const at
     char path[REGISTRAR_ID_MAX * 3 + 64];
     enum consul_outcome out;
 
-    id_path(path, sizeof(path), "/v1/agent/service/", id);
-    out = call_run(&call, c, "GET", path, NULL, CALL_TIMEOUT_MS, cancel,
-                   "looking up the service", msg, len);
+    if (id_path(path, sizeof(path), "/v1/agent/service/", id) != 0) {
+        snprintf(msg, len, "service id is too long");
+        return -(int)REGISTRAR_REJECTED;
+    }
+    out = call_run(&call, c, "GET", path, NULL, CALL_TIMEOUT_MS, cancel, "looking up the service",
+                   msg, len);
     long status = call.status;
     consul_call_cleanup(&call);
     if (out == CONSUL_OK) {
@@ -267,8 +272,10 @@ static enum registrar_result verify(const struct consul_client *c,
     if (out == CONSUL_OK && with_checks &&
         !checks_present(call.body != NULL ? call.body : "", call.len, spec, missing,
                         sizeof(missing))) {
-        snprintf(msg, len, "the agent accepted the service but does not list its check %s "
-                 "(an older agent that ignores this check type?)", missing);
+        snprintf(msg, len,
+                 "the agent accepted the service but does not list its check %s "
+                 "(an older agent that ignores this check type?)",
+                 missing);
         res = REGISTRAR_REJECTED;
     }
     consul_call_cleanup(&call);
@@ -282,9 +289,9 @@ static void rollback(const struct consul_client *c, const char *id, char *msg, s
     size_t used = strlen(msg);
     enum registrar_result res = registrar_deregister(c, id, CALL_TIMEOUT_MS, why, sizeof(why));
 
-    snprintf(msg + used, len - used, res == REGISTRAR_DONE
-                                         ? "; rolled back: service %s deregistered"
-                                         : "; ROLLBACK FAILED, service %s may remain: %s",
+    snprintf(msg + used, len - used,
+             res == REGISTRAR_DONE ? "; rolled back: service %s deregistered"
+                                   : "; ROLLBACK FAILED, service %s may remain: %s",
              id, why);
 }
 
@@ -301,8 +308,8 @@ static void cleanup_unknown(const struct consul_client *c, const char *id, const
     if (known == 1) {
         rollback(c, id, msg, len);
     } else if (known < 0) {
-        snprintf(msg + used, len - used, "; whether the agent kept service %s is unknown (%s)",
-                 id, why);
+        snprintf(msg + used, len - used, "; whether the agent kept service %s is unknown (%s)", id,
+                 why);
     }
 }
 
@@ -316,12 +323,15 @@ enum registrar_result registrar_register(const struct consul_client *c,
     enum consul_outcome out;
     enum registrar_result res;
 
+    if (body == NULL) {
+        snprintf(msg, msg_len, "out of memory");
+    }
     if (body == NULL || known < 0) {
         free(body);
         return body == NULL ? REGISTRAR_UNREACHABLE : (enum registrar_result)(-known);
     }
-    out = call_run(&call, c, "PUT", "/v1/agent/service/register?replace-existing-checks=true",
-                   body, CALL_TIMEOUT_MS, cancel, "registration refused", msg, msg_len);
+    out = call_run(&call, c, "PUT", "/v1/agent/service/register?replace-existing-checks=true", body,
+                   CALL_TIMEOUT_MS, cancel, "registering the service", msg, msg_len);
     consul_call_cleanup(&call);
     free(body);
     res = result_of(out);
@@ -350,7 +360,7 @@ enum registrar_result registrar_deregister(const struct consul_client *c, const 
         snprintf(msg, msg_len, "service id is too long");
         return REGISTRAR_REJECTED;
     }
-    out = call_run(&call, c, "PUT", path, NULL, timeout_ms, NULL, "deregistration refused", msg,
+    out = call_run(&call, c, "PUT", path, NULL, timeout_ms, NULL, "deregistering the service", msg,
                    msg_len);
     long status = call.status;
     consul_call_cleanup(&call);
@@ -368,16 +378,16 @@ enum registrar_result registrar_deregister(const struct consul_client *c, const 
 
 /* One listener registered by the daemon. */
 struct registration {
-    char id[REGISTRAR_ID_MAX];        /* <name>-<hostname>-<port> */
-    char name[CONFIG_NAME_MAX];       /* service name */
-    char address[CONFIG_ADDR_MAX];    /* advertised IP */
-    char tcp[CONFIG_ADDR_MAX + 8];    /* TCP check target */
-    struct registrar_spec spec;       /* what is registered; points into the above and cfg */
-    int registered;                   /* the agent confirmed it last time we asked */
-    int lost;                         /* the agent forgot it; the next success is a restore */
-    unsigned failures;                /* failed attempts in a row */
-    uint64_t next_ms;                 /* when to register or confirm next */
-    char error[MSG_MAX];              /* last failure logged */
+    char id[REGISTRAR_ID_MAX];     /* <name>-<hostname>-<port> */
+    char name[CONFIG_NAME_MAX];    /* service name */
+    char address[CONFIG_ADDR_MAX]; /* advertised IP */
+    char tcp[CONFIG_ADDR_MAX + 8]; /* TCP check target */
+    struct registrar_spec spec;    /* what is registered; points into the above and cfg */
+    int registered;                /* the agent confirmed it last time we asked */
+    int lost;                      /* the agent forgot it; the next success is a restore */
+    unsigned failures;             /* failed attempts in a row */
+    uint64_t next_ms;              /* when to register or confirm next */
+    char error[MSG_MAX];           /* last failure logged */
 };
 
 struct registrar {
@@ -427,8 +437,7 @@ static void reg_failed(struct registrar *r, struct registration *g, const char *
 static void reg_register(struct registrar *r, struct registration *g, uint64_t now)
 {
     char msg[MSG_MAX];
-    enum registrar_result res = registrar_register(r->client, &g->spec, &r->stop, msg,
-                                                   sizeof(msg));
+    enum registrar_result res = registrar_register(r->client, &g->spec, &r->stop, msg, sizeof(msg));
 
     if (res != REGISTRAR_DONE) {
         if (!atomic_load(&r->stop)) {
@@ -541,11 +550,18 @@ static void reg_fill(struct registration *g, const struct config_registration *r
         bind_ip(l, g->address, sizeof(g->address));
     }
     host_port_text(g->tcp, sizeof(g->tcp), g->address, port);
-    g->spec = (struct registrar_spec){
-        .id = g->id, .name = g->name, .address = g->address, .port = port,
-        .tags = rc->tags.items, .n_tags = rc->tags.n, .meta = rc->meta.items,
-        .n_meta = rc->meta.n, .tcp_check = g->tcp, .interval_ms = rc->check_interval_ms,
-        .timeout_ms = rc->check_timeout_ms, .deregister_after_ms = rc->deregister_after_ms};
+    g->spec = (struct registrar_spec){.id = g->id,
+                                      .name = g->name,
+                                      .address = g->address,
+                                      .port = port,
+                                      .tags = rc->tags.items,
+                                      .n_tags = rc->tags.n,
+                                      .meta = rc->meta.items,
+                                      .n_meta = rc->meta.n,
+                                      .tcp_check = g->tcp,
+                                      .interval_ms = rc->check_interval_ms,
+                                      .timeout_ms = rc->check_timeout_ms,
+                                      .deregister_after_ms = rc->deregister_after_ms};
 }
 
 static int registrar_fill(struct registrar *r, const struct config *cfg)
@@ -608,8 +624,9 @@ int registrar_start(struct registrar *r)
         return -rc;
     }
     r->started = 1;
-    log_event(LOG_LEVEL_INFO, "registrar_started", LOG_STR("consul", consul_client_address(r->client)),
-              LOG_INT("services", r->n), LOG_INT("anti_entropy_ms", r->cfg->anti_entropy_ms));
+    log_event(LOG_LEVEL_INFO, "registrar_started",
+              LOG_STR("consul", consul_client_address(r->client)), LOG_INT("services", r->n),
+              LOG_INT("anti_entropy_ms", r->cfg->anti_entropy_ms));
     return 0;
 }
 
@@ -661,12 +678,12 @@ void registrar_destroy(struct registrar *r)
 
 /* Command-line state of one register / deregister run. */
 struct cli {
-    const char *config;                 /* -c FILE, or NULL: environment only */
-    struct registrar_spec spec;         /* what to register */
-    char *tags[64];                     /* --tag values */
-    char *meta[64];                     /* --meta values */
-    char id[REGISTRAR_ID_MAX];          /* --id, or the generated one */
-    int id_given;                       /* --id was on the command line */
+    const char *config;         /* -c FILE, or NULL: environment only */
+    struct registrar_spec spec; /* what to register */
+    char *tags[64];             /* --tag values */
+    char *meta[64];             /* --meta values */
+    char id[REGISTRAR_ID_MAX];  /* --id, or the generated one */
+    int id_given;               /* --id was on the command line */
 };
 
 static void cli_usage(FILE *out)
@@ -730,33 +747,59 @@ static int cli_option(struct cli *cl, int opt, char *arg)
     struct registrar_spec *s = &cl->spec;
 
     switch (opt) {
-    case 'c': cl->config = arg; return 0;
-    case 'n': s->name = arg; return 0;
-    case 'i': cl->id_given = 1; snprintf(cl->id, sizeof(cl->id), "%s", arg); return 0;
-    case 'a': s->address = arg; return 0;
-    case 'p': return cli_port(arg, &s->port);
-    case 't': return cli_push(cl->tags, &s->n_tags, "--tag", arg);
-    case 'm': return cli_push(cl->meta, &s->n_meta, "--meta", arg);
-    case 'H': s->http_check = arg; return 0;
-    case 'T': s->tcp_check = arg; return 0;
-    case 'I': return cli_duration("--interval", arg, &s->interval_ms);
-    case 'O': return cli_duration("--timeout", arg, &s->timeout_ms);
-    case 'D': return cli_duration("--deregister-after", arg, &s->deregister_after_ms);
-    default: return -1;
+    case 'c':
+        cl->config = arg;
+        return 0;
+    case 'n':
+        s->name = arg;
+        return 0;
+    case 'i':
+        cl->id_given = 1;
+        snprintf(cl->id, sizeof(cl->id), "%s", arg);
+        return 0;
+    case 'a':
+        s->address = arg;
+        return 0;
+    case 'p':
+        return cli_port(arg, &s->port);
+    case 't':
+        return cli_push(cl->tags, &s->n_tags, "--tag", arg);
+    case 'm':
+        return cli_push(cl->meta, &s->n_meta, "--meta", arg);
+    case 'H':
+        s->http_check = arg;
+        return 0;
+    case 'T':
+        s->tcp_check = arg;
+        return 0;
+    case 'I':
+        return cli_duration("--interval", arg, &s->interval_ms);
+    case 'O':
+        return cli_duration("--timeout", arg, &s->timeout_ms);
+    case 'D':
+        return cli_duration("--deregister-after", arg, &s->deregister_after_ms);
+    default:
+        return -1;
     }
 }
 
 static int cli_parse(struct cli *cl, int argc, char **argv)
 {
     static const struct option options[] = {
-        {"config", required_argument, NULL, 'c'},    {"name", required_argument, NULL, 'n'},
-        {"id", required_argument, NULL, 'i'},        {"address", required_argument, NULL, 'a'},
-        {"port", required_argument, NULL, 'p'},      {"tag", required_argument, NULL, 't'},
-        {"meta", required_argument, NULL, 'm'},      {"http-check", required_argument, NULL, 'H'},
-        {"tcp-check", required_argument, NULL, 'T'}, {"interval", required_argument, NULL, 'I'},
+        {"config", required_argument, NULL, 'c'},
+        {"name", required_argument, NULL, 'n'},
+        {"id", required_argument, NULL, 'i'},
+        {"address", required_argument, NULL, 'a'},
+        {"port", required_argument, NULL, 'p'},
+        {"tag", required_argument, NULL, 't'},
+        {"meta", required_argument, NULL, 'm'},
+        {"http-check", required_argument, NULL, 'H'},
+        {"tcp-check", required_argument, NULL, 'T'},
+        {"interval", required_argument, NULL, 'I'},
         {"timeout", required_argument, NULL, 'O'},
         {"deregister-after", required_argument, NULL, 'D'},
-        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int opt;
 
@@ -845,6 +888,14 @@ static int cli_run(struct cli *cl, int do_register)
     return 0;
 }
 
+static int cli_has_service_options(const struct registrar_spec *s)
+{
+    return s->name != NULL || s->address != NULL || s->port != 0 || s->n_tags != 0 ||
+           s->n_meta != 0 || s->http_check != NULL || s->tcp_check != NULL ||
+           s->interval_ms != DEFAULT_INTERVAL_MS || s->timeout_ms != 0 ||
+           s->deregister_after_ms != 0;
+}
+
 int registrar_cli(int argc, char **argv)
 {
     struct cli cl;
@@ -865,6 +916,10 @@ int registrar_cli(int argc, char **argv)
     }
     if (!do_register && !cl.id_given) {
         fprintf(stderr, "sluice: deregister needs --id\n");
+        return REGISTRAR_EXIT_USAGE;
+    }
+    if (!do_register && cli_has_service_options(&cl.spec)) {
+        fprintf(stderr, "sluice: deregister takes only -c and --id\n");
         return REGISTRAR_EXIT_USAGE;
     }
     if (do_register && !cl.id_given) {

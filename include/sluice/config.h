@@ -62,12 +62,12 @@ struct config_backend {
 
 /* [service:NAME]: where a service's instances come from and how they are balanced. */
 struct config_service {
-    char name[CONFIG_NAME_MAX];       /* NAME from the section header */
-    int line;                         /* line of the section header */
-    enum config_balance balance;      /* balance = ... */
-    enum config_discovery discovery;  /* discovery = ... */
-    struct config_backend *backends;  /* backends = ... (static discovery), owned */
-    size_t n_backends;                /* entries in backends */
+    char name[CONFIG_NAME_MAX];              /* NAME from the section header */
+    int line;                                /* line of the section header */
+    enum config_balance balance;             /* balance = ... */
+    enum config_discovery discovery;         /* discovery = ... */
+    struct config_backend *backends;         /* backends = ... (static discovery), owned */
+    size_t n_backends;                       /* entries in backends */
     char consul_service[CONFIG_NAME_MAX];    /* consul_service, default NAME (consul discovery) */
     struct config_list consul_tags;          /* consul_tags: an instance must carry every one */
     char consul_datacenter[CONFIG_NAME_MAX]; /* consul_datacenter; "" = [consul] datacenter */
@@ -77,35 +77,35 @@ struct config_service {
 /* [consul]: how to reach the Consul agent. NULL strings and CONFIG_FLAG_UNSET mean "not in the
  * file": the consul module then falls back to the CONSUL_* environment variables. */
 struct config_consul {
-    int line;                      /* line of the [consul] header; 0 = no such section */
-    char *address;                 /* address: host:port, http://, https:// or unix:///path */
-    char *token;                   /* token: ACL secret */
-    char *token_file;              /* token_file: file holding the ACL secret */
-    char *datacenter;              /* datacenter: default for every consul service */
-    char *ca_file;                 /* ca_file: CA bundle to verify the agent with */
-    char *ca_path;                 /* ca_path: directory of CA certificates */
-    char *cert_file;               /* cert_file: client certificate (mutual TLS) */
-    char *key_file;                /* key_file: key of cert_file */
-    char *tls_server_name;         /* tls_server_name: name to verify and send as SNI */
+    int line;                         /* line of the [consul] header; 0 = no such section */
+    char *address;                    /* address: host:port, http://, https:// or unix:///path */
+    char *token;                      /* token: ACL secret */
+    char *token_file;                 /* token_file: file holding the ACL secret */
+    char *datacenter;                 /* datacenter: default for every consul service */
+    char *ca_file;                    /* ca_file: CA bundle to verify the agent with */
+    char *ca_path;                    /* ca_path: directory of CA certificates */
+    char *cert_file;                  /* cert_file: client certificate (mutual TLS) */
+    char *key_file;                   /* key_file: key of cert_file */
+    char *tls_server_name;            /* tls_server_name: name to verify and send as SNI */
     enum config_flag tls_skip_verify; /* tls_skip_verify: do not verify the agent */
-    uint64_t wait_ms;              /* wait: blocking-query wait, default 55 s */
-    int stale;                     /* stale: allow any server to answer reads (0 or 1) */
-    uint64_t retry_min_ms;         /* retry_min: first backoff after an error, default 250 ms */
-    uint64_t retry_max_ms;         /* retry_max: backoff cap, default 1 min */
+    uint64_t wait_ms;                 /* wait: blocking-query wait, default 55 s */
+    int stale;                        /* stale: allow any server to answer reads (0 or 1) */
+    uint64_t retry_min_ms;            /* retry_min: first backoff after an error, default 250 ms */
+    uint64_t retry_max_ms;            /* retry_max: backoff cap, default 1 min */
 };
 
 /* [registration]: sluice registers its listeners as Consul services. */
 struct config_registration {
-    int line;                       /* line of the header; 0 = no section, nothing registered */
-    char name[CONFIG_NAME_MAX];     /* name: service name; "" = each listener's NAME */
-    struct config_list tags;        /* tags */
-    struct config_list meta;        /* meta: "key=value" items */
-    char address[CONFIG_ADDR_MAX];  /* address: IP to advertise; "" = the listener's bind IP */
-    struct config_list listeners;   /* listeners: names to register; empty = all */
-    uint64_t check_interval_ms;     /* check_interval: TCP check interval, default 10 s */
-    uint64_t check_timeout_ms;      /* check_timeout: TCP check timeout, default 5 s */
-    uint64_t deregister_after_ms;   /* deregister_critical_after, default 1 min; 0 = never */
-    uint64_t anti_entropy_ms;       /* anti_entropy: confirmation period, default 30 s */
+    int line;                      /* line of the header; 0 = no section, nothing registered */
+    char name[CONFIG_NAME_MAX];    /* name: service name; "" = each listener's NAME */
+    struct config_list tags;       /* tags */
+    struct config_list meta;       /* meta: "key=value" items */
+    char address[CONFIG_ADDR_MAX]; /* address: IP to advertise; "" = the listener's bind IP */
+    struct config_list listeners;  /* listeners: names to register; empty = all */
+    uint64_t check_interval_ms;    /* check_interval: TCP check interval, default 10 s */
+    uint64_t check_timeout_ms;     /* check_timeout: TCP check timeout, default 5 s */
+    uint64_t deregister_after_ms;  /* deregister_critical_after, default 1 min; 0 = never */
+    uint64_t anti_entropy_ms;      /* anti_entropy: confirmation period, default 30 s */
 };
 
 /* [listener:NAME]: one bind address proxied to one service. */

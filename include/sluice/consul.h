@@ -36,19 +36,19 @@ int consul_client_has_token(const struct consul_client *c);
  * consul_call_perform or through a curl multi handle (then call consul_call_done with the
  * CURLMsg result), read the fields, and free with consul_call_cleanup. One thread at a time. */
 struct consul_call {
-    CURL *easy;                  /* the transfer; CURLOPT_PRIVATE points back to this call */
-    struct curl_slist *headers;  /* request headers, owned */
-    char *request;               /* request body copy, owned; NULL without one */
-    char *body;                  /* answer body, NUL-terminated, owned; NULL before any byte */
-    size_t len;                  /* bytes in body */
-    size_t cap;                  /* bytes allocated for body */
-    int too_big;                 /* the answer passed CONSUL_BODY_MAX and was cut off */
-    uint64_t index;              /* X-Consul-Index, when has_index */
-    int has_index;               /* the answer carried a parsable X-Consul-Index */
-    int acl_deny;                /* X-Consul-Default-ACL-Policy: deny */
-    long status;                 /* HTTP status; 0 when there was no answer */
-    CURLcode result;             /* transfer result */
-    void *data;                  /* for the caller */
+    CURL *easy;                   /* the transfer; CURLOPT_PRIVATE points back to this call */
+    struct curl_slist *headers;   /* request headers, owned */
+    char *request;                /* request body copy, owned; NULL without one */
+    char *body;                   /* answer body, NUL-terminated, owned; NULL before any byte */
+    size_t len;                   /* bytes in body */
+    size_t cap;                   /* bytes allocated for body */
+    int too_big;                  /* the answer passed CONSUL_BODY_MAX and was cut off */
+    uint64_t index;               /* X-Consul-Index, when has_index */
+    int has_index;                /* the answer carried a parsable X-Consul-Index */
+    int acl_deny;                 /* X-Consul-Default-ACL-Policy: deny */
+    long status;                  /* HTTP status; 0 when there was no answer */
+    CURLcode result;              /* transfer result */
+    void *data;                   /* for the caller */
     char errbuf[CURL_ERROR_SIZE]; /* libcurl's detail on a failed transfer */
 };
 

@@ -21,9 +21,9 @@ enum consul_health {
 
 /* One usable instance. */
 struct consul_instance {
-    char id[SNAPSHOT_ID_MAX]; /* Node.Node + "/" + Service.ID: stable across answers */
-    struct config_addr addr;  /* Service.Address, or Node.Address when that is empty */
-    uint32_t weight;          /* Weights.Passing or Weights.Warning by health (default 1) */
+    char id[SNAPSHOT_ID_MAX];  /* Node.Node + "/" + Service.ID: stable across answers */
+    struct config_addr addr;   /* Service.Address, or Node.Address when that is empty */
+    uint32_t weight;           /* Weights.Passing or Weights.Warning by health (default 1) */
     enum consul_health health; /* aggregated over the node's and the service's checks */
 };
 
@@ -36,13 +36,13 @@ struct consul_filter {
 
 /* What one answer held. */
 struct consul_parse_result {
-    struct consul_instance *inst;            /* kept instances sorted by id, owned */
-    size_t n;                                /* entries in inst */
-    size_t entries;                          /* entries in the JSON array */
-    size_t by_health[CONSUL_HEALTH_COUNT];   /* valid entries per aggregated health */
-    size_t untagged;                         /* valid entries dropped by the tag filter */
-    size_t invalid;                          /* entries without a usable id or address */
-    char invalid_why[160];                   /* why the first invalid entry was skipped */
+    struct consul_instance *inst;          /* kept instances sorted by id, owned */
+    size_t n;                              /* entries in inst */
+    size_t entries;                        /* entries in the JSON array */
+    size_t by_health[CONSUL_HEALTH_COUNT]; /* valid entries per aggregated health */
+    size_t untagged;                       /* valid entries dropped by the tag filter */
+    size_t invalid;                        /* entries without a usable id or address */
+    char invalid_why[160];                 /* why the first invalid entry was skipped */
 };
 
 /* Parses a health/service answer of len bytes (need not be NUL-terminated). On success returns 0

@@ -25,20 +25,20 @@ enum discovery_state {
 
 /* A copy of the process-wide state and counters. */
 struct discovery_status {
-    enum discovery_state state;       /* see above */
-    unsigned watches;                 /* watched services */
-    unsigned synced;                  /* watches that have had a good answer */
-    unsigned failing;                 /* watches whose last query failed */
-    uint64_t degraded_ms;             /* age of the current degraded period; 0 when not degraded */
-    unsigned long long requests;      /* queries started */
-    unsigned long long errors;        /* queries that failed (any reason) */
-    unsigned long long publishes;     /* snapshots published */
-    unsigned long long unchanged;     /* answers whose instance set equalled the current one */
-    unsigned long long watchdog;      /* queries aborted by the watchdog */
-    unsigned long long degraded;      /* times the process entered the degraded state */
-    unsigned long long acl_denied;    /* 403 answers */
-    unsigned long long rate_limited;  /* query starts delayed by the token bucket */
-    char last_error[256];             /* last failure, "" before any */
+    enum discovery_state state;      /* see above */
+    unsigned watches;                /* watched services */
+    unsigned synced;                 /* watches that have had a good answer */
+    unsigned failing;                /* watches whose last query failed */
+    uint64_t degraded_ms;            /* age of the current degraded period; 0 when not degraded */
+    unsigned long long requests;     /* queries started */
+    unsigned long long errors;       /* queries that failed (any reason) */
+    unsigned long long publishes;    /* snapshots published */
+    unsigned long long unchanged;    /* answers whose instance set equalled the current one */
+    unsigned long long watchdog;     /* queries aborted by the watchdog */
+    unsigned long long degraded;     /* times the process entered the degraded state */
+    unsigned long long acl_denied;   /* 403 answers */
+    unsigned long long rate_limited; /* query starts delayed by the token bucket */
+    char last_error[256];            /* last failure, "" before any */
 };
 
 /* The running discovery; opaque. */
@@ -90,8 +90,7 @@ uint64_t discovery_bucket_take(struct discovery_bucket *b, uint64_t now_ms, uint
 
 /* Delay before retry number failures (1 = first retry): min_ms * 2^(failures-1) capped at max_ms,
  * then "equal jitter": a value in [d/2, d] picked by random. 0 for failures == 0. */
-uint64_t discovery_backoff_ms(unsigned failures, uint64_t min_ms, uint64_t max_ms,
-                              uint64_t random);
+uint64_t discovery_backoff_ms(unsigned failures, uint64_t min_ms, uint64_t max_ms, uint64_t random);
 
 /* HTTP timeout of a blocking query: wait + wait/16 (the server's jitter) + DISCOVERY_SLACK_MS. */
 uint64_t discovery_http_timeout_ms(uint64_t wait_ms);

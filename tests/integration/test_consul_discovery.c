@@ -96,8 +96,8 @@ static void instance_add(int i, const char *node_addr, const char *svc_addr, con
 static void check_set(int i, const char *status)
 {
     char body[256];
-    snprintf(body, sizeof(body), "{\"node\":\"n%d\",\"check_id\":\"chk-%d\",\"status\":\"%s\"}",
-             i, i, status);
+    snprintf(body, sizeof(body), "{\"node\":\"n%d\",\"check_id\":\"chk-%d\",\"status\":\"%s\"}", i,
+             i, status);
     assert_int_equal(http_request(emu_port, "PUT", "/_emu/check", body, NULL, 0), 200);
 }
 
@@ -282,10 +282,9 @@ static void test_index_backwards_resyncs(void **state)
     char *log = malloc(1 << 20);
     assert_int_equal(http_request(emu_port, "GET", "/_emu/requests", NULL, log, 1 << 20), 200);
     cJSON *list = cJSON_Parse(log);
-    long seq_before = (long)cJSON_GetObjectItem(cJSON_GetArrayItem(list, cJSON_GetArraySize(list) -
-                                                                             1),
-                                                "seq")
-                          ->valuedouble;
+    long seq_before =
+        (long)cJSON_GetObjectItem(cJSON_GetArrayItem(list, cJSON_GetArraySize(list) - 1), "seq")
+            ->valuedouble;
     cJSON_Delete(list);
     free(log);
     assert_int_equal(http_request(emu_port, "PUT", "/_emu/index", "{\"index\":5}", NULL, 0), 200);
@@ -392,6 +391,65 @@ static void test_change_reaches_traffic_quickly(void **state)
     assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
 }
 
+/* [consul] datacenter and stale reach the query; only that datacenter's instances are used. */
+static void test_datacenter_and_stale(void **state)
+{
+    (void)state;
+    assert_int_equal(
+        http_request(emu_port, "PUT", "/_emu/datacenters", "{\"name\":\"dc2\"}", NULL, 0), 200);
+    int port = start_sluice("datacenter = dc2\nstale = true\n", "");
+    size_t from = log_size(&sluice);
+    instance_add(0, "127.0.0.1", "", "passing", ""); /* dc1, the agent's own */
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"Datacenter\":\"dc2\",\"Node\":\"far\",\"Address\":\"127.0.0.1\",\"Service\":{"
+             "\"ID\":\"api-far\",\"Service\":\"api\",\"Port\":%d}}",
+             backend_ports[1]);
+    assert_int_equal(http_request(emu_port, "PUT", "/v1/catalog/register", body, NULL, 0), 200);
+    wait_published(&from, 1, NULL);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(hello_index(port), 1);
+    char *log = malloc(1 << 20);
+    assert_int_equal(http_request(emu_port, "GET", "/_emu/requests?path=/v1/health/service/api",
+                                  NULL, log, 1 << 20),
+                     200);
+    assert_non_null(strstr(log, "dc=dc2\\u0026stale"));
+    free(log);
+    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+}
+
+/* unix:// addresses: the same API over the agent's Unix socket. */
+static void test_unix_socket_address(void **state)
+{
+    (void)state;
+    struct proc unix_emu = {0};
+    char sock[256], arg[300], conf[1024];
+    snprintf(sock, sizeof(sock), "%s/consul-%d.sock", harness_tmpdir(), getpid());
+    const char *extra[] = {"--unix", sock, NULL};
+    int tcp = emulator_start(&unix_emu, extra);
+    assert_true(tcp > 0);
+    snprintf(arg, sizeof(arg), "unix://%s", sock);
+    int port = harness_free_port();
+    snprintf(conf, sizeof(conf),
+             "[sluice]\nworkers = 1\n[consul]\naddress = %s\n[listener:web]\nbind = "
+             "127.0.0.1:%d\nservice = api\n[service:api]\ndiscovery = consul\n",
+             arg, port);
+    assert_int_equal(sluice_start(&sluice, conf), 0);
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"Node\":\"n0\",\"Address\":\"127.0.0.1\",\"Service\":{\"ID\":\"api-0\","
+             "\"Service\":\"api\",\"Port\":%d}}",
+             backend_ports[0]);
+    assert_int_equal(http_request(tcp, "PUT", "/v1/catalog/register", body, NULL, 0), 200);
+    size_t from = 0;
+    const char *started[] = {"\"event\":\"discovery_started\"", arg, NULL};
+    assert_int_equal(log_wait(&sluice, &from, NULL, 0, started), 0);
+    wait_published(&from, 1, NULL);
+    assert_int_equal(hello_index(port), 0);
+    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+    assert_int_equal(proc_stop(&unix_emu, SIGTERM), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -409,6 +467,8 @@ int main(void)
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_change_reaches_traffic_quickly, test_setup,
                                         test_teardown),
+        cmocka_unit_test_setup_teardown(test_datacenter_and_stale, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_unix_socket_address, test_setup, test_teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

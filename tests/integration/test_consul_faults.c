@@ -170,8 +170,9 @@ static void test_errors_keep_last_known_good(void **state)
     char line[4096];
     const char *stats[] = {"\"event\":\"discovery_stats\"", NULL};
     assert_int_equal(log_wait(&sluice, &stats_from, line, sizeof(line), stats), 0);
+    size_t published_from = from;
     wait_event(&from, "\"event\":\"discovery_recovered\"", NULL);
-    wait_published(&from, 2);
+    wait_published(&published_from, 2);
     assert_int_equal(log_count(&sluice, "\"event\":\"discovery_degraded\""), 1);
     assert_true(log_count(&sluice, "answer is not valid JSON") >= 1);
     assert_true(log_count(&sluice, "No cluster leader") >= 1);
@@ -253,9 +254,8 @@ static void test_agent_restart_restores_and_resyncs(void **state)
     char id[128];
     snprintf(id, sizeof(id), "\"web-");
     assert_true(agent_knows(id));
-    assert_int_equal(http_request(emu_port, "POST", "/_emu/restart", "{\"down_seconds\":1}", NULL,
-                                  0),
-                     200);
+    assert_int_equal(
+        http_request(emu_port, "POST", "/_emu/restart", "{\"down_seconds\":1}", NULL, 0), 200);
     wait_event(&reg_from, "\"event\":\"registration_restored\"", NULL);
     assert_true(agent_knows(id));
     instance_add(emu_port, 1);

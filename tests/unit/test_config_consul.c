@@ -76,8 +76,8 @@ static void expect_errors(const char *text, const struct want *w, size_t n)
     }
     assert_int_equal(errs.n, n);
     for (size_t i = 0; i < n; i++) {
-        size_t len = (size_t)snprintf(prefix, sizeof(prefix), "%s:%d: %s: ", cfg_path, w[i].line,
-                                      w[i].key);
+        size_t len =
+            (size_t)snprintf(prefix, sizeof(prefix), "%s:%d: %s: ", cfg_path, w[i].line, w[i].key);
         if (strncmp(errs.lines[i], prefix, len) != 0 ||
             strstr(errs.lines[i] + len, w[i].phrase) == NULL) {
             print_message("got:  %s\nwant: %s...%s...\n", errs.lines[i], prefix, w[i].phrase);
@@ -96,20 +96,20 @@ static void expect_errors(const char *text, const struct want *w, size_t n)
 static void test_consul_section(void **state)
 {
     (void)state;
-    struct config *cfg = load_ok(BASE "[consul]\n"                       /* 6 */
+    struct config *cfg = load_ok(BASE "[consul]\n"                            /* 6 */
                                       "address = https://consul.local:8501\n" /* 7 */
-                                      "token = 1234-abcd\n"            /* 8 */
-                                      "datacenter = dc2\n"             /* 9 */
-                                      "ca_file = /etc/hostname\n"      /* 10 */
-                                      "ca_path = /etc\n"               /* 11 */
-                                      "cert_file = /etc/hostname\n"    /* 12 */
-                                      "key_file = /etc/hostname\n"     /* 13 */
-                                      "tls_server_name = consul.dc2\n" /* 14 */
-                                      "tls_skip_verify = true\n"       /* 15 */
-                                      "wait = 30s\n"                   /* 16 */
-                                      "stale = yes\n"                  /* 17 */
-                                      "retry_min = 100ms\n"            /* 18 */
-                                      "retry_max = 10s\n");            /* 19 */
+                                      "token = 1234-abcd\n"                   /* 8 */
+                                      "datacenter = dc2\n"                    /* 9 */
+                                      "ca_file = /etc/hostname\n"             /* 10 */
+                                      "ca_path = /etc\n"                      /* 11 */
+                                      "cert_file = /etc/hostname\n"           /* 12 */
+                                      "key_file = /etc/hostname\n"            /* 13 */
+                                      "tls_server_name = consul.dc2\n"        /* 14 */
+                                      "tls_skip_verify = true\n"              /* 15 */
+                                      "wait = 30s\n"                          /* 16 */
+                                      "stale = yes\n"                         /* 17 */
+                                      "retry_min = 100ms\n"                   /* 18 */
+                                      "retry_max = 10s\n");                   /* 19 */
     const struct config_consul *c = &cfg->consul;
 
     assert_int_equal(c->line, 6);
@@ -230,8 +230,9 @@ static void test_consul_service_errors(void **state)
                   {6, "consul_tags", "only applies to discovery = consul"},
                   {7, "consul_datacenter", "only applies to discovery = consul"});
     EXPECT_ERRORS(BASE "[service:c]\ndiscovery = consul\nhealth = warning\n",
-                  {8, "health", "\"warning\" is not a health mode (use passing, "
-                                "passing_and_warning)"});
+                  {8, "health",
+                   "\"warning\" is not a health mode (use passing, "
+                   "passing_and_warning)"});
     EXPECT_ERRORS(BASE "[service:c]\ndiscovery = consul\nconsul_tags = a,,b\n",
                   {8, "consul_tags", "entry 2 is empty"});
     EXPECT_ERRORS(BASE "[service:c]\ndiscovery = consul\nconsul_tags = a, b, a\n",
@@ -337,14 +338,10 @@ static void test_load_consul_only(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_consul_section),
-        cmocka_unit_test(test_consul_defaults),
-        cmocka_unit_test(test_consul_errors),
-        cmocka_unit_test(test_consul_service_keys),
-        cmocka_unit_test(test_consul_service_errors),
-        cmocka_unit_test(test_registration_section),
-        cmocka_unit_test(test_registration_errors),
-        cmocka_unit_test(test_load_consul_only),
+        cmocka_unit_test(test_consul_section),        cmocka_unit_test(test_consul_defaults),
+        cmocka_unit_test(test_consul_errors),         cmocka_unit_test(test_consul_service_keys),
+        cmocka_unit_test(test_consul_service_errors), cmocka_unit_test(test_registration_section),
+        cmocka_unit_test(test_registration_errors),   cmocka_unit_test(test_load_consul_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

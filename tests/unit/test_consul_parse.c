@@ -17,8 +17,8 @@
 /* One entry: node name and address, service id, address, port, extra service fields (weights,
  * tags) and the Checks array text. */
 #define ENTRY(node, naddr, sid, saddr, port, extra, checks)                                        \
-    "{\"Node\":{\"Node\":\"" node "\",\"Address\":\"" naddr "\"},"                                \
-    "\"Service\":{\"ID\":\"" sid "\",\"Service\":\"api\",\"Address\":\"" saddr "\","              \
+    "{\"Node\":{\"Node\":\"" node "\",\"Address\":\"" naddr "\"},"                                 \
+    "\"Service\":{\"ID\":\"" sid "\",\"Service\":\"api\",\"Address\":\"" saddr "\","               \
     "\"Port\":" port extra "},\"Checks\":" checks "}"
 
 #define PASS(id, sid) "{\"CheckID\":\"" id "\",\"Status\":\"passing\",\"ServiceID\":\"" sid "\"}"
@@ -86,8 +86,8 @@ static const struct fixture fixtures[] = {
     {"entry that is not an object", "[1, \"x\", null]", CONFIG_HEALTH_PASSING_AND_WARNING, 0, 3,
      NULL, NULL, 0, 0},
     {"node check critical makes the instance critical",
-     "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "", "[" CRIT("serfHealth", "") "," PASS(
-         "service:a", "a") "]") "]",
+     "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "",
+               "[" CRIT("serfHealth", "") "," PASS("service:a", "a") "]") "]",
      CONFIG_HEALTH_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
     {"warning instance gets Weights.Warning",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", ",\"Weights\":{\"Passing\":10,\"Warning\":3}",
@@ -118,14 +118,15 @@ static const struct fixture fixtures[] = {
                "[{\"CheckID\":\"x\",\"Status\":\"flapping\",\"ServiceID\":\"a\"}]") "]",
      CONFIG_HEALTH_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
     {"check without status is unhealthy",
-     "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "", "[{\"CheckID\":\"x\",\"ServiceID\":\"a\"}]") "]",
+     "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "",
+               "[{\"CheckID\":\"x\",\"ServiceID\":\"a\"}]") "]",
      CONFIG_HEALTH_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
     {"another service's check on the node does not count",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "", "[" SERF "," CRIT("service:b", "b") "]") "]",
      CONFIG_HEALTH_PASSING_AND_WARNING, 1, 0, "n1/a", "10.0.0.1:80", 1, CONSUL_HEALTH_PASSING},
     {"Checks that is not an array is unhealthy",
-     "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "", "{}") "]", CONFIG_HEALTH_PASSING_AND_WARNING,
-     0, 0, NULL, NULL, 0, 0},
+     "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "", "{}") "]", CONFIG_HEALTH_PASSING_AND_WARNING, 0,
+     0, NULL, NULL, 0, 0},
     {"a check that is not an object is unhealthy",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "", "[" SERF ",7]") "]",
      CONFIG_HEALTH_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
@@ -206,11 +207,12 @@ static void test_tags_filter(void **state)
     struct consul_parse_result r;
     (void)state;
 
-    parse_ok("[" ENTRY("n1", "10.0.0.1", "a", "", "1", ",\"Tags\":[\"v1\",\"blue\"]", "[]") ","
-             ENTRY("n2", "10.0.0.2", "b", "", "2", ",\"Tags\":[\"blue\",\"v2\",\"x\"]", "[]") ","
-             ENTRY("n3", "10.0.0.3", "c", "", "3", ",\"Tags\":[]", "[]") ","
-             ENTRY("n4", "10.0.0.4", "d", "", "4", "", "[]") "]",
-             &f, &r);
+    parse_ok(
+        "[" ENTRY("n1", "10.0.0.1", "a", "", "1", ",\"Tags\":[\"v1\",\"blue\"]", "[]") "," ENTRY(
+            "n2", "10.0.0.2", "b", "", "2", ",\"Tags\":[\"blue\",\"v2\",\"x\"]",
+            "[]") "," ENTRY("n3", "10.0.0.3", "c", "", "3", ",\"Tags\":[]",
+                            "[]") "," ENTRY("n4", "10.0.0.4", "d", "", "4", "", "[]") "]",
+        &f, &r);
     assert_int_equal(r.n, 1);
     assert_string_equal(r.inst[0].id, "n2/b");
     assert_int_equal(r.untagged, 3);
@@ -222,10 +224,10 @@ static void test_sorted_and_deduplicated(void **state)
     struct consul_parse_result r;
     (void)state;
 
-    parse_ok("[" ENTRY("n2", "10.0.0.2", "a", "", "1", "", "[]") ","
-             ENTRY("n1", "10.0.0.1", "b", "", "2", "", "[]") ","
-             ENTRY("n1", "10.0.0.1", "a", "", "3", "", "[]") ","
-             ENTRY("n1", "10.0.0.9", "a", "", "4", "", "[]") "]",
+    parse_ok("[" ENTRY("n2", "10.0.0.2", "a", "", "1", "", "[]") "," ENTRY(
+                 "n1", "10.0.0.1", "b", "", "2", "",
+                 "[]") "," ENTRY("n1", "10.0.0.1", "a", "", "3", "",
+                                 "[]") "," ENTRY("n1", "10.0.0.9", "a", "", "4", "", "[]") "]",
              &both, &r);
     assert_int_equal(r.n, 3);
     assert_string_equal(r.inst[0].id, "n1/a");
@@ -242,12 +244,18 @@ static void test_health_counts(void **state)
     struct consul_parse_result r;
     (void)state;
 
-    parse_ok("[" ENTRY("n1", "10.0.0.1", "a", "", "1", "", "[" SERF "]") ","
-             ENTRY("n2", "10.0.0.2", "b", "", "1", "", "[" WARN("w", "b") "]") ","
-             ENTRY("n3", "10.0.0.3", "c", "", "1", "", "[" CRIT("c", "c") "]") ","
-             ENTRY("n4", "10.0.0.4", "d", "", "1", "",
-                   "[{\"CheckID\":\"_node_maintenance\",\"Status\":\"critical\"}]") "]",
-             &both, &r);
+    parse_ok(
+        "[" ENTRY("n1", "10.0.0.1", "a", "", "1", "", "[" SERF "]") "," ENTRY(
+            "n2", "10.0.0.2", "b", "", "1", "",
+            "[" WARN(
+                "w",
+                "b") "]") "," ENTRY("n3", "10.0.0.3", "c", "", "1", "",
+                                    "[" CRIT(
+                                        "c",
+                                        "c") "]") "," ENTRY("n4", "10.0.0.4", "d", "", "1", "",
+                                                            "[{\"CheckID\":\"_node_maintenance\","
+                                                            "\"Status\":\"critical\"}]") "]",
+        &both, &r);
     assert_int_equal(r.by_health[CONSUL_HEALTH_PASSING], 1);
     assert_int_equal(r.by_health[CONSUL_HEALTH_WARNING], 1);
     assert_int_equal(r.by_health[CONSUL_HEALTH_CRITICAL], 1);
@@ -264,8 +272,9 @@ static void test_long_id_is_invalid(void **state)
 
     memset(node, 'n', sizeof(node) - 1);
     node[sizeof(node) - 1] = '\0';
-    assert_true(asprintf(&json, "[{\"Node\":{\"Node\":\"%s\",\"Address\":\"10.0.0.1\"},"
-                                "\"Service\":{\"ID\":\"a\",\"Port\":1}}]",
+    assert_true(asprintf(&json,
+                         "[{\"Node\":{\"Node\":\"%s\",\"Address\":\"10.0.0.1\"},"
+                         "\"Service\":{\"ID\":\"a\",\"Port\":1}}]",
                          node) > 0);
     parse_ok(json, &both, &r);
     assert_int_equal(r.n, 0);
@@ -348,15 +357,19 @@ static void test_instances_equal(void **state)
     struct consul_parse_result a, b, c, d;
     (void)state;
 
-    parse_ok("[" ENTRY("n1", "10.0.0.1", "a", "", "1", "", "[]") ","
-             ENTRY("n2", "10.0.0.2", "b", "", "1", "", "[]") "]", &both, &a);
-    parse_ok("[" ENTRY("n2", "10.0.0.2", "b", "", "1", ",\"Tags\":[\"x\"]", "[]") ","
-             ENTRY("n1", "10.0.0.1", "a", "", "1", "", "[]") "]", &both, &b);
-    parse_ok("[" ENTRY("n1", "10.0.0.1", "a", "", "1", ",\"Weights\":{\"Passing\":2}", "[]") ","
-             ENTRY("n2", "10.0.0.2", "b", "", "1", "", "[]") "]", &both, &c);
-    parse_ok("[" ENTRY("n1", "10.0.0.1", "a", "", "1", "", "[]") ","
-             ENTRY("n2", "10.0.0.3", "b", "", "1", "", "[]") "]", &both, &d);
-    assert_true(consul_instances_equal(a.inst, a.n, b.inst, b.n)); /* order, tags: same set */
+    parse_ok("[" ENTRY("n1", "10.0.0.1", "a", "", "1", "", "[]") "," ENTRY("n2", "10.0.0.2", "b",
+                                                                           "", "1", "", "[]") "]",
+             &both, &a);
+    parse_ok("[" ENTRY("n2", "10.0.0.2", "b", "", "1", ",\"Tags\":[\"x\"]",
+                       "[]") "," ENTRY("n1", "10.0.0.1", "a", "", "1", "", "[]") "]",
+             &both, &b);
+    parse_ok("[" ENTRY("n1", "10.0.0.1", "a", "", "1", ",\"Weights\":{\"Passing\":2}",
+                       "[]") "," ENTRY("n2", "10.0.0.2", "b", "", "1", "", "[]") "]",
+             &both, &c);
+    parse_ok("[" ENTRY("n1", "10.0.0.1", "a", "", "1", "", "[]") "," ENTRY("n2", "10.0.0.3", "b",
+                                                                           "", "1", "", "[]") "]",
+             &both, &d);
+    assert_true(consul_instances_equal(a.inst, a.n, b.inst, b.n));  /* order, tags: same set */
     assert_false(consul_instances_equal(a.inst, a.n, c.inst, c.n)); /* weight */
     assert_false(consul_instances_equal(a.inst, a.n, d.inst, d.n)); /* address */
     assert_false(consul_instances_equal(a.inst, a.n, a.inst, 1));   /* size */

@@ -24,14 +24,13 @@ static void test_index_rules(void **state)
     static const struct {
         uint64_t sent, received, want;
     } rows[] = {
-        {0, 5, 5},   /* first answer */
-        {5, 5, 5},   /* wait expired, nothing changed */
-        {5, 9, 9},   /* change */
-        {9, 3, 0},   /* backwards: full resync */
-        {0, 0, 1},   /* a 0 index would make every query return at once */
-        {7, 0, 0},   /* backwards to 0: resync first; the next answer lifts it to >= 1 */
-        {0, 1, 1},
-        {UINT64_MAX - 1, UINT64_MAX, UINT64_MAX},
+        {0, 5, 5}, /* first answer */
+        {5, 5, 5}, /* wait expired, nothing changed */
+        {5, 9, 9}, /* change */
+        {9, 3, 0}, /* backwards: full resync */
+        {0, 0, 1}, /* a 0 index would make every query return at once */
+        {7, 0, 0}, /* backwards to 0: resync first; the next answer lifts it to >= 1 */
+        {0, 1, 1}, {UINT64_MAX - 1, UINT64_MAX, UINT64_MAX},
     };
     (void)state;
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -122,8 +121,8 @@ static void test_health_path(void **state)
     assert_string_equal(path, "/v1/health/service/api");
     assert_int_equal(consul_health_path(path, sizeof(path), "api", "dc2", tags, 2, 1, 42, 55000),
                      0);
-    assert_string_equal(path,
-                        "/v1/health/service/api?dc=dc2&tag=v1&tag=a%20b&stale&index=42&wait=55000ms");
+    assert_string_equal(
+        path, "/v1/health/service/api?dc=dc2&tag=v1&tag=a%20b&stale&index=42&wait=55000ms");
     assert_int_equal(consul_health_path(path, sizeof(path), "api", "", NULL, 0, 0, 7, 1000), 0);
     assert_string_equal(path, "/v1/health/service/api?index=7&wait=1000ms");
     assert_int_equal(consul_health_path(path, 30, "api", "dc2", tags, 2, 1, 42, 55000), -ENOSPC);
@@ -132,11 +131,11 @@ static void test_health_path(void **state)
 /* Every CONSUL_* variable the client reads, cleared between cases. */
 static void env_clear(void)
 {
-    static const char *const vars[] = {
-        "CONSUL_HTTP_ADDR",   "CONSUL_HTTP_TOKEN",     "CONSUL_HTTP_TOKEN_FILE",
-        "CONSUL_HTTP_SSL",    "CONSUL_HTTP_SSL_VERIFY", "CONSUL_CACERT",
-        "CONSUL_CAPATH",      "CONSUL_CLIENT_CERT",    "CONSUL_CLIENT_KEY",
-        "CONSUL_TLS_SERVER_NAME"};
+    static const char *const vars[] = {"CONSUL_HTTP_ADDR",       "CONSUL_HTTP_TOKEN",
+                                       "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL",
+                                       "CONSUL_HTTP_SSL_VERIFY", "CONSUL_CACERT",
+                                       "CONSUL_CAPATH",          "CONSUL_CLIENT_CERT",
+                                       "CONSUL_CLIENT_KEY",      "CONSUL_TLS_SERVER_NAME"};
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
         unsetenv(vars[i]);
     }
@@ -227,11 +226,19 @@ static void test_client_token_file(void **state)
 static void test_registration_body(void **state)
 {
     char *tags[] = {"v1", "blue"}, *meta[] = {"version=1.0.0", "team=a=b"};
-    struct registrar_spec spec = {
-        .id = "api-1", .name = "api", .address = "127.0.0.1", .port = 9001, .tags = tags,
-        .n_tags = 2, .meta = meta, .n_meta = 2, .http_check = "http://127.0.0.1:9001/health",
-        .tcp_check = "127.0.0.1:9001", .interval_ms = 5000, .timeout_ms = 1500,
-        .deregister_after_ms = 60000};
+    struct registrar_spec spec = {.id = "api-1",
+                                  .name = "api",
+                                  .address = "127.0.0.1",
+                                  .port = 9001,
+                                  .tags = tags,
+                                  .n_tags = 2,
+                                  .meta = meta,
+                                  .n_meta = 2,
+                                  .http_check = "http://127.0.0.1:9001/health",
+                                  .tcp_check = "127.0.0.1:9001",
+                                  .interval_ms = 5000,
+                                  .timeout_ms = 1500,
+                                  .deregister_after_ms = 60000};
     char *text = registrar_body(&spec);
     cJSON *root = cJSON_Parse(text);
     (void)state;
@@ -288,16 +295,11 @@ static void test_check_ids(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_index_rules),
-        cmocka_unit_test(test_bucket_burst_then_rate),
-        cmocka_unit_test(test_bucket_caps_churn),
-        cmocka_unit_test(test_backoff),
-        cmocka_unit_test(test_timeouts),
-        cmocka_unit_test(test_escape),
-        cmocka_unit_test(test_health_path),
-        cmocka_unit_test(test_client_env_fallbacks),
-        cmocka_unit_test(test_client_token_file),
-        cmocka_unit_test(test_registration_body),
+        cmocka_unit_test(test_index_rules),       cmocka_unit_test(test_bucket_burst_then_rate),
+        cmocka_unit_test(test_bucket_caps_churn), cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_timeouts),          cmocka_unit_test(test_escape),
+        cmocka_unit_test(test_health_path),       cmocka_unit_test(test_client_env_fallbacks),
+        cmocka_unit_test(test_client_token_file), cmocka_unit_test(test_registration_body),
         cmocka_unit_test(test_check_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,7 +13,7 @@ from .errors import AbortConnection, HTTPError
 from .faults import FaultTable, oversize_chunks
 from .model import State
 from .reqlog import RequestLog
-from .server import Listeners
+from .server import Listeners, tls_context
 from .web import JSON_TYPE, Response, text_response
 
 GARBAGE_BODY = b'[{"Node":{"ID":"\x00\xff not json at all <<<'
@@ -66,7 +66,10 @@ class App:
         self.settings = Settings("%s:8300" % options.advertise)
         self.api = API(self)
         self.control = Control(self)
-        self.listeners = Listeners(self, options.bind, options.port, options.unix)
+        tls = None
+        if getattr(options, "tls_cert", None):
+            tls = tls_context(options.tls_cert, options.tls_key, options.tls_client_ca)
+        self.listeners = Listeners(self, options.bind, options.port, options.unix, tls)
         self.connections = set()                # open client sockets
         self._connections_lock = threading.Lock()
         self._lifecycle = threading.Lock()      # one restart/reset at a time

@@ -50,6 +50,11 @@ def parse_args(argv):
     parser.add_argument("--request-log-size", type=int, default=5000,
                         help="requests kept for GET /_emu/requests")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument("--tls-cert", default=None,
+                        help="serve HTTPS on the TCP port with this certificate (PEM)")
+    parser.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
+    parser.add_argument("--tls-client-ca", default=None,
+                        help="require client certificates signed by this CA (PEM)")
     args = parser.parse_args(argv)
     if args.advertise is None:
         args.advertise = "127.0.0.1" if args.bind in ("0.0.0.0", "::", "") else args.bind
@@ -59,6 +64,10 @@ def parse_args(argv):
         parser.error("--reap-interval must be positive")
     if args.request_log_size < 1:
         parser.error("--request-log-size must be at least 1")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        parser.error("--tls-client-ca needs --tls-cert")
     return args
 
 

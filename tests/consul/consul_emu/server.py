@@ -5,6 +5,7 @@ and reopened on the same port (agent restart), request body reading, response wr
 import os
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import traceback
@@ -33,6 +34,11 @@ class Handler(BaseHTTPRequestHandler):
     timeout = IDLE_TIMEOUT_S
 
     def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            # The handshake runs here, on the connection's own thread, not in the accept loop.
+            self.request.settimeout(10)
+            self.request.do_handshake()
+            self.request.settimeout(None)
         super().setup()
         if self.connection.family in (socket.AF_INET, socket.AF_INET6):
             # Go disables Nagle on every connection; without this, keep-alive clients that
@@ -188,8 +194,8 @@ class QuietErrors:
     """Mixin: clients that vanish mid-request (restarts, killed tests) are not bugs."""
 
     def handle_error(self, request, client_address):
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
+            return  # a client that fails the TLS handshake is a test case, not a bug
         super().handle_error(request, client_address)
 
 
@@ -210,6 +216,35 @@ class TCPServer6(TCPServer):
     address_family = socket.AF_INET6
 
 
+def tls_context(cert, key, client_ca=None):
+    """Server-side TLS (--tls-cert/--tls-key); with client_ca, clients must show a certificate
+    signed by it (Consul's verify_incoming)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    if client_ca:
+        ctx.load_verify_locations(client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class TLSMixin:
+    """Wraps accepted TCP connections in TLS (handshake deferred to Handler.setup)."""
+
+    tls = None
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+
+class TLSServer(TLSMixin, TCPServer):
+    pass
+
+
+class TLSServer6(TLSMixin, TCPServer6):
+    pass
+
+
 class UnixServer(QuietErrors, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     block_on_close = False
@@ -223,8 +258,9 @@ class UnixServer(QuietErrors, socketserver.ThreadingMixIn, socketserver.UnixStre
 class Listeners:
     """The TCP listener (and optional Unix socket); can be closed and reopened."""
 
-    def __init__(self, app, bind, port, unix_path=None):
+    def __init__(self, app, bind, port, unix_path=None, tls=None):
         self.app = app
+        self.tls = tls              # ssl.SSLContext: the TCP listener speaks HTTPS
         self.bind = bind
         self.port = port            # 0 until first open picks one
         self.unix_path = unix_path
@@ -233,9 +269,13 @@ class Listeners:
 
     def open(self):
         """Listen (on the same port as before, after a restart); returns the port."""
-        server_class = TCPServer6 if ":" in self.bind else TCPServer
+        if self.tls is not None:
+            server_class = TLSServer6 if ":" in self.bind else TLSServer
+        else:
+            server_class = TCPServer6 if ":" in self.bind else TCPServer
         tcp = server_class((self.bind, self.port), Handler)
         tcp.app = self.app
+        tcp.tls = self.tls
         self.port = tcp.server_address[1]
         servers = [tcp]
         if self.unix_path:

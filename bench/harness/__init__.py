@@ -1,0 +1,1 @@
+"""Helpers of bench/run: child processes, contenders, scenarios, report and chart."""

@@ -1,0 +1,278 @@
+/* "sluice register" and "sluice deregister" against the emulator: success, generated and given
+ * ids, two checks, a check the agent rejects, rollback when the confirmation step fails, Consul
+ * unreachable, ACL refusals, environment fallbacks and usage errors, with their exit codes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct proc emulator, http_backend;
+static int emu_port, http_port;
+static char conf_path[512];
+static char host[128];
+
+static void write_conf(const char *path, int port, const char *extra)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "[consul]\naddress = 127.0.0.1:%d\n%s", port, extra);
+    fclose(f);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    const char *fast[] = {"--fast-checks", NULL};
+    emu_port = emulator_start(&emulator, fast);
+    http_port = backend_start(&http_backend, "http", NULL);
+    snprintf(conf_path, sizeof(conf_path), "%s/cli-%d.ini", harness_tmpdir(), getpid());
+    FILE *f = fopen(conf_path, "w");
+    if (f == NULL)
+        return -1;
+    fprintf(f, "[consul]\naddress = 127.0.0.1:%d\n", emu_port);
+    fclose(f);
+    gethostname(host, sizeof(host) - 1);
+    return emu_port > 0 && http_port > 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    proc_stop(&http_backend, SIGTERM);
+    proc_stop(&emulator, SIGTERM);
+    unlink(conf_path);
+    return 0;
+}
+
+static int test_setup(void **state)
+{
+    (void)state;
+    return http_request(emu_port, "POST", "/_emu/reset", NULL, NULL, 0) == 200 ? 0 : -1;
+}
+
+/* Runs sluice with args (NULL-terminated, after the binary); returns the exit status. */
+static int run(char *out, size_t len, const char *const *args)
+{
+    const char *argv[40] = {harness_bin("SLUICE_BIN")};
+    size_t n = 1;
+    for (; args[n - 1] != NULL && n < 39; n++)
+        argv[n] = args[n - 1];
+    argv[n] = NULL;
+    int status = run_capture((char *const *)argv, out, len);
+    print_message("sluice %s ... -> %d: %s", args[0], status, out);
+    return status;
+}
+
+static int agent_status(const char *id, char *out, size_t len)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "/v1/agent/service/%s", id);
+    return http_request(emu_port, "GET", path, NULL, out, len);
+}
+
+static void test_register_and_deregister(void **state)
+{
+    (void)state;
+    char out[4096], url[128], port[16], id[200], body[8192];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/health", http_port);
+    snprintf(port, sizeof(port), "%d", http_port);
+    snprintf(id, sizeof(id), "api-%s-%d", host, http_port);
+    const char *reg[] = {
+        "register",      "-c",           conf_path, "--name",     "api", "--address",
+        "127.0.0.1",     "--port",       port,      "--tag",      "v1",  "--meta",
+        "version=1.0.0", "--http-check", url,       "--interval", "5s",  NULL};
+    assert_int_equal(run(out, sizeof(out), reg), 0);
+    assert_non_null(strstr(out, id)); /* the generated id is printed */
+    assert_int_equal(agent_status(id, body, sizeof(body)), 200);
+    assert_non_null(strstr(body, "\"Tags\":[\"v1\"]"));
+    assert_non_null(strstr(body, "\"version\":\"1.0.0\""));
+    assert_int_equal(http_request(emu_port, "GET", "/v1/agent/checks", NULL, body, sizeof(body)),
+                     200);
+    char check[300];
+    snprintf(check, sizeof(check), "\"service:%s\"", id);
+    assert_non_null(strstr(body, check));
+    assert_non_null(strstr(body, "\"Interval\":\"5s\""));
+    const char *dereg[] = {"deregister", "-c", conf_path, "--id", id, NULL};
+    assert_int_equal(run(out, sizeof(out), dereg), 0);
+    assert_int_equal(agent_status(id, body, sizeof(body)), 404);
+    assert_int_equal(run(out, sizeof(out), dereg), 0); /* already gone counts as done */
+    assert_non_null(strstr(out, "was not registered"));
+}
+
+static void test_given_id_and_two_checks(void **state)
+{
+    (void)state;
+    char out[4096], url[128], tcp[64], body[8192];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/health", http_port);
+    snprintf(tcp, sizeof(tcp), "127.0.0.1:%d", http_port);
+    const char *reg[] = {"register", "-c",          conf_path, "--name",
+                         "web",      "--id",        "web-7",   "--http-check",
+                         url,        "--tcp-check", tcp,       "--interval",
+                         "2s",       "--timeout",   "1s",      "--deregister-after",
+                         "1m",       NULL};
+    assert_int_equal(run(out, sizeof(out), reg), 0);
+    assert_non_null(strstr(out, "web-7"));
+    assert_int_equal(http_request(emu_port, "GET", "/v1/agent/checks", NULL, body, sizeof(body)),
+                     200);
+    assert_non_null(strstr(body, "\"service:web-7:1\""));
+    assert_non_null(strstr(body, "\"service:web-7:2\""));
+    assert_int_equal(agent_status("web-7", body, sizeof(body)), 200);
+    /* registering the same id again updates it in place */
+    assert_int_equal(run(out, sizeof(out), reg), 0);
+    const char *dereg[] = {"deregister", "-c", conf_path, "--id", "web-7", NULL};
+    assert_int_equal(run(out, sizeof(out), dereg), 0);
+}
+
+/* The agent refuses the check: exit 1 with the agent's words, and nothing stays registered. */
+static void test_rejected_check(void **state)
+{
+    (void)state;
+    char out[4096], url[128], body[4096];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/health", http_port);
+    const char *reg[] = {"register", "-c",           conf_path, "--name",     "api", "--id",
+                         "api-bad",  "--http-check", url,       "--interval", "0",   NULL};
+    assert_int_equal(run(out, sizeof(out), reg), 1);
+    assert_non_null(strstr(out, "Invalid check: Interval must be > 0"));
+    assert_int_equal(agent_status("api-bad", body, sizeof(body)), 404);
+}
+
+/* The service is accepted but the confirmation fails: the registration is rolled back. */
+static void test_rollback_when_second_step_fails(void **state)
+{
+    (void)state;
+    char out[4096], url[128], body[1 << 16];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/health", http_port);
+    assert_int_equal(http_request(emu_port, "POST", "/_emu/faults",
+                                  "{\"kind\":\"error\",\"path\":\"/v1/agent/checks\",\"status\":"
+                                  "500,\"body\":\"rpc error: agent busy\",\"count\":1}",
+                                  NULL, 0),
+                     200);
+    const char *reg[] = {"register", "-c",       conf_path,      "--name", "api",
+                         "--id",     "api-half", "--http-check", url,      NULL};
+    assert_int_equal(run(out, sizeof(out), reg), 1);
+    assert_non_null(strstr(out, "rpc error: agent busy"));
+    assert_non_null(strstr(out, "rolled back"));
+    assert_int_equal(agent_status("api-half", body, sizeof(body)), 404);
+    assert_int_equal(http_request(emu_port, "GET", "/_emu/requests?path=/v1/agent/service/", NULL,
+                                  body, sizeof(body)),
+                     200);
+    assert_non_null(strstr(body, "/v1/agent/service/register"));
+    assert_non_null(strstr(body, "/v1/agent/service/deregister/api-half"));
+}
+
+static void test_unreachable(void **state)
+{
+    (void)state;
+    char out[4096], path[512];
+    snprintf(path, sizeof(path), "%s/cli-dead-%d.ini", harness_tmpdir(), getpid());
+    write_conf(path, harness_free_port(), "");
+    const char *reg[] = {"register", "-c", path, "--name", "api", NULL};
+    assert_int_equal(run(out, sizeof(out), reg), 2);
+    assert_non_null(strstr(out, "cannot reach Consul"));
+    const char *dereg[] = {"deregister", "-c", path, "--id", "x", NULL};
+    assert_int_equal(run(out, sizeof(out), dereg), 2);
+    unlink(path);
+}
+
+/* Without -c the CONSUL_* variables are used; with -c the file wins over them. */
+static void test_environment(void **state)
+{
+    (void)state;
+    char out[4096], addr[64], path[512];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", emu_port);
+    setenv("CONSUL_HTTP_ADDR", addr, 1);
+    const char *reg[] = {"register", "--name", "envsvc", "--id", "envsvc-1", NULL};
+    assert_int_equal(run(out, sizeof(out), reg), 0);
+    char body[4096];
+    assert_int_equal(agent_status("envsvc-1", body, sizeof(body)), 200);
+    snprintf(path, sizeof(path), "%s/cli-dead2-%d.ini", harness_tmpdir(), getpid());
+    write_conf(path, harness_free_port(), "");
+    const char *dereg[] = {"deregister", "-c", path, "--id", "envsvc-1", NULL};
+    assert_int_equal(run(out, sizeof(out), dereg), 2); /* the file's dead address wins */
+    unsetenv("CONSUL_HTTP_ADDR");
+    unlink(path);
+}
+
+/* ACLs: a token without service:write is refused (exit 1) with the permission named; one with
+ * it works; the INI token wins over CONSUL_HTTP_TOKEN. */
+static void test_acl(void **state)
+{
+    (void)state;
+    struct proc acl_emu = {0};
+    const char *args[] = {"--acl-default-policy", "deny", "--acl-master-token", "root", NULL};
+    int emu = emulator_start(&acl_emu, args);
+    char out[4096], path[512];
+    assert_true(emu > 0);
+    assert_int_equal(http_request(emu, "PUT", "/_emu/acl/tokens",
+                                  "{\"SecretID\":\"writer\",\"Rules\":{\"service_prefix\":{\"\":"
+                                  "\"write\"}}}",
+                                  NULL, 0),
+                     200);
+    snprintf(path, sizeof(path), "%s/cli-acl-%d.ini", harness_tmpdir(), getpid());
+    write_conf(path, emu, "token = nobody\n");
+    setenv("CONSUL_HTTP_TOKEN", "writer", 1);
+    const char *reg[] = {"register", "-c", path, "--name", "api", "--id", "api-acl", NULL};
+    assert_int_equal(run(out, sizeof(out), reg), 1);
+    assert_non_null(strstr(out, "ACL not found"));
+    write_conf(path, emu, "");
+    assert_int_equal(run(out, sizeof(out), reg), 0); /* the variable's token now */
+    unsetenv("CONSUL_HTTP_TOKEN");
+    write_conf(path, emu, "token = anonymous-ish\n");
+    assert_int_equal(http_request(emu, "PUT", "/_emu/acl/tokens",
+                                  "{\"SecretID\":\"anonymous-ish\",\"Rules\":{\"service_prefix\":"
+                                  "{\"\":\"read\"}}}",
+                                  NULL, 0),
+                     200);
+    const char *dereg[] = {"deregister", "-c", path, "--id", "api-acl", NULL};
+    assert_int_equal(run(out, sizeof(out), dereg), 1);
+    assert_non_null(strstr(out, "service:write"));
+    unlink(path);
+    assert_int_equal(proc_stop(&acl_emu, SIGTERM), 0);
+}
+
+static void test_usage_errors(void **state)
+{
+    (void)state;
+    char out[4096];
+    const char *no_name[] = {"register", "-c", conf_path, NULL};
+    assert_int_equal(run(out, sizeof(out), no_name), 64);
+    const char *no_id[] = {"deregister", "-c", conf_path, NULL};
+    assert_int_equal(run(out, sizeof(out), no_id), 64);
+    const char *bad_duration[] = {"register", "--name", "a", "--interval", "5 s", NULL};
+    assert_int_equal(run(out, sizeof(out), bad_duration), 64);
+    assert_non_null(strstr(out, "--interval"));
+    const char *bad_port[] = {"register", "--name", "a", "--port", "70000", NULL};
+    assert_int_equal(run(out, sizeof(out), bad_port), 64);
+    const char *bad_meta[] = {"register", "--name", "a", "--meta", "novalue", NULL};
+    assert_int_equal(run(out, sizeof(out), bad_meta), 64);
+    const char *bad_conf[] = {"register", "-c", "/nonexistent.ini", "--name", "a", NULL};
+    assert_int_equal(run(out, sizeof(out), bad_conf), 64);
+    assert_non_null(strstr(out, "/nonexistent.ini:0: file: cannot be opened"));
+    const char *help[] = {"register", "--help", NULL};
+    assert_int_equal(run(out, sizeof(out), help), 0);
+    assert_non_null(strstr(out, "Exit status"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_register_and_deregister, test_setup),
+        cmocka_unit_test_setup(test_given_id_and_two_checks, test_setup),
+        cmocka_unit_test_setup(test_rejected_check, test_setup),
+        cmocka_unit_test_setup(test_rollback_when_second_step_fails, test_setup),
+        cmocka_unit_test_setup(test_unreachable, test_setup),
+        cmocka_unit_test_setup(test_environment, test_setup),
+        cmocka_unit_test_setup(test_acl, test_setup),
+        cmocka_unit_test_setup(test_usage_errors, test_setup),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
