@@ -944,7 +944,7 @@ static const struct config_key config_keys[] = {
     {GLOBAL(log_format), "log_format", set_log_format, 0, 0, "json", false},
     {GLOBAL(shutdown_timeout_ms), "shutdown_timeout", set_duration, 0, UINT64_MAX, "30s", false},
     {GLOBAL(splice), "splice", set_splice, 0, 0, "auto", false},
-    {GLOBAL(pipe_size), "pipe_size", set_size, 4 * KIB, 16 * MIB, "256k", false},
+    {GLOBAL(pipe_size), "pipe_size", set_size, 4 * KIB, 16 * MIB, "1m", false},
     {GLOBAL(buffer_size), "buffer_size", set_size, 1 * KIB, 1 * MIB, "16k", false},
     {LISTENER(bind), "bind", set_addr, 0, 0, NULL, true},
     {LISTENER(service), "service", set_name, 0, 0, NULL, true},

@@ -130,7 +130,7 @@ struct config {
     enum log_format log_format;        /* log_format */
     uint64_t shutdown_timeout_ms;      /* shutdown_timeout */
     enum config_splice splice;         /* splice = auto | off | always */
-    uint32_t pipe_size;                /* pipe_size: bytes per splice pipe, default 256 KiB */
+    uint32_t pipe_size;                /* pipe_size: bytes per splice pipe, default 1 MiB */
     uint32_t buffer_size;              /* buffer_size: bytes per copy buffer, default 16 KiB */
     struct config_listener *listeners; /* [listener:*] in file order, owned */
     size_t n_listeners;                /* entries in listeners */

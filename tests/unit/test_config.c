@@ -124,7 +124,7 @@ static void test_good_config_sets_every_field(void **state)
                                  "log_format = text\n"           /* 5 */
                                  "shutdown_timeout = 1m\n"       /* 6 */
                                  "splice = always\n"             /* 7 */
-                                 "pipe_size = 1m\n"              /* 8 */
+                                 "pipe_size = 512k\n"            /* 8 */
                                  "buffer_size = 4096\n"          /* 9 */
                                  "\n"                            /* 10 */
                                  "[listener:web]\n"              /* 11 */
@@ -149,7 +149,7 @@ static void test_good_config_sets_every_field(void **state)
     assert_int_equal(cfg->log_format, LOG_FORMAT_TEXT);
     assert_int_equal(cfg->shutdown_timeout_ms, 60000);
     assert_int_equal(cfg->splice, CONFIG_SPLICE_ALWAYS);
-    assert_int_equal(cfg->pipe_size, 1024 * 1024);
+    assert_int_equal(cfg->pipe_size, 512 * 1024);
     assert_int_equal(cfg->buffer_size, 4096);
 
     assert_int_equal(cfg->n_listeners, 1);
@@ -201,7 +201,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
     assert_int_equal(cfg->shutdown_timeout_ms, 30000);
     assert_int_equal(cfg->splice, CONFIG_SPLICE_AUTO);
-    assert_int_equal(cfg->pipe_size, 256 * 1024);
+    assert_int_equal(cfg->pipe_size, 1024 * 1024);
     assert_int_equal(cfg->buffer_size, 16 * 1024);
     assert_int_equal(cfg->listeners[0].connect_timeout_ms, 2000);
     assert_int_equal(cfg->listeners[0].idle_timeout_ms, 300000);
