@@ -213,7 +213,7 @@ def notes(summary, cfg):
         f"nginx `worker_processes {cfg['threads']}`; splice-fwd is thread-per-direction by "
         "design (2 threads per connection). Load client and backends: 1 thread each, on the "
         "same 2 cores.",
-        "Configs (written by bench/run into a temp dir): sluice defaults (splice auto, 256 KiB "
+        "Configs (written by bench/run into a temp dir): sluice defaults (splice auto, 1 MiB "
         "pipes) + `log_level = warn`; HAProxy `mode tcp`, `option splice-auto`, `maxconn "
         f"{contenders.HAPROXY_MAXCONN}`; nginx `stream` `proxy_pass` with `proxy_half_close on` "
         "(off by default: nginx then closes both directions at the client's FIN and the "
