@@ -15,7 +15,9 @@ METRICS = [
     ("bulk-8 down", "bulk-8", "bulk-8 down, Gbit/s (8 streams total)", "higher", 1, True),
     ("bulk-8 up", "bulk-8", "bulk-8 up, Gbit/s (8 streams total)", "higher", 1, True),
     ("connrate", "connrate", "connrate (C=50, 64 B echo), conn/s", "higher", 0, False),
+    ("connrate cpu", "connrate", "connrate: proxy CPU µs per connection", "lower", 1, False),
     ("rr req/s", "rr", "rr (50 conns, 64 B), req/s", "higher", 0, False),
+    ("rr cpu", "rr", "rr: proxy CPU µs per request", "lower", 2, False),
     ("rr p50", "rr", "rr latency p50, µs", "lower", 0, False),
     ("rr p99", "rr", "rr latency p99, µs", "lower", 0, False),
     ("rr added p50", "rr", "rr added p50 over direct, µs", "lower", 0, False),
@@ -113,7 +115,8 @@ def _cell(records, mid, scenario, name):
     if na:
         return {"state": "na", "reason": na[0]}
     bad = [r for r in recs if not r["valid"]]
-    if name == "direct" and not bad and (mid.startswith("idle") or "added" in mid):
+    if name == "direct" and not bad and (mid.startswith("idle") or "added" in mid
+                                         or mid.endswith(" cpu")):
         return {"state": "na", "reason": "no proxy (its deltas are the baseline)"}
     values = [r["metrics"][mid] for r in recs if r["valid"] and
               r["metrics"].get(mid) is not None]
@@ -268,14 +271,14 @@ def notes(summary, cfg):
 
 CHART_ROWS = {
     "higher": ["bulk-1 down", "bulk-1 up", "bulk-8 down", "bulk-8 up", "connrate", "rr req/s"],
-    "lower": ["rr p50", "rr p99", "rr added p50", "rr added p99", "idle user", "idle kernel",
-              "cpu"],
+    "lower": ["connrate cpu", "rr cpu", "rr p50", "rr p99", "rr added p50", "rr added p99",
+              "idle user", "idle kernel", "cpu"],
 }
 SHORT = {"bulk-1 down": "bulk-1 down", "bulk-1 up": "bulk-1 up", "bulk-8 down": "bulk-8 down",
          "bulk-8 up": "bulk-8 up", "connrate": "conn/s", "rr req/s": "rr req/s",
          "rr p50": "rr p50", "rr p99": "rr p99", "rr added p50": "added p50",
          "rr added p99": "added p99", "idle user": "idle user B", "idle kernel": "idle kernel B",
-         "cpu": "CPU s/GB"}
+         "cpu": "CPU s/GB", "connrate cpu": "CPU us/conn", "rr cpu": "CPU us/req"}
 COLORS = {"direct": "#9e9e9e", "sluice": "#1f77b4", "haproxy": "#d62728", "nginx": "#2ca02c",
           "splice-fwd": "#ff7f0e"}
 

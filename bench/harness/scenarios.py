@@ -174,6 +174,14 @@ def cpu_record(ctx, rnd, name, bulk_recs):
     report(ctx, rec)
 
 
+def cpu_per_op(rec, count_key):
+    """Proxy CPU µs per completed operation: when the load client is the bottleneck, rates tie
+    and this is what still tells the proxies apart."""
+    count = (rec["tool"] or {}).get(count_key) if isinstance(rec["tool"], dict) else None
+    cpu = rec["extra"].get("proxy_cpu_s")
+    return cpu * 1e6 / count if cpu is not None and count else None
+
+
 def measure_connrate(ctx, scenario, rnd, name, targets, pids):
     rec = new_record(ctx, scenario, rnd, name, "-")
     run_load(ctx, rec, ctx.load(targets["echo"], "--mode", "connrate", "--concurrency", "50",
@@ -185,6 +193,8 @@ def measure_connrate(ctx, scenario, rnd, name, targets, pids):
             rec["problems"].append("no connection completed")
             rec["valid"] = False
         rec["metrics"]["connrate"] = rec["tool"].get("conn_per_s")
+        if name != "direct":
+            rec["metrics"]["connrate cpu"] = cpu_per_op(rec, "connections")
     report(ctx, rec)
 
 
@@ -199,6 +209,8 @@ def measure_rr(ctx, scenario, rnd, name, targets, pids):
         lat = tool.get("latency_us") or {}
         rec["metrics"].update({"rr req/s": tool.get("req_per_s"), "rr p50": lat.get("p50"),
                                "rr p99": lat.get("p99")})
+        if name != "direct":
+            rec["metrics"]["rr cpu"] = cpu_per_op(rec, "requests")
     report(ctx, rec)
 
 
