@@ -294,16 +294,19 @@ static void session_connect_next(struct session *s)
     }
 }
 
-/* Writable during a connect: done, failed, or (a stale event from a previous attempt's socket)
- * still in progress. */
-static void session_connect_check(struct session *s)
+/* An event during a connect: done, failed, or (a stale event from a previous attempt's socket)
+ * still in progress. A failed connect always raises EPOLLERR, so a plain EPOLLOUT on the first
+ * attempt needs no getsockopt(2) to be trusted. */
+static void session_connect_check(struct session *s, uint32_t events)
 {
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(s->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-        err = errno;
-    if (err != 0) {
-        session_connect_failed(s, err, 0);
+    if (events & (EPOLLERR | EPOLLHUP)) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(s->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            err = errno;
+        if (err == 0 && s->attempts > 1)
+            return; /* the previous attempt's error, reported late: this connect goes on */
+        session_connect_failed(s, err != 0 ? err : ECONNREFUSED, 0);
         return;
     }
     /* after a retry, an event of the previous attempt's socket (same watch, same batch) may
@@ -319,7 +322,7 @@ static void on_upstream_event(struct watch *wt, uint32_t events)
 {
     struct session *s = container_of(wt, struct session, upstream);
     if (s->state == SESSION_CONNECTING) {
-        session_connect_check(s);
+        session_connect_check(s, events);
         return;
     }
     if (s->state != SESSION_ESTABLISHED)
