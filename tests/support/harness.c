@@ -45,8 +45,8 @@ static void remember_child(pid_t pid)
     if (n_children < sizeof(children) / sizeof(children[0]))
         children[n_children++] = pid;
 }
-static FILE *backend_outputs[64]; /* stdout pipes of started backends */
-static size_t n_backend_outputs;
+static FILE *child_outputs[64]; /* stdout pipes of started servers, kept open */
+static size_t n_child_outputs;
 
 void sleep_ms(int ms)
 {
@@ -132,11 +132,15 @@ static pid_t spawn(struct proc *p, char *const argv[], int out_fd)
     return pid;
 }
 
-int backend_start(struct proc *p, const char *mode, const char *const *extra)
+/* Starts argv (head, then extra; both NULL-terminated) and reads the "listening HOST:PORT" line
+ * every server of ours prints once ready; returns the port, or -1. The stdout pipe stays open
+ * so a later write by the child never meets SIGPIPE. */
+static int spawn_listening(struct proc *p, const char *const *head, const char *const *extra)
 {
-    const char *argv[32] = {harness_bin("SLUICE_BACKEND_BIN"), "--listen", "127.0.0.1:0",
-                            "--mode", mode};
-    size_t n = 5;
+    const char *argv[32];
+    size_t n = 0;
+    for (; head[n] != NULL && n < 31; n++)
+        argv[n] = head[n];
     for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
@@ -147,18 +151,26 @@ int backend_start(struct proc *p, const char *mode, const char *const *extra)
     close(pipefd[1]);
     char line[256];
     int port = -1;
-    if (pid > 0) {
-        FILE *f = fdopen(pipefd[0], "r");
-        if (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-            char *colon = strrchr(line, ':');
-            if (strncmp(line, "listening ", 10) == 0 && colon != NULL)
-                port = atoi(colon + 1);
-        }
-        /* keep the pipe open so a later write by the backend never meets SIGPIPE */
-        if (f != NULL && n_backend_outputs < sizeof(backend_outputs) / sizeof(FILE *))
-            backend_outputs[n_backend_outputs++] = f;
+    FILE *f = pid > 0 ? fdopen(pipefd[0], "r") : NULL;
+    if (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        char *colon = strrchr(line, ':');
+        if (strncmp(line, "listening ", 10) == 0 && colon != NULL)
+            port = atoi(colon + 1);
     }
+    if (f != NULL && n_child_outputs < sizeof(child_outputs) / sizeof(FILE *))
+        child_outputs[n_child_outputs++] = f;
+    else if (f != NULL)
+        fclose(f);
+    else
+        close(pipefd[0]);
     return port;
+}
+
+int backend_start(struct proc *p, const char *mode, const char *const *extra)
+{
+    const char *head[] = {harness_bin("SLUICE_BACKEND_BIN"), "--listen", "127.0.0.1:0", "--mode",
+                          mode, NULL};
+    return spawn_listening(p, head, extra);
 }
 
 size_t log_size(const struct proc *p)
@@ -461,36 +473,10 @@ void config_simple(char *out, size_t out_len, int port, const char *backends,
 
 /* --- Consul emulator and plain HTTP ------------------------------------------------------- */
 
-static FILE *emulator_outputs[16]; /* stdout pipes of started emulators, kept open */
-static size_t n_emulator_outputs;
-
 int emulator_start(struct proc *p, const char *const *extra)
 {
-    const char *argv[32] = {harness_bin("SLUICE_CONSUL_EMULATOR"), "--port", "0"};
-    size_t n = 3;
-    for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
-        argv[n++] = extra[i];
-    argv[n] = NULL;
-    int pipefd[2];
-    if (pipe(pipefd) != 0)
-        return -1;
-    pid_t pid = spawn(p, (char *const *)argv, pipefd[1]);
-    close(pipefd[1]);
-    char line[256];
-    int port = -1;
-    FILE *f = pid > 0 ? fdopen(pipefd[0], "r") : NULL;
-    if (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        char *colon = strrchr(line, ':');
-        if (strncmp(line, "listening ", 10) == 0 && colon != NULL)
-            port = atoi(colon + 1);
-    }
-    if (f != NULL && n_emulator_outputs < sizeof(emulator_outputs) / sizeof(FILE *))
-        emulator_outputs[n_emulator_outputs++] = f;
-    else if (f != NULL)
-        fclose(f);
-    else
-        close(pipefd[0]);
-    return port;
+    const char *head[] = {harness_bin("SLUICE_CONSUL_EMULATOR"), "--port", "0", NULL};
+    return spawn_listening(p, head, extra);
 }
 
 /* Reads the whole answer (the server closes); returns bytes or -1. */
