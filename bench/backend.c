@@ -26,41 +26,24 @@ struct backend_opts {
 
 ssize_t backend_recv(struct backend_conn *c, void *buf, size_t len)
 {
-    ssize_t n = recv(c->fd, buf, len, 0);
+    int drained;
+    ssize_t n = util_recv_edge(c->fd, buf, len, c->rd_hup, &drained);
 
     if (n == 0)
         c->rd_eof = 1;
-    if (n >= 0) {
-        /*
-         * A short read drained the queue, so the next arrival raises a new edge; but a FIN
-         * already reported raises none, so then keep reading until recv returns 0.
-         */
-        if ((size_t)n < len && !c->rd_hup)
-            c->readable = 0;
-        return n;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    if (drained)
         c->readable = 0;
-        return -EAGAIN;
-    }
-    return -errno;
+    return n;
 }
 
 ssize_t backend_send_raw(struct backend_conn *c, const void *buf, size_t len)
 {
-    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+    int full;
+    ssize_t n = util_send_edge(c->fd, buf, len, &full);
 
-    if (n >= 0) {
-        /* A short write filled the socket buffer: EPOLLOUT fires when space frees up. */
-        if ((size_t)n < len)
-            c->writable = 0;
-        return n;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    if (full)
         c->writable = 0;
-        return -EAGAIN;
-    }
-    return -errno;
+    return n;
 }
 
 /* Keeps a heap copy of bytes the kernel did not take; the buffer lives only while needed. */
@@ -217,18 +200,10 @@ static void accept_all(struct backend_worker *w)
     }
 }
 
-/* Gives every connection that ran out of budget one more turn, in arrival order. */
-static void run_ready(struct backend_worker *w)
+/* util_list_run callback: one more turn for a connection that ran out of budget. */
+static void drive_ready(void *w, struct util_list *node)
 {
-    struct util_list batch;
-
-    util_list_init(&batch);
-    util_list_splice(&batch, &w->ready);
-    while (!util_list_empty(&batch)) {
-        struct util_list *node = batch.next;
-        util_list_unlink(node);
-        conn_drive(w, UTIL_CONTAINER_OF(node, struct backend_conn, ready));
-    }
+    conn_drive(w, UTIL_CONTAINER_OF(node, struct backend_conn, ready));
 }
 
 static void dispatch(struct backend_worker *w, const struct epoll_event *ev)
@@ -243,11 +218,11 @@ static void dispatch(struct backend_worker *w, const struct epoll_event *ev)
         w->stopping = 1;
         return;
     }
-    if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+    if (ev->events & UTIL_EV_READABLE)
         c->readable = 1;
-    if (ev->events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+    if (ev->events & UTIL_EV_RD_HUP)
         c->rd_hup = 1;
-    if (ev->events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+    if (ev->events & UTIL_EV_WRITABLE)
         c->writable = 1;
     conn_drive(w, c);
 }
@@ -266,7 +241,7 @@ static void *worker_run(void *arg)
         }
         for (int i = 0; i < n; i++)
             dispatch(w, &evs[i]);
-        run_ready(w);
+        util_list_run(&w->ready, drive_ready, w);
     }
     while (!util_list_empty(&w->conns))
         conn_close(UTIL_CONTAINER_OF(w->conns.next, struct backend_conn, link));

@@ -47,38 +47,25 @@ void load_error(struct load_worker *w, struct load_conn *c, const char *what, in
 
 ssize_t load_recv(struct load_conn *c, void *buf, size_t len)
 {
-    ssize_t n = recv(c->fd, buf, len, 0);
+    int drained;
+    ssize_t n = util_recv_edge(c->fd, buf, len, c->rd_hup, &drained);
 
     if (n == 0)
         c->rd_eof = 1;
-    if (n >= 0) {
-        /* A short read emptied the queue so new data raises a new edge; a FIN does not. */
-        if ((size_t)n < len && !c->rd_hup)
-            c->readable = 0;
-        return n;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    if (drained)
         c->readable = 0;
-        return -EAGAIN;
-    }
-    return -errno;
+    return n;
 }
 
+/* Sends without copying: bytes taken, -EAGAIN (clears writable) or -errno. */
 static ssize_t send_raw(struct load_conn *c, const void *buf, size_t len)
 {
-    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+    int full;
+    ssize_t n = util_send_edge(c->fd, buf, len, &full);
 
-    if (n >= 0) {
-        /* A short write filled the socket buffer: EPOLLOUT fires when space frees up. */
-        if ((size_t)n < len)
-            c->writable = 0;
-        return n;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    if (full)
         c->writable = 0;
-        return -EAGAIN;
-    }
-    return -errno;
+    return n;
 }
 
 ssize_t load_send_pattern(struct load_conn *c, uint64_t max)
@@ -205,7 +192,7 @@ static int conn_check_connect(struct load_worker *w, struct load_conn *c)
     }
     c->connected = 1;
     /* A fresh budget for the first exchange; modes that wait for the go clear it. */
-    c->deadline = util_now_ns() + (uint64_t)(w->o->connect_timeout * 1e9);
+    c->deadline = deadline_after(w->o->connect_timeout);
     return 0;
 }
 
@@ -234,17 +221,10 @@ static void conn_drive(struct load_worker *w, struct load_conn *c)
         util_list_push(&w->ready, &c->ready);
 }
 
-static void run_ready(struct load_worker *w)
+/* util_list_run callback: one more turn for a connection that ran out of budget. */
+static void drive_ready(void *w, struct util_list *node)
 {
-    struct util_list batch;
-
-    util_list_init(&batch);
-    util_list_splice(&batch, &w->ready);
-    while (!util_list_empty(&batch)) {
-        struct util_list *node = batch.next;
-        util_list_unlink(node);
-        conn_drive(w, UTIL_CONTAINER_OF(node, struct load_conn, ready));
-    }
+    conn_drive(w, UTIL_CONTAINER_OF(node, struct load_conn, ready));
 }
 
 /* Closes connections whose connect or exchange overran its deadline. */
@@ -285,11 +265,11 @@ static int dispatch(struct load_worker *w, const struct epoll_event *ev)
 
     if (ev->data.ptr == &w->wake_fd)
         return 1;
-    if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+    if (ev->events & UTIL_EV_READABLE)
         c->readable = 1;
-    if (ev->events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+    if (ev->events & UTIL_EV_RD_HUP)
         c->rd_hup = 1;
-    if (ev->events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+    if (ev->events & UTIL_EV_WRITABLE)
         c->writable = 1;
     conn_drive(w, c);
     return 0;
@@ -334,7 +314,7 @@ void *load_worker_run(void *arg)
         /* Only after the batch: a phase change may free connections the batch still names. */
         if (wake)
             phase_changed(w);
-        run_ready(w);
+        util_list_run(&w->ready, drive_ready, w);
         uint64_t now = util_now_ns();
         if (now >= next_sweep) {
             sweep_deadlines(w, now);

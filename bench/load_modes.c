@@ -15,13 +15,6 @@
 /* Seconds a bulk upload waits for the backend's verdict after its FIN. */
 #define BULK_REPLY_WAIT 30.0
 
-/* Outcome of an echo exchange. */
-enum exchange_result {
-    EXCHANGE_DONE,    /* every byte up to the target came back intact */
-    EXCHANGE_BLOCKED, /* waits for an event */
-    EXCHANGE_FAILED,  /* counted as an error; close the connection */
-};
-
 /* Idle connection sub-states. */
 enum idle_state {
     IDLE_CHECK, /* first round trip */
@@ -34,39 +27,66 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
     return a < b ? a : b;
 }
 
-/* Counts a recv that ended an exchange early: EOF, reset or other failure. */
-static enum exchange_result recv_failed(struct load_worker *w, struct load_conn *c, ssize_t n)
+/* Counts a recv that ended an exchange early (EOF, reset or other failure); LOAD_CLOSE. */
+static enum load_step recv_failed(struct load_worker *w, struct load_conn *c, ssize_t n)
 {
     load_error(w, c, n == 0 ? "unexpected EOF" : strerror((int)-n), n);
-    return EXCHANGE_FAILED;
+    return LOAD_CLOSE;
 }
 
-/* Sends pattern bytes up to c->target and verifies their echo; never reads past the target. */
-static enum exchange_result exchange(struct load_worker *w, struct load_conn *c)
+/*
+ * Receives up to max bytes and checks them against the pattern stream at c->rx, which moves
+ * past them. LOAD_PROGRESS when some came intact, LOAD_BLOCKED when none came, LOAD_CLOSE after
+ * counting an error (EOF, reset, or a wrong byte reported as `mismatch` with its offset).
+ */
+static enum load_step recv_pattern(struct load_worker *w, struct load_conn *c, size_t max,
+                                   const char *mismatch)
+{
+    ssize_t n = load_recv(c, w->buf, max);
+
+    if (n == -EAGAIN)
+        return LOAD_BLOCKED;
+    if (n <= 0)
+        return recv_failed(w, c, n);
+    int64_t bad = pattern_check(c->seed, c->rx, w->buf, (size_t)n);
+    if (bad >= 0) {
+        load_error(w, c, mismatch, bad);
+        return LOAD_CLOSE;
+    }
+    c->rx += (uint64_t)n;
+    return LOAD_PROGRESS;
+}
+
+/*
+ * Sends pattern bytes up to c->target and verifies their echo; never reads past the target.
+ * Returns LOAD_PROGRESS once every byte up to the target came back intact, LOAD_BLOCKED while
+ * it waits for an event, LOAD_CLOSE after counting an error.
+ */
+static enum load_step exchange(struct load_worker *w, struct load_conn *c)
 {
     while (c->rx < c->target) {
         if (c->tx < c->target && c->writable) {
             ssize_t n = load_send_pattern(c, c->target - c->tx);
             if (n < 0 && n != -EAGAIN) {
                 load_error(w, c, strerror((int)-n), n);
-                return EXCHANGE_FAILED;
+                return LOAD_CLOSE;
             }
         }
         if (!c->readable)
-            return EXCHANGE_BLOCKED;
-        ssize_t n = load_recv(c, w->buf, (size_t)min_u64(c->target - c->rx, LOAD_BUF));
-        if (n == -EAGAIN)
-            return EXCHANGE_BLOCKED;
-        if (n <= 0)
-            return recv_failed(w, c, n);
-        int64_t bad = pattern_check(c->seed, c->rx, w->buf, (size_t)n);
-        if (bad >= 0) {
-            load_error(w, c, "echoed byte differs at stream offset", bad);
-            return EXCHANGE_FAILED;
-        }
-        c->rx += (uint64_t)n;
+            return LOAD_BLOCKED;
+        enum load_step step = recv_pattern(w, c, (size_t)min_u64(c->target - c->rx, LOAD_BUF),
+                                           "echoed byte differs at stream offset");
+        if (step != LOAD_PROGRESS)
+            return step;
     }
-    return EXCHANGE_DONE;
+    return LOAD_PROGRESS;
+}
+
+/* Counts one completed exchange and its latency since it started. */
+static void exchange_done(struct load_worker *w, const struct load_conn *c)
+{
+    w->st.ops++;
+    hist_add(&w->st.latency, util_now_ns() - c->t0);
 }
 
 /* Starts the next echo exchange of `bytes` bytes with a fresh deadline. */
@@ -117,16 +137,11 @@ static void connrate_tick(struct load_worker *w)
 
 static enum load_step connrate_step(struct load_worker *w, struct load_conn *c)
 {
-    switch (exchange(w, c)) {
-    case EXCHANGE_BLOCKED:
-        return LOAD_BLOCKED;
-    case EXCHANGE_FAILED:
-        return LOAD_CLOSE;
-    case EXCHANGE_DONE:
-        break;
-    }
-    w->st.ops++;
-    hist_add(&w->st.latency, util_now_ns() - c->t0);
+    enum load_step step = exchange(w, c);
+
+    if (step != LOAD_PROGRESS)
+        return step;
+    exchange_done(w, c);
     return LOAD_CLOSE;
 }
 
@@ -163,16 +178,10 @@ static enum load_step rr_step(struct load_worker *w, struct load_conn *c)
         return LOAD_BLOCKED;
     if (c->target == c->rx)
         exchange_start(w, c, w->o->size);
-    switch (exchange(w, c)) {
-    case EXCHANGE_BLOCKED:
-        return LOAD_BLOCKED;
-    case EXCHANGE_FAILED:
-        return LOAD_CLOSE;
-    case EXCHANGE_DONE:
-        break;
-    }
-    w->st.ops++;
-    hist_add(&w->st.latency, util_now_ns() - c->t0);
+    enum load_step step = exchange(w, c);
+    if (step != LOAD_PROGRESS)
+        return step;
+    exchange_done(w, c);
     c->deadline = 0;
     return LOAD_PROGRESS;
 }
@@ -217,22 +226,11 @@ static void bulk_request(struct load_worker *w, struct load_conn *c)
 
 static enum load_step bulk_down(struct load_worker *w, struct load_conn *c)
 {
-    ssize_t n = load_recv(c, w->buf, LOAD_BUF);
+    uint64_t before = c->rx;
+    enum load_step step = recv_pattern(w, c, LOAD_BUF, "received byte differs at stream offset");
 
-    if (n == -EAGAIN)
-        return LOAD_BLOCKED;
-    if (n <= 0) {
-        recv_failed(w, c, n);
-        return LOAD_CLOSE;
-    }
-    int64_t bad = pattern_check(c->seed, c->rx, w->buf, (size_t)n);
-    if (bad >= 0) {
-        load_error(w, c, "received byte differs at stream offset", bad);
-        return LOAD_CLOSE;
-    }
-    c->rx += (uint64_t)n;
-    w->st.bytes += (uint64_t)n;
-    return LOAD_PROGRESS;
+    w->st.bytes += c->rx - before;
+    return step;
 }
 
 static enum load_step bulk_up(struct load_worker *w, struct load_conn *c)
@@ -303,8 +301,7 @@ static enum load_step bulk_reply(struct load_worker *w, struct load_conn *c)
         bulk_verdict(w, c);
         return LOAD_CLOSE;
     }
-    recv_failed(w, c, n);
-    return LOAD_CLOSE;
+    return recv_failed(w, c, n);
 }
 
 static enum load_step bulk_step(struct load_worker *w, struct load_conn *c)
@@ -386,14 +383,9 @@ static enum load_step idle_step(struct load_worker *w, struct load_conn *c)
 {
     if (c->state == IDLE_HELD)
         return idle_held(w, c);
-    switch (exchange(w, c)) {
-    case EXCHANGE_BLOCKED:
-        return LOAD_BLOCKED;
-    case EXCHANGE_FAILED:
-        return LOAD_CLOSE;
-    case EXCHANGE_DONE:
-        break;
-    }
+    enum load_step step = exchange(w, c);
+    if (step != LOAD_PROGRESS)
+        return step;
     c->deadline = 0;
     if (c->state == IDLE_FINAL) {
         w->st.ops++;

@@ -2,9 +2,12 @@
 #ifndef SLUICE_BENCH_UTIL_H
 #define SLUICE_BENCH_UTIL_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 /* Recovers the enclosing struct from a pointer to one of its members. */
 #define UTIL_CONTAINER_OF(ptr, type, member)                                                       \
@@ -62,6 +65,81 @@ static inline void util_list_splice(struct util_list *to, struct util_list *from
     to->prev->next = from->next;
     to->prev = from->prev;
     util_list_init(from);
+}
+
+/*
+ * Takes every node of `ready` out at once and calls run(ctx, node) on each, in order. A node
+ * that run queues on `ready` again waits for the next call, so one busy node cannot starve the
+ * others.
+ */
+static inline void util_list_run(struct util_list *ready,
+                                 void (*run)(void *ctx, struct util_list *node), void *ctx)
+{
+    struct util_list batch;
+
+    util_list_init(&batch);
+    util_list_splice(&batch, ready);
+    while (!util_list_empty(&batch)) {
+        struct util_list *node = batch.next;
+        util_list_unlink(node);
+        run(ctx, node);
+    }
+}
+
+/*
+ * Edge-triggered epoll (EPOLLET) events and what each tool's connection records from them:
+ * the socket may have input (or an EOF or error to read), the peer's FIN or an error was
+ * reported, the socket may take output.
+ */
+#define UTIL_EV_READABLE (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
+#define UTIL_EV_RD_HUP   (EPOLLRDHUP | EPOLLHUP | EPOLLERR)
+#define UTIL_EV_WRITABLE (EPOLLOUT | EPOLLHUP | EPOLLERR)
+
+/*
+ * recv(2) on a non-blocking socket driven by edge-triggered epoll. Returns >0 bytes, 0 at EOF,
+ * -EAGAIN or -errno. Sets *drained to 1 when nothing more can be read before the next edge,
+ * else to 0; rd_hup says epoll already reported the peer's FIN or an error.
+ */
+static inline ssize_t util_recv_edge(int fd, void *buf, size_t len, int rd_hup, int *drained)
+{
+    ssize_t n = recv(fd, buf, len, 0);
+
+    *drained = 0;
+    if (n >= 0) {
+        /*
+         * A short read drained the queue, so the next arrival raises a new edge; but a FIN
+         * already reported raises none, so then keep reading until recv returns 0.
+         */
+        *drained = (size_t)n < len && !rd_hup;
+        return n;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        *drained = 1;
+        return -EAGAIN;
+    }
+    return -errno;
+}
+
+/*
+ * send(2) without SIGPIPE on a non-blocking socket driven by edge-triggered epoll. Returns the
+ * bytes taken, -EAGAIN or -errno. Sets *full to 1 when the socket takes no more before the next
+ * EPOLLOUT edge, else to 0.
+ */
+static inline ssize_t util_send_edge(int fd, const void *buf, size_t len, int *full)
+{
+    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+
+    *full = 0;
+    if (n >= 0) {
+        /* A short write filled the socket buffer: EPOLLOUT fires when space frees up. */
+        *full = (size_t)n < len;
+        return n;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        *full = 1;
+        return -EAGAIN;
+    }
+    return -errno;
 }
 
 /* Parses "host:port" or "[v6host]:port" (numeric only) into *out; 0 or -EINVAL. */

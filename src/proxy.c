@@ -26,11 +26,14 @@ struct proxy {
     unsigned n_inited;                   /* workers worker_init was called on */
     unsigned n_started;                  /* workers whose thread runs */
     atomic_uint n_exited;                /* workers whose loop ended */
+    atomic_uint n_unlistened;            /* workers whose listening sockets are closed */
+    uv_async_t unlistened;               /* a worker closed its listening sockets */
     uv_loop_t *loop;                     /* main loop */
     uv_signal_t signals[4];              /* TERM, INT, HUP, USR1 */
     uv_timer_t shutdown_timer;           /* shutdown_timeout */
     uv_async_t worker_exited;            /* a worker ended */
     int draining;                        /* shutdown under way */
+    int said_unlistened;                 /* listeners_closed was logged */
     struct discovery *discovery;         /* Consul watches; NULL without consul services */
     struct registrar *registrar;         /* Consul registrations; NULL without [registration] */
 };
@@ -140,6 +143,13 @@ static int proxy_setup_listeners(struct proxy *p)
 
 /* --- workers ------------------------------------------------------------------------------ */
 
+static void on_worker_unlisten(struct worker *w)
+{
+    struct proxy *p = w->data;
+    atomic_fetch_add(&p->n_unlistened, 1);
+    uv_async_send(&p->unlistened);
+}
+
 static void on_worker_exit(struct worker *w)
 {
     struct proxy *p = w->data;
@@ -161,6 +171,7 @@ static int proxy_start_workers(struct proxy *p)
             return rc;
         }
         p->workers[i].on_exit = on_worker_exit;
+        p->workers[i].on_unlisten = on_worker_unlisten;
         p->workers[i].data = p;
     }
     for (unsigned i = 0; i < p->n_workers; i++) {
@@ -248,13 +259,28 @@ static void proxy_close_handles(struct proxy *p)
         uv_close((uv_handle_t *)&p->signals[i], NULL);
     uv_close((uv_handle_t *)&p->shutdown_timer, NULL);
     uv_close((uv_handle_t *)&p->worker_exited, NULL);
+    uv_close((uv_handle_t *)&p->unlistened, NULL);
+}
+
+/* Once every worker has closed its sockets no new connection can arrive: worth a line, since
+ * from then on a connect is refused by the kernel. */
+static void on_unlistened(uv_async_t *a)
+{
+    struct proxy *p = a->data;
+    if (atomic_load(&p->n_unlistened) == p->n_started && !p->said_unlistened) {
+        p->said_unlistened = 1;
+        log_event(LOG_LEVEL_INFO, "listeners_closed",
+                  LOG_INT("open", atomic_load(&p->shared.open_sessions)));
+    }
 }
 
 static void on_worker_exited(uv_async_t *a)
 {
     struct proxy *p = a->data;
-    if (atomic_load(&p->n_exited) == p->n_started && !uv_is_closing((uv_handle_t *)a))
+    if (atomic_load(&p->n_exited) == p->n_started && !uv_is_closing((uv_handle_t *)a)) {
+        on_unlistened(&p->unlistened); /* both wake-ups may land in one loop turn */
         proxy_close_handles(p);
+    }
 }
 
 static void on_shutdown_timeout(uv_timer_t *t)
@@ -282,25 +308,96 @@ static void proxy_drain(struct proxy *p, const char *signal_name)
     uv_timer_start(&p->shutdown_timer, on_shutdown_timeout, p->cfg->shutdown_timeout_ms, 0);
 }
 
-/* Applies what a reload can change while running: instances, weights and balancers of existing
- * static services. Listener and service set changes need a restart, and are logged as such. */
-static void proxy_apply(struct proxy *p, const struct config *next)
+static void reload_needs_restart(const char *kind, const char *name, const char *why)
 {
+    log_event(LOG_LEVEL_WARN, "reload_needs_restart", LOG_STR(kind, name), LOG_STR("why", why));
+}
+
+static const struct config_service *find_service(const struct config *cfg, const char *name,
+                                                 size_t *index)
+{
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        if (strcmp(cfg->services[i].name, name) == 0) {
+            *index = i;
+            return &cfg->services[i];
+        }
+    }
+    return NULL;
+}
+
+static const struct config_listener *find_listener(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (strcmp(cfg->listeners[i].name, name) == 0)
+            return &cfg->listeners[i];
+    return NULL;
+}
+
+/* Static services swap in their new instances, weights and balancer; anything else about the
+ * service set needs a restart, and the log says so rather than half-applying it. */
+static void proxy_apply_services(struct proxy *p, const struct config *next)
+{
+    size_t j = 0;
     for (size_t i = 0; i < next->n_services; i++) {
         const struct config_service *cs = &next->services[i];
-        size_t j = 0;
-        while (j < p->cfg->n_services && strcmp(p->cfg->services[j].name, cs->name) != 0)
-            j++;
-        if (j == p->cfg->n_services) {
-            log_event(LOG_LEVEL_WARN, "reload_needs_restart", LOG_STR("service", cs->name),
-                      LOG_STR("why", "new service"));
-            continue;
-        }
-        if (cs->discovery == CONFIG_DISCOVERY_STATIC)
+        const struct config_service *running = find_service(p->cfg, cs->name, &j);
+        if (running == NULL)
+            reload_needs_restart("service", cs->name, "new service");
+        else if (running->discovery != cs->discovery)
+            reload_needs_restart("service", cs->name, "discovery changed");
+        else if (cs->discovery == CONFIG_DISCOVERY_STATIC)
             (void)service_publish_static(p->services[j], cs);
     }
-    if (next->n_listeners != p->cfg->n_listeners)
-        log_event(LOG_LEVEL_WARN, "reload_needs_restart", LOG_STR("why", "listeners changed"));
+    for (size_t i = 0; i < p->cfg->n_services; i++)
+        if (find_service(next, p->cfg->services[i].name, &j) == NULL)
+            reload_needs_restart("service", p->cfg->services[i].name, "removed, still served");
+}
+
+static int listener_changed(const struct config_listener *a, const struct config_listener *b)
+{
+    return strcmp(a->bind.text, b->bind.text) != 0 || strcmp(a->service, b->service) != 0 ||
+           a->connect_timeout_ms != b->connect_timeout_ms ||
+           a->idle_timeout_ms != b->idle_timeout_ms || a->retries != b->retries ||
+           a->backlog != b->backlog;
+}
+
+/* Workers read listener settings without synchronisation, so they stay as they started. */
+static void proxy_check_listeners(const struct proxy *p, const struct config *next)
+{
+    for (size_t i = 0; i < next->n_listeners; i++) {
+        const struct config_listener *cl = &next->listeners[i];
+        const struct config_listener *running = find_listener(p->cfg, cl->name);
+        if (running == NULL)
+            reload_needs_restart("listener", cl->name, "new listener");
+        else if (listener_changed(running, cl))
+            reload_needs_restart("listener", cl->name, "settings changed");
+    }
+    for (size_t i = 0; i < p->cfg->n_listeners; i++)
+        if (find_listener(next, p->cfg->listeners[i].name) == NULL)
+            reload_needs_restart("listener", p->cfg->listeners[i].name, "removed, still open");
+}
+
+/* Logging and the shutdown timeout belong to the main thread and apply at once; the data path's
+ * sizes and thread count are fixed at start. */
+static void proxy_apply_globals(struct proxy *p, const struct config *next)
+{
+    log_configure(next->log_level, next->log_format);
+    p->cfg->log_level = next->log_level;
+    p->cfg->log_format = next->log_format;
+    p->cfg->shutdown_timeout_ms = next->shutdown_timeout_ms;
+    if (next->workers != p->cfg->workers || next->max_connections != p->cfg->max_connections ||
+        next->splice != p->cfg->splice || next->pipe_size != p->cfg->pipe_size ||
+        next->buffer_size != p->cfg->buffer_size)
+        reload_needs_restart("section", "sluice",
+                             "workers, max_connections, splice, pipe_size or buffer_size changed");
+}
+
+/* Applies what a reload can change while running and names what needs a restart. */
+static void proxy_apply(struct proxy *p, const struct config *next)
+{
+    proxy_apply_globals(p, next);
+    proxy_apply_services(p, next);
+    proxy_check_listeners(p, next);
 }
 
 static void proxy_reload(struct proxy *p)
@@ -347,6 +444,8 @@ static int proxy_setup_loop(struct proxy *p)
     p->shutdown_timer.data = p;
     uv_async_init(p->loop, &p->worker_exited, on_worker_exited);
     p->worker_exited.data = p;
+    uv_async_init(p->loop, &p->unlistened, on_unlistened);
+    p->unlistened.data = p;
     return 0;
 }
 

@@ -232,8 +232,11 @@ static void on_wakeup(uv_async_t *a)
     int cmd = atomic_load(&w->command);
     if (cmd == WORKER_RUN)
         return;
+    int was_listening = w->n_listeners > 0 && w->listeners[0].watch.fd >= 0;
     worker_close_listeners(w);
     uv_timer_stop(&w->resume);
+    if (was_listening && w->on_unlisten != NULL)
+        w->on_unlisten(w);
     if (cmd == WORKER_STOP) {
         while (w->sessions != NULL)
             session_abort(w->sessions);

@@ -92,7 +92,9 @@ struct worker {
     struct session *graveyard;        /* sessions closed during this epoll batch */
     struct stats stats;               /* counters; written by this thread only */
     void (*on_exit)(struct worker *w); /* called on the worker thread right before it ends */
-    void *data;                       /* for on_exit */
+    void (*on_unlisten)(struct worker *w); /* called on the worker thread once its listening
+                                              sockets are closed (drain or stop) */
+    void *data;                       /* for on_exit and on_unlisten */
 };
 
 /* Sets up a worker (loop, epoll set, pools, timers) and creates its listening sockets (bound

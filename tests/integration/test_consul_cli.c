@@ -13,10 +13,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "consul_fixture.h"
 
-static struct proc emulator, http_backend;
-static int emu_port, http_port;
+static struct proc http_backend;
+static int http_port;
 static char conf_path[512];
 static char host[128];
 
@@ -32,31 +32,20 @@ static int setup(void **state)
 {
     (void)state;
     const char *fast[] = {"--fast-checks", NULL};
-    emu_port = emulator_start(&emulator, fast);
+    int emu_ok = consul_fixture_start(0, fast) == 0;
     http_port = backend_start(&http_backend, "http", NULL);
     snprintf(conf_path, sizeof(conf_path), "%s/cli-%d.ini", harness_tmpdir(), getpid());
-    FILE *f = fopen(conf_path, "w");
-    if (f == NULL)
-        return -1;
-    fprintf(f, "[consul]\naddress = 127.0.0.1:%d\n", emu_port);
-    fclose(f);
+    write_conf(conf_path, consul_fx.emu_port, "");
     gethostname(host, sizeof(host) - 1);
-    return emu_port > 0 && http_port > 0 ? 0 : -1;
+    return emu_ok && http_port > 0 ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    (void)state;
     proc_stop(&http_backend, SIGTERM);
-    proc_stop(&emulator, SIGTERM);
+    consul_fixture_stop(state);
     unlink(conf_path);
     return 0;
-}
-
-static int test_setup(void **state)
-{
-    (void)state;
-    return http_request(emu_port, "POST", "/_emu/reset", NULL, NULL, 0) == 200 ? 0 : -1;
 }
 
 /* Runs sluice with args (NULL-terminated, after the binary); returns the exit status. */
@@ -76,7 +65,7 @@ static int agent_status(const char *id, char *out, size_t len)
 {
     char path[512];
     snprintf(path, sizeof(path), "/v1/agent/service/%s", id);
-    return http_request(emu_port, "GET", path, NULL, out, len);
+    return http_request(consul_fx.emu_port, "GET", path, NULL, out, len);
 }
 
 static void test_register_and_deregister(void **state)
@@ -95,8 +84,8 @@ static void test_register_and_deregister(void **state)
     assert_int_equal(agent_status(id, body, sizeof(body)), 200);
     assert_non_null(strstr(body, "\"Tags\":[\"v1\"]"));
     assert_non_null(strstr(body, "\"version\":\"1.0.0\""));
-    assert_int_equal(http_request(emu_port, "GET", "/v1/agent/checks", NULL, body, sizeof(body)),
-                     200);
+    assert_int_equal(
+        http_request(consul_fx.emu_port, "GET", "/v1/agent/checks", NULL, body, sizeof(body)), 200);
     char check[300];
     snprintf(check, sizeof(check), "\"service:%s\"", id);
     assert_non_null(strstr(body, check));
@@ -121,8 +110,8 @@ static void test_given_id_and_two_checks(void **state)
                          "1m",       NULL};
     assert_int_equal(run(out, sizeof(out), reg), 0);
     assert_non_null(strstr(out, "web-7"));
-    assert_int_equal(http_request(emu_port, "GET", "/v1/agent/checks", NULL, body, sizeof(body)),
-                     200);
+    assert_int_equal(
+        http_request(consul_fx.emu_port, "GET", "/v1/agent/checks", NULL, body, sizeof(body)), 200);
     assert_non_null(strstr(body, "\"service:web-7:1\""));
     assert_non_null(strstr(body, "\"service:web-7:2\""));
     assert_int_equal(agent_status("web-7", body, sizeof(body)), 200);
@@ -151,19 +140,18 @@ static void test_rollback_when_second_step_fails(void **state)
     (void)state;
     char out[4096], url[128], body[1 << 16];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/health", http_port);
-    assert_int_equal(http_request(emu_port, "POST", "/_emu/faults",
-                                  "{\"kind\":\"error\",\"path\":\"/v1/agent/checks\",\"status\":"
-                                  "500,\"body\":\"rpc error: agent busy\",\"count\":1}",
-                                  NULL, 0),
-                     200);
+    consul_emu_send("POST", "/_emu/faults",
+                    "{\"kind\":\"error\",\"path\":\"/v1/agent/checks\",\"status\":500,"
+                    "\"body\":\"rpc error: agent busy\",\"count\":1}");
     const char *reg[] = {"register", "-c",       conf_path,      "--name", "api",
                          "--id",     "api-half", "--http-check", url,      NULL};
     assert_int_equal(run(out, sizeof(out), reg), 1);
     assert_non_null(strstr(out, "rpc error: agent busy"));
     assert_non_null(strstr(out, "rolled back"));
     assert_int_equal(agent_status("api-half", body, sizeof(body)), 404);
-    assert_int_equal(http_request(emu_port, "GET", "/_emu/requests?path=/v1/agent/service/", NULL,
-                                  body, sizeof(body)),
+    assert_int_equal(http_request(consul_fx.emu_port, "GET",
+                                  "/_emu/requests?path=/v1/agent/service/", NULL, body,
+                                  sizeof(body)),
                      200);
     assert_non_null(strstr(body, "/v1/agent/service/register"));
     assert_non_null(strstr(body, "/v1/agent/service/deregister/api-half"));
@@ -188,7 +176,7 @@ static void test_environment(void **state)
 {
     (void)state;
     char out[4096], addr[64], path[512];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", emu_port);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", consul_fx.emu_port);
     setenv("CONSUL_HTTP_ADDR", addr, 1);
     const char *reg[] = {"register", "--name", "envsvc", "--id", "envsvc-1", NULL};
     assert_int_equal(run(out, sizeof(out), reg), 0);
@@ -265,14 +253,14 @@ static void test_usage_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_register_and_deregister, test_setup),
-        cmocka_unit_test_setup(test_given_id_and_two_checks, test_setup),
-        cmocka_unit_test_setup(test_rejected_check, test_setup),
-        cmocka_unit_test_setup(test_rollback_when_second_step_fails, test_setup),
-        cmocka_unit_test_setup(test_unreachable, test_setup),
-        cmocka_unit_test_setup(test_environment, test_setup),
-        cmocka_unit_test_setup(test_acl, test_setup),
-        cmocka_unit_test_setup(test_usage_errors, test_setup),
+        cmocka_unit_test_setup(test_register_and_deregister, consul_fixture_reset),
+        cmocka_unit_test_setup(test_given_id_and_two_checks, consul_fixture_reset),
+        cmocka_unit_test_setup(test_rejected_check, consul_fixture_reset),
+        cmocka_unit_test_setup(test_rollback_when_second_step_fails, consul_fixture_reset),
+        cmocka_unit_test_setup(test_unreachable, consul_fixture_reset),
+        cmocka_unit_test_setup(test_environment, consul_fixture_reset),
+        cmocka_unit_test_setup(test_acl, consul_fixture_reset),
+        cmocka_unit_test_setup(test_usage_errors, consul_fixture_reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -15,139 +15,64 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "consul_fixture.h"
 
 #define N_BACKENDS 2
-
-static struct proc emulator, sluice, backends[N_BACKENDS];
-static int emu_port, backend_ports[N_BACKENDS];
 
 static int setup(void **state)
 {
     (void)state;
-    emu_port = emulator_start(&emulator, NULL);
-    for (int i = 0; i < N_BACKENDS; i++) {
-        char name[16];
-        snprintf(name, sizeof(name), "b%d", i);
-        const char *extra[] = {"--hello", name, NULL};
-        backend_ports[i] = backend_start(&backends[i], "echo", extra);
-        if (backend_ports[i] <= 0)
-            return -1;
-    }
-    return emu_port > 0 ? 0 : -1;
+    return consul_fixture_start(N_BACKENDS, NULL);
 }
 
-static int teardown(void **state)
-{
-    (void)state;
-    for (int i = 0; i < N_BACKENDS; i++)
-        proc_stop(&backends[i], SIGTERM);
-    proc_stop(&emulator, SIGTERM);
-    return 0;
-}
-
-static int test_setup(void **state)
-{
-    (void)state;
-    return http_request(emu_port, "POST", "/_emu/reset", NULL, NULL, 0) == 200 ? 0 : -1;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    if (sluice.pid > 0)
-        proc_stop(&sluice, SIGKILL);
-    return 0;
-}
-
-/* Starts sluice against the emulator on emu with extra [consul] lines and extra sections;
- * returns the listener port once the first answer is published. */
+/* Starts sluice against the emulator on emu (20 s to drain on SIGTERM) with extra [consul] lines
+ * and extra sections; returns the listener port. */
 static int start_sluice(int emu, const char *consul_extra, const char *sections)
 {
-    int port = harness_free_port();
-    char conf[2048];
-    snprintf(conf, sizeof(conf),
-             "[sluice]\nworkers = 1\nlog_level = debug\nshutdown_timeout = 20s\n"
-             "[consul]\naddress = 127.0.0.1:%d\nretry_min = 50ms\nretry_max = 500ms\n%s"
-             "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\n"
-             "[service:api]\ndiscovery = consul\n%s",
-             emu, consul_extra, port, sections);
-    assert_int_equal(sluice_start(&sluice, conf), 0);
-    return port;
+    return consul_sluice_start(emu, "shutdown_timeout = 20s\n", consul_extra, sections);
 }
 
 /* Registers api-<i> (backend i) through the control API (no ACL checks) with a passing check. */
 static void instance_add(int emu, int i)
 {
     char body[1024];
-    snprintf(body, sizeof(body),
-             "{\"Node\":\"n%d\",\"Address\":\"127.0.0.1\",\"Service\":{\"ID\":\"api-%d\","
-             "\"Service\":\"api\",\"Port\":%d},\"Check\":{\"CheckID\":\"chk-%d\",\"Name\":"
-             "\"chk\",\"Status\":\"passing\",\"ServiceID\":\"api-%d\"}}",
-             i, i, backend_ports[i], i, i);
+    consul_instance_body(body, sizeof(body), i, "127.0.0.1", NULL, "passing", "");
     assert_int_equal(http_request(emu, "POST", "/_emu/catalog/register", body, NULL, 0), 200);
 }
 
-static void wait_event(size_t *from, const char *event, const char *extra)
+/* Lines of sluice's log holding needle. */
+static int log_count(const char *needle)
 {
-    const char *needles[] = {event, extra, NULL};
-    assert_int_equal(log_wait(&sluice, from, NULL, 0, needles), 0);
-}
-
-static void wait_published(size_t *from, int n)
-{
-    char count[64];
-    snprintf(count, sizeof(count), "\"instances\":%d,", n);
-    wait_event(from, "\"event\":\"discovery_published\"", count);
-}
-
-static int hello_index(int port)
-{
-    char hello[32];
-    assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
-    assert_true(hello[0] == 'b' && hello[1] >= '0' && hello[1] < '0' + N_BACKENDS);
-    return hello[1] - '0';
-}
-
-/* Lines of the log holding needle. */
-static int log_count(const struct proc *p, const char *needle)
-{
-    FILE *f = fopen(p->log_path, "r");
-    char line[16384];
-    int n = 0;
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
-        n += strstr(line, needle) != NULL;
-    if (f != NULL)
-        fclose(f);
-    return n;
+    const char *needles[] = {needle, NULL};
+    return log_count_all(&consul_fx.sluice, needles);
 }
 
 static void add_fault(const char *json)
 {
-    assert_int_equal(http_request(emu_port, "POST", "/_emu/faults", json, NULL, 0), 200);
+    consul_emu_send("POST", "/_emu/faults", json);
 }
 
 /* The next health query hangs; the watchdog aborts it and the watch carries on. */
 static void test_watchdog_recovers_hung_query(void **state)
 {
     (void)state;
-    int port = start_sluice(emu_port, "wait = 1s\n", "");
+    int port = start_sluice(consul_fx.emu_port, "wait = 1s\n", "");
     size_t from = 0;
-    instance_add(emu_port, 0);
-    wait_published(&from, 1);
+    instance_add(consul_fx.emu_port, 0);
+    consul_wait_published(&from, 1, NULL);
     add_fault("{\"kind\":\"hang\",\"path\":\"/v1/health/service/api\",\"count\":1}");
     uint64_t t0 = harness_now_ms();
-    wait_event(&from, "\"event\":\"discovery_watchdog\"", NULL);
+    consul_wait_event(&from, "\"event\":\"discovery_watchdog\"", NULL);
     print_message("hung query aborted after %llu ms (wait 1s)\n",
                   (unsigned long long)(harness_now_ms() - t0));
-    assert_int_equal(hello_index(port), 0); /* served from the last known set meanwhile */
-    instance_add(emu_port, 1);
-    wait_published(&from, 2);
-    int seen[N_BACKENDS] = {0};
-    for (int i = 0; i < 4; i++)
-        seen[hello_index(port)]++;
+    /* served from the last known set meanwhile */
+    assert_int_equal(hello_index(port, N_BACKENDS), 0);
+    instance_add(consul_fx.emu_port, 1);
+    consul_wait_published(&from, 2, NULL);
+    int seen[N_BACKENDS];
+    assert_int_equal(count_hellos(port, 4, seen, N_BACKENDS), 0);
     assert_int_equal(seen[1], 2);
-    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 }
 
 /* Garbage and 500 answers: nothing is published, traffic goes on to the last good set, the
@@ -155,35 +80,36 @@ static void test_watchdog_recovers_hung_query(void **state)
 static void test_errors_keep_last_known_good(void **state)
 {
     (void)state;
-    int port = start_sluice(emu_port, "", "");
+    int port = start_sluice(consul_fx.emu_port, "", "");
     size_t from = 0;
-    instance_add(emu_port, 0);
-    wait_published(&from, 1);
+    instance_add(consul_fx.emu_port, 0);
+    consul_wait_published(&from, 1, NULL);
     add_fault("{\"kind\":\"garbage\",\"path\":\"/v1/health/service/api\",\"count\":2}");
     add_fault("{\"kind\":\"no_leader\",\"path\":\"/v1/health/service/api\",\"count\":2}");
     size_t degraded_from = from;
-    instance_add(emu_port, 1); /* the next queries meet the faults, then see this change */
-    wait_event(&degraded_from, "\"event\":\"discovery_degraded\"", NULL);
-    assert_true(hello_index(port) >= 0);
-    proc_signal(&sluice, SIGUSR1);
+    /* the next queries meet the faults, then see this change */
+    instance_add(consul_fx.emu_port, 1);
+    consul_wait_event(&degraded_from, "\"event\":\"discovery_degraded\"", NULL);
+    assert_true(hello_index(port, N_BACKENDS) >= 0);
+    proc_signal(&consul_fx.sluice, SIGUSR1);
     size_t stats_from = from;
     char line[4096];
     const char *stats[] = {"\"event\":\"discovery_stats\"", NULL};
-    assert_int_equal(log_wait(&sluice, &stats_from, line, sizeof(line), stats), 0);
+    assert_int_equal(log_wait(&consul_fx.sluice, &stats_from, line, sizeof(line), stats), 0);
     size_t published_from = from;
-    wait_event(&from, "\"event\":\"discovery_recovered\"", NULL);
-    wait_published(&published_from, 2);
-    assert_int_equal(log_count(&sluice, "\"event\":\"discovery_degraded\""), 1);
-    assert_true(log_count(&sluice, "answer is not valid JSON") >= 1);
-    assert_true(log_count(&sluice, "No cluster leader") >= 1);
+    consul_wait_event(&from, "\"event\":\"discovery_recovered\"", NULL);
+    consul_wait_published(&published_from, 2, NULL);
+    assert_int_equal(log_count("\"event\":\"discovery_degraded\""), 1);
+    assert_true(log_count("answer is not valid JSON") >= 1);
+    assert_true(log_count("No cluster leader") >= 1);
     for (int i = 0; i < 4; i++)
-        assert_true(hello_index(port) >= 0);
-    proc_signal(&sluice, SIGUSR1);
-    assert_int_equal(log_wait(&sluice, &stats_from, line, sizeof(line), stats), 0);
+        assert_true(hello_index(port, N_BACKENDS) >= 0);
+    proc_signal(&consul_fx.sluice, SIGUSR1);
+    assert_int_equal(log_wait(&consul_fx.sluice, &stats_from, line, sizeof(line), stats), 0);
     assert_non_null(strstr(line, "\"state\":\"ok\""));
     assert_true(log_field_int(line, "errors") >= 4);
     assert_int_equal(log_field_int(line, "degraded"), 1);
-    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 }
 
 /* ACLs on with default deny: an unknown token and a token without node:read are reported with
@@ -205,17 +131,17 @@ static void test_acl_denials_are_explained(void **state)
     size_t from = 0;
     const char *denied[] = {"\"event\":\"discovery_error\"", "the ACL token is unknown to Consul",
                             "service:read on \\\"api\\\" and node:read", NULL};
-    assert_int_equal(log_wait(&sluice, &from, NULL, 0, denied), 0);
+    assert_int_equal(log_wait(&consul_fx.sluice, &from, NULL, 0, denied), 0);
     sleep_ms(1500); /* retries happen meanwhile; the error is logged once */
-    assert_int_equal(log_count(&sluice, "\"event\":\"discovery_error\""), 1);
+    assert_int_equal(log_count("\"event\":\"discovery_error\""), 1);
     char hello[32];
     assert_int_equal(hello_of(port, hello, sizeof(hello)), -1); /* closed, not crashed */
-    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 
     port = start_sluice(emu, "token = svc-only\n", "");
     from = 0;
-    wait_event(&from, "\"event\":\"discovery_empty_acl\"", "node:read");
-    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+    consul_wait_event(&from, "\"event\":\"discovery_empty_acl\"", "node:read");
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 
     assert_int_equal(http_request(emu, "PUT", "/_emu/acl/tokens",
                                   "{\"SecretID\":\"reader\",\"Rules\":{\"service_prefix\":{\"\":"
@@ -224,18 +150,17 @@ static void test_acl_denials_are_explained(void **state)
                      200);
     port = start_sluice(emu, "token = reader\n", "[registration]\n");
     from = 0;
-    wait_published(&from, 1);
-    assert_int_equal(hello_index(port), 0);
+    consul_wait_published(&from, 1, NULL);
+    assert_int_equal(hello_index(port, N_BACKENDS), 0);
     /* reading is allowed, registering is not: the agent's reason names service:write */
-    wait_event(&from, "\"event\":\"registration_failed\"", "service:write");
-    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+    consul_wait_event(&from, "\"event\":\"registration_failed\"", "service:write");
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
     assert_int_equal(proc_stop(&acl_emu, SIGTERM), 0);
 }
 
 static int agent_knows(const char *needle)
 {
-    char *state = malloc(1 << 20);
-    assert_int_equal(http_request(emu_port, "GET", "/_emu/state", NULL, state, 1 << 20), 200);
+    char *state = consul_emu_get("/_emu/state");
     int found = strstr(state, needle) != NULL;
     free(state);
     return found;
@@ -246,23 +171,23 @@ static int agent_knows(const char *needle)
 static void test_agent_restart_restores_and_resyncs(void **state)
 {
     (void)state;
-    int port = start_sluice(emu_port, "wait = 2s\n", "[registration]\nanti_entropy = 1s\n");
+    int port =
+        start_sluice(consul_fx.emu_port, "wait = 2s\n", "[registration]\nanti_entropy = 1s\n");
     size_t from = 0, reg_from = 0;
-    instance_add(emu_port, 0);
-    wait_published(&from, 1);
-    wait_event(&reg_from, "\"event\":\"registration_added\"", NULL);
+    instance_add(consul_fx.emu_port, 0);
+    consul_wait_published(&from, 1, NULL);
+    consul_wait_event(&reg_from, "\"event\":\"registration_added\"", NULL);
     char id[128];
     snprintf(id, sizeof(id), "\"web-");
     assert_true(agent_knows(id));
-    assert_int_equal(
-        http_request(emu_port, "POST", "/_emu/restart", "{\"down_seconds\":1}", NULL, 0), 200);
-    wait_event(&reg_from, "\"event\":\"registration_restored\"", NULL);
+    consul_emu_send("POST", "/_emu/restart", "{\"down_seconds\":1}");
+    consul_wait_event(&reg_from, "\"event\":\"registration_restored\"", NULL);
     assert_true(agent_knows(id));
-    instance_add(emu_port, 1);
-    wait_published(&from, 1);
+    instance_add(consul_fx.emu_port, 1);
+    consul_wait_published(&from, 1, NULL);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(hello_index(port), 1);
-    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+        assert_int_equal(hello_index(port, N_BACKENDS), 1);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 }
 
 /* Consul is gone for 30 s (SLUICE_CONSUL_OUTAGE_S overrides): every connection meanwhile is
@@ -273,25 +198,27 @@ static void test_outage_keeps_traffic_flowing(void **state)
     (void)state;
     const char *env = getenv("SLUICE_CONSUL_OUTAGE_S");
     int outage_s = env != NULL && atoi(env) > 0 ? atoi(env) : 30;
-    int port = start_sluice(emu_port, "", "");
+    int port = start_sluice(consul_fx.emu_port, "", "");
     size_t from = 0;
-    instance_add(emu_port, 0);
-    instance_add(emu_port, 1);
-    wait_published(&from, 2);
+    instance_add(consul_fx.emu_port, 0);
+    instance_add(consul_fx.emu_port, 1);
+    consul_wait_published(&from, 2, NULL);
     char body[64];
     snprintf(body, sizeof(body), "{\"down_seconds\":%d}", outage_s);
     uint64_t t0 = harness_now_ms();
-    assert_int_equal(http_request(emu_port, "POST", "/_emu/restart", body, NULL, 0), 200);
+    consul_emu_send("POST", "/_emu/restart", body);
     int served[N_BACKENDS] = {0}, asked = 0;
     while (harness_now_ms() - t0 < (uint64_t)outage_s * 1000 - 500) {
-        served[hello_index(port)]++;
+        int b = hello_index(port, N_BACKENDS);
+        assert_true(b >= 0);
+        served[b]++;
         asked++;
         if (asked == 10) {
-            proc_signal(&sluice, SIGUSR1);
+            proc_signal(&consul_fx.sluice, SIGUSR1);
             char line[4096];
             const char *stats[] = {"\"event\":\"discovery_stats\"", NULL};
             size_t at = from;
-            assert_int_equal(log_wait(&sluice, &at, line, sizeof(line), stats), 0);
+            assert_int_equal(log_wait(&consul_fx.sluice, &at, line, sizeof(line), stats), 0);
             assert_non_null(strstr(line, "\"state\":\"degraded\""));
         }
         sleep_ms(250);
@@ -300,9 +227,9 @@ static void test_outage_keeps_traffic_flowing(void **state)
                   asked, served[0], served[1]);
     assert_int_equal(served[0] + served[1], asked);
     assert_true(served[0] > 0 && served[1] > 0);
-    assert_int_equal(log_count(&sluice, "\"event\":\"discovery_degraded\""), 1);
-    wait_event(&from, "\"event\":\"discovery_recovered\"", NULL);
-    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+    assert_int_equal(log_count("\"event\":\"discovery_degraded\""), 1);
+    consul_wait_event(&from, "\"event\":\"discovery_recovered\"", NULL);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 }
 
 /* SIGTERM: the registration is gone while a session still drains, and the discovery thread
@@ -310,11 +237,11 @@ static void test_outage_keeps_traffic_flowing(void **state)
 static void test_shutdown_deregisters_then_drains(void **state)
 {
     (void)state;
-    int port = start_sluice(emu_port, "", "[registration]\n");
+    int port = start_sluice(consul_fx.emu_port, "", "[registration]\n");
     size_t from = 0, reg_from = 0;
-    instance_add(emu_port, 0);
-    wait_published(&from, 1);
-    wait_event(&reg_from, "\"event\":\"registration_added\"", NULL);
+    instance_add(consul_fx.emu_port, 0);
+    consul_wait_published(&from, 1, NULL);
+    consul_wait_event(&reg_from, "\"event\":\"registration_added\"", NULL);
     assert_true(agent_knows("\"web-"));
     int held = tcp_connect(port);
     char line[64];
@@ -322,36 +249,32 @@ static void test_shutdown_deregisters_then_drains(void **state)
     assert_true(read_line(held, line, sizeof(line)) > 0);
     sleep_ms(300); /* the discovery thread sits in its blocking query now */
     uint64_t t0 = harness_now_ms();
-    from = log_size(&sluice);
-    proc_signal(&sluice, SIGTERM);
-    wait_event(&from, "\"event\":\"registration_removed\"", NULL);
-    wait_event(&from, "\"event\":\"discovery_stopped\"", NULL);
+    from = log_size(&consul_fx.sluice);
+    proc_signal(&consul_fx.sluice, SIGTERM);
+    consul_wait_event(&from, "\"event\":\"registration_removed\"", NULL);
+    consul_wait_event(&from, "\"event\":\"discovery_stopped\"", NULL);
     uint64_t stopped_ms = harness_now_ms() - t0;
     print_message("SIGTERM -> deregistered and discovery stopped in %llu ms\n",
                   (unsigned long long)stopped_ms);
     assert_true(stopped_ms < 5000);
     assert_false(agent_knows("\"web-"));
-    assert_true(sluice.pid > 0 && kill(sluice.pid, 0) == 0); /* still draining */
+    /* still draining */
+    assert_true(consul_fx.sluice.pid > 0 && kill(consul_fx.sluice.pid, 0) == 0);
     assert_int_equal(write_all(held, "bye\n", 4), 0);
     assert_int_equal(read_line(held, line, sizeof(line)), 3);
     close(held);
-    assert_int_equal(proc_wait(&sluice, HARNESS_WAIT_MS), 0);
+    assert_int_equal(proc_wait(&consul_fx.sluice, HARNESS_WAIT_MS), 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_watchdog_recovers_hung_query, test_setup,
-                                        test_teardown),
-        cmocka_unit_test_setup_teardown(test_errors_keep_last_known_good, test_setup,
-                                        test_teardown),
-        cmocka_unit_test_setup_teardown(test_acl_denials_are_explained, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_agent_restart_restores_and_resyncs, test_setup,
-                                        test_teardown),
-        cmocka_unit_test_setup_teardown(test_shutdown_deregisters_then_drains, test_setup,
-                                        test_teardown),
-        cmocka_unit_test_setup_teardown(test_outage_keeps_traffic_flowing, test_setup,
-                                        test_teardown),
+        CONSUL_FIXTURE_TEST(test_watchdog_recovers_hung_query),
+        CONSUL_FIXTURE_TEST(test_errors_keep_last_known_good),
+        CONSUL_FIXTURE_TEST(test_acl_denials_are_explained),
+        CONSUL_FIXTURE_TEST(test_agent_restart_restores_and_resyncs),
+        CONSUL_FIXTURE_TEST(test_shutdown_deregisters_then_drains),
+        CONSUL_FIXTURE_TEST(test_outage_keeps_traffic_flowing),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, consul_fixture_stop);
 }

@@ -13,44 +13,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "consul_fixture.h"
 
 #define N_INSTANCES 1000
 #define N_SERVICES  200
 #define PER_SERVICE 3
 
-static struct proc emulator, sluice, backend;
-static int emu_port, backend_port;
-
 static int setup(void **state)
 {
     (void)state;
-    const char *hello[] = {"--hello", "b0", NULL};
-    emu_port = emulator_start(&emulator, NULL);
-    backend_port = backend_start(&backend, "echo", hello);
-    return emu_port > 0 && backend_port > 0 ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    proc_stop(&backend, SIGTERM);
-    proc_stop(&emulator, SIGTERM);
-    return 0;
-}
-
-static int test_setup(void **state)
-{
-    (void)state;
-    return http_request(emu_port, "POST", "/_emu/reset", NULL, NULL, 0) == 200 ? 0 : -1;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    if (sluice.pid > 0)
-        proc_stop(&sluice, SIGKILL);
-    return 0;
+    return consul_fixture_start(1, NULL);
 }
 
 /* Appends one catalog registration (instance id on node, of service svc, at port). */
@@ -66,28 +38,11 @@ static size_t append_instance(char *buf, size_t cap, size_t used, const char *no
     return used + (size_t)n;
 }
 
-/* Lines of the log holding every needle. */
-static int log_count_all(const struct proc *p, const char *const *needles)
-{
-    FILE *f = fopen(p->log_path, "r");
-    char line[16384];
-    int n = 0;
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        int all = 1;
-        for (size_t i = 0; needles[i] != NULL; i++)
-            all = all && strstr(line, needles[i]) != NULL;
-        n += all;
-    }
-    if (f != NULL)
-        fclose(f);
-    return n;
-}
-
 /* Waits until count lines hold every needle; returns the time it took in ms. */
 static uint64_t wait_count(const char *const *needles, int count)
 {
     uint64_t t0 = harness_now_ms();
-    while (log_count_all(&sluice, needles) < count) {
+    while (log_count_all(&consul_fx.sluice, needles) < count) {
         assert_true(harness_now_ms() - t0 < 3 * HARNESS_WAIT_MS);
         sleep_ms(20);
     }
@@ -97,14 +52,10 @@ static uint64_t wait_count(const char *const *needles, int count)
 static void test_thousand_instances(void **state)
 {
     (void)state;
-    int port = harness_free_port();
-    char conf[1024], line[4096];
-    snprintf(conf, sizeof(conf),
-             "[sluice]\nworkers = 2\nlog_level = info\n[consul]\naddress = 127.0.0.1:%d\n"
-             "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\n"
-             "[service:api]\ndiscovery = consul\nbalance = least_connections\n",
-             emu_port, port);
-    assert_int_equal(sluice_start(&sluice, conf), 0);
+    char consul[64], line[4096];
+    snprintf(consul, sizeof(consul), "address = 127.0.0.1:%d\n", consul_fx.emu_port);
+    consul_sluice_start_with("workers = 2\nlog_level = info\n", consul,
+                             "balance = least_connections\n");
     size_t cap = (size_t)N_INSTANCES * 400, used = 1, from = 0;
     char *body = malloc(cap);
     body[0] = '[';
@@ -112,14 +63,14 @@ static void test_thousand_instances(void **state)
         char node[32], id[32];
         snprintf(node, sizeof(node), "node-%03d", i / 10);
         snprintf(id, sizeof(id), "api-%04d", i);
-        used = append_instance(body, cap, used, node, "api", id, i == 0 ? backend_port : 20000 + i,
-                               "passing");
+        used = append_instance(body, cap, used, node, "api", id,
+                               i == 0 ? consul_fx.backend_ports[0] : 20000 + i, "passing");
     }
     snprintf(body + used, cap - used, "]");
     uint64_t t0 = harness_now_ms();
-    assert_int_equal(http_request(emu_port, "POST", "/_emu/catalog/register", body, NULL, 0), 200);
+    consul_emu_send("POST", "/_emu/catalog/register", body);
     const char *all[] = {"\"event\":\"discovery_published\"", "\"instances\":1000,", NULL};
-    assert_int_equal(log_wait(&sluice, &from, line, sizeof(line), all), 0);
+    assert_int_equal(log_wait(&consul_fx.sluice, &from, line, sizeof(line), all), 0);
     print_message("1000 instances: visible %llu ms after registration; parse %lld us, snapshot "
                   "build and swap %lld us\n",
                   (unsigned long long)(harness_now_ms() - t0), log_field_int(line, "parse_us"),
@@ -133,14 +84,14 @@ static void test_thousand_instances(void **state)
         used = append_instance(body, cap, used, node, "api", id, 20000 + i, "critical");
     }
     snprintf(body + used, cap - used, "]");
-    assert_int_equal(http_request(emu_port, "POST", "/_emu/catalog/register", body, NULL, 0), 200);
+    consul_emu_send("POST", "/_emu/catalog/register", body);
     const char *fewer[] = {"\"event\":\"discovery_published\"", "\"instances\":990,",
                            "\"critical\":10", NULL};
-    assert_int_equal(log_wait(&sluice, &from, line, sizeof(line), fewer), 0);
+    assert_int_equal(log_wait(&consul_fx.sluice, &from, line, sizeof(line), fewer), 0);
     print_message("990 of 1000: parse %lld us, snapshot build and swap %lld us\n",
                   log_field_int(line, "parse_us"), log_field_int(line, "publish_us"));
     free(body);
-    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 }
 
 static void test_two_hundred_services(void **state)
@@ -152,11 +103,11 @@ static void test_two_hundred_services(void **state)
     used = (size_t)snprintf(conf, cap,
                             "[sluice]\nworkers = 2\nlog_level = info\n[consul]\naddress = "
                             "127.0.0.1:%d\n[listener:web]\nbind = 127.0.0.1:%d\nservice = s000\n",
-                            emu_port, port);
+                            consul_fx.emu_port, port);
     for (int s = 0; s < N_SERVICES; s++)
         used +=
             (size_t)snprintf(conf + used, cap - used, "[service:s%03d]\ndiscovery = consul\n", s);
-    assert_int_equal(sluice_start(&sluice, conf), 0);
+    assert_int_equal(sluice_start(&consul_fx.sluice, conf), 0);
     const char *first[] = {"\"event\":\"discovery_published\"", "\"instances\":0,", NULL};
     uint64_t first_ms = wait_count(first, N_SERVICES);
     body[0] = '[';
@@ -167,13 +118,14 @@ static void test_two_hundred_services(void **state)
             snprintf(svc, sizeof(svc), "s%03d", s);
             snprintf(id, sizeof(id), "s%03d-%d", s, k);
             snprintf(node, sizeof(node), "node-%d", k);
-            used = append_instance(body, cap, used, node, svc, id,
-                                   s == 0 && k == 0 ? backend_port : 30000 + s * 10 + k, "passing");
+            used = append_instance(
+                body, cap, used, node, svc, id,
+                s == 0 && k == 0 ? consul_fx.backend_ports[0] : 30000 + s * 10 + k, "passing");
         }
     }
     snprintf(body + used, cap - used, "]");
     uint64_t t0 = harness_now_ms();
-    assert_int_equal(http_request(emu_port, "POST", "/_emu/catalog/register", body, NULL, 0), 200);
+    consul_emu_send("POST", "/_emu/catalog/register", body);
     const char *synced[] = {"\"event\":\"discovery_published\"", "\"instances\":3,", NULL};
     wait_count(synced, N_SERVICES);
     uint64_t all_ms = harness_now_ms() - t0;
@@ -182,7 +134,7 @@ static void test_two_hundred_services(void **state)
                   (unsigned long long)first_ms, (unsigned long long)all_ms);
     /* each service's own set: s123 lists exactly its three instances */
     const char *s123[] = {"\"service\":\"s123\"", "\"instances\":3,", NULL};
-    assert_int_equal(log_count_all(&sluice, s123), 1);
+    assert_int_equal(log_count_all(&consul_fx.sluice, s123), 1);
     char hello[32];
     for (int i = 0; i < 6; i++) { /* two of s000's three instances refuse: retries find b0 */
         assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
@@ -192,23 +144,23 @@ static void test_two_hundred_services(void **state)
     used = 1;
     used = append_instance(body, cap, used, "node-0", "s042", "s042-0", 30420, "critical");
     snprintf(body + used, cap - used, "]");
-    size_t from = log_size(&sluice);
-    assert_int_equal(http_request(emu_port, "POST", "/_emu/catalog/register", body, NULL, 0), 200);
+    size_t from = log_size(&consul_fx.sluice);
+    consul_emu_send("POST", "/_emu/catalog/register", body);
     const char *one[] = {"\"service\":\"s042\"", "\"instances\":2,", NULL};
-    assert_int_equal(log_wait(&sluice, &from, NULL, 0, one), 0);
+    assert_int_equal(log_wait(&consul_fx.sluice, &from, NULL, 0, one), 0);
     sleep_ms(500);
     const char *any[] = {"\"event\":\"discovery_published\"", NULL};
-    assert_int_equal(log_count_all(&sluice, any), 2 * N_SERVICES + 1);
+    assert_int_equal(log_count_all(&consul_fx.sluice, any), 2 * N_SERVICES + 1);
     free(conf);
     free(body);
-    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_thousand_instances, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_two_hundred_services, test_setup, test_teardown),
+        CONSUL_FIXTURE_TEST(test_thousand_instances),
+        CONSUL_FIXTURE_TEST(test_two_hundred_services),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, consul_fixture_stop);
 }

@@ -13,10 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "consul_fixture.h"
 
-static struct proc emulator, sluice, backend;
-static int emu_port, backend_port;
 static char dir[256];
 
 /* A CA, a server certificate for DNS name consul.test only, a client certificate. */
@@ -52,26 +50,7 @@ static int setup(void **state)
     snprintf(key, sizeof(key), "%s/server.key", dir);
     snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
     const char *args[] = {"--tls-cert", cert, "--tls-key", key, "--tls-client-ca", ca, NULL};
-    const char *hello[] = {"--hello", "b0", NULL};
-    emu_port = emulator_start(&emulator, args);
-    backend_port = backend_start(&backend, "echo", hello);
-    return emu_port > 0 && backend_port > 0 ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    proc_stop(&backend, SIGTERM);
-    proc_stop(&emulator, SIGTERM);
-    return 0;
-}
-
-static int test_teardown(void **state)
-{
-    (void)state;
-    if (sluice.pid > 0)
-        proc_stop(&sluice, SIGKILL);
-    return 0;
+    return consul_fixture_start(1, args);
 }
 
 /* The emulator speaks only HTTPS here, which the harness's plain HTTP client cannot: b0 is
@@ -85,9 +64,9 @@ static void register_backend(void)
     fprintf(f,
             "[consul]\naddress = https://127.0.0.1:%d\nca_file = %s/ca.pem\n"
             "tls_server_name = consul.test\ncert_file = %s/client.pem\nkey_file = %s/client.key\n",
-            emu_port, dir, dir, dir);
+            consul_fx.emu_port, dir, dir, dir);
     fclose(f);
-    snprintf(port, sizeof(port), "%d", backend_port);
+    snprintf(port, sizeof(port), "%d", consul_fx.backend_ports[0]);
     const char *argv[] = {harness_bin("SLUICE_BIN"),
                           "register",
                           "-c",
@@ -109,15 +88,9 @@ static void register_backend(void)
 /* Starts sluice with [consul] lines tls (address and TLS keys); returns the listener port. */
 static int start_sluice(const char *tls)
 {
-    int port = harness_free_port();
-    char conf[4096];
-    snprintf(conf, sizeof(conf),
-             "[sluice]\nworkers = 1\n[consul]\n%sretry_min = 50ms\nretry_max = 500ms\n"
-             "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\n"
-             "[service:api]\ndiscovery = consul\n",
-             tls, port);
-    assert_int_equal(sluice_start(&sluice, conf), 0);
-    return port;
+    char consul[3072];
+    snprintf(consul, sizeof(consul), "%sretry_min = 50ms\nretry_max = 500ms\n", tls);
+    return consul_sluice_start_with("workers = 1\n", consul, "");
 }
 
 static void test_mutual_tls_with_server_name(void **state)
@@ -128,13 +101,12 @@ static void test_mutual_tls_with_server_name(void **state)
     snprintf(tls, sizeof(tls),
              "address = https://127.0.0.1:%d\nca_file = %s/ca.pem\ntls_server_name = consul.test\n"
              "cert_file = %s/client.pem\nkey_file = %s/client.key\n",
-             emu_port, dir, dir, dir);
+             consul_fx.emu_port, dir, dir, dir);
     int port = start_sluice(tls);
-    const char *published[] = {"\"event\":\"discovery_published\"", "\"instances\":1,", NULL};
-    assert_int_equal(log_wait(&sluice, NULL, NULL, 0, published), 0);
+    consul_wait_published(NULL, 1, NULL);
     assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
     assert_string_equal(hello, "b0");
-    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 }
 
 /* The certificate names consul.test, not 127.0.0.1: without tls_server_name verification
@@ -147,29 +119,25 @@ static void test_verification_failures(void **state)
     snprintf(tls, sizeof(tls),
              "address = https://127.0.0.1:%d\nca_file = %s/ca.pem\n"
              "cert_file = %s/client.pem\nkey_file = %s/client.key\n",
-             emu_port, dir, dir, dir);
+             consul_fx.emu_port, dir, dir, dir);
     start_sluice(tls);
-    const char *mismatch[] = {"\"event\":\"discovery_degraded\"", "127.0.0.1", NULL};
-    assert_int_equal(log_wait(&sluice, NULL, NULL, 0, mismatch), 0);
-    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+    consul_wait_event(NULL, "\"event\":\"discovery_degraded\"", "127.0.0.1");
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 
     snprintf(tls, sizeof(tls),
              "address = https://127.0.0.1:%d\ntls_skip_verify = true\n"
              "cert_file = %s/client.pem\nkey_file = %s/client.key\n",
-             emu_port, dir, dir);
+             consul_fx.emu_port, dir, dir);
     start_sluice(tls);
-    const char *first[] = {"\"event\":\"discovery_published\"", NULL};
-    assert_int_equal(log_wait(&sluice, NULL, NULL, 0, first), 0);
-    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+    consul_wait_event(NULL, "\"event\":\"discovery_published\"", NULL);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 
     snprintf(tls, sizeof(tls),
              "address = https://127.0.0.1:%d\nca_file = %s/ca.pem\ntls_server_name = consul.test\n",
-             emu_port, dir);
+             consul_fx.emu_port, dir);
     start_sluice(tls);
-    assert_int_equal(log_wait(&sluice, NULL, NULL, 0,
-                              (const char *const[]){"\"event\":\"discovery_degraded\"", NULL}),
-                     0);
-    assert_int_equal(proc_stop(&sluice, SIGTERM), 0);
+    consul_wait_event(NULL, "\"event\":\"discovery_degraded\"", NULL);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 }
 
 /* The same settings from CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_TLS_SERVER_NAME,
@@ -178,7 +146,7 @@ static void test_tls_from_environment(void **state)
 {
     (void)state;
     char addr[64], path[600], out[4096];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", emu_port);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", consul_fx.emu_port);
     setenv("CONSUL_HTTP_ADDR", addr, 1);
     setenv("CONSUL_HTTP_SSL", "true", 1);
     setenv("CONSUL_TLS_SERVER_NAME", "consul.test", 1);
@@ -205,9 +173,9 @@ static void test_tls_from_environment(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_mutual_tls_with_server_name, test_teardown),
-        cmocka_unit_test_teardown(test_verification_failures, test_teardown),
-        cmocka_unit_test_teardown(test_tls_from_environment, test_teardown),
+        cmocka_unit_test_teardown(test_mutual_tls_with_server_name, consul_fixture_kill_sluice),
+        cmocka_unit_test_teardown(test_verification_failures, consul_fixture_kill_sluice),
+        cmocka_unit_test_teardown(test_tls_from_environment, consul_fixture_kill_sluice),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, consul_fixture_stop);
 }

@@ -149,7 +149,7 @@ static void test_graceful_shutdown_finishes_transfer(void **state)
     assert_int_equal(read_exact(fd, buf, 4096), 0);
     assert_int_equal(pattern_check(seed, 0, buf, 4096), -1);
     proc_signal(&p, SIGTERM);
-    const char *needles[] = {"\"event\":\"shutdown_started\"", NULL};
+    const char *needles[] = {"\"event\":\"listeners_closed\"", NULL};
     assert_int_equal(log_wait(&p, NULL, NULL, 0, needles), 0);
     assert_true(tcp_connect(port) < 0); /* no new connections once draining */
     assert_int_equal(read_pattern_to_eof(fd, seed, 4096), (int64_t)total);
@@ -190,12 +190,16 @@ static void test_reload_swaps_and_rejects_broken(void **state)
     assert_string_equal(hello, "A");
 
     snprintf(line, sizeof(line), "127.0.0.1:%d", port_b);
-    config_simple(conf, sizeof(conf), port, line, "", "", "");
+    config_simple(conf, sizeof(conf), port, line, "", "idle_timeout = 1h\n", "");
     write_file(p.conf_path, conf);
-    size_t from = log_size(&p);
+    size_t from = log_size(&p), from_restart = from;
     proc_signal(&p, SIGHUP);
     const char *done[] = {"\"event\":\"reload_done\"", NULL};
     assert_int_equal(log_wait(&p, &from, NULL, 0, done), 0);
+    /* what cannot change live is named, not silently dropped */
+    const char *restart[] = {"\"event\":\"reload_needs_restart\"", "\"listener\":\"web\"",
+                             "settings changed", NULL};
+    assert_int_equal(log_wait(&p, &from_restart, NULL, 0, restart), 0);
     assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
     assert_string_equal(hello, "B");
     assert_int_equal(write_all(open_fd, "still", 5), 0); /* the old session is untouched */

@@ -25,22 +25,13 @@ static int backend_ports[N_BACKENDS];
 static int setup(void **state)
 {
     (void)state;
-    for (int i = 0; i < N_BACKENDS; i++) {
-        char name[16];
-        snprintf(name, sizeof(name), "b%d", i);
-        const char *extra[] = {"--hello", name, NULL};
-        backend_ports[i] = backend_start(&backends[i], "echo", extra);
-        if (backend_ports[i] <= 0)
-            return -1;
-    }
-    return 0;
+    return hello_backends_start(backends, backend_ports, N_BACKENDS);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    for (int i = 0; i < N_BACKENDS; i++)
-        proc_stop(&backends[i], SIGTERM);
+    hello_backends_stop(backends, N_BACKENDS);
     return 0;
 }
 
@@ -54,18 +45,6 @@ static int start_proxy(struct proc *p, const char *backend_line, const char *slu
                   service_extra);
     assert_int_equal(sluice_start(p, conf), 0);
     return port;
-}
-
-/* Counts which backend answered n sequential connections. */
-static void count_hellos(int port, int n, int counts[N_BACKENDS])
-{
-    memset(counts, 0, sizeof(int) * N_BACKENDS);
-    for (int i = 0; i < n; i++) {
-        char hello[32];
-        assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
-        assert_true(hello[0] == 'b' && hello[1] >= '0' && hello[1] < '0' + N_BACKENDS);
-        counts[hello[1] - '0']++;
-    }
 }
 
 static void backends_line(char *out, size_t len, const char *w0, const char *w1, const char *w2)
@@ -82,7 +61,7 @@ static void test_round_robin_spreads_evenly(void **state)
     backends_line(line, sizeof(line), "", "", "");
     int port = start_proxy(&p, line, "", "", "");
     int counts[N_BACKENDS];
-    count_hellos(port, 30, counts);
+    assert_int_equal(count_hellos(port, 30, counts, N_BACKENDS), 0);
     for (int i = 0; i < N_BACKENDS; i++)
         assert_int_equal(counts[i], 10); /* one worker, sequential: exact rotation */
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
@@ -96,7 +75,8 @@ static void test_weighted_respects_weights(void **state)
     backends_line(line, sizeof(line), " weight=5", " weight=1", " weight=2");
     int port = start_proxy(&p, line, "", "", "balance = weighted\n");
     int counts[N_BACKENDS];
-    count_hellos(port, 80, counts); /* ten full cycles of the smooth sequence */
+    /* ten full cycles of the smooth sequence */
+    assert_int_equal(count_hellos(port, 80, counts, N_BACKENDS), 0);
     assert_int_equal(counts[0], 50);
     assert_int_equal(counts[1], 10);
     assert_int_equal(counts[2], 20);
@@ -113,15 +93,8 @@ static void test_least_connections_prefers_emptiest(void **state)
     int port = start_proxy(&p, line, "", "", "balance = least_connections\n");
     int held[2];
     char hello[32];
-    int seen[N_BACKENDS] = {0};
-    for (int i = 0; i < 2; i++) {
-        held[i] = tcp_connect(port);
-        assert_true(held[i] >= 0);
-        assert_true(read_line(held[i], hello, sizeof(hello)) > 0);
-        seen[hello[1] - '0']++;
-    }
-    int empty = seen[0] == 0 ? 0 : seen[1] == 0 ? 1 : 2;
-    assert_int_equal(seen[0] + seen[1] + seen[2], 2);
+    int empty = hold_connections(port, held, 2);
+    assert_true(empty >= 0);
     size_t from = log_size(&p);
     for (int i = 0; i < 5; i++) { /* short ones come and go: the emptiest keeps winning */
         assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
@@ -175,8 +148,7 @@ static void test_connect_timeout_is_retried(void **state)
     sleep_ms(100);
     struct proc p = {0};
     char line[256];
-    snprintf(line, sizeof(line), "127.0.0.1:%d, 127.0.0.1:%d", ntohs(a.sin_port),
-             backend_ports[2]);
+    snprintf(line, sizeof(line), "127.0.0.1:%d, 127.0.0.1:%d", ntohs(a.sin_port), backend_ports[2]);
     int port = start_proxy(&p, line, "", "connect_timeout = 300ms\nretries = 1\n", "");
     for (int i = 0; i < 4; i++) {
         char hello[32];

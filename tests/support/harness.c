@@ -168,8 +168,8 @@ static int spawn_listening(struct proc *p, const char *const *head, const char *
 
 int backend_start(struct proc *p, const char *mode, const char *const *extra)
 {
-    const char *head[] = {harness_bin("SLUICE_BACKEND_BIN"), "--listen", "127.0.0.1:0", "--mode",
-                          mode, NULL};
+    const char *head[] = {
+        harness_bin("SLUICE_BACKEND_BIN"), "--listen", "127.0.0.1:0", "--mode", mode, NULL};
     return spawn_listening(p, head, extra);
 }
 
@@ -228,6 +228,18 @@ int log_wait(struct proc *p, size_t *from, char *out, size_t out_len, const char
     fprintf(stderr, "harness: log %s has no line with '%s' (waited %d ms)\n", p->log_path,
             needles[0], HARNESS_WAIT_MS);
     return -1;
+}
+
+int log_count_all(const struct proc *p, const char *const *needles)
+{
+    FILE *f = fopen(p->log_path, "r");
+    char line[16384];
+    int n = 0;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        n += line_has_all(line, needles);
+    if (f != NULL)
+        fclose(f);
+    return n;
 }
 
 int sluice_stats(struct proc *p, char *out, size_t out_len)
@@ -348,7 +360,8 @@ int run_capture(char *const argv[], char *out, size_t out_len)
 int tcp_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     struct timeval tv = {.tv_sec = HARNESS_WAIT_MS / 1000};
     if (fd < 0)
@@ -445,6 +458,74 @@ int hello_of(int port, char *out, size_t out_len)
     int rc = read_line(fd, out, out_len);
     close(fd);
     return rc < 0 ? -1 : 0;
+}
+
+int hello_backends_start(struct proc *procs, int *ports, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "b%d", i);
+        const char *extra[] = {"--hello", name, NULL};
+        ports[i] = backend_start(&procs[i], "echo", extra);
+        if (ports[i] <= 0)
+            return -1;
+    }
+    return 0;
+}
+
+void hello_backends_stop(struct proc *procs, int n)
+{
+    for (int i = 0; i < n; i++)
+        proc_stop(&procs[i], SIGTERM);
+}
+
+/* Index i of a hello line "b<i>" below n_backends, or -1. */
+static int hello_line_index(const char *hello, int n_backends)
+{
+    if (hello[0] != 'b' || hello[1] < '0' || hello[1] >= '0' + n_backends)
+        return -1;
+    return hello[1] - '0';
+}
+
+int hello_index(int port, int n_backends)
+{
+    char hello[32];
+    if (hello_of(port, hello, sizeof(hello)) != 0)
+        return -1;
+    return hello_line_index(hello, n_backends);
+}
+
+int count_hellos(int port, int n, int *counts, int n_backends)
+{
+    memset(counts, 0, sizeof(int) * (size_t)n_backends);
+    for (int i = 0; i < n; i++) {
+        int b = hello_index(port, n_backends);
+        if (b < 0)
+            return -1;
+        counts[b]++;
+    }
+    return 0;
+}
+
+int hold_connections(int port, int *held, int n)
+{
+    int seen[10] = {0};
+    if (n + 1 > (int)(sizeof(seen) / sizeof(seen[0])))
+        return -1;
+    for (int i = 0; i < n; i++) {
+        char hello[32];
+        held[i] = tcp_connect(port);
+        if (held[i] < 0 || read_line(held[i], hello, sizeof(hello)) <= 0)
+            return -1;
+        int b = hello_line_index(hello, n + 1);
+        if (b < 0)
+            return -1;
+        seen[b]++;
+    }
+    int empty = 0;
+    while (seen[empty] != 0)
+        empty++;
+    return empty;
 }
 
 long proc_rss_kib(pid_t pid)

@@ -12,15 +12,16 @@
 
 /* A child process and the file its stderr (and stdout, for sluice) goes to. */
 struct proc {
-    pid_t pid;            /* 0 when not running */
-    char log_path[512];   /* stderr of the child */
-    char conf_path[512];  /* config written for a sluice child */
+    pid_t pid;           /* 0 when not running */
+    char log_path[512];  /* stderr of the child */
+    char conf_path[512]; /* config written for a sluice child */
 };
 
 /* Directory for test files (SLUICE_TEST_TMP or /tmp), created on demand. */
 const char *harness_tmpdir(void);
 
-/* Path of a binary from the environment (SLUICE_BIN, SLUICE_BACKEND_BIN); fails the test if unset. */
+/* Path of a binary from the environment (SLUICE_BIN, SLUICE_BACKEND_BIN); fails the test if
+ * unset. */
 const char *harness_bin(const char *env_name);
 
 /* A TCP port on 127.0.0.1 that was free a moment ago. */
@@ -53,6 +54,9 @@ void proc_signal(const struct proc *p, int sig);
 /* Waits until the log holds a line containing every needle (NULL-terminated list) that was not
  * there before offset *from (updated to past that line). Copies the line to out. 0 or -1. */
 int log_wait(struct proc *p, size_t *from, char *out, size_t out_len, const char *const *needles);
+
+/* Number of lines of the log that hold every needle (NULL-terminated list). */
+int log_count_all(const struct proc *p, const char *const *needles);
 
 /* Current size of the log, to wait for lines written after now. */
 size_t log_size(const struct proc *p);
@@ -87,6 +91,26 @@ int wait_closed(int fd, int timeout_ms);
 
 /* Connects through sluice to a --hello echo backend and returns the hello line's text. */
 int hello_of(int port, char *out, size_t out_len);
+
+/* Starts n echo backends saying hello "b0".."b<n-1>" (backend_start with --hello), ports in
+ * ports[n]. 0, or -1 when one did not come up. Stop them with hello_backends_stop. */
+int hello_backends_start(struct proc *procs, int *ports, int n);
+
+/* Stops the n backends of hello_backends_start with SIGTERM. */
+void hello_backends_stop(struct proc *procs, int n);
+
+/* Connects through sluice at port to hello_backends_start backends and returns the index i of
+ * the "b<i>" that answered, or -1 when no hello came or it names no backend below n_backends. */
+int hello_index(int port, int n_backends);
+
+/* Makes n sequential connections through port and counts in counts[n_backends] (zeroed first)
+ * which backend answered each, as hello_index does. 0, or -1 when one got no valid hello. */
+int count_hellos(int port, int n, int *counts, int n_backends);
+
+/* Opens n connections through port to hello_backends_start backends b0..b<n> and keeps them open
+ * in held[n]; returns the index of the first of those n + 1 backends that answered none of them,
+ * or -1 when a connection or its hello failed (the test fails then; held may be incomplete). */
+int hold_connections(int port, int *held, int n);
 
 /* Asks a source backend for total bytes of the pattern stream of seed. 0 or -1. */
 int source_request(int fd, uint64_t total, uint64_t seed);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config_fixture.h"
 #include "sluice/config.h"
 
 /* A listener and its service, 5 lines, so a test that appends to it sees only its own error;
@@ -23,88 +24,6 @@
     "service = api\n"                                                                              \
     "[service:api]\n"                                                                              \
     "backends = 127.0.0.1:9001\n"
-
-/* Path of the file the last load_text() wrote; error lines start with it. */
-static char cfg_path[64];
-
-/* Writes text to a fresh temporary file and loads it; the file is gone afterwards. */
-static int load_text(const char *text, struct config **cfg, struct config_errors *errs)
-{
-    size_t len = strlen(text);
-    int fd, rc;
-
-    snprintf(cfg_path, sizeof(cfg_path), "/tmp/sluice_test_config_XXXXXX");
-    fd = mkstemp(cfg_path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, text, len), (ssize_t)len);
-    close(fd);
-    rc = config_load(cfg_path, cfg, errs);
-    unlink(cfg_path);
-    return rc;
-}
-
-/* Loads text that must be valid; returns the config. */
-static struct config *load_ok(const char *text)
-{
-    struct config_errors errs = {0};
-    struct config *cfg = NULL;
-    int rc = load_text(text, &cfg, &errs);
-
-    for (size_t i = 0; i < errs.n; i++) {
-        print_message("unexpected: %s\n", errs.lines[i]);
-    }
-    assert_int_equal(rc, 0);
-    assert_int_equal(errs.n, 0);
-    assert_non_null(cfg);
-    return cfg;
-}
-
-/* One expected error line: "FILE:LINE: KEY: " exactly, then a phrase containing PHRASE. */
-struct want {
-    int line;
-    const char *key;
-    const char *phrase;
-};
-
-static void assert_error_line(const char *path, const char *got, const struct want *w)
-{
-    char prefix[256];
-    size_t len = (size_t)snprintf(prefix, sizeof(prefix), "%s:%d: %s: ", path, w->line, w->key);
-
-    if (strncmp(got, prefix, len) != 0 || strstr(got + len, w->phrase) == NULL) {
-        print_message("got:  %s\nwant: %s...%s...\n", got, prefix, w->phrase);
-        fail();
-    }
-}
-
-/* Loads text, which must fail with exactly these errors, in this order. */
-static void expect_errors(const char *text, const struct want *w, size_t n)
-{
-    struct config_errors errs = {0};
-    struct config *cfg = (struct config *)&errs; /* must be reset to NULL */
-    int rc = load_text(text, &cfg, &errs);
-
-    assert_int_equal(rc, -EINVAL);
-    assert_null(cfg);
-    if (errs.n != n) {
-        for (size_t i = 0; i < errs.n; i++) {
-            print_message("error %zu: %s\n", i, errs.lines[i]);
-        }
-    }
-    assert_int_equal(errs.n, n);
-    for (size_t i = 0; i < n; i++) {
-        assert_error_line(cfg_path, errs.lines[i], &w[i]);
-    }
-    config_errors_clear(&errs);
-    assert_null(errs.lines);
-    assert_int_equal(errs.n, 0);
-}
-
-#define EXPECT_ERRORS(text, ...)                                                                   \
-    do {                                                                                           \
-        const struct want want_[] = {__VA_ARGS__};                                                 \
-        expect_errors((text), want_, sizeof(want_) / sizeof(want_[0]));                            \
-    } while (0)
 
 static uint16_t addr_port(const struct config_addr *a)
 {
@@ -142,7 +61,7 @@ static void test_good_config_sets_every_field(void **state)
                                  "backends = 127.0.0.1:9001 weight=3, 127.0.0.1:9002, "
                                  "[::1]:9003 weight=0\n"); /* 23 */
 
-    assert_string_equal(cfg->path, cfg_path);
+    assert_string_equal(cfg->path, load_text_path());
     assert_int_equal(cfg->workers, 3);
     assert_int_equal(cfg->max_connections, 500);
     assert_int_equal(cfg->log_level, LOG_LEVEL_WARN);
@@ -748,7 +667,7 @@ static void test_multiple_errors_are_all_reported(void **state)
     assert_int_equal(errs.n, 1 + sizeof(want) / sizeof(want[0]));
     assert_string_equal(errs.lines[0], "earlier");
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-        assert_error_line(cfg_path, errs.lines[i + 1], &want[i]);
+        assert_error_line(load_text_path(), errs.lines[i + 1], &want[i]);
     }
     config_errors_clear(&errs);
 }

@@ -7,11 +7,9 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "config_fixture.h"
 #include "sluice/config.h"
 
 /* A listener and a static service in 5 lines; appended text starts at line 6. */
@@ -21,77 +19,6 @@
     "service = api\n"                                                                              \
     "[service:api]\n"                                                                              \
     "backends = 127.0.0.1:9001\n"
-
-static char cfg_path[64];
-
-static int load_text(const char *text, int consul_only, struct config **cfg,
-                     struct config_errors *errs)
-{
-    size_t len = strlen(text);
-    int fd, rc;
-
-    snprintf(cfg_path, sizeof(cfg_path), "/tmp/sluice_test_cconsul_XXXXXX");
-    fd = mkstemp(cfg_path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, text, len), (ssize_t)len);
-    close(fd);
-    rc = consul_only ? config_load_consul(cfg_path, cfg, errs) : config_load(cfg_path, cfg, errs);
-    unlink(cfg_path);
-    return rc;
-}
-
-static struct config *load_ok(const char *text)
-{
-    struct config_errors errs = {0};
-    struct config *cfg = NULL;
-    int rc = load_text(text, 0, &cfg, &errs);
-
-    for (size_t i = 0; i < errs.n; i++) {
-        print_message("unexpected: %s\n", errs.lines[i]);
-    }
-    assert_int_equal(rc, 0);
-    assert_non_null(cfg);
-    return cfg;
-}
-
-struct want {
-    int line;
-    const char *key;
-    const char *phrase;
-};
-
-static void expect_errors(const char *text, const struct want *w, size_t n)
-{
-    struct config_errors errs = {0};
-    struct config *cfg = NULL;
-    int rc = load_text(text, 0, &cfg, &errs);
-    char prefix[256];
-
-    assert_int_equal(rc, -EINVAL);
-    assert_null(cfg);
-    if (errs.n != n) {
-        for (size_t i = 0; i < errs.n; i++) {
-            print_message("error %zu: %s\n", i, errs.lines[i]);
-        }
-    }
-    assert_int_equal(errs.n, n);
-    for (size_t i = 0; i < n; i++) {
-        size_t len =
-            (size_t)snprintf(prefix, sizeof(prefix), "%s:%d: %s: ", cfg_path, w[i].line, w[i].key);
-        if (strncmp(errs.lines[i], prefix, len) != 0 ||
-            strstr(errs.lines[i] + len, w[i].phrase) == NULL) {
-            print_message("got:  %s\nwant: %s...%s...\n", errs.lines[i], prefix, w[i].phrase);
-            fail();
-        }
-    }
-    config_errors_clear(&errs);
-}
-
-#define EXPECT_ERRORS(text, ...)                                                                   \
-    do {                                                                                           \
-        const struct want want_[] = {__VA_ARGS__};                                                 \
-        expect_errors((text), want_, sizeof(want_) / sizeof(want_[0]));                            \
-    } while (0)
 
 static void test_consul_section(void **state)
 {
@@ -323,14 +250,16 @@ static void test_load_consul_only(void **state)
     struct config *cfg = NULL;
     (void)state;
 
-    assert_int_equal(load_text("[consul]\naddress = 127.0.0.1:8600\n", 1, &cfg, &errs), 0);
+    assert_int_equal(
+        load_text_with(config_load_consul, "[consul]\naddress = 127.0.0.1:8600\n", &cfg, &errs), 0);
     assert_string_equal(cfg->consul.address, "127.0.0.1:8600");
     config_destroy(cfg);
-    assert_int_equal(load_text("[consul]\naddress = 127.0.0.1:8600\n", 0, &cfg, &errs), -EINVAL);
+    assert_int_equal(load_text("[consul]\naddress = 127.0.0.1:8600\n", &cfg, &errs), -EINVAL);
     assert_int_equal(errs.n, 1);
     assert_true(strstr(errs.lines[0], "defines no listener") != NULL);
     config_errors_clear(&errs);
-    assert_int_equal(load_text("[consul]\nwait = 1ms\n", 1, &cfg, &errs), -EINVAL);
+    assert_int_equal(load_text_with(config_load_consul, "[consul]\nwait = 1ms\n", &cfg, &errs),
+                     -EINVAL);
     assert_int_equal(errs.n, 1);
     config_errors_clear(&errs);
 }
