@@ -354,7 +354,7 @@ int worker_init(struct worker *w, unsigned id, struct proxy_shared *shared, char
     }
     w->pump_env = (struct pump_env){.buffers = &w->buffers, .pipes = &w->pipes,
                                     .splice = shared->splice,
-                                    .budget = shared->pipe_size * 4};
+                                    .budget = shared->pipe_size * 8};
     wheel_init(&w->wheel, wheel_tick_for(shared), uv_now(&w->loop));
     return worker_init_listeners(w, err, err_len);
 }
