@@ -35,41 +35,65 @@ static void print_errors(const struct config_errors *errs)
         fprintf(stderr, "%s\n", errs->lines[i]);
 }
 
-int main(int argc, char **argv)
+/* What the command line asks for. */
+struct cli {
+    const char *path; /* -c FILE */
+    int check_only;   /* -t */
+    int exit_now;     /* >= 0: exit with this status (help, version, usage error) */
+};
+
+static struct cli parse_args(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    const char *path = DEFAULT_CONFIG;
-    int check_only = 0, opt;
-    if (argc > 1 && (strcmp(argv[1], "register") == 0 || strcmp(argv[1], "deregister") == 0))
-        return registrar_cli(argc - 1, argv + 1);
-    while ((opt = getopt_long(argc, argv, "c:th", options, NULL)) != -1) {
-        switch (opt) {
-        case 'c': path = optarg; break;
-        case 't': check_only = 1; break;
-        case 'h': usage(stdout); return 0;
-        case 'V': printf("sluice %s\n", SLUICE_VERSION); return 0;
-        default: usage(stderr); return 2;
+    struct cli cli = {.path = DEFAULT_CONFIG, .exit_now = -1};
+    int opt;
+    while (cli.exit_now < 0 && (opt = getopt_long(argc, argv, "c:th", options, NULL)) != -1) {
+        if (opt == 'c') {
+            cli.path = optarg;
+        } else if (opt == 't') {
+            cli.check_only = 1;
+        } else if (opt == 'h') {
+            usage(stdout);
+            cli.exit_now = 0;
+        } else if (opt == 'V') {
+            printf("sluice %s\n", SLUICE_VERSION);
+            cli.exit_now = 0;
+        } else {
+            usage(stderr);
+            cli.exit_now = 2;
         }
     }
-    if (optind < argc) {
+    if (cli.exit_now < 0 && optind < argc) {
         fprintf(stderr, "sluice: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
-        return 2;
+        cli.exit_now = 2;
     }
+    return cli;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && (strcmp(argv[1], "register") == 0 || strcmp(argv[1], "deregister") == 0))
+        return registrar_cli(argc - 1, argv + 1);
+    struct cli cli = parse_args(argc, argv);
+    if (cli.exit_now >= 0)
+        return cli.exit_now;
 
     struct config *cfg = NULL;
     struct config_errors errs = {0};
-    if (config_load(path, &cfg, &errs) != 0) {
+    if (config_load(cli.path, &cfg, &errs) != 0) {
         print_errors(&errs);
         config_errors_clear(&errs);
         return 1;
     }
-    if (check_only) {
-        printf("%s: configuration OK\n", path);
+    if (cli.check_only) {
+        printf("%s: configuration OK\n", cli.path);
         config_destroy(cfg);
         return 0;
     }

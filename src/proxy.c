@@ -17,25 +17,25 @@
 #include "sluice/worker.h"
 
 struct proxy {
-    struct config *cfg;                  /* running configuration, owned */
-    struct proxy_shared shared;          /* what workers share */
-    struct listener_rt *listeners;       /* one per cfg listener */
-    struct snapshot_service **services;  /* one per cfg service, same order */
-    struct worker *workers;              /* n_workers */
-    unsigned n_workers;                  /* workers */
-    unsigned n_inited;                   /* workers worker_init was called on */
-    unsigned n_started;                  /* workers whose thread runs */
-    atomic_uint n_exited;                /* workers whose loop ended */
-    atomic_uint n_unlistened;            /* workers whose listening sockets are closed */
-    uv_async_t unlistened;               /* a worker closed its listening sockets */
-    uv_loop_t *loop;                     /* main loop */
-    uv_signal_t signals[4];              /* TERM, INT, HUP, USR1 */
-    uv_timer_t shutdown_timer;           /* shutdown_timeout */
-    uv_async_t worker_exited;            /* a worker ended */
-    int draining;                        /* shutdown under way */
-    int said_unlistened;                 /* listeners_closed was logged */
-    struct discovery *discovery;         /* Consul watches; NULL without consul services */
-    struct registrar *registrar;         /* Consul registrations; NULL without [registration] */
+    struct config *cfg;                 /* running configuration, owned */
+    struct proxy_shared shared;         /* what workers share */
+    struct listener_rt *listeners;      /* one per cfg listener */
+    struct snapshot_service **services; /* one per cfg service, same order */
+    struct worker *workers;             /* n_workers */
+    unsigned n_workers;                 /* workers */
+    unsigned n_inited;                  /* workers worker_init was called on */
+    unsigned n_started;                 /* workers whose thread runs */
+    atomic_uint n_exited;               /* workers whose loop ended */
+    atomic_uint n_unlistened;           /* workers whose listening sockets are closed */
+    uv_async_t unlistened;              /* a worker closed its listening sockets */
+    uv_loop_t *loop;                    /* main loop */
+    uv_signal_t signals[4];             /* TERM, INT, HUP, USR1 */
+    uv_timer_t shutdown_timer;          /* shutdown_timeout */
+    uv_async_t worker_exited;           /* a worker ended */
+    int draining;                       /* shutdown under way */
+    int said_unlistened;                /* listeners_closed was logged */
+    struct discovery *discovery;        /* Consul watches; NULL without consul services */
+    struct registrar *registrar;        /* Consul registrations; NULL without [registration] */
 };
 
 static const int proxy_signals[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
@@ -71,8 +71,9 @@ static uint32_t fit_max_connections(const struct config *cfg)
     rlim_t fit = limit > reserve + 2 ? (limit - reserve) / 2 : 1;
     if (limit == RLIM_INFINITY || fit >= cfg->max_connections)
         return cfg->max_connections;
-    log_event(LOG_LEVEL_WARN, "max_connections_lowered", LOG_INT("configured", cfg->max_connections),
-              LOG_INT("effective", fit), LOG_INT("nofile", limit),
+    log_event(LOG_LEVEL_WARN, "max_connections_lowered",
+              LOG_INT("configured", cfg->max_connections), LOG_INT("effective", fit),
+              LOG_INT("nofile", limit),
               LOG_STR("why", "two descriptors per connection must fit RLIMIT_NOFILE"));
     return (uint32_t)fit;
 }
@@ -85,8 +86,8 @@ static int service_publish_static(struct snapshot_service *svc, const struct con
     if (specs == NULL)
         return -ENOMEM;
     for (size_t i = 0; i < cs->n_backends; i++)
-        specs[i] = (struct snapshot_spec){.addr = cs->backends[i].addr,
-                                          .weight = cs->backends[i].weight};
+        specs[i] =
+            (struct snapshot_spec){.addr = cs->backends[i].addr, .weight = cs->backends[i].weight};
     int rc = snapshot_publish(svc, balancer_for(cs->balance), specs, cs->n_backends);
     free(specs);
     if (rc == 0)
@@ -286,7 +287,8 @@ static void on_worker_exited(uv_async_t *a)
 static void on_shutdown_timeout(uv_timer_t *t)
 {
     struct proxy *p = t->data;
-    log_event(LOG_LEVEL_WARN, "shutdown_timeout", LOG_INT("open", atomic_load(&p->shared.open_sessions)));
+    log_event(LOG_LEVEL_WARN, "shutdown_timeout",
+              LOG_INT("open", atomic_load(&p->shared.open_sessions)));
     for (unsigned i = 0; i < p->n_started; i++)
         worker_command(&p->workers[i], WORKER_STOP);
 }
@@ -426,8 +428,7 @@ static void on_signal(uv_signal_t *h, int signum)
     else if (signum == SIGUSR1) {
         proxy_log_stats(p, "stats");
         proxy_log_discovery();
-    }
-    else if (signum == SIGTERM || signum == SIGINT)
+    } else if (signum == SIGTERM || signum == SIGINT)
         proxy_drain(p, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 

@@ -8,8 +8,8 @@
 
 /* HAProxy's rule of thumb: a direction that fills the buffer a few times in a row is a stream
  * worth splicing; a spliced one that keeps moving little returns to the cheaper copy path. */
-#define PUMP_STREAM_AFTER 2 /* full copy reads in a row before switching to splice */
-#define PUMP_COPY_AFTER 4   /* small splices in a row before switching back */
+#define PUMP_STREAM_AFTER 2            /* full copy reads in a row before switching to splice */
+#define PUMP_COPY_AFTER   4            /* small splices in a row before switching back */
 #define PUMP_NOTHING_READ ((size_t)-1) /* a read step that switched mode instead of reading */
 
 /* Result of one read or write step. */
@@ -63,8 +63,8 @@ static enum step copy_flush(struct pump_dir *d, int dst)
 static enum step splice_flush(struct pump_dir *d, int dst)
 {
     while (d->in_pipe > 0) {
-        ssize_t n = splice(d->pipe.rd, NULL, dst, NULL, d->in_pipe,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        ssize_t n =
+            splice(d->pipe.rd, NULL, dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n < 0)
             return is_wait(errno) ? STEP_WAIT : STEP_ERROR;
         d->in_pipe -= (uint32_t)n;

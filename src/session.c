@@ -13,7 +13,7 @@
 #include "sluice/balancer.h"
 #include "sluice/log.h"
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 enum close_how {
     CLOSE_FIN,   /* orderly: close(2) after both directions ended */
@@ -392,8 +392,7 @@ static void session_finalize(struct session *s, const char *reason, enum close_h
     s->next = w->graveyard;
     w->graveyard = s;
     w->n_sessions--;
-    atomic_fetch_sub_explicit(&w->shared->open_sessions, 1,
-                              memory_order_relaxed);
+    atomic_fetch_sub_explicit(&w->shared->open_sessions, 1, memory_order_relaxed);
 }
 
 void session_abort(struct session *s)
@@ -415,8 +414,7 @@ int session_start(struct worker *w, const struct listener_rt *lst, int client_fd
     struct session *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         close(client_fd);
-        atomic_fetch_sub_explicit(&w->shared->open_sessions, 1,
-                                  memory_order_relaxed);
+        atomic_fetch_sub_explicit(&w->shared->open_sessions, 1, memory_order_relaxed);
         return -ENOMEM;
     }
     s->worker = w;

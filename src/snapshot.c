@@ -11,7 +11,7 @@
 #include "sluice/balancer.h"
 
 #define SNAPSHOT_TABLE_MIN 64 /* buckets of a fresh state table */
-#define SNAPSHOT_ALIGN 64     /* scratch areas on their own cache lines: workers write them */
+#define SNAPSHOT_ALIGN     64 /* scratch areas on their own cache lines: workers write them */
 
 /* Id -> state for every instance some live set lists; touched by publishers only. */
 struct state_table {
@@ -21,12 +21,12 @@ struct state_table {
 };
 
 struct snapshot_service {
-    char name[CONFIG_NAME_MAX];    /* service name */
-    unsigned n_workers;            /* scratch areas per set */
-    struct instance_set *current;  /* rcu_dereference / rcu_xchg_pointer only */
-    pthread_mutex_t publish_lock;  /* serialises publishers and the table */
-    struct state_table table;      /* states by id */
-    uint64_t version;              /* version of the current set */
+    char name[CONFIG_NAME_MAX];   /* service name */
+    unsigned n_workers;           /* scratch areas per set */
+    struct instance_set *current; /* rcu_dereference / rcu_xchg_pointer only */
+    pthread_mutex_t publish_lock; /* serialises publishers and the table */
+    struct state_table table;     /* states by id */
+    uint64_t version;             /* version of the current set */
 };
 
 static struct instance_set empty_set_template;

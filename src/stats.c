@@ -3,8 +3,8 @@
 
 #include <stddef.h>
 
-#define STATS_NAME(name, help) #name,
-#define STATS_HELP(name, help) help,
+#define STATS_NAME(name, help)   #name,
+#define STATS_HELP(name, help)   help,
 #define STATS_OFFSET(name, help) offsetof(struct stats, name),
 static const char *const stats_names[] = {STATS_LIST(STATS_NAME)};
 static const char *const stats_helps[] = {STATS_LIST(STATS_HELP)};
@@ -35,7 +35,8 @@ void stats_accumulate(struct stats *to, const struct stats *from)
 {
     for (unsigned i = 0; i < stats_count(); i++) {
         atomic_ullong *c = (atomic_ullong *)((char *)to + stats_offsets[i]);
-        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) +
-                                     stats_value(from, i), memory_order_relaxed);
+        atomic_store_explicit(c,
+                              atomic_load_explicit(c, memory_order_relaxed) + stats_value(from, i),
+                              memory_order_relaxed);
     }
 }

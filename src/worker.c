@@ -15,13 +15,13 @@
 #include "sluice/log.h"
 #include "sluice/session.h"
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
-#define WORKER_EPOLL_BATCH 256  /* events handled per wakeup before libuv runs its own work */
-#define WORKER_ACCEPT_BATCH 64  /* accepts per listener wakeup: bounded so sessions get a turn */
-#define WORKER_PAUSE_LOG_MS 1000 /* at most one accept_paused line per second per worker */
-#define WORKER_SPARE_BUFFERS 64 /* pooled copy buffers kept for reuse */
-#define WORKER_SPARE_PIPES 32   /* pooled pipes kept for reuse */
+#define WORKER_EPOLL_BATCH   256  /* events handled per wakeup before libuv runs its own work */
+#define WORKER_ACCEPT_BATCH  64   /* accepts per listener wakeup: bounded so sessions get a turn */
+#define WORKER_PAUSE_LOG_MS  1000 /* at most one accept_paused line per second per worker */
+#define WORKER_SPARE_BUFFERS 64   /* pooled copy buffers kept for reuse */
+#define WORKER_SPARE_PIPES   32   /* pooled pipes kept for reuse */
 
 uint64_t worker_now(const struct worker *w)
 {
@@ -106,8 +106,7 @@ void worker_pause(struct worker *w, const char *why, int err)
     if (w->last_pause_log == 0 || now - w->last_pause_log >= WORKER_PAUSE_LOG_MS) {
         w->last_pause_log = now;
         log_event(LOG_LEVEL_WARN, "accept_paused", LOG_STR("why", why), LOG_INT("errno", err),
-                  LOG_INT("worker", w->id),
-                  LOG_INT("open", atomic_load(&w->shared->open_sessions)),
+                  LOG_INT("worker", w->id), LOG_INT("open", atomic_load(&w->shared->open_sessions)),
                   LOG_INT("paused_total", atomic_load(&w->stats.accept_paused)));
     }
 }
@@ -352,7 +351,8 @@ int worker_init(struct worker *w, unsigned id, struct proxy_shared *shared, char
         snprintf(err, err_len, "worker %u: setup failed: %s", id, uv_strerror(rc));
         return rc;
     }
-    w->pump_env = (struct pump_env){.buffers = &w->buffers, .pipes = &w->pipes,
+    w->pump_env = (struct pump_env){.buffers = &w->buffers,
+                                    .pipes = &w->pipes,
                                     .splice = shared->splice,
                                     .budget = shared->pipe_size * 8};
     wheel_init(&w->wheel, wheel_tick_for(shared), uv_now(&w->loop));

@@ -8,8 +8,8 @@
 
 #include "sluice/log.h"
 
-#define CONFIG_NAME_MAX 64  /* longest section name (listener:NAME, service:NAME) + 1 */
-#define CONFIG_ADDR_MAX 64  /* longest "host:port" / "[v6]:port" text + 1 */
+#define CONFIG_NAME_MAX 64 /* longest section name (listener:NAME, service:NAME) + 1 */
+#define CONFIG_ADDR_MAX 64 /* longest "host:port" / "[v6]:port" text + 1 */
 
 enum config_balance {
     CONFIG_BALANCE_ROUND_ROBIN,

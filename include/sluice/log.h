@@ -34,13 +34,12 @@ void log_emit(enum log_level level, const char *event, const struct log_field *f
               size_t n_fields);
 
 /* log_event(LOG_LEVEL_INFO, "listener_started", LOG_STR("listener", name), ...) */
-#define log_event(level, event, ...)                                                       \
-    do {                                                                                   \
-        if (log_enabled(level)) {                                                          \
-            const struct log_field log_fields_[] = {__VA_ARGS__};                          \
-            log_emit((level), (event), log_fields_,                                        \
-                     sizeof(log_fields_) / sizeof(log_fields_[0]));                        \
-        }                                                                                  \
+#define log_event(level, event, ...)                                                               \
+    do {                                                                                           \
+        if (log_enabled(level)) {                                                                  \
+            const struct log_field log_fields_[] = {__VA_ARGS__};                                  \
+            log_emit((level), (event), log_fields_, sizeof(log_fields_) / sizeof(log_fields_[0])); \
+        }                                                                                          \
     } while (0)
 
 /* Parses "debug" | "info" | "warn" | "error"; returns 0 or -EINVAL. */

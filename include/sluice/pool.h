@@ -7,11 +7,11 @@
 
 /* Equal-sized buffers kept on a LIFO free list (the most recently used one is cache-warm). */
 struct buffer_pool {
-    void **free;      /* spare buffers */
-    size_t n_free;    /* entries in free */
-    size_t max_free;  /* spares kept; more are freed */
-    size_t size;      /* bytes per buffer */
-    size_t in_use;    /* buffers handed out and not returned */
+    void **free;     /* spare buffers */
+    size_t n_free;   /* entries in free */
+    size_t max_free; /* spares kept; more are freed */
+    size_t size;     /* bytes per buffer */
+    size_t in_use;   /* buffers handed out and not returned */
 };
 
 /* Both ends of one pipe. */

@@ -16,18 +16,18 @@ enum pump_mode {
 
 /* One direction of a session. Holds a buffer or a pipe only while bytes are in flight. */
 struct pump_dir {
-    char *buf;               /* borrowed copy buffer, NULL when none is held */
-    uint32_t off;            /* first pending byte in buf */
-    uint32_t len;            /* end of pending bytes in buf */
-    struct pipe_pair pipe;   /* borrowed pipe, rd = -1 when none is held */
-    uint32_t in_pipe;        /* bytes in the pipe not yet written */
-    uint8_t mode;            /* enum pump_mode */
-    uint8_t eof;             /* the source sent FIN */
-    uint8_t shut;            /* FIN passed on to the destination */
-    uint8_t streak;          /* full reads in a row (copy) or small ones in a row (splice) */
-    uint8_t fin_by_close;    /* the other way is over: close(2) will send the FIN, skip shutdown */
-    uint64_t bytes;          /* bytes written to the destination */
-    uint64_t spliced;        /* of which moved by splice */
+    char *buf;             /* borrowed copy buffer, NULL when none is held */
+    uint32_t off;          /* first pending byte in buf */
+    uint32_t len;          /* end of pending bytes in buf */
+    struct pipe_pair pipe; /* borrowed pipe, rd = -1 when none is held */
+    uint32_t in_pipe;      /* bytes in the pipe not yet written */
+    uint8_t mode;          /* enum pump_mode */
+    uint8_t eof;           /* the source sent FIN */
+    uint8_t shut;          /* FIN passed on to the destination */
+    uint8_t streak;        /* full reads in a row (copy) or small ones in a row (splice) */
+    uint8_t fin_by_close;  /* the other way is over: close(2) will send the FIN, skip shutdown */
+    uint64_t bytes;        /* bytes written to the destination */
+    uint64_t spliced;      /* of which moved by splice */
 };
 
 /* What a worker lends to its pumps. */

@@ -16,22 +16,22 @@ enum session_state {
 };
 
 struct session {
-    struct worker *worker;          /* owner */
-    const struct listener_rt *lst;  /* listener it came in on */
-    struct watch client;            /* client socket */
-    struct watch upstream;          /* upstream socket, fd -1 before the first connect */
-    struct pump_dir up;             /* client -> upstream */
-    struct pump_dir down;           /* upstream -> client */
-    struct wheel_entry timer;       /* connect or idle deadline */
-    uint64_t last_active;           /* loop time of the last byte moved */
-    uint64_t fd_wait_since;         /* loop time it first found no descriptor to connect; 0 */
-    struct instance_state *inst;    /* instance in use (held, counted in active) */
-    struct instance_state **tried;  /* instances that failed a connect (held); NULL if none */
-    uint32_t n_tried;               /* entries in tried */
-    uint32_t attempts;              /* connect attempts made */
-    uint8_t state;                  /* enum session_state */
-    struct session *prev;           /* worker's session list */
-    struct session *next;           /* worker's session list, or graveyard link */
+    struct worker *worker;         /* owner */
+    const struct listener_rt *lst; /* listener it came in on */
+    struct watch client;           /* client socket */
+    struct watch upstream;         /* upstream socket, fd -1 before the first connect */
+    struct pump_dir up;            /* client -> upstream */
+    struct pump_dir down;          /* upstream -> client */
+    struct wheel_entry timer;      /* connect or idle deadline */
+    uint64_t last_active;          /* loop time of the last byte moved */
+    uint64_t fd_wait_since;        /* loop time it first found no descriptor to connect; 0 */
+    struct instance_state *inst;   /* instance in use (held, counted in active) */
+    struct instance_state **tried; /* instances that failed a connect (held); NULL if none */
+    uint32_t n_tried;              /* entries in tried */
+    uint32_t attempts;             /* connect attempts made */
+    uint8_t state;                 /* enum session_state */
+    struct session *prev;          /* worker's session list */
+    struct session *next;          /* worker's session list, or graveyard link */
 };
 
 /* Takes over an accepted client socket and starts connecting upstream. On failure the socket is

@@ -16,12 +16,12 @@ struct lb_ops;
 /* What must outlive a snapshot swap for one instance: found again by id in the next set, so a
  * swap never resets balancing. Shared by all workers; only atomics are written after creation. */
 struct instance_state {
-    char id[SNAPSHOT_ID_MAX];  /* stable identity ("ip:port", or Consul service id + node) */
-    atomic_uint active;        /* sessions connecting to or connected to it, all workers */
-    atomic_uint refs;          /* one for "in the publisher's table" + one per holder */
-    atomic_ullong connects;    /* sessions that connected, for metrics */
-    atomic_ullong failures;    /* failed connect attempts, for metrics */
-    uint64_t listed_in;        /* version of the newest set listing it; publisher only */
+    char id[SNAPSHOT_ID_MAX];    /* stable identity ("ip:port", or Consul service id + node) */
+    atomic_uint active;          /* sessions connecting to or connected to it, all workers */
+    atomic_uint refs;            /* one for "in the publisher's table" + one per holder */
+    atomic_ullong connects;      /* sessions that connected, for metrics */
+    atomic_ullong failures;      /* failed connect attempts, for metrics */
+    uint64_t listed_in;          /* version of the newest set listing it; publisher only */
     struct instance_state *next; /* chain in the publisher's table; publisher only */
 };
 
@@ -35,14 +35,14 @@ struct instance {
 /* An immutable instance set plus each worker's private balancer scratch. Readers may use it
  * only inside a read section (snapshot_read_lock). */
 struct instance_set {
-    const struct lb_ops *lb;    /* balancer that picks from this set */
-    size_t n;                   /* number of instances */
-    struct instance *inst;      /* the instances, n entries */
-    uint64_t total_weight;      /* sum of weights */
-    uint64_t version;           /* increases with every publish of this service */
-    unsigned n_workers;         /* scratch areas */
-    size_t scratch_stride;      /* bytes between two workers' scratch areas */
-    unsigned char *scratch;     /* n_workers areas, each initialised by lb->scratch_init */
+    const struct lb_ops *lb; /* balancer that picks from this set */
+    size_t n;                /* number of instances */
+    struct instance *inst;   /* the instances, n entries */
+    uint64_t total_weight;   /* sum of weights */
+    uint64_t version;        /* increases with every publish of this service */
+    unsigned n_workers;      /* scratch areas */
+    size_t scratch_stride;   /* bytes between two workers' scratch areas */
+    unsigned char *scratch;  /* n_workers areas, each initialised by lb->scratch_init */
 };
 
 /* Input for one instance of a new set. */

@@ -7,24 +7,24 @@
 #include <stdint.h>
 
 /* X(name, help) */
-#define STATS_LIST(X)                                                                          \
-    X(accepted, "client connections accepted")                                                 \
-    X(accept_paused, "times accepting paused (max_connections, EMFILE, ENFILE)")               \
-    X(accept_errors, "accept(2) failures other than EAGAIN")                                   \
-    X(no_instance, "sessions closed because no instance could be picked")                      \
-    X(connect_attempts, "upstream connect attempts")                                           \
-    X(connect_failures, "upstream connects refused, failed or timed out")                      \
-    X(connect_timeouts, "upstream connects that timed out")                                    \
-    X(retries, "connect attempts on another instance after a failure")                         \
-    X(sessions_established, "sessions whose upstream connected")                               \
-    X(sessions_closed, "sessions ended, for any reason")                                       \
-    X(idle_timeouts, "sessions closed by idle_timeout")                                        \
-    X(resets, "sessions ended by a reset or socket error")                                     \
-    X(alloc_failures, "sessions closed because a buffer or pipe could not be had")             \
-    X(bytes_up, "bytes from clients to upstreams")                                             \
-    X(bytes_down, "bytes from upstreams to clients")                                           \
-    X(spliced_up, "bytes from clients to upstreams moved by splice(2)")                        \
-    X(spliced_down, "bytes from upstreams to clients moved by splice(2)")                      \
+#define STATS_LIST(X)                                                                              \
+    X(accepted, "client connections accepted")                                                     \
+    X(accept_paused, "times accepting paused (max_connections, EMFILE, ENFILE)")                   \
+    X(accept_errors, "accept(2) failures other than EAGAIN")                                       \
+    X(no_instance, "sessions closed because no instance could be picked")                          \
+    X(connect_attempts, "upstream connect attempts")                                               \
+    X(connect_failures, "upstream connects refused, failed or timed out")                          \
+    X(connect_timeouts, "upstream connects that timed out")                                        \
+    X(retries, "connect attempts on another instance after a failure")                             \
+    X(sessions_established, "sessions whose upstream connected")                                   \
+    X(sessions_closed, "sessions ended, for any reason")                                           \
+    X(idle_timeouts, "sessions closed by idle_timeout")                                            \
+    X(resets, "sessions ended by a reset or socket error")                                         \
+    X(alloc_failures, "sessions closed because a buffer or pipe could not be had")                 \
+    X(bytes_up, "bytes from clients to upstreams")                                                 \
+    X(bytes_down, "bytes from upstreams to clients")                                               \
+    X(spliced_up, "bytes from clients to upstreams moved by splice(2)")                            \
+    X(spliced_down, "bytes from upstreams to clients moved by splice(2)")                          \
     X(splice_switches, "directions that switched to splice(2)")
 
 #define STATS_FIELD(name, help) atomic_ullong name;
@@ -34,10 +34,10 @@ struct stats {
 #undef STATS_FIELD
 
 /* Adds n to a counter of the calling thread's own struct: a plain load and store, no lock. */
-#define STATS_ADD(st, field, n)                                                                \
-    atomic_store_explicit(&(st)->field,                                                        \
-                          atomic_load_explicit(&(st)->field, memory_order_relaxed) +           \
-                              (unsigned long long)(n),                                         \
+#define STATS_ADD(st, field, n)                                                                    \
+    atomic_store_explicit(&(st)->field,                                                            \
+                          atomic_load_explicit(&(st)->field, memory_order_relaxed) +               \
+                              (unsigned long long)(n),                                             \
                           memory_order_relaxed)
 
 /* Adds every counter of from into to (to is the caller's private total). */

@@ -30,31 +30,31 @@ struct watch {
 
 /* A listener as all workers see it; read-only while workers run. */
 struct listener_rt {
-    const char *name;                /* [listener:NAME] */
-    struct config_addr bind;         /* bind address */
+    const char *name;                 /* [listener:NAME] */
+    struct config_addr bind;          /* bind address */
     struct snapshot_service *service; /* where instances come from */
-    uint64_t connect_timeout_ms;     /* per connect attempt */
-    uint64_t idle_timeout_ms;        /* 0 = never */
-    uint32_t retries;                /* other instances tried after a failed connect */
-    int backlog;                     /* listen(2) backlog */
+    uint64_t connect_timeout_ms;      /* per connect attempt */
+    uint64_t idle_timeout_ms;         /* 0 = never */
+    uint32_t retries;                 /* other instances tried after a failed connect */
+    int backlog;                      /* listen(2) backlog */
 };
 
 /* State every worker shares with the others and with the main thread. */
 struct proxy_shared {
-    atomic_uint open_sessions;        /* client connections open, all workers */
-    uint32_t max_connections;         /* cap on open_sessions */
+    atomic_uint open_sessions;           /* client connections open, all workers */
+    uint32_t max_connections;            /* cap on open_sessions */
     const struct listener_rt *listeners; /* n_listeners entries */
-    size_t n_listeners;               /* listeners */
-    enum config_splice splice;        /* splice policy */
-    uint32_t pipe_size;               /* bytes per pipe */
-    uint32_t buffer_size;             /* bytes per copy buffer */
+    size_t n_listeners;                  /* listeners */
+    enum config_splice splice;           /* splice policy */
+    uint32_t pipe_size;                  /* bytes per pipe */
+    uint32_t buffer_size;                /* bytes per copy buffer */
 };
 
 /* A worker's socket for one listener. */
 struct worker_listener {
-    struct watch watch;              /* listening socket */
-    struct worker *worker;           /* owner */
-    const struct listener_rt *rt;    /* what it serves */
+    struct watch watch;           /* listening socket */
+    struct worker *worker;        /* owner */
+    const struct listener_rt *rt; /* what it serves */
 };
 
 /* Commands the main thread posts to a worker. */
@@ -67,34 +67,34 @@ enum worker_command {
 struct session;
 
 struct worker {
-    unsigned id;                      /* 0..n-1, also the balancer scratch index */
-    struct proxy_shared *shared;      /* shared settings and counters */
-    uv_loop_t loop;                   /* this thread's loop */
-    uv_thread_t thread;               /* the thread */
-    int epfd;                         /* epoll set of every descriptor the worker waits on */
-    struct watch uv_watch;            /* libuv's backend descriptor inside epfd */
-    int exiting;                      /* handles closed: leave the loop */
-    uv_timer_t tick;                  /* drives the wheel */
-    uv_timer_t resume;                /* re-enables accepting after a pause */
-    uv_async_t wakeup;                /* main thread's commands */
-    atomic_int command;               /* enum worker_command */
-    struct worker_listener *listeners; /* one per shared listener */
-    size_t n_listeners;               /* entries in listeners */
-    int accepting;                    /* listeners are in the epoll set */
-    int loop_ready;                   /* loop and handles initialised */
-    uint64_t last_pause_log;          /* loop time of the last accept_paused log line */
-    struct buffer_pool buffers;       /* copy buffers */
-    struct pipe_pool pipes;           /* splice pipes */
-    struct pump_env pump_env;         /* what sessions lend their pumps */
-    struct wheel wheel;               /* session deadlines */
-    struct session *sessions;         /* every open session (list head) */
-    size_t n_sessions;                /* entries in sessions */
-    struct session *graveyard;        /* sessions closed during this epoll batch */
-    struct stats stats;               /* counters; written by this thread only */
-    void (*on_exit)(struct worker *w); /* called on the worker thread right before it ends */
+    unsigned id;                           /* 0..n-1, also the balancer scratch index */
+    struct proxy_shared *shared;           /* shared settings and counters */
+    uv_loop_t loop;                        /* this thread's loop */
+    uv_thread_t thread;                    /* the thread */
+    int epfd;                              /* epoll set of every descriptor the worker waits on */
+    struct watch uv_watch;                 /* libuv's backend descriptor inside epfd */
+    int exiting;                           /* handles closed: leave the loop */
+    uv_timer_t tick;                       /* drives the wheel */
+    uv_timer_t resume;                     /* re-enables accepting after a pause */
+    uv_async_t wakeup;                     /* main thread's commands */
+    atomic_int command;                    /* enum worker_command */
+    struct worker_listener *listeners;     /* one per shared listener */
+    size_t n_listeners;                    /* entries in listeners */
+    int accepting;                         /* listeners are in the epoll set */
+    int loop_ready;                        /* loop and handles initialised */
+    uint64_t last_pause_log;               /* loop time of the last accept_paused log line */
+    struct buffer_pool buffers;            /* copy buffers */
+    struct pipe_pool pipes;                /* splice pipes */
+    struct pump_env pump_env;              /* what sessions lend their pumps */
+    struct wheel wheel;                    /* session deadlines */
+    struct session *sessions;              /* every open session (list head) */
+    size_t n_sessions;                     /* entries in sessions */
+    struct session *graveyard;             /* sessions closed during this epoll batch */
+    struct stats stats;                    /* counters; written by this thread only */
+    void (*on_exit)(struct worker *w);     /* called on the worker thread right before it ends */
     void (*on_unlisten)(struct worker *w); /* called on the worker thread once its listening
                                               sockets are closed (drain or stop) */
-    void *data;                       /* for on_exit and on_unlisten */
+    void *data;                            /* for on_exit and on_unlisten */
 };
 
 /* Sets up a worker (loop, epoll set, pools, timers) and creates its listening sockets (bound

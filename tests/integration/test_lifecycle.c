@@ -55,8 +55,7 @@ static void test_check_good_config(void **state)
     (void)state;
     char conf[1024], path[512], out[4096];
     snprintf(path, sizeof(path), "%s/good-%d.ini", harness_tmpdir(), getpid());
-    config_simple(conf, sizeof(conf), 18080, "127.0.0.1:9001 weight=3, 127.0.0.1:9002", "", "",
-                  "");
+    config_simple(conf, sizeof(conf), 18080, "127.0.0.1:9001 weight=3, 127.0.0.1:9002", "", "", "");
     write_file(path, conf);
     char *argv[] = {(char *)harness_bin("SLUICE_BIN"), "-t", "-c", path, NULL};
     assert_int_equal(run_capture(argv, out, sizeof(out)), 0);
@@ -70,18 +69,18 @@ static void test_check_bad_config_lists_every_problem(void **state)
     char path[512], out[8192], want[600];
     snprintf(path, sizeof(path), "%s/bad-%d.ini", harness_tmpdir(), getpid());
     write_file(path, "[sluice]\n"
-                     "workers = many\n"             /* line 2 */
+                     "workers = many\n" /* line 2 */
                      "[listener:web]\n"
-                     "bind = 127.0.0.1\n"           /* line 4: no port */
-                     "service = nowhere\n"          /* line 5: missing service */
-                     "idle_timeout = 5x\n"          /* line 6 */
+                     "bind = 127.0.0.1\n"  /* line 4: no port */
+                     "service = nowhere\n" /* line 5: missing service */
+                     "idle_timeout = 5x\n" /* line 6 */
                      "[service:api]\n"
                      "backends = 127.0.0.1:9001\n"
-                     "colour = blue\n");            /* line 9: unknown key */
+                     "colour = blue\n"); /* line 9: unknown key */
     char *argv[] = {(char *)harness_bin("SLUICE_BIN"), "-t", "-c", path, NULL};
     assert_int_equal(run_capture(argv, out, sizeof(out)), 1);
-    const char *expect[] = {":2: workers:", ":4: bind:", ":5: service:", ":6: idle_timeout:",
-                            ":9: colour:"};
+    const char *expect[] = {
+        ":2: workers:", ":4: bind:", ":5: service:", ":6: idle_timeout:", ":9: colour:"};
     for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++) {
         snprintf(want, sizeof(want), "%s%s", path, expect[i]);
         if (strstr(out, want) == NULL)
@@ -109,7 +108,8 @@ static void test_bind_in_use_fails_startup(void **state)
     (void)state;
     int port = harness_free_port();
     int blocker = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(0x7f000001)};
     assert_int_equal(bind(blocker, (struct sockaddr *)&a, sizeof(a)), 0);
     assert_int_equal(listen(blocker, 1), 0);

@@ -135,9 +135,8 @@ static void test_swaps_under_concurrent_readers(void **state)
             snprintf(text[i], sizeof(text[i]), "127.0.0.1:%zu", 1000 + (size_t)round % 13 + i);
             specs[i] = spec(text[i], (uint32_t)(i + 1));
         }
-        assert_int_equal(snapshot_publish(svc, round % 2 ? &lb_round_robin : &lb_weighted, specs,
-                                          n),
-                         0);
+        assert_int_equal(
+            snapshot_publish(svc, round % 2 ? &lb_round_robin : &lb_weighted, specs, n), 0);
     }
     atomic_store(&stop, 1);
     pthread_join(th, NULL);

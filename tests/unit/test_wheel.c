@@ -45,7 +45,7 @@ static void test_remove_and_reschedule(void **state)
     wheel_add(&w, &a, 50);
     wheel_add(&w, &b, 50);
     wheel_remove(&w, &a);
-    wheel_remove(&w, &a); /* harmless twice */
+    wheel_remove(&w, &a);   /* harmless twice */
     wheel_add(&w, &b, 500); /* moved later */
     assert_int_equal(expire_all(100, got, 4), 0);
     assert_int_equal(expire_all(500, got, 4), 1);
