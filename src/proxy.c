@@ -40,7 +40,8 @@ struct proxy {
 
 static const int proxy_signals[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 
-void proxy_log_config_errors(const struct config_errors *errs)
+/* Logs every error line of errs as a config_error event. */
+static void proxy_log_config_errors(const struct config_errors *errs)
 {
     for (size_t i = 0; i < errs->n; i++)
         log_event(LOG_LEVEL_ERROR, "config_error", LOG_STR("error", errs->lines[i]));

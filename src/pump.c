@@ -8,9 +8,8 @@
 
 /* HAProxy's rule of thumb: a direction that fills the buffer a few times in a row is a stream
  * worth splicing; a spliced one that keeps moving little returns to the cheaper copy path. */
-#define PUMP_STREAM_AFTER 2            /* full copy reads in a row before switching to splice */
-#define PUMP_COPY_AFTER   4            /* small splices in a row before switching back */
-#define PUMP_NOTHING_READ ((size_t)-1) /* a read step that switched mode instead of reading */
+#define PUMP_STREAM_AFTER 2 /* full copy reads in a row before switching to splice */
+#define PUMP_COPY_AFTER   4 /* small splices in a row before switching back */
 
 /* Result of one read or write step. */
 enum step {
@@ -74,8 +73,10 @@ static enum step splice_flush(struct pump_dir *d, int dst)
     return STEP_MORE;
 }
 
-/* Reads one chunk into the buffer; *got is the byte count (0 = FIN). */
-static enum step copy_read(struct pump_dir *d, int src, const struct pump_env *env, size_t *got)
+/* Reads one chunk into the buffer; *got is the byte count (0 = FIN), *drained says the read came
+ * back short, so the socket is empty for now. */
+static enum step copy_read(struct pump_dir *d, int src, const struct pump_env *env, size_t *got,
+                           int *drained)
 {
     if (d->buf == NULL && (d->buf = pool_buffer_get(env->buffers)) == NULL) {
         errno = ENOMEM;
@@ -87,6 +88,7 @@ static enum step copy_read(struct pump_dir *d, int src, const struct pump_env *e
     d->off = 0;
     d->len = (uint32_t)n;
     *got = (size_t)n;
+    *drained = (size_t)n < env->buffers->size;
     if (d->mode == PUMP_COPY) {
         d->streak = (size_t)n == env->buffers->size ? (uint8_t)(d->streak + 1) : 0;
         if (d->streak >= PUMP_STREAM_AFTER) {
@@ -97,26 +99,28 @@ static enum step copy_read(struct pump_dir *d, int src, const struct pump_env *e
     return STEP_MORE;
 }
 
-/* Reads one chunk into the pipe; *got is the byte count (0 = FIN). */
-static enum step splice_read(struct pump_dir *d, int src, const struct pump_env *env, size_t *got)
+/* Reads one chunk into the pipe, as copy_read does into the buffer. */
+static enum step splice_read(struct pump_dir *d, int src, const struct pump_env *env, size_t *got,
+                             int *drained)
 {
     if (d->pipe.rd < 0 && pool_pipe_get(env->pipes, &d->pipe) != 0) {
         /* no descriptor or memory for a pipe: copying works too, just slower */
         d->mode = PUMP_COPY;
         d->streak = 0;
-        return STEP_MORE;
+        return copy_read(d, src, env, got, drained);
     }
     ssize_t n = splice(src, NULL, d->pipe.wr, NULL, (size_t)env->pipes->size,
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n < 0) {
         if (errno == EINVAL || errno == ENOSYS) {
             d->mode = PUMP_COPY_ONLY; /* this socket type cannot splice: copy from now on */
-            return STEP_MORE;
+            return copy_read(d, src, env, got, drained);
         }
         return is_wait(errno) ? STEP_WAIT : STEP_ERROR;
     }
     d->in_pipe = (uint32_t)n;
     *got = (size_t)n;
+    *drained = (size_t)n < (size_t)env->pipes->size;
     d->streak = (size_t)n < env->buffers->size ? (uint8_t)(d->streak + 1) : 0;
     if (d->streak >= PUMP_COPY_AFTER) {
         d->mode = PUMP_COPY;
@@ -151,12 +155,6 @@ static enum step pass_fin(struct pump_dir *d, int dst)
     return STEP_WAIT;
 }
 
-/* Bytes the next read may ask for in the direction's current mode. */
-static size_t read_size(const struct pump_dir *d, const struct pump_env *env)
-{
-    return d->mode == PUMP_SPLICE ? (size_t)env->pipes->size : env->buffers->size;
-}
-
 static enum step pump_step(struct pump_dir *d, int src, int dst, const struct pump_env *env,
                            size_t *read_total)
 {
@@ -167,14 +165,16 @@ static enum step pump_step(struct pump_dir *d, int src, int dst, const struct pu
         return pass_fin(d, dst);
     if (*read_total >= env->budget)
         return STEP_WAIT; /* fairness, or the source is drained: polling brings us back */
-    size_t want = read_size(d, env), got = PUMP_NOTHING_READ;
-    st = d->mode == PUMP_SPLICE ? splice_read(d, src, env, &got) : copy_read(d, src, env, &got);
-    if (st != STEP_MORE || got == PUMP_NOTHING_READ)
+    size_t got = 0;
+    int drained = 0;
+    st = d->mode == PUMP_SPLICE ? splice_read(d, src, env, &got, &drained)
+                                : copy_read(d, src, env, &got, &drained);
+    if (st != STEP_MORE)
         return st;
     if (got == 0)
         d->eof = 1;
     /* a short read emptied the socket: flush it, then wait instead of asking for EAGAIN */
-    *read_total = got > 0 && got < want ? env->budget : *read_total + got;
+    *read_total = drained ? env->budget : *read_total + got;
     return STEP_MORE;
 }
 

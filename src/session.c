@@ -288,7 +288,7 @@ static void session_connect_next(struct session *s)
             session_finalize(s, "epoll_failed", CLOSE_RESET);
     } else if (rc == -ENOBUFS || rc == -ENOMEM) {
         STATS_ADD(&w->stats, alloc_failures, 1);
-        session_finalize(s, "no_descriptors", CLOSE_RESET);
+        session_finalize(s, "no_memory", CLOSE_RESET);
     } else {
         session_connect_failed(s, -rc, 0);
     }

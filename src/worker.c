@@ -166,17 +166,22 @@ static void worker_close_handles(struct worker *w)
     uv_close((uv_handle_t *)&w->wakeup, NULL);
 }
 
-static void worker_close_listeners(struct worker *w)
+/* Closes the listening sockets still open (close(2) also takes them out of the epoll set);
+ * returns how many it closed. */
+static size_t worker_close_listeners(struct worker *w)
 {
+    size_t closed = 0;
     for (size_t i = 0; i < w->n_listeners; i++) {
         struct watch *wt = &w->listeners[i].watch;
         if (wt->fd < 0)
             continue;
-        (void)worker_watch(w, wt, 0);
         close(wt->fd);
         wt->fd = -1;
+        wt->events = 0;
+        closed++;
     }
     w->accepting = 0;
+    return closed;
 }
 
 /* Ends the loop once a drain has no session left. */
@@ -231,10 +236,9 @@ static void on_wakeup(uv_async_t *a)
     int cmd = atomic_load(&w->command);
     if (cmd == WORKER_RUN)
         return;
-    int was_listening = w->n_listeners > 0 && w->listeners[0].watch.fd >= 0;
-    worker_close_listeners(w);
+    size_t closed = worker_close_listeners(w);
     uv_timer_stop(&w->resume);
-    if (was_listening && w->on_unlisten != NULL)
+    if (closed > 0 && w->on_unlisten != NULL)
         w->on_unlisten(w);
     if (cmd == WORKER_STOP) {
         while (w->sessions != NULL)

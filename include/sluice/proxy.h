@@ -9,7 +9,4 @@
  * status: 0 after a clean shutdown, 1 when startup failed (reason logged). Main thread. */
 int proxy_run(struct config *cfg);
 
-/* Logs every error line of errs as a config_error event. */
-void proxy_log_config_errors(const struct config_errors *errs);
-
 #endif
