@@ -31,7 +31,7 @@ bench: build
 	@./bench/run $(BENCH_ARGS)
 
 format:
-	@clang-format -i src/*.c include/sluice/*.h tests/*/*.c bench/*.c bench/*.h
+	@clang-format -i src/*/*.c src/*/*.h tests/*/*.c bench/*.c bench/*.h
 
 clean:
 	@rm -rf $(BUILD) $(SAN_BUILD)

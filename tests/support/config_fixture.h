@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#include "sluice/config.h"
+#include "config.h"
 
 /* A config loader: config_load or config_load_consul. */
 typedef int (*config_loader_fn)(const char *path, struct config **out, struct config_errors *errs);

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sluice/balancer.h"
+#include "balancer.h"
 
 #define MAX_INST 8     /* instances a fixture can hold */
 #define PICKS    10000 /* picks per distribution test */

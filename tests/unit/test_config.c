@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "config_fixture.h"
-#include "sluice/config.h"
+#include "config.h"
 
 /* A listener and its service, 5 lines, so a test that appends to it sees only its own error;
  * appended text starts at line 6. */

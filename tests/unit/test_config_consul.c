@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "config_fixture.h"
-#include "sluice/config.h"
+#include "config.h"
 
 /* A listener and a static service in 5 lines; appended text starts at line 6. */
 #define BASE                                                                                       \

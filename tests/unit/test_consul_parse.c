@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "sluice/consul_parse.h"
+#include "consul_parse.h"
 
 /* One entry: node name and address, service id, address, port, extra service fields (weights,
  * tags) and the Checks array text. */

@@ -15,9 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "sluice/consul.h"
-#include "sluice/discovery.h"
-#include "sluice/registrar.h"
+#include "consul.h"
+#include "discovery.h"
+#include "registrar.h"
 
 static void test_index_rules(void **state)
 {

@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sluice/log.h"
+#include "log.h"
 
 #define LINE_MAX_BYTES 4096 /* the longest line log.c promises to write */
 #define TS_LEN         24   /* "2026-11-27T02:31:05.123Z" */

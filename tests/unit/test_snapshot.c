@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "sluice/balancer.h"
-#include "sluice/snapshot.h"
+#include "balancer.h"
+#include "snapshot.h"
 
 static struct snapshot_spec spec(const char *text, uint32_t weight)
 {

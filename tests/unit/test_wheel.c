@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "sluice/wheel.h"
+#include "wheel.h"
 
 static struct wheel w;
 

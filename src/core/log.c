@@ -1,0 +1,354 @@
+/* Structured event logging: one JSON or text line per event, built on the stack, one write(2). */
+#include "log.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Longest line written, newline included. Equal to PIPE_BUF so a line written to a pipe is
+ * atomic even if write(2) were ever split. */
+#define LOG_LINE_MAX 4096
+
+/* Room kept at the end of every line for the truncation marker, the closing brace and the
+ * newline, so a cut line stays valid JSON. */
+#define LOG_TRUNCATED_JSON ",\"truncated\":true}\n"
+#define LOG_TRUNCATED_TEXT " truncated=true\n"
+#define LOG_RESERVE        (sizeof(LOG_TRUNCATED_JSON) + 1)
+
+/* Set once before threads log; relaxed atomics keep the hot path free of fences. */
+static atomic_int log_min_level = LOG_LEVEL_INFO;
+static atomic_int log_line_format = LOG_FORMAT_JSON;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+static const char *const level_names_upper[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+static const char *const format_names[] = {"json", "text"};
+
+/* A line under construction. Every append either fits entirely or sets truncated. */
+struct log_line {
+    char buf[LOG_LINE_MAX]; /* the line */
+    size_t len;             /* bytes used */
+    size_t limit;           /* appends stop here; the rest is reserved for the ending */
+    int truncated;          /* an append did not fit; no more fields are added */
+};
+
+void log_configure(enum log_level min_level, enum log_format format)
+{
+    if ((int)min_level >= LOG_LEVEL_DEBUG && min_level <= LOG_LEVEL_ERROR) {
+        atomic_store_explicit(&log_min_level, (int)min_level, memory_order_relaxed);
+    }
+    if ((int)format >= LOG_FORMAT_JSON && format <= LOG_FORMAT_TEXT) {
+        atomic_store_explicit(&log_line_format, (int)format, memory_order_relaxed);
+    }
+}
+
+int log_enabled(enum log_level level)
+{
+    return (int)level >= atomic_load_explicit(&log_min_level, memory_order_relaxed);
+}
+
+/* Appends n bytes or nothing at all, so a rollback point is never split. */
+static int line_put(struct log_line *l, const char *s, size_t n)
+{
+    if (l->truncated || n > l->limit - l->len) {
+        l->truncated = 1;
+        return -1;
+    }
+    memcpy(l->buf + l->len, s, n);
+    l->len += n;
+    return 0;
+}
+
+static int line_puts(struct log_line *l, const char *s)
+{
+    return line_put(l, s, strlen(s));
+}
+
+/* The escape sequence JSON needs for byte c, or NULL when c goes out as it is. */
+static const char *json_escape(unsigned char c, char tmp[8])
+{
+    switch (c) {
+    case '"':
+        return "\\\"";
+    case '\\':
+        return "\\\\";
+    case '\n':
+        return "\\n";
+    case '\r':
+        return "\\r";
+    case '\t':
+        return "\\t";
+    default:
+        break;
+    }
+    if (c < 0x20) {
+        snprintf(tmp, 8, "\\u%04x", c);
+        return tmp;
+    }
+    return NULL;
+}
+
+/* The value was cut before s[i]. When s[i] continues a UTF-8 sequence, drops the part of that
+ * sequence already copied, so a cut value never ends in half a character. Bytes >= 0x80 are
+ * copied one to one, so they map straight to the end of the line. */
+static void line_drop_partial_utf8(struct log_line *l, const char *s, size_t i)
+{
+    size_t start = i;
+
+    while (start > 0 && ((unsigned char)s[start] & 0xC0) == 0x80) {
+        start--;
+    }
+    if (((unsigned char)s[start] & 0xC0) != 0xC0) {
+        start++; /* not a lead byte: only stray continuation bytes to drop */
+    }
+    if (start < i) {
+        l->len -= i - start;
+    }
+}
+
+/* Appends s escaped, without quotes. Stops early (and sets truncated) when the line is full,
+ * keeping one byte for the closing quote the caller adds. */
+static void line_put_escaped(struct log_line *l, const char *s)
+{
+    char tmp[8];
+
+    for (size_t i = 0; s[i] != '\0'; i++) {
+        const char *esc = json_escape((unsigned char)s[i], tmp);
+        size_t n = esc != NULL ? strlen(esc) : 1;
+
+        if (n + 1 > l->limit - l->len) {
+            l->truncated = 1;
+            line_drop_partial_utf8(l, s, i);
+            return;
+        }
+        if (esc != NULL) {
+            memcpy(l->buf + l->len, esc, n);
+        } else {
+            l->buf[l->len] = s[i];
+        }
+        l->len += n;
+    }
+}
+
+/* Appends "s" as a JSON string; a long value is cut but always closed. Returns -1 when not
+ * even the opening quote fitted. */
+static int line_put_quoted(struct log_line *l, const char *s)
+{
+    if (l->truncated || l->limit - l->len < 2) {
+        l->truncated = 1;
+        return -1;
+    }
+    l->buf[l->len++] = '"';
+    line_put_escaped(l, s);
+    l->buf[l->len++] = '"'; /* line_put_escaped kept room for it */
+    return 0;
+}
+
+/* Ends the line, saying so when something was cut. The reserve past limit always holds the
+ * longer ending. */
+static void line_finish(struct log_line *l, const char *cut_ending, const char *ending)
+{
+    int cut = l->truncated;
+
+    l->truncated = 0;
+    l->limit = sizeof(l->buf);
+    line_puts(l, cut ? cut_ending : ending);
+}
+
+/* ts as 2026-11-27T02:31:05.123Z (UTC, milliseconds). */
+static void format_timestamp(char out[32])
+{
+    struct timespec now;
+    struct tm tm;
+    size_t n;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03dZ", (int)(now.tv_nsec / 1000000) % 1000);
+}
+
+/* One ,"key":value pair; a pair that does not fit is removed whole unless its string value
+ * could be cut, so the object stays valid either way. */
+static void json_put_field(struct log_line *l, const struct log_field *f)
+{
+    size_t mark = l->len;
+    char num[24];
+
+    if (line_puts(l, ",") < 0 || line_put_quoted(l, f->key != NULL ? f->key : "") < 0 ||
+        l->truncated || line_puts(l, ":") < 0) {
+        l->len = mark;
+        return;
+    }
+    if (f->str != NULL) {
+        if (line_put_quoted(l, f->str) < 0) {
+            l->len = mark;
+        }
+        return;
+    }
+    snprintf(num, sizeof(num), "%lld", f->num);
+    if (line_puts(l, num) < 0) {
+        l->len = mark;
+    }
+}
+
+/* {"ts":...,"level":...,"event":..., fields in order} and a newline. */
+static void json_build(struct log_line *l, const char *ts, enum log_level level, const char *event,
+                       const struct log_field *fields, size_t n_fields)
+{
+    line_puts(l, "{\"ts\":\"");
+    line_puts(l, ts);
+    line_puts(l, "\",\"level\":\"");
+    line_puts(l, level_names[level]);
+    line_puts(l, "\",\"event\":");
+    line_put_quoted(l, event);
+    for (size_t i = 0; i < n_fields && !l->truncated; i++) {
+        json_put_field(l, &fields[i]);
+    }
+    line_finish(l, LOG_TRUNCATED_JSON, "}\n");
+}
+
+/* Text values are quoted only when a reader could not tell where they end otherwise. */
+static int text_needs_quotes(const char *s)
+{
+    if (*s == '\0') {
+        return 1;
+    }
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c <= ' ' || c == '=' || c == '"' || c == '\\' || c == 0x7f) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A value as it is, or quoted and escaped like JSON when it needs quotes. */
+static void text_put_value(struct log_line *l, const char *s)
+{
+    if (text_needs_quotes(s)) {
+        line_put_quoted(l, s);
+        return;
+    }
+    line_put_escaped(l, s); /* nothing in it needs escaping: it goes out as it is */
+}
+
+/* " key=value"; keys are identifiers and go out as they are. */
+static void text_put_field(struct log_line *l, const struct log_field *f)
+{
+    size_t mark = l->len;
+    char num[24];
+
+    if (line_puts(l, " ") < 0 || line_puts(l, f->key != NULL ? f->key : "") < 0 ||
+        line_puts(l, "=") < 0) {
+        l->len = mark;
+        return;
+    }
+    if (f->str != NULL) {
+        text_put_value(l, f->str);
+        return;
+    }
+    snprintf(num, sizeof(num), "%lld", f->num);
+    if (line_puts(l, num) < 0) {
+        l->len = mark;
+    }
+}
+
+/* TS LEVEL event key=value ... and a newline. */
+static void text_build(struct log_line *l, const char *ts, enum log_level level, const char *event,
+                       const struct log_field *fields, size_t n_fields)
+{
+    line_puts(l, ts);
+    line_puts(l, " ");
+    line_puts(l, level_names_upper[level]);
+    line_puts(l, " ");
+    text_put_value(l, event);
+    for (size_t i = 0; i < n_fields && !l->truncated; i++) {
+        text_put_field(l, &fields[i]);
+    }
+    line_finish(l, LOG_TRUNCATED_TEXT, "\n");
+}
+
+/* Writes the whole line; a short write continues where it stopped, EINTR retries. Other
+ * errors drop the line: there is nowhere left to report them. */
+static void write_all(const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(STDERR_FILENO, buf, len);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+}
+
+void log_emit(enum log_level level, const char *event, const struct log_field *fields,
+              size_t n_fields)
+{
+    struct log_line line; /* no initializer: zeroing 4 KiB per event would be wasted */
+    char ts[32];
+    int saved_errno = errno; /* callers often log and then look at errno */
+
+    if (!log_enabled(level)) {
+        return;
+    }
+    line.len = 0;
+    line.limit = LOG_LINE_MAX - LOG_RESERVE;
+    line.truncated = 0;
+    if ((int)level > LOG_LEVEL_ERROR) {
+        level = LOG_LEVEL_ERROR;
+    }
+    format_timestamp(ts);
+    if (event == NULL) {
+        event = "";
+    }
+    if (fields == NULL) {
+        n_fields = 0;
+    }
+    if (atomic_load_explicit(&log_line_format, memory_order_relaxed) == LOG_FORMAT_TEXT) {
+        text_build(&line, ts, level, event, fields, n_fields);
+    } else {
+        json_build(&line, ts, level, event, fields, n_fields);
+    }
+    write_all(line.buf, line.len);
+    errno = saved_errno;
+}
+
+/* Index of text in names, or -1. */
+static int name_index(const char *const *names, size_t n, const char *text)
+{
+    for (size_t i = 0; text != NULL && i < n; i++) {
+        if (strcmp(names[i], text) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+int log_level_parse(const char *text, enum log_level *out)
+{
+    int i = name_index(level_names, sizeof(level_names) / sizeof(level_names[0]), text);
+
+    if (i < 0) {
+        return -EINVAL;
+    }
+    *out = (enum log_level)i;
+    return 0;
+}
+
+int log_format_parse(const char *text, enum log_format *out)
+{
+    int i = name_index(format_names, sizeof(format_names) / sizeof(format_names[0]), text);
+
+    if (i < 0) {
+        return -EINVAL;
+    }
+    *out = (enum log_format)i;
+    return 0;
+}

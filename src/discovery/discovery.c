@@ -1,0 +1,650 @@
+/* Discovery thread: blocking Consul health queries (libcurl multi) -> published snapshots. */
+#include "discovery.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "balancer.h"
+#include "consul.h"
+#include "consul_parse.h"
+#include "log.h"
+
+#define PATH_MAX_LEN 4096 /* longest query path (service name, tags, dc) */
+#define POLL_MAX_MS  1000 /* the loop wakes at least this often to check deadlines */
+
+/*
+ * How it works:
+ *  - Every watch is idle (next_ms says when it may start) or in flight (deadline_ms says when the
+ *    watchdog gives up on it). The loop starts idle watches that are due, taking a token from
+ *    the watch's bucket first, runs libcurl, handles finished transfers, aborts overdue ones,
+ *    and sleeps in curl_multi_poll until the next due time; discovery_stop wakes it.
+ *  - A good answer advances the index (discovery_index_next) and resets the backoff. Its
+ *    instance set is published unless it equals the current one.
+ *  - A failure keeps the current set (last known good), marks the watch failing and retries after
+ *    discovery_backoff_ms with a full (non-blocking) read. The process is degraded while any
+ *    watch is failing.
+ */
+
+/* One watched service. */
+struct watch {
+    struct discovery *d;              /* owner */
+    const struct config_service *cfg; /* its [service:NAME] */
+    struct snapshot_service *svc;     /* where its sets go */
+    const char *dc;                   /* datacenter to ask; NULL = the agent's */
+    uint64_t index;                   /* index to send; 0 = non-blocking full read */
+    struct discovery_bucket bucket;   /* query rate limit */
+    unsigned failures;                /* failures in a row */
+    uint64_t next_ms;                 /* earliest start of the next query (idle) */
+    uint64_t started_ms;              /* start of the query in flight */
+    uint64_t deadline_ms;             /* watchdog deadline of the query in flight */
+    int in_flight;                    /* call is in the multi handle */
+    struct consul_call call;          /* query in flight */
+    struct consul_instance *current;  /* last published set, sorted by id, owned */
+    size_t n_current;                 /* entries in current */
+    int synced;                       /* a good answer has been published */
+    int failing;                      /* the last query failed */
+    int acl_empty_warned;             /* warned about an empty list under ACL deny */
+    size_t invalid_logged;            /* invalid entries count last logged */
+    char error[256];                  /* last failure logged for this watch */
+};
+
+struct discovery {
+    const struct config_consul *ccfg; /* [consul] */
+    struct consul_client *client;     /* resolved settings */
+    CURLM *multi;                     /* all transfers */
+    struct watch *watches;            /* one per consul service */
+    size_t n;                         /* entries in watches */
+    pthread_t thread;                 /* the discovery thread */
+    int started;                      /* thread is running (or joinable) */
+    atomic_int stop;                  /* discovery_stop was called */
+    uint64_t rng;                     /* xorshift64 state for backoff jitter */
+};
+
+/* Process-wide state: one discovery per process. Counters are atomics; the rest is under lock. */
+static struct {
+    pthread_mutex_t lock; /* guards the fields below the atomics */
+    atomic_int state;     /* enum discovery_state */
+    atomic_ullong requests, errors, publishes, unchanged, watchdog, degraded, acl_denied,
+        rate_limited;                  /* discovery_status counters */
+    unsigned watches, synced, failing; /* see discovery_status */
+    uint64_t degraded_since_ms;        /* clock when the degraded period began */
+    unsigned long long failed_calls;   /* failures during the current degraded period */
+    char last_error[256];              /* last failure */
+} g = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static const char *const state_names[] = {"off", "starting", "ok", "degraded"};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static uint64_t xorshift(uint64_t *state)
+{
+    uint64_t x = *state;
+
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    return x;
+}
+
+/* --- pure rules --------------------------------------------------------------------------- */
+
+uint64_t discovery_index_next(uint64_t sent, uint64_t received)
+{
+    if (received < sent) {
+        return 0; /* snapshot restore, agent restart: start over with a full read */
+    }
+    return received < 1 ? 1 : received; /* 0 would make every query return at once */
+}
+
+uint64_t discovery_bucket_take(struct discovery_bucket *b, uint64_t now_ms_, uint64_t period_ms,
+                               unsigned burst)
+{
+    uint64_t cap = period_ms * burst;
+
+    if (!b->primed) {
+        b->credit_ms = cap;
+        b->last_ms = now_ms_;
+        b->primed = 1;
+    }
+    if (now_ms_ > b->last_ms) {
+        uint64_t gained = now_ms_ - b->last_ms;
+        b->credit_ms = gained >= cap - b->credit_ms ? cap : b->credit_ms + gained;
+        b->last_ms = now_ms_;
+    }
+    if (b->credit_ms >= period_ms) {
+        b->credit_ms -= period_ms;
+        return 0;
+    }
+    return period_ms - b->credit_ms;
+}
+
+uint64_t discovery_backoff_ms(unsigned failures, uint64_t min_ms, uint64_t max_ms, uint64_t random)
+{
+    uint64_t d = min_ms;
+
+    if (failures == 0) {
+        return 0;
+    }
+    for (unsigned i = 1; i < failures && d < max_ms; i++) {
+        d = d > max_ms / 2 ? max_ms : d * 2;
+    }
+    d = d < max_ms ? d : max_ms;
+    return d / 2 + random % (d - d / 2 + 1);
+}
+
+uint64_t discovery_http_timeout_ms(uint64_t wait_ms)
+{
+    return wait_ms + wait_ms / 16 + DISCOVERY_SLACK_MS;
+}
+
+uint64_t discovery_watchdog_ms(uint64_t wait_ms)
+{
+    return discovery_http_timeout_ms(wait_ms) + DISCOVERY_WATCHDOG_GRACE;
+}
+
+/* --- process-wide state ------------------------------------------------------------------- */
+
+const char *discovery_state_name(enum discovery_state state)
+{
+    return (unsigned)state < sizeof(state_names) / sizeof(state_names[0]) ? state_names[state]
+                                                                          : "unknown";
+}
+
+enum discovery_state discovery_state_get(void)
+{
+    return (enum discovery_state)atomic_load(&g.state);
+}
+
+void discovery_status_get(struct discovery_status *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&g.lock);
+    out->state = (enum discovery_state)atomic_load(&g.state);
+    out->watches = g.watches;
+    out->synced = g.synced;
+    out->failing = g.failing;
+    if (out->state == DISCOVERY_DEGRADED) {
+        out->degraded_ms = now_ms() - g.degraded_since_ms;
+    }
+    snprintf(out->last_error, sizeof(out->last_error), "%s", g.last_error);
+    pthread_mutex_unlock(&g.lock);
+    out->requests = atomic_load(&g.requests);
+    out->errors = atomic_load(&g.errors);
+    out->publishes = atomic_load(&g.publishes);
+    out->unchanged = atomic_load(&g.unchanged);
+    out->watchdog = atomic_load(&g.watchdog);
+    out->degraded = atomic_load(&g.degraded);
+    out->acl_denied = atomic_load(&g.acl_denied);
+    out->rate_limited = atomic_load(&g.rate_limited);
+}
+
+/* Recomputes the state under g.lock and logs the transitions in and out of degraded. */
+static void state_update_locked(void)
+{
+    enum discovery_state old = (enum discovery_state)atomic_load(&g.state);
+    enum discovery_state now = g.failing > 0          ? DISCOVERY_DEGRADED
+                               : g.synced < g.watches ? DISCOVERY_STARTING
+                                                      : DISCOVERY_OK;
+
+    if (now == DISCOVERY_DEGRADED && old != DISCOVERY_DEGRADED) {
+        g.degraded_since_ms = now_ms();
+        g.failed_calls = 0;
+        atomic_fetch_add(&g.degraded, 1);
+        log_event(LOG_LEVEL_WARN, "discovery_degraded", LOG_STR("error", g.last_error),
+                  LOG_INT("failing", g.failing), LOG_INT("watches", g.watches),
+                  LOG_STR("action", "serving the last known good instances"));
+    } else if (old == DISCOVERY_DEGRADED && now != DISCOVERY_DEGRADED) {
+        log_event(LOG_LEVEL_INFO, "discovery_recovered",
+                  LOG_INT("degraded_ms", now_ms() - g.degraded_since_ms),
+                  LOG_INT("failed_queries", g.failed_calls));
+    }
+    atomic_store(&g.state, (int)now);
+}
+
+/* A watch's good/failing flags changed: adjust the totals. */
+static void state_watch(struct watch *w, int synced_before, int failing_before, const char *err)
+{
+    pthread_mutex_lock(&g.lock);
+    g.synced += (unsigned)(w->synced - synced_before);
+    g.failing = g.failing + (unsigned)w->failing - (unsigned)failing_before;
+    if (err != NULL) {
+        snprintf(g.last_error, sizeof(g.last_error), "%s", err);
+    }
+    state_update_locked(); /* entering the degraded state resets failed_calls */
+    g.failed_calls += err != NULL;
+    pthread_mutex_unlock(&g.lock);
+}
+
+/* --- answers ------------------------------------------------------------------------------ */
+
+/* Publishes r's instances for w; the set becomes w->current (ownership moves). */
+static int watch_publish(struct watch *w, struct consul_parse_result *r, uint64_t parse_us)
+{
+    struct snapshot_spec *specs = calloc(r->n + 1, sizeof(*specs));
+    uint64_t t0 = now_us();
+    int rc;
+
+    if (specs == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        specs[i] = (struct snapshot_spec){
+            .id = r->inst[i].id, .addr = r->inst[i].addr, .weight = r->inst[i].weight};
+    }
+    rc = snapshot_publish(w->svc, balancer_for(w->cfg->balance), specs, r->n);
+    free(specs);
+    if (rc != 0) {
+        return rc;
+    }
+    atomic_fetch_add(&g.publishes, 1);
+    log_event(LOG_LEVEL_INFO, "discovery_published", LOG_STR("service", w->cfg->name),
+              LOG_STR("consul_service", w->cfg->consul_service), LOG_INT("instances", r->n),
+              LOG_INT("passing", r->by_health[CONSUL_HEALTH_PASSING]),
+              LOG_INT("warning", r->by_health[CONSUL_HEALTH_WARNING]),
+              LOG_INT("critical", r->by_health[CONSUL_HEALTH_CRITICAL]),
+              LOG_INT("maintenance", r->by_health[CONSUL_HEALTH_MAINTENANCE]),
+              LOG_INT("index", w->call.index), LOG_INT("parse_us", parse_us),
+              LOG_INT("publish_us", now_us() - t0));
+    free(w->current);
+    w->current = r->inst;
+    w->n_current = r->n;
+    r->inst = NULL;
+    return 0;
+}
+
+/* Warnings an answer deserves: entries that cannot be used, an empty list under ACL deny. */
+static void watch_warn(struct watch *w, const struct consul_parse_result *r)
+{
+    if (r->invalid != w->invalid_logged && r->invalid > 0) {
+        log_event(LOG_LEVEL_WARN, "discovery_invalid_entries", LOG_STR("service", w->cfg->name),
+                  LOG_INT("invalid", r->invalid), LOG_STR("first", r->invalid_why));
+    }
+    w->invalid_logged = r->invalid;
+    if (r->entries == 0 && w->call.acl_deny && !w->acl_empty_warned) {
+        log_event(LOG_LEVEL_WARN, "discovery_empty_acl", LOG_STR("service", w->cfg->name),
+                  LOG_STR("consul_service", w->cfg->consul_service),
+                  LOG_STR("hint", "Consul lists no instance and its ACL default policy is deny: "
+                                  "the token may lack service:read on this service or node:read "
+                                  "on its nodes (denied entries are filtered out silently)"));
+    }
+    w->acl_empty_warned = r->entries == 0 && w->call.acl_deny;
+}
+
+/* A 2xx answer: parse, publish when changed. 0, or -errno with the reason in why. */
+static int watch_answer(struct watch *w, char *why, size_t why_len)
+{
+    struct consul_filter f = {
+        .mode = w->cfg->health, .tags = w->cfg->consul_tags.items, .n_tags = w->cfg->consul_tags.n};
+    struct consul_parse_result r;
+    uint64_t t0 = now_us();
+    int rc = consul_parse_health(w->call.body != NULL ? w->call.body : "", w->call.len, &f, &r, why,
+                                 why_len);
+
+    if (rc != 0) {
+        return rc;
+    }
+    watch_warn(w, &r);
+    if (w->synced && consul_instances_equal(r.inst, r.n, w->current, w->n_current)) {
+        atomic_fetch_add(&g.unchanged, 1);
+    } else if ((rc = watch_publish(w, &r, now_us() - t0)) != 0) {
+        snprintf(why, why_len, "publishing the instance set failed: out of memory");
+    }
+    consul_parse_result_free(&r);
+    return rc;
+}
+
+/* The reason a 403 happened, naming what the token needs. */
+static void watch_denied(struct watch *w, const char *what, char *out, size_t len)
+{
+    int unknown;
+
+    consul_call_acl_denied(&w->call, &unknown);
+    if (unknown) {
+        snprintf(out, len,
+                 "%s: the ACL token is unknown to Consul; discovery needs a token "
+                 "with service:read on \"%s\" and node:read",
+                 what, w->cfg->consul_service);
+    } else {
+        snprintf(out, len,
+                 "%s: permission denied; discovery needs service:read on \"%s\" and "
+                 "node:read%s",
+                 what, w->cfg->consul_service,
+                 consul_client_has_token(w->d->client) ? "" : " (no token is configured)");
+    }
+    atomic_fetch_add(&g.acl_denied, 1);
+}
+
+/* Keeps the last known good set and schedules a retry with backoff. */
+static void watch_fail(struct watch *w, enum consul_outcome outcome, const char *why, uint64_t now)
+{
+    int failing_before = w->failing;
+
+    atomic_fetch_add(&g.errors, 1);
+    w->failures++;
+    w->failing = 1;
+    /* The retry reads in full, without an index: it answers at once, so recovery shows without
+     * waiting for a blocking query to time out, and an agent that restarted (its index went
+     * back) is read afresh. */
+    w->index = 0;
+    w->next_ms = now + discovery_backoff_ms(w->failures, w->d->ccfg->retry_min_ms,
+                                            w->d->ccfg->retry_max_ms, xorshift(&w->d->rng));
+    if (strcmp(why, w->error) != 0) {
+        /* Unreachable agents are reported once per outage by the process state; errors that
+         * the agent answered are worth one line per watch and per distinct error. */
+        log_event(outcome == CONSUL_UNREACHABLE ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR,
+                  "discovery_error", LOG_STR("service", w->cfg->name),
+                  LOG_STR("consul_service", w->cfg->consul_service), LOG_STR("error", why),
+                  LOG_INT("retry_ms", w->next_ms - now));
+        snprintf(w->error, sizeof(w->error), "%s", why);
+    }
+    state_watch(w, w->synced, failing_before, why);
+}
+
+/* A good answer was handled: advance the index, reset the backoff, clear the failing flag. */
+static void watch_ok(struct watch *w, uint64_t now)
+{
+    int synced_before = w->synced, failing_before = w->failing;
+    uint64_t received = w->call.has_index ? w->call.index : 0;
+    uint64_t next = discovery_index_next(w->index, received);
+
+    if (next == 0) {
+        log_event(LOG_LEVEL_INFO, "discovery_index_reset", LOG_STR("service", w->cfg->name),
+                  LOG_INT("sent", w->index), LOG_INT("received", received),
+                  LOG_STR("action", "full resync"));
+    }
+    w->index = next;
+    w->failures = 0;
+    w->failing = 0;
+    w->synced = 1;
+    w->error[0] = '\0';
+    w->next_ms = now;
+    if (failing_before) {
+        log_event(LOG_LEVEL_INFO, "discovery_watch_recovered", LOG_STR("service", w->cfg->name),
+                  LOG_INT("instances", w->n_current));
+    }
+    if (synced_before != w->synced || failing_before != w->failing) {
+        state_watch(w, synced_before, failing_before, NULL);
+    }
+}
+
+/* The watchdog (or libcurl's own timeout) gave up on the query in flight. */
+static void watch_overdue(struct watch *w, uint64_t now, const char *by)
+{
+    char why[256];
+
+    atomic_fetch_add(&g.watchdog, 1);
+    snprintf(why, sizeof(why), "no answer from %s within %llu ms (%s)",
+             consul_client_address(w->d->client), (unsigned long long)(now - w->started_ms), by);
+    log_event(LOG_LEVEL_WARN, "discovery_watchdog", LOG_STR("service", w->cfg->name),
+              LOG_INT("after_ms", now - w->started_ms), LOG_STR("by", by),
+              LOG_STR("action", "query aborted and restarted"));
+    watch_fail(w, CONSUL_UNREACHABLE, why, now);
+}
+
+/* A transfer of the multi handle ended. */
+static void watch_done(struct watch *w, CURLcode result, uint64_t now)
+{
+    enum consul_outcome outcome = consul_call_done(&w->call, result);
+    char why[640], what[400];
+
+    curl_multi_remove_handle(w->d->multi, w->call.easy);
+    w->in_flight = 0;
+    if (outcome == CONSUL_OK && watch_answer(w, why, sizeof(why)) == 0) {
+        watch_ok(w, now);
+    } else if (outcome == CONSUL_OK) {
+        watch_fail(w, CONSUL_REJECTED, why, now);
+    } else if (result == CURLE_OPERATION_TIMEDOUT) {
+        watch_overdue(w, now, "http timeout");
+    } else {
+        consul_call_describe(&w->call, what, sizeof(what));
+        if (w->call.status == 403) {
+            watch_denied(w, what, why, sizeof(why));
+        } else {
+            snprintf(why, sizeof(why), "%s %s: %s",
+                     outcome == CONSUL_UNREACHABLE ? "cannot reach Consul at" : "Consul at",
+                     consul_client_address(w->d->client), what);
+        }
+        watch_fail(w, outcome, why, now);
+    }
+    consul_call_cleanup(&w->call);
+}
+
+/* Starts the query of an idle watch whose time has come, unless its bucket is dry. */
+static void watch_start(struct watch *w, uint64_t now)
+{
+    struct discovery *d = w->d;
+    uint64_t delay = discovery_bucket_take(&w->bucket, now, DISCOVERY_RATE_MS, DISCOVERY_BURST);
+    uint64_t wait_ms = w->index > 0 ? d->ccfg->wait_ms : 0;
+    char path[PATH_MAX_LEN];
+
+    if (delay > 0) {
+        atomic_fetch_add(&g.rate_limited, 1);
+        w->next_ms = now + delay;
+        return;
+    }
+    if (consul_health_path(path, sizeof(path), w->cfg->consul_service, w->dc,
+                           w->cfg->consul_tags.items, w->cfg->consul_tags.n, d->ccfg->stale,
+                           w->index, wait_ms) != 0) {
+        watch_fail(w, CONSUL_REJECTED, "the query is too long (too many or too long tags)", now);
+        return;
+    }
+    if (consul_call_init(&w->call, d->client, "GET", path, NULL,
+                         discovery_http_timeout_ms(wait_ms)) != 0 ||
+        curl_multi_add_handle(d->multi, w->call.easy) != CURLM_OK) {
+        consul_call_cleanup(&w->call);
+        watch_fail(w, CONSUL_UNREACHABLE, "cannot start a query: out of memory", now);
+        return;
+    }
+    atomic_fetch_add(&g.requests, 1);
+    w->call.data = w;
+    w->in_flight = 1;
+    w->started_ms = now;
+    w->deadline_ms = now + discovery_watchdog_ms(wait_ms);
+}
+
+/* Starts a due watch or aborts an overdue one; returns when it next needs attention. */
+static uint64_t watch_tick(struct watch *w, uint64_t now)
+{
+    if (w->in_flight && now >= w->deadline_ms) {
+        curl_multi_remove_handle(w->d->multi, w->call.easy);
+        w->in_flight = 0;
+        watch_overdue(w, now, "watchdog");
+        consul_call_cleanup(&w->call);
+    }
+    if (!w->in_flight && now >= w->next_ms) {
+        watch_start(w, now);
+    }
+    return w->in_flight ? w->deadline_ms : w->next_ms;
+}
+
+/* Hands every finished transfer to its watch. */
+static void discovery_collect(struct discovery *d)
+{
+    CURLMsg *msg;
+    int left;
+
+    while ((msg = curl_multi_info_read(d->multi, &left)) != NULL) {
+        struct consul_call *call = NULL;
+        if (msg->msg != CURLMSG_DONE) {
+            continue;
+        }
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
+        if (call != NULL && call->data != NULL) {
+            watch_done(call->data, msg->data.result, now_ms());
+        }
+    }
+}
+
+static void *discovery_main(void *arg)
+{
+    struct discovery *d = arg;
+    int running;
+
+    while (!atomic_load(&d->stop)) {
+        uint64_t now = now_ms(), next = now + POLL_MAX_MS;
+        for (size_t i = 0; i < d->n; i++) {
+            uint64_t due = watch_tick(&d->watches[i], now);
+            next = due < next ? due : next;
+        }
+        curl_multi_perform(d->multi, &running);
+        discovery_collect(d);
+        now = now_ms();
+        for (size_t i = 0; i < d->n; i++) { /* answers handled above may be due again now */
+            const struct watch *w = &d->watches[i];
+            uint64_t due = w->in_flight ? w->deadline_ms : w->next_ms;
+            next = due < next ? due : next;
+        }
+        if (next > now && !atomic_load(&d->stop)) {
+            curl_multi_poll(d->multi, NULL, 0, (int)(next - now), NULL);
+        }
+    }
+    return NULL;
+}
+
+/* --- lifecycle ---------------------------------------------------------------------------- */
+
+static int discovery_watches(struct discovery *d, const struct config *cfg,
+                             struct snapshot_service *const *services)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        n += cfg->services[i].discovery == CONFIG_DISCOVERY_CONSUL;
+    }
+    d->watches = calloc(n + 1, sizeof(*d->watches));
+    if (d->watches == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const struct config_service *cs = &cfg->services[i];
+        struct watch *w = &d->watches[d->n];
+        if (cs->discovery != CONFIG_DISCOVERY_CONSUL) {
+            continue;
+        }
+        w->d = d;
+        w->cfg = cs;
+        w->svc = services[i];
+        w->dc = cs->consul_datacenter[0] != '\0' ? cs->consul_datacenter : cfg->consul.datacenter;
+        d->n++;
+    }
+    return 0;
+}
+
+int discovery_create(const struct config *cfg, struct snapshot_service *const *services,
+                     struct discovery **out, char *err, size_t err_len)
+{
+    struct discovery *d;
+    int rc;
+
+    *out = NULL;
+    if (cfg->n_services == 0) {
+        return 0;
+    }
+    d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        return -ENOMEM;
+    }
+    d->ccfg = &cfg->consul;
+    rc = discovery_watches(d, cfg, services);
+    if (rc == 0 && d->n == 0) {
+        discovery_destroy(d);
+        return 0;
+    }
+    if (rc == 0) {
+        rc = consul_client_create(&cfg->consul, &d->client, err, err_len);
+    }
+    if (rc == 0 && (d->multi = curl_multi_init()) == NULL) {
+        rc = -ENOMEM;
+    }
+    if (rc != 0) {
+        discovery_destroy(d);
+        return rc;
+    }
+    d->rng = (now_us() ^ ((uint64_t)getpid() << 32)) | 1;
+    *out = d;
+    return 0;
+}
+
+int discovery_start(struct discovery *d)
+{
+    int rc;
+
+    pthread_mutex_lock(&g.lock);
+    g.watches = (unsigned)d->n;
+    g.synced = g.failing = 0;
+    g.last_error[0] = '\0';
+    atomic_store(&g.state, DISCOVERY_STARTING);
+    pthread_mutex_unlock(&g.lock);
+    rc = pthread_create(&d->thread, NULL, discovery_main, d);
+    if (rc != 0) {
+        atomic_store(&g.state, DISCOVERY_OFF);
+        return -rc;
+    }
+    d->started = 1;
+    log_event(LOG_LEVEL_INFO, "discovery_started",
+              LOG_STR("consul", consul_client_address(d->client)), LOG_INT("watches", d->n),
+              LOG_INT("wait_ms", d->ccfg->wait_ms));
+    return 0;
+}
+
+void discovery_stop(struct discovery *d)
+{
+    if (d == NULL || !d->started) {
+        return;
+    }
+    atomic_store(&d->stop, 1);
+    curl_multi_wakeup(d->multi);
+    pthread_join(d->thread, NULL);
+    d->started = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        struct watch *w = &d->watches[i];
+        if (w->in_flight) {
+            curl_multi_remove_handle(d->multi, w->call.easy);
+            w->in_flight = 0;
+        }
+        consul_call_cleanup(&w->call);
+    }
+    log_event(LOG_LEVEL_INFO, "discovery_stopped", LOG_INT("watches", d->n));
+}
+
+void discovery_destroy(struct discovery *d)
+{
+    if (d == NULL) {
+        return;
+    }
+    discovery_stop(d);
+    for (size_t i = 0; i < d->n; i++) {
+        free(d->watches[i].current);
+    }
+    free(d->watches);
+    if (d->multi != NULL) {
+        curl_multi_cleanup(d->multi);
+    }
+    consul_client_destroy(d->client);
+    pthread_mutex_lock(&g.lock);
+    g.watches = g.synced = g.failing = 0;
+    atomic_store(&g.state, DISCOVERY_OFF);
+    pthread_mutex_unlock(&g.lock);
+    free(d);
+}

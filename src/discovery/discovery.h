@@ -1,0 +1,101 @@
+/* Consul discovery: one background thread runs one blocking health query per watched service
+ * through a libcurl multi handle and publishes each changed instance set as a new snapshot.
+ * While Consul fails, the last known good set stays in service and the process is "degraded". */
+#ifndef SLUICE_DISCOVERY_H
+#define SLUICE_DISCOVERY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "snapshot.h"
+
+#define DISCOVERY_SLACK_MS       5000 /* added to wait + wait/16 for the HTTP timeout */
+#define DISCOVERY_WATCHDOG_GRACE 1000 /* the watchdog fires this long after the HTTP timeout */
+#define DISCOVERY_RATE_MS        1000 /* one query per second per watch when the bucket is dry */
+#define DISCOVERY_BURST          2    /* queries a watch may make back to back */
+
+/* Process-wide state of discovery, for health endpoints. */
+enum discovery_state {
+    DISCOVERY_OFF,      /* no discovery running (no service uses discovery = consul) */
+    DISCOVERY_STARTING, /* running; some watch has not had its first answer yet */
+    DISCOVERY_OK,       /* every watch's last query succeeded */
+    DISCOVERY_DEGRADED, /* some watch is failing and serves its last known good set */
+};
+
+/* A copy of the process-wide state and counters. */
+struct discovery_status {
+    enum discovery_state state;      /* see above */
+    unsigned watches;                /* watched services */
+    unsigned synced;                 /* watches that have had a good answer */
+    unsigned failing;                /* watches whose last query failed */
+    uint64_t degraded_ms;            /* age of the current degraded period; 0 when not degraded */
+    unsigned long long requests;     /* queries started */
+    unsigned long long errors;       /* queries that failed (any reason) */
+    unsigned long long publishes;    /* snapshots published */
+    unsigned long long unchanged;    /* answers whose instance set equalled the current one */
+    unsigned long long watchdog;     /* queries aborted by the watchdog */
+    unsigned long long degraded;     /* times the process entered the degraded state */
+    unsigned long long acl_denied;   /* 403 answers */
+    unsigned long long rate_limited; /* query starts delayed by the token bucket */
+    char last_error[256];            /* last failure, "" before any */
+};
+
+/* The running discovery; opaque. */
+struct discovery;
+
+/* Prepares watches for every service of cfg with discovery = consul; services[i] is the
+ * snapshot of cfg->services[i]. cfg must outlive the discovery. Returns 0 with *out (NULL when
+ * no service uses Consul), or -errno with a reason in err (for example an unreadable token file).
+ * Main thread, before discovery_start. */
+int discovery_create(const struct config *cfg, struct snapshot_service *const *services,
+                     struct discovery **out, char *err, size_t err_len);
+
+/* Starts the thread. 0 or -errno. */
+int discovery_start(struct discovery *d);
+
+/* Stops the thread promptly (wakes its poll, aborts queries in flight) and joins it. The sets it
+ * published stay. Idempotent; NULL is fine. */
+void discovery_stop(struct discovery *d);
+
+/* Stops (if needed) and frees; NULL is fine. */
+void discovery_destroy(struct discovery *d);
+
+/* The process-wide state and counters. Any thread. */
+void discovery_status_get(struct discovery_status *out);
+
+/* Just the state. Any thread, lock-free. */
+enum discovery_state discovery_state_get(void);
+
+/* "off", "starting", "ok", "degraded". */
+const char *discovery_state_name(enum discovery_state state);
+
+/* --- the rules, as pure functions (no clock, no randomness of their own) ------------------- */
+
+/* The index to send next, given the one sent and the X-Consul-Index received: 0 (a full,
+ * non-blocking resync) when the index went backwards, otherwise at least 1. */
+uint64_t discovery_index_next(uint64_t sent, uint64_t received);
+
+/* A token bucket: burst tokens, one more every period_ms. Zero-initialise; it starts full. */
+struct discovery_bucket {
+    uint64_t credit_ms; /* stored time credit; one token = period_ms */
+    uint64_t last_ms;   /* clock of the previous take */
+    int primed;         /* credit_ms holds a value */
+};
+
+/* Takes a token at now_ms: returns 0 when there was one, otherwise how many ms until there is
+ * one (nothing taken). now_ms must not go backwards. */
+uint64_t discovery_bucket_take(struct discovery_bucket *b, uint64_t now_ms, uint64_t period_ms,
+                               unsigned burst);
+
+/* Delay before retry number failures (1 = first retry): min_ms * 2^(failures-1) capped at max_ms,
+ * then "equal jitter": a value in [d/2, d] picked by random. 0 for failures == 0. */
+uint64_t discovery_backoff_ms(unsigned failures, uint64_t min_ms, uint64_t max_ms, uint64_t random);
+
+/* HTTP timeout of a blocking query: wait + wait/16 (the server's jitter) + DISCOVERY_SLACK_MS. */
+uint64_t discovery_http_timeout_ms(uint64_t wait_ms);
+
+/* When the watchdog aborts a query that neither returned nor failed. */
+uint64_t discovery_watchdog_ms(uint64_t wait_ms);
+
+#endif

@@ -1,0 +1,930 @@
+/* Consul registration: register with rollback, deregister, the daemon's anti-entropy thread and
+ * the register / deregister subcommands. */
+#include "registrar.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "discovery.h"
+#include "log.h"
+
+#define CALL_TIMEOUT_MS     10000 /* one registration call */
+#define SHUTDOWN_TIMEOUT_MS 3000  /* one deregistration while shutting down */
+#define RETRY_MIN_MS        1000  /* first retry of a failed registration */
+#define MSG_MAX             768   /* one message line */
+#define DEFAULT_INTERVAL_MS 10000 /* CLI check interval when --interval is not given */
+
+/* --- building the request ----------------------------------------------------------------- */
+
+int registrar_check_id(char *out, size_t len, const char *service_id, size_t i, size_t n)
+{
+    int w = n > 1 ? snprintf(out, len, "service:%s:%zu", service_id, i + 1)
+                  : snprintf(out, len, "service:%s", service_id);
+
+    return w < 0 || (size_t)w >= len ? -ENOSPC : 0;
+}
+
+static size_t check_count(const struct registrar_spec *spec)
+{
+    return (size_t)(spec->http_check != NULL) + (size_t)(spec->tcp_check != NULL);
+}
+
+/* Go duration text ("5s", "250ms"), which is what Consul parses. */
+static void go_duration(uint64_t ms, char out[32])
+{
+    if (ms % 1000 == 0) {
+        snprintf(out, 32, "%llus", (unsigned long long)(ms / 1000));
+    } else {
+        snprintf(out, 32, "%llums", (unsigned long long)ms);
+    }
+}
+
+/* Adds one check object (HTTP or TCP target) to the Checks array. */
+static int body_check(cJSON *checks, const struct registrar_spec *spec, const char *kind,
+                      const char *target, size_t i, size_t n)
+{
+    char id[REGISTRAR_ID_MAX + 32], name[300], d[32];
+    cJSON *check = cJSON_CreateObject();
+
+    if (check == NULL || !cJSON_AddItemToArray(checks, check) ||
+        registrar_check_id(id, sizeof(id), spec->id, i, n) != 0) {
+        return -ENOMEM;
+    }
+    snprintf(name, sizeof(name), "%s check on %.250s", kind, target);
+    int ok = cJSON_AddStringToObject(check, "CheckID", id) != NULL &&
+             cJSON_AddStringToObject(check, "Name", name) != NULL &&
+             cJSON_AddStringToObject(check, kind, target) != NULL;
+    go_duration(spec->interval_ms, d);
+    ok = ok && cJSON_AddStringToObject(check, "Interval", d) != NULL;
+    if (spec->timeout_ms != 0) {
+        go_duration(spec->timeout_ms, d);
+        ok = ok && cJSON_AddStringToObject(check, "Timeout", d) != NULL;
+    }
+    if (spec->deregister_after_ms != 0) {
+        go_duration(spec->deregister_after_ms, d);
+        ok = ok && cJSON_AddStringToObject(check, "DeregisterCriticalServiceAfter", d) != NULL;
+    }
+    return ok ? 0 : -ENOMEM;
+}
+
+/* Tags and Meta ("key=value" split at the first '='). */
+static int body_labels(cJSON *root, const struct registrar_spec *spec)
+{
+    cJSON *tags = cJSON_AddArrayToObject(root, "Tags");
+    cJSON *meta = spec->n_meta > 0 ? cJSON_AddObjectToObject(root, "Meta") : NULL;
+
+    if (tags == NULL || (spec->n_meta > 0 && meta == NULL)) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < spec->n_tags; i++) {
+        cJSON *tag = cJSON_CreateString(spec->tags[i]);
+        if (tag == NULL || !cJSON_AddItemToArray(tags, tag)) {
+            cJSON_Delete(tag);
+            return -ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < spec->n_meta; i++) {
+        const char *eq = strchr(spec->meta[i], '=');
+        char *key = strndup(spec->meta[i], eq != NULL ? (size_t)(eq - spec->meta[i]) : 0);
+        int ok = key != NULL && cJSON_AddStringToObject(meta, key, eq != NULL ? eq + 1 : "");
+        free(key);
+        if (!ok) {
+            return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
+static int body_fill(cJSON *root, const struct registrar_spec *spec)
+{
+    size_t n = check_count(spec), i = 0;
+    cJSON *checks;
+
+    if (cJSON_AddStringToObject(root, "ID", spec->id) == NULL ||
+        cJSON_AddStringToObject(root, "Name", spec->name) == NULL || body_labels(root, spec) != 0) {
+        return -ENOMEM;
+    }
+    if (spec->address != NULL && spec->address[0] != '\0' &&
+        cJSON_AddStringToObject(root, "Address", spec->address) == NULL) {
+        return -ENOMEM;
+    }
+    if (spec->port != 0 && cJSON_AddNumberToObject(root, "Port", spec->port) == NULL) {
+        return -ENOMEM;
+    }
+    checks = cJSON_AddArrayToObject(root, "Checks");
+    if (checks == NULL) {
+        return -ENOMEM;
+    }
+    if (spec->http_check != NULL && body_check(checks, spec, "HTTP", spec->http_check, i++, n)) {
+        return -ENOMEM;
+    }
+    if (spec->tcp_check != NULL && body_check(checks, spec, "TCP", spec->tcp_check, i, n)) {
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+char *registrar_body(const struct registrar_spec *spec)
+{
+    cJSON *root = cJSON_CreateObject();
+    char *text = NULL, *copy = NULL;
+
+    if (root != NULL && body_fill(root, spec) == 0) {
+        text = cJSON_PrintUnformatted(root);
+    }
+    cJSON_Delete(root);
+    if (text != NULL) {
+        copy = strdup(text); /* callers free() it; cJSON may use another allocator */
+        cJSON_free(text);
+    }
+    return copy;
+}
+
+/* --- calls -------------------------------------------------------------------------------- */
+
+/* Runs one call; on failure writes "<what>: <why>" into msg. The call stays for reading. */
+static enum consul_outcome call_run(struct consul_call *call, const struct consul_client *c,
+                                    const char *method, const char *path, const char *body,
+                                    uint64_t timeout_ms, const atomic_int *cancel, const char *what,
+                                    char *msg, size_t len)
+{
+    char why[512];
+    enum consul_outcome out;
+
+    if (consul_call_init(call, c, method, path, body, timeout_ms) != 0) {
+        snprintf(msg, len, "%s: out of memory", what);
+        return CONSUL_UNREACHABLE;
+    }
+    if (cancel != NULL) {
+        consul_call_cancel_on(call, cancel);
+    }
+    out = consul_call_perform(call);
+    if (out != CONSUL_OK) {
+        consul_call_describe(call, why, sizeof(why));
+        snprintf(msg, len, "%s: %s%s%s", what,
+                 out == CONSUL_UNREACHABLE ? "cannot reach Consul at " : "",
+                 out == CONSUL_UNREACHABLE ? consul_client_address(c) : "",
+                 out == CONSUL_UNREACHABLE ? ": " : "");
+        size_t used = strlen(msg);
+        snprintf(msg + used, len - used, "%s%s", why,
+                 call->status == 403 ? " (registration needs an ACL token with service:write on "
+                                       "the service)"
+                                     : "");
+    }
+    return out;
+}
+
+static enum registrar_result result_of(enum consul_outcome out)
+{
+    return out == CONSUL_OK            ? REGISTRAR_DONE
+           : out == CONSUL_UNREACHABLE ? REGISTRAR_UNREACHABLE
+                                       : REGISTRAR_REJECTED;
+}
+
+/* "/v1/agent/service/<escaped id>" style paths. */
+static int id_path(char *out, size_t len, const char *prefix, const char *id)
+{
+    char esc[REGISTRAR_ID_MAX * 3];
+    int w;
+
+    if (consul_escape(id, esc, sizeof(esc)) < 0) {
+        return -ENOSPC;
+    }
+    w = snprintf(out, len, "%s%s", prefix, esc);
+    return w < 0 || (size_t)w >= len ? -ENOSPC : 0;
+}
+
+/* Step 0: does the agent know id already? 1 yes, 0 no, or a negative registrar_result. */
+static int service_known(const struct consul_client *c, const char *id, const atomic_int *cancel,
+                         char *msg, size_t len)
+{
+    struct consul_call call;
+    char path[REGISTRAR_ID_MAX * 3 + 64];
+    enum consul_outcome out;
+
+    if (id_path(path, sizeof(path), "/v1/agent/service/", id) != 0) {
+        snprintf(msg, len, "service id is too long");
+        return -(int)REGISTRAR_REJECTED;
+    }
+    out = call_run(&call, c, "GET", path, NULL, CALL_TIMEOUT_MS, cancel, "looking up the service",
+                   msg, len);
+    long status = call.status;
+    consul_call_cleanup(&call);
+    if (out == CONSUL_OK) {
+        return 1;
+    }
+    return out == CONSUL_REJECTED && status == 404 ? 0 : -(int)result_of(out);
+}
+
+/* Every expected check id appears in the agent's check list, bound to the service. */
+static int checks_present(const char *json, size_t json_len, const struct registrar_spec *spec,
+                          char *missing, size_t missing_len)
+{
+    size_t n = check_count(spec);
+    cJSON *root = cJSON_ParseWithLength(json, json_len);
+    int ok = cJSON_IsObject(root);
+
+    for (size_t i = 0; ok && i < n; i++) {
+        char id[REGISTRAR_ID_MAX + 32];
+        registrar_check_id(id, sizeof(id), spec->id, i, n);
+        const cJSON *check = cJSON_GetObjectItemCaseSensitive(root, id);
+        const cJSON *owner = cJSON_GetObjectItemCaseSensitive(check, "ServiceID");
+        if (!cJSON_IsString(owner) || strcmp(owner->valuestring, spec->id) != 0) {
+            snprintf(missing, missing_len, "%s", id);
+            ok = 0;
+        }
+    }
+    if (!cJSON_IsObject(root)) {
+        snprintf(missing, missing_len, "(the check list is not a JSON object)");
+    }
+    cJSON_Delete(root);
+    return ok;
+}
+
+/* Step 2: the agent lists the service with every check. */
+static enum registrar_result verify(const struct consul_client *c,
+                                    const struct registrar_spec *spec, const atomic_int *cancel,
+                                    char *msg, size_t len)
+{
+    struct consul_call call;
+    char path[REGISTRAR_ID_MAX * 3 + 64], missing[REGISTRAR_ID_MAX + 64];
+    int with_checks = spec->http_check != NULL || spec->tcp_check != NULL;
+    enum consul_outcome out;
+    enum registrar_result res;
+
+    if (with_checks) {
+        snprintf(path, sizeof(path), "/v1/agent/checks");
+    } else {
+        id_path(path, sizeof(path), "/v1/agent/service/", spec->id);
+    }
+    out = call_run(&call, c, "GET", path, NULL, CALL_TIMEOUT_MS, cancel,
+                   "confirming the registration", msg, len);
+    res = result_of(out);
+    if (out == CONSUL_OK && with_checks &&
+        !checks_present(call.body != NULL ? call.body : "", call.len, spec, missing,
+                        sizeof(missing))) {
+        snprintf(msg, len,
+                 "the agent accepted the service but does not list its check %s "
+                 "(an older agent that ignores this check type?)",
+                 missing);
+        res = REGISTRAR_REJECTED;
+    }
+    consul_call_cleanup(&call);
+    return res;
+}
+
+/* Undoes a registration that failed half-way; appends the outcome to msg. */
+static void rollback(const struct consul_client *c, const char *id, char *msg, size_t len)
+{
+    char why[MSG_MAX];
+    size_t used = strlen(msg);
+    enum registrar_result res = registrar_deregister(c, id, CALL_TIMEOUT_MS, why, sizeof(why));
+
+    snprintf(msg + used, len - used,
+             res == REGISTRAR_DONE ? "; rolled back: service %s deregistered"
+                                   : "; ROLLBACK FAILED, service %s may remain: %s",
+             id, why);
+}
+
+/* The registration call failed for a service the agent did not know before. An agent answers
+ * errors before it changes anything, but a broken connection or a 5xx may come after the change:
+ * look, and roll back what is there. */
+static void cleanup_unknown(const struct consul_client *c, const char *id, const atomic_int *cancel,
+                            char *msg, size_t len)
+{
+    char why[MSG_MAX];
+    int known = service_known(c, id, cancel, why, sizeof(why));
+    size_t used = strlen(msg);
+
+    if (known == 1) {
+        rollback(c, id, msg, len);
+    } else if (known < 0) {
+        snprintf(msg + used, len - used, "; whether the agent kept service %s is unknown (%s)", id,
+                 why);
+    }
+}
+
+enum registrar_result registrar_register(const struct consul_client *c,
+                                         const struct registrar_spec *spec,
+                                         const atomic_int *cancel, char *msg, size_t msg_len)
+{
+    struct consul_call call;
+    char *body = registrar_body(spec);
+    int known = body != NULL ? service_known(c, spec->id, cancel, msg, msg_len) : -1;
+    enum consul_outcome out;
+    enum registrar_result res;
+
+    if (body == NULL) {
+        snprintf(msg, msg_len, "out of memory");
+    }
+    if (body == NULL || known < 0) {
+        free(body);
+        return body == NULL ? REGISTRAR_UNREACHABLE : (enum registrar_result)(-known);
+    }
+    out = call_run(&call, c, "PUT", "/v1/agent/service/register?replace-existing-checks=true", body,
+                   CALL_TIMEOUT_MS, cancel, "registering the service", msg, msg_len);
+    consul_call_cleanup(&call);
+    free(body);
+    res = result_of(out);
+    if (out == CONSUL_OK) {
+        res = verify(c, spec, cancel, msg, msg_len);
+        if (res != REGISTRAR_DONE) {
+            rollback(c, spec->id, msg, msg_len); /* the service exists: never leave it half */
+        }
+    } else if (!known) {
+        cleanup_unknown(c, spec->id, cancel, msg, msg_len);
+    }
+    if (res == REGISTRAR_DONE) {
+        snprintf(msg, msg_len, "registered service \"%s\" as %s", spec->name, spec->id);
+    }
+    return res;
+}
+
+enum registrar_result registrar_deregister(const struct consul_client *c, const char *id,
+                                           uint64_t timeout_ms, char *msg, size_t msg_len)
+{
+    struct consul_call call;
+    char path[REGISTRAR_ID_MAX * 3 + 64];
+    enum consul_outcome out;
+
+    if (id_path(path, sizeof(path), "/v1/agent/service/deregister/", id) != 0) {
+        snprintf(msg, msg_len, "service id is too long");
+        return REGISTRAR_REJECTED;
+    }
+    out = call_run(&call, c, "PUT", path, NULL, timeout_ms, NULL, "deregistering the service", msg,
+                   msg_len);
+    long status = call.status;
+    consul_call_cleanup(&call);
+    if (out == CONSUL_REJECTED && status == 404) {
+        snprintf(msg, msg_len, "service %s was not registered", id);
+        return REGISTRAR_DONE; /* already gone is what was asked for */
+    }
+    if (out == CONSUL_OK) {
+        snprintf(msg, msg_len, "deregistered service %s", id);
+    }
+    return result_of(out);
+}
+
+/* --- the daemon's registrations ----------------------------------------------------------- */
+
+/* One listener registered by the daemon. */
+struct registration {
+    char id[REGISTRAR_ID_MAX];     /* <name>-<hostname>-<port> */
+    char name[CONFIG_NAME_MAX];    /* service name */
+    char address[CONFIG_ADDR_MAX]; /* advertised IP */
+    char tcp[CONFIG_ADDR_MAX + 8]; /* TCP check target */
+    struct registrar_spec spec;    /* what is registered; points into the above and cfg */
+    int registered;                /* the agent confirmed it last time we asked */
+    int lost;                      /* the agent forgot it; the next success is a restore */
+    unsigned failures;             /* failed attempts in a row */
+    uint64_t next_ms;              /* when to register or confirm next */
+    char error[MSG_MAX];           /* last failure logged */
+};
+
+struct registrar {
+    const struct config_registration *cfg; /* [registration] */
+    struct consul_client *client;          /* Consul settings */
+    struct registration *regs;             /* one per registered listener */
+    size_t n;                              /* entries in regs */
+    pthread_t thread;                      /* anti-entropy thread */
+    int started;                           /* the thread runs */
+    int stopped;                           /* registrar_stop ran */
+    pthread_mutex_t lock;                  /* with cond: the thread's sleep */
+    pthread_cond_t cond;                   /* signalled by registrar_stop */
+    atomic_int stop;                       /* ends the thread and calls in flight */
+    uint64_t rng;                          /* jitter for retries */
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t next_random(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+/* Logs a failure once per distinct reason and schedules a retry with backoff. */
+static void reg_failed(struct registrar *r, struct registration *g, const char *event,
+                       const char *why, uint64_t now)
+{
+    g->failures++;
+    g->next_ms = now + discovery_backoff_ms(g->failures, RETRY_MIN_MS, r->cfg->anti_entropy_ms,
+                                            next_random(&r->rng));
+    if (strcmp(g->error, why) != 0) {
+        log_event(LOG_LEVEL_WARN, event, LOG_STR("id", g->id), LOG_STR("error", why),
+                  LOG_INT("retry_ms", g->next_ms - now));
+        snprintf(g->error, sizeof(g->error), "%s", why);
+    }
+}
+
+static void reg_register(struct registrar *r, struct registration *g, uint64_t now)
+{
+    char msg[MSG_MAX];
+    enum registrar_result res = registrar_register(r->client, &g->spec, &r->stop, msg, sizeof(msg));
+
+    if (res != REGISTRAR_DONE) {
+        if (!atomic_load(&r->stop)) {
+            reg_failed(r, g, "registration_failed", msg, now);
+        }
+        return;
+    }
+    log_event(LOG_LEVEL_INFO, g->lost ? "registration_restored" : "registration_added",
+              LOG_STR("id", g->id), LOG_STR("service", g->name), LOG_STR("address", g->address),
+              LOG_INT("port", g->spec.port), LOG_STR("check", g->tcp));
+    g->registered = 1;
+    g->lost = 0;
+    g->failures = 0;
+    g->error[0] = '\0';
+    g->next_ms = now + r->cfg->anti_entropy_ms;
+}
+
+/* Anti-entropy: does the agent still know the service? An agent restart forgets it. */
+static void reg_confirm(struct registrar *r, struct registration *g, uint64_t now)
+{
+    char msg[MSG_MAX];
+    int known = service_known(r->client, g->id, &r->stop, msg, sizeof(msg));
+
+    if (known == 1) {
+        g->failures = 0;
+        g->error[0] = '\0';
+        g->next_ms = now + r->cfg->anti_entropy_ms;
+    } else if (known == 0) {
+        log_event(LOG_LEVEL_WARN, "registration_lost", LOG_STR("id", g->id),
+                  LOG_STR("action", "registering again"));
+        g->registered = 0;
+        g->lost = 1;
+        reg_register(r, g, now);
+    } else if (!atomic_load(&r->stop)) {
+        reg_failed(r, g, "registration_check_failed", msg, now);
+    }
+}
+
+static void *registrar_main(void *arg)
+{
+    struct registrar *r = arg;
+
+    while (!atomic_load(&r->stop)) {
+        uint64_t now = mono_ms(), next = now + r->cfg->anti_entropy_ms;
+        for (size_t i = 0; i < r->n && !atomic_load(&r->stop); i++) {
+            struct registration *g = &r->regs[i];
+            if (mono_ms() >= g->next_ms) {
+                (g->registered ? reg_confirm : reg_register)(r, g, mono_ms());
+            }
+            next = g->next_ms < next ? g->next_ms : next;
+        }
+        now = mono_ms();
+        pthread_mutex_lock(&r->lock);
+        if (next > now && !atomic_load(&r->stop)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + (next - now) % 1000 * 1000000;
+            ts.tv_sec += (time_t)((next - now) / 1000 + ns / 1000000000);
+            ts.tv_nsec = (long)(ns % 1000000000);
+            pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+        }
+        pthread_mutex_unlock(&r->lock);
+    }
+    return NULL;
+}
+
+/* "ip:port" or "[ip6]:port". */
+static void host_port_text(char *out, size_t len, const char *ip, int port)
+{
+    snprintf(out, len, strchr(ip, ':') != NULL ? "[%s]:%d" : "%s:%d", ip, port);
+}
+
+/* The bind IP of a listener, without the port. */
+static void bind_ip(const struct config_listener *l, char *out, size_t len)
+{
+    const char *text = l->bind.text;
+    const char *colon = strrchr(text, ':');
+    size_t n = colon != NULL ? (size_t)(colon - text) : strlen(text);
+
+    if (text[0] == '[') {
+        text++;
+        n = n >= 2 ? n - 2 : 0;
+    }
+    snprintf(out, len, "%.*s", (int)n, text);
+}
+
+static int listener_chosen(const struct config_registration *rc, const char *name)
+{
+    for (size_t i = 0; i < rc->listeners.n; i++) {
+        if (strcmp(rc->listeners.items[i], name) == 0) {
+            return 1;
+        }
+    }
+    return rc->listeners.n == 0;
+}
+
+/* Fills one registration for listener l. */
+static void reg_fill(struct registration *g, const struct config_registration *rc,
+                     const struct config_listener *l, const char *host)
+{
+    int port = ntohs(l->bind.sa.ss_family == AF_INET6
+                         ? ((const struct sockaddr_in6 *)&l->bind.sa)->sin6_port
+                         : ((const struct sockaddr_in *)&l->bind.sa)->sin_port);
+
+    snprintf(g->name, sizeof(g->name), "%s", rc->name[0] != '\0' ? rc->name : l->name);
+    snprintf(g->id, sizeof(g->id), "%s-%s-%d", g->name, host, port);
+    if (rc->address[0] != '\0') {
+        snprintf(g->address, sizeof(g->address), "%s", rc->address);
+    } else {
+        bind_ip(l, g->address, sizeof(g->address));
+    }
+    host_port_text(g->tcp, sizeof(g->tcp), g->address, port);
+    g->spec = (struct registrar_spec){.id = g->id,
+                                      .name = g->name,
+                                      .address = g->address,
+                                      .port = port,
+                                      .tags = rc->tags.items,
+                                      .n_tags = rc->tags.n,
+                                      .meta = rc->meta.items,
+                                      .n_meta = rc->meta.n,
+                                      .tcp_check = g->tcp,
+                                      .interval_ms = rc->check_interval_ms,
+                                      .timeout_ms = rc->check_timeout_ms,
+                                      .deregister_after_ms = rc->deregister_after_ms};
+}
+
+static int registrar_fill(struct registrar *r, const struct config *cfg)
+{
+    char host[128] = "localhost";
+
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
+        snprintf(host, sizeof(host), "localhost");
+    }
+    r->regs = calloc(cfg->n_listeners + 1, sizeof(*r->regs));
+    if (r->regs == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (listener_chosen(&cfg->registration, cfg->listeners[i].name)) {
+            reg_fill(&r->regs[r->n++], &cfg->registration, &cfg->listeners[i], host);
+        }
+    }
+    return 0;
+}
+
+int registrar_create(const struct config *cfg, struct registrar **out, char *err, size_t err_len)
+{
+    struct registrar *r;
+    pthread_condattr_t attr;
+    int rc;
+
+    *out = NULL;
+    if (cfg->registration.line == 0) {
+        return 0;
+    }
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return -ENOMEM;
+    }
+    r->cfg = &cfg->registration;
+    r->rng = (mono_ms() ^ ((uint64_t)getpid() << 20)) | 1;
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    rc = registrar_fill(r, cfg);
+    if (rc == 0) {
+        rc = consul_client_create(&cfg->consul, &r->client, err, err_len);
+    }
+    if (rc != 0) {
+        registrar_destroy(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+int registrar_start(struct registrar *r)
+{
+    int rc = pthread_create(&r->thread, NULL, registrar_main, r);
+
+    if (rc != 0) {
+        return -rc;
+    }
+    r->started = 1;
+    log_event(LOG_LEVEL_INFO, "registrar_started",
+              LOG_STR("consul", consul_client_address(r->client)), LOG_INT("services", r->n),
+              LOG_INT("anti_entropy_ms", r->cfg->anti_entropy_ms));
+    return 0;
+}
+
+void registrar_stop(struct registrar *r)
+{
+    char msg[MSG_MAX];
+
+    if (r == NULL || r->stopped) {
+        return;
+    }
+    r->stopped = 1;
+    pthread_mutex_lock(&r->lock);
+    atomic_store(&r->stop, 1);
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    if (r->started) {
+        pthread_join(r->thread, NULL);
+        r->started = 0;
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        /* also when not confirmed: an attempt that failed half-way may have left it */
+        enum registrar_result res =
+            registrar_deregister(r->client, r->regs[i].id, SHUTDOWN_TIMEOUT_MS, msg, sizeof(msg));
+        if (res == REGISTRAR_DONE) {
+            log_event(LOG_LEVEL_INFO, "registration_removed", LOG_STR("id", r->regs[i].id));
+        } else {
+            log_event(LOG_LEVEL_WARN, "registration_remove_failed", LOG_STR("id", r->regs[i].id),
+                      LOG_STR("error", msg));
+        }
+    }
+}
+
+void registrar_destroy(struct registrar *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    if (r->started) {
+        registrar_stop(r);
+    }
+    consul_client_destroy(r->client);
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->lock);
+    free(r->regs);
+    free(r);
+}
+
+/* --- sluice register / deregister --------------------------------------------------------- */
+
+/* Command-line state of one register / deregister run. */
+struct cli {
+    const char *config;         /* -c FILE, or NULL: environment only */
+    struct registrar_spec spec; /* what to register */
+    char *tags[64];             /* --tag values */
+    char *meta[64];             /* --meta values */
+    char id[REGISTRAR_ID_MAX];  /* --id, or the generated one */
+    int id_given;               /* --id was on the command line */
+};
+
+static void cli_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: sluice register [-c FILE] --name NAME [--id ID] [--address IP] [--port N]\n"
+            "                       [--tag TAG]... [--meta KEY=VALUE]...\n"
+            "                       [--http-check URL] [--tcp-check HOST:PORT] [--interval D]\n"
+            "                       [--timeout D] [--deregister-after D]\n"
+            "       sluice deregister [-c FILE] --id ID\n"
+            "\n"
+            "  -c FILE   take the [consul] settings (address, token, TLS) from FILE; unset ones\n"
+            "            fall back to CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN and friends\n"
+            "  --id      service ID (default NAME-HOSTNAME-PORT); printed on success\n"
+            "  D         durations such as 500ms, 5s, 1m (default interval 10s)\n"
+            "\n"
+            "Exit status: 0 done, 1 rejected by Consul (reason printed), 2 Consul unreachable,\n"
+            "64 bad arguments or configuration. A registration that fails half-way is rolled\n"
+            "back: no service is left registered without its checks.\n");
+}
+
+static int cli_duration(const char *opt, const char *text, uint64_t *ms)
+{
+    if (config_parse_duration(text, ms) != 0) {
+        fprintf(stderr, "sluice: %s: \"%s\" is not a duration (use ms, s, m, h)\n", opt, text);
+        return -1;
+    }
+    return 0;
+}
+
+static int cli_push(char **list, size_t *n, const char *opt, char *value)
+{
+    if (*n >= 64) {
+        fprintf(stderr, "sluice: at most 64 %s options\n", opt);
+        return -1;
+    }
+    if (strcmp(opt, "--meta") == 0 && (strchr(value, '=') == NULL || value[0] == '=')) {
+        fprintf(stderr, "sluice: --meta: \"%s\" is not KEY=VALUE\n", value);
+        return -1;
+    }
+    list[(*n)++] = value;
+    return 0;
+}
+
+static int cli_port(const char *text, int *port)
+{
+    char *end;
+    long v = strtol(text, &end, 10);
+
+    if (*text == '\0' || *end != '\0' || v < 1 || v > 65535) {
+        fprintf(stderr, "sluice: --port: \"%s\" is not a port (1..65535)\n", text);
+        return -1;
+    }
+    *port = (int)v;
+    return 0;
+}
+
+/* One option of the register command; -1 on a bad value. */
+static int cli_option(struct cli *cl, int opt, char *arg)
+{
+    struct registrar_spec *s = &cl->spec;
+
+    switch (opt) {
+    case 'c':
+        cl->config = arg;
+        return 0;
+    case 'n':
+        s->name = arg;
+        return 0;
+    case 'i':
+        cl->id_given = 1;
+        snprintf(cl->id, sizeof(cl->id), "%s", arg);
+        return 0;
+    case 'a':
+        s->address = arg;
+        return 0;
+    case 'p':
+        return cli_port(arg, &s->port);
+    case 't':
+        return cli_push(cl->tags, &s->n_tags, "--tag", arg);
+    case 'm':
+        return cli_push(cl->meta, &s->n_meta, "--meta", arg);
+    case 'H':
+        s->http_check = arg;
+        return 0;
+    case 'T':
+        s->tcp_check = arg;
+        return 0;
+    case 'I':
+        return cli_duration("--interval", arg, &s->interval_ms);
+    case 'O':
+        return cli_duration("--timeout", arg, &s->timeout_ms);
+    case 'D':
+        return cli_duration("--deregister-after", arg, &s->deregister_after_ms);
+    default:
+        return -1;
+    }
+}
+
+static int cli_parse(struct cli *cl, int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"name", required_argument, NULL, 'n'},
+        {"id", required_argument, NULL, 'i'},
+        {"address", required_argument, NULL, 'a'},
+        {"port", required_argument, NULL, 'p'},
+        {"tag", required_argument, NULL, 't'},
+        {"meta", required_argument, NULL, 'm'},
+        {"http-check", required_argument, NULL, 'H'},
+        {"tcp-check", required_argument, NULL, 'T'},
+        {"interval", required_argument, NULL, 'I'},
+        {"timeout", required_argument, NULL, 'O'},
+        {"deregister-after", required_argument, NULL, 'D'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+
+    cl->spec.interval_ms = DEFAULT_INTERVAL_MS;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
+        if (opt == 'h') {
+            cli_usage(stdout);
+            return 1;
+        }
+        if (opt == '?' || cli_option(cl, opt, optarg) != 0) {
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "sluice: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    cl->spec.tags = cl->tags;
+    cl->spec.meta = cl->meta;
+    return 0;
+}
+
+/* NAME-HOSTNAME-PORT (or NAME-HOSTNAME): stable, so registering again updates in place. */
+static void cli_make_id(struct cli *cl)
+{
+    char host[128] = "localhost";
+
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
+        snprintf(host, sizeof(host), "localhost");
+    }
+    if (cl->spec.port != 0) {
+        snprintf(cl->id, sizeof(cl->id), "%.100s-%.100s-%d", cl->spec.name, host, cl->spec.port);
+    } else {
+        snprintf(cl->id, sizeof(cl->id), "%.100s-%.100s", cl->spec.name, host);
+    }
+}
+
+/* The client for -c FILE (or the environment alone). */
+static int cli_client(const struct cli *cl, struct consul_client **client)
+{
+    struct config *cfg = NULL;
+    struct config_errors errs = {0};
+    char err[512];
+    int rc;
+
+    if (cl->config != NULL && config_load_consul(cl->config, &cfg, &errs) != 0) {
+        for (size_t i = 0; i < errs.n; i++) {
+            fprintf(stderr, "%s\n", errs.lines[i]);
+        }
+        config_errors_clear(&errs);
+        return -1;
+    }
+    rc = consul_client_create(cfg != NULL ? &cfg->consul : NULL, client, err, sizeof(err));
+    config_destroy(cfg);
+    if (rc != 0) {
+        fprintf(stderr, "sluice: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int cli_run(struct cli *cl, int do_register)
+{
+    struct consul_client *client = NULL;
+    char msg[MSG_MAX * 2];
+    enum registrar_result res;
+
+    if (cli_client(cl, &client) != 0) {
+        return REGISTRAR_EXIT_USAGE;
+    }
+    if (do_register) {
+        res = registrar_register(client, &cl->spec, NULL, msg, sizeof(msg));
+    } else {
+        res = registrar_deregister(client, cl->id, CALL_TIMEOUT_MS, msg, sizeof(msg));
+    }
+    consul_client_destroy(client);
+    if (res != REGISTRAR_DONE) {
+        fprintf(stderr, "sluice: %s failed: %s\n", do_register ? "register" : "deregister", msg);
+        return (int)res;
+    }
+    fprintf(stderr, "sluice: %s\n", msg);
+    if (do_register) {
+        printf("%s\n", cl->id);
+    }
+    return 0;
+}
+
+static int cli_has_service_options(const struct registrar_spec *s)
+{
+    return s->name != NULL || s->address != NULL || s->port != 0 || s->n_tags != 0 ||
+           s->n_meta != 0 || s->http_check != NULL || s->tcp_check != NULL ||
+           s->interval_ms != DEFAULT_INTERVAL_MS || s->timeout_ms != 0 ||
+           s->deregister_after_ms != 0;
+}
+
+int registrar_cli(int argc, char **argv)
+{
+    struct cli cl;
+    int do_register = strcmp(argv[0], "register") == 0;
+    int rc;
+
+    memset(&cl, 0, sizeof(cl));
+    rc = cli_parse(&cl, argc, argv);
+    if (rc != 0) {
+        if (rc < 0) {
+            cli_usage(stderr);
+        }
+        return rc < 0 ? REGISTRAR_EXIT_USAGE : 0;
+    }
+    if (do_register && (cl.spec.name == NULL || cl.spec.name[0] == '\0')) {
+        fprintf(stderr, "sluice: register needs --name\n");
+        return REGISTRAR_EXIT_USAGE;
+    }
+    if (!do_register && !cl.id_given) {
+        fprintf(stderr, "sluice: deregister needs --id\n");
+        return REGISTRAR_EXIT_USAGE;
+    }
+    if (!do_register && cli_has_service_options(&cl.spec)) {
+        fprintf(stderr, "sluice: deregister takes only -c and --id\n");
+        return REGISTRAR_EXIT_USAGE;
+    }
+    if (do_register && !cl.id_given) {
+        cli_make_id(&cl);
+    }
+    cl.spec.id = cl.id;
+    return cli_run(&cl, do_register);
+}

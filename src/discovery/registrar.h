@@ -1,0 +1,92 @@
+/* Consul registration: the daemon's listeners as Consul services (with a TCP check, anti-entropy
+ * and deregistration at shutdown), and the "sluice register / deregister" commands. No call ever
+ * leaves a half-registered service behind: a failure after the agent may have added it rolls the
+ * registration back. */
+#ifndef SLUICE_REGISTRAR_H
+#define SLUICE_REGISTRAR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <stdatomic.h>
+
+#include "config.h"
+#include "consul.h"
+
+#define REGISTRAR_ID_MAX 256 /* longest service id + 1 */
+
+/* What to register: one service and up to two checks. */
+struct registrar_spec {
+    const char *id;               /* service ID, unique on the agent */
+    const char *name;             /* service name */
+    const char *address;          /* address to advertise; NULL or "" = the agent's node address */
+    int port;                     /* port; 0 = none */
+    char *const *tags;            /* tags (n_tags entries) */
+    size_t n_tags;                /* entries in tags */
+    char *const *meta;            /* "key=value" items (n_meta entries) */
+    size_t n_meta;                /* entries in meta */
+    const char *http_check;       /* URL for an HTTP check, or NULL */
+    const char *tcp_check;        /* host:port for a TCP check, or NULL */
+    uint64_t interval_ms;         /* check interval */
+    uint64_t timeout_ms;          /* check timeout; 0 = the agent's default (10 s) */
+    uint64_t deregister_after_ms; /* DeregisterCriticalServiceAfter; 0 = never */
+};
+
+/* How a registration call ended; the values are the CLI's exit codes. */
+enum registrar_result {
+    REGISTRAR_DONE = 0,        /* done */
+    REGISTRAR_REJECTED = 1,    /* the agent refused (its reason is in the message) */
+    REGISTRAR_UNREACHABLE = 2, /* Consul could not be reached */
+};
+
+/* Registers spec: (1) PUT /v1/agent/service/register with the checks inline, so that the agent
+ * validates them before it adds anything and the service is never listed without them; (2) reads
+ * the agent's checks (or the service) back to confirm the registration is complete. When step 2
+ * fails, or step 1 fails in a way that may have left the service behind, the service is
+ * deregistered again. msg receives one line for humans: what was done or what went wrong, with
+ * the agent's own error text. cancel (may be NULL) aborts calls in flight. Any thread. */
+enum registrar_result registrar_register(const struct consul_client *c,
+                                         const struct registrar_spec *spec,
+                                         const atomic_int *cancel, char *msg, size_t msg_len);
+
+/* PUT /v1/agent/service/deregister/<id>; an unknown id (404) counts as done. timeout_ms bounds
+ * the call. Any thread. */
+enum registrar_result registrar_deregister(const struct consul_client *c, const char *id,
+                                           uint64_t timeout_ms, char *msg, size_t msg_len);
+
+/* The JSON body of step (1) for spec; free() the result. NULL on ENOMEM. Pure. */
+char *registrar_body(const struct registrar_spec *spec);
+
+/* Check id of check number i (0-based) of n: "service:<id>" or "service:<id>:<i+1>", the way
+ * the agent names them itself. 0 or -ENOSPC. */
+int registrar_check_id(char *out, size_t len, const char *service_id, size_t i, size_t n);
+
+/* The daemon's registrations; opaque. */
+struct registrar;
+
+/* Prepares one registration per chosen listener of cfg ([registration]); *out is NULL when the
+ * file has no [registration]. cfg must outlive it. 0 or -errno with a reason in err. Main
+ * thread. */
+int registrar_create(const struct config *cfg, struct registrar **out, char *err, size_t err_len);
+
+/* Starts the thread that registers, then confirms every anti_entropy period that the agent
+ * still knows each service (GET /v1/agent/service/<id>) and registers again what it forgot.
+ * 0 or -errno. */
+int registrar_start(struct registrar *r);
+
+/* Stops the thread and deregisters every service (each call bounded by a few seconds), so that
+ * clients stop picking this instance before it drains. Main thread, at the start of a shutdown.
+ * Idempotent; NULL is fine. */
+void registrar_stop(struct registrar *r);
+
+/* Stops (if needed) and frees; NULL is fine. */
+void registrar_destroy(struct registrar *r);
+
+#define REGISTRAR_EXIT_USAGE 64 /* bad arguments or configuration (EX_USAGE) */
+
+/* "sluice register ..." and "sluice deregister ..." (argv[0] is the subcommand). Prints the
+ * outcome and returns the exit status: 0 done, 1 rejected by the agent, 2 Consul unreachable,
+ * REGISTRAR_EXIT_USAGE for bad arguments or a bad -c file. Main thread, before other threads. */
+int registrar_cli(int argc, char **argv);
+
+#endif
