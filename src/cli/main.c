@@ -99,6 +99,5 @@ int main(int argc, char **argv)
     }
     /* splice(2) into a socket the peer reset raises SIGPIPE; the error code is enough */
     signal(SIGPIPE, SIG_IGN);
-    log_configure(cfg->log_level, cfg->log_format);
     return proxy_run(cfg);
 }

@@ -18,10 +18,6 @@
 #define LOG_TRUNCATED_TEXT " truncated=true\n"
 #define LOG_RESERVE        (sizeof(LOG_TRUNCATED_JSON) + 1)
 
-/* Set once before threads log; relaxed atomics keep the hot path free of fences. */
-static atomic_int log_min_level = LOG_LEVEL_INFO;
-static atomic_int log_line_format = LOG_FORMAT_JSON;
-
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 static const char *const level_names_upper[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 static const char *const format_names[] = {"json", "text"};
@@ -34,19 +30,28 @@ struct log_line {
     int truncated;          /* an append did not fit; no more fields are added */
 };
 
-void log_configure(enum log_level min_level, enum log_format format)
+void log_init(struct logger *lg, int fd)
+{
+    atomic_init(&lg->min_level, LOG_LEVEL_INFO);
+    atomic_init(&lg->format, LOG_FORMAT_JSON);
+    lg->fd = fd;
+}
+
+void log_configure(struct logger *lg, enum log_level min_level, enum log_format format)
 {
     if ((int)min_level >= LOG_LEVEL_DEBUG && min_level <= LOG_LEVEL_ERROR) {
-        atomic_store_explicit(&log_min_level, (int)min_level, memory_order_relaxed);
+        atomic_store_explicit(&lg->min_level, (int)min_level, memory_order_relaxed);
     }
     if ((int)format >= LOG_FORMAT_JSON && format <= LOG_FORMAT_TEXT) {
-        atomic_store_explicit(&log_line_format, (int)format, memory_order_relaxed);
+        atomic_store_explicit(&lg->format, (int)format, memory_order_relaxed);
     }
 }
 
-int log_enabled(enum log_level level)
+int log_enabled(const struct logger *lg, enum log_level level)
 {
-    return (int)level >= atomic_load_explicit(&log_min_level, memory_order_relaxed);
+    /* relaxed: a level change may take a line or two to be seen, never a fence per event */
+    return lg != NULL && lg->fd >= 0 &&
+           (int)level >= atomic_load_explicit(&lg->min_level, memory_order_relaxed);
 }
 
 /* Appends n bytes or nothing at all, so a rollback point is never split. */
@@ -273,10 +278,10 @@ static void text_build(struct log_line *l, const char *ts, enum log_level level,
 
 /* Writes the whole line; a short write continues where it stopped, EINTR retries. Other
  * errors drop the line: there is nowhere left to report them. */
-static void write_all(const char *buf, size_t len)
+static void write_all(int fd, const char *buf, size_t len)
 {
     while (len > 0) {
-        ssize_t n = write(STDERR_FILENO, buf, len);
+        ssize_t n = write(fd, buf, len);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -288,14 +293,14 @@ static void write_all(const char *buf, size_t len)
     }
 }
 
-void log_emit(enum log_level level, const char *event, const struct log_field *fields,
-              size_t n_fields)
+void log_emit(const struct logger *lg, enum log_level level, const char *event,
+              const struct log_field *fields, size_t n_fields)
 {
     struct log_line line; /* no initializer: zeroing 4 KiB per event would be wasted */
     char ts[32];
     int saved_errno = errno; /* callers often log and then look at errno */
 
-    if (!log_enabled(level)) {
+    if (!log_enabled(lg, level)) {
         return;
     }
     line.len = 0;
@@ -311,12 +316,12 @@ void log_emit(enum log_level level, const char *event, const struct log_field *f
     if (fields == NULL) {
         n_fields = 0;
     }
-    if (atomic_load_explicit(&log_line_format, memory_order_relaxed) == LOG_FORMAT_TEXT) {
+    if (atomic_load_explicit(&lg->format, memory_order_relaxed) == LOG_FORMAT_TEXT) {
         text_build(&line, ts, level, event, fields, n_fields);
     } else {
         json_build(&line, ts, level, event, fields, n_fields);
     }
-    write_all(line.buf, line.len);
+    write_all(lg->fd, line.buf, line.len);
     errno = saved_errno;
 }
 

@@ -1,7 +1,9 @@
-/* Structured event logging to stderr, as JSON or text lines; safe from any thread. */
+/* Structured event logging, as JSON or text lines, through a logger handle; safe from any
+ * thread. Each daemon (or library instance) owns its logger: nothing here is process-wide. */
 #ifndef SLUICE_LOG_H
 #define SLUICE_LOG_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
@@ -22,23 +24,36 @@ static inline struct log_field log_field_str(const char *key, const char *value)
 #define LOG_STR(k, v) log_field_str((k), (v))
 #define LOG_INT(k, v) ((struct log_field){.key = (k), .str = NULL, .num = (long long)(v)})
 
-/* Sets the minimum level and the line format; call before threads start logging. */
-void log_configure(enum log_level min_level, enum log_format format);
+/* Where lines go and which ones. Level and format may change while threads log (a reload), so
+ * they are relaxed atomics; the descriptor is fixed at log_init. */
+struct logger {
+    atomic_int min_level; /* enum log_level: lower levels are dropped */
+    atomic_int format;    /* enum log_format */
+    int fd;               /* descriptor every line is written to; -1 drops every line */
+};
 
-/* Returns non-zero when events of this level are written (cheap; use before costly fields). */
-int log_enabled(enum log_level level);
+/* Prepares lg to write to fd at level info in JSON. The caller owns fd. */
+void log_init(struct logger *lg, int fd);
+
+/* Sets the minimum level and the line format; any thread, takes effect for the next line. */
+void log_configure(struct logger *lg, enum log_level min_level, enum log_format format);
+
+/* Non-zero when lg writes events of this level (cheap; use before costly fields). lg may be
+ * NULL: nothing is written then. */
+int log_enabled(const struct logger *lg, enum log_level level);
 
 /* Writes one line: ts, level, event, then the fields in order. One write(2) per line, so
  * lines from several threads never interleave. Any thread. */
-void log_emit(enum log_level level, const char *event, const struct log_field *fields,
-              size_t n_fields);
+void log_emit(const struct logger *lg, enum log_level level, const char *event,
+              const struct log_field *fields, size_t n_fields);
 
-/* log_event(LOG_LEVEL_INFO, "listener_started", LOG_STR("listener", name), ...) */
-#define log_event(level, event, ...)                                                               \
+/* log_event(lg, LOG_LEVEL_INFO, "listener_started", LOG_STR("listener", name), ...) */
+#define log_event(lg, level, event, ...)                                                           \
     do {                                                                                           \
-        if (log_enabled(level)) {                                                                  \
+        if (log_enabled((lg), (level))) {                                                          \
             const struct log_field log_fields_[] = {__VA_ARGS__};                                  \
-            log_emit((level), (event), log_fields_, sizeof(log_fields_) / sizeof(log_fields_[0])); \
+            log_emit((lg), (level), (event), log_fields_,                                          \
+                     sizeof(log_fields_) / sizeof(log_fields_[0]));                                \
         }                                                                                          \
     } while (0)
 

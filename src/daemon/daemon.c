@@ -36,15 +36,16 @@ struct proxy {
     int said_unlistened;                /* listeners_closed was logged */
     struct discovery *discovery;        /* Consul watches; NULL without consul services */
     struct registrar *registrar;        /* Consul registrations; NULL without [registration] */
+    struct logger log;                  /* every event of this daemon */
 };
 
 static const int proxy_signals[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 
 /* Logs every error line of errs as a config_error event. */
-static void proxy_log_config_errors(const struct config_errors *errs)
+static void proxy_log_config_errors(struct proxy *p, const struct config_errors *errs)
 {
     for (size_t i = 0; i < errs->n; i++)
-        log_event(LOG_LEVEL_ERROR, "config_error", LOG_STR("error", errs->lines[i]));
+        log_event(&p->log, LOG_LEVEL_ERROR, "config_error", LOG_STR("error", errs->lines[i]));
 }
 
 /* Many sessions need two descriptors each (plus pipes): use all the hard limit allows. Returns
@@ -65,14 +66,15 @@ static rlim_t raise_fd_limit(void)
 /* A session holds two sockets; accepting more than the descriptor limit can carry would only
  * turn into failed connects. Like HAProxy, lower the cap to fit and say so. Pipes are not
  * counted: without a descriptor for one, a direction copies instead of splicing. */
-static uint32_t fit_max_connections(const struct config *cfg)
+static uint32_t fit_max_connections(struct proxy *p)
 {
+    const struct config *cfg = p->cfg;
     rlim_t limit = raise_fd_limit();
     rlim_t reserve = 32 + (rlim_t)cfg->workers * (8 + cfg->n_listeners);
     rlim_t fit = limit > reserve + 2 ? (limit - reserve) / 2 : 1;
     if (limit == RLIM_INFINITY || fit >= cfg->max_connections)
         return cfg->max_connections;
-    log_event(LOG_LEVEL_WARN, "max_connections_lowered",
+    log_event(&p->log, LOG_LEVEL_WARN, "max_connections_lowered",
               LOG_INT("configured", cfg->max_connections), LOG_INT("effective", fit),
               LOG_INT("nofile", limit),
               LOG_STR("why", "two descriptors per connection must fit RLIMIT_NOFILE"));
@@ -81,7 +83,8 @@ static uint32_t fit_max_connections(const struct config *cfg)
 
 /* --- services ----------------------------------------------------------------------------- */
 
-static int service_publish_static(struct snapshot_service *svc, const struct config_service *cs)
+static int service_publish_static(struct proxy *p, struct snapshot_service *svc,
+                                  const struct config_service *cs)
 {
     struct snapshot_spec *specs = calloc(cs->n_backends ? cs->n_backends : 1, sizeof(*specs));
     if (specs == NULL)
@@ -92,7 +95,7 @@ static int service_publish_static(struct snapshot_service *svc, const struct con
     int rc = snapshot_publish(svc, balancer_for(cs->balance), specs, cs->n_backends);
     free(specs);
     if (rc == 0)
-        log_event(LOG_LEVEL_INFO, "service_published", LOG_STR("service", cs->name),
+        log_event(&p->log, LOG_LEVEL_INFO, "service_published", LOG_STR("service", cs->name),
                   LOG_STR("balance", config_balance_name(cs->balance)),
                   LOG_INT("instances", cs->n_backends));
     return rc;
@@ -109,7 +112,7 @@ static int proxy_setup_services(struct proxy *p)
         if (p->services[i] == NULL)
             return -ENOMEM;
         if (cs->discovery == CONFIG_DISCOVERY_STATIC &&
-            service_publish_static(p->services[i], cs) != 0)
+            service_publish_static(p, p->services[i], cs) != 0)
             return -ENOMEM;
     }
     return 0;
@@ -133,12 +136,13 @@ static int proxy_setup_listeners(struct proxy *p)
         };
     }
     p->shared = (struct proxy_shared){
-        .max_connections = fit_max_connections(p->cfg),
+        .max_connections = fit_max_connections(p),
         .listeners = p->listeners,
         .n_listeners = p->cfg->n_listeners,
         .splice = p->cfg->splice,
         .pipe_size = p->cfg->pipe_size,
         .buffer_size = p->cfg->buffer_size,
+        .log = &p->log,
     };
     return 0;
 }
@@ -169,7 +173,7 @@ static int proxy_start_workers(struct proxy *p)
         p->n_inited++;
         int rc = worker_init(&p->workers[i], i, &p->shared, err, sizeof(err));
         if (rc != 0) {
-            log_event(LOG_LEVEL_ERROR, "startup_failed", LOG_STR("error", err));
+            log_event(&p->log, LOG_LEVEL_ERROR, "startup_failed", LOG_STR("error", err));
             return rc;
         }
         p->workers[i].on_exit = on_worker_exit;
@@ -195,7 +199,7 @@ static void proxy_log_stats(struct proxy *p, const char *event)
     fields[0] = LOG_INT("open", atomic_load(&p->shared.open_sessions));
     for (unsigned i = 0; i < n && i + 1 < 64; i++)
         fields[i + 1] = LOG_INT(stats_name(i), stats_value(&total, i));
-    log_emit(LOG_LEVEL_INFO, event, fields, n + 1 < 64 ? n + 1 : 64);
+    log_emit(&p->log, LOG_LEVEL_INFO, event, fields, n + 1 < 64 ? n + 1 : 64);
 }
 
 /* --- consul ------------------------------------------------------------------------------- */
@@ -205,12 +209,12 @@ static void proxy_log_stats(struct proxy *p, const char *event)
 static int proxy_start_discovery(struct proxy *p)
 {
     char err[512] = "";
-    int rc = discovery_create(p->cfg, p->services, &p->discovery, err, sizeof(err));
+    int rc = discovery_create(p->cfg, p->services, &p->log, &p->discovery, err, sizeof(err));
 
     if (rc == 0 && p->discovery != NULL)
         rc = discovery_start(p->discovery);
     if (rc != 0)
-        log_event(LOG_LEVEL_ERROR, "startup_failed", LOG_STR("component", "discovery"),
+        log_event(&p->log, LOG_LEVEL_ERROR, "startup_failed", LOG_STR("component", "discovery"),
                   LOG_STR("error", err[0] != '\0' ? err : strerror(-rc)));
     return rc;
 }
@@ -218,12 +222,12 @@ static int proxy_start_discovery(struct proxy *p)
 static int proxy_start_registrar(struct proxy *p)
 {
     char err[512] = "";
-    int rc = registrar_create(p->cfg, &p->registrar, err, sizeof(err));
+    int rc = registrar_create(p->cfg, &p->log, &p->registrar, err, sizeof(err));
 
     if (rc == 0 && p->registrar != NULL)
         rc = registrar_start(p->registrar);
     if (rc != 0)
-        log_event(LOG_LEVEL_ERROR, "startup_failed", LOG_STR("component", "registrar"),
+        log_event(&p->log, LOG_LEVEL_ERROR, "startup_failed", LOG_STR("component", "registrar"),
                   LOG_STR("error", err[0] != '\0' ? err : strerror(-rc)));
     return rc;
 }
@@ -236,21 +240,21 @@ static void proxy_leave_consul(struct proxy *p)
     discovery_stop(p->discovery);
 }
 
-static void proxy_log_discovery(void)
+static void proxy_log_discovery(struct proxy *p)
 {
     struct discovery_status st;
 
-    discovery_status_get(&st);
+    discovery_status_get(p->discovery, &st);
     if (st.state == DISCOVERY_OFF)
         return;
-    log_event(LOG_LEVEL_INFO, "discovery_stats", LOG_STR("state", discovery_state_name(st.state)),
-              LOG_INT("watches", st.watches), LOG_INT("synced", st.synced),
-              LOG_INT("failing", st.failing), LOG_INT("degraded_ms", st.degraded_ms),
-              LOG_INT("requests", st.requests), LOG_INT("errors", st.errors),
-              LOG_INT("publishes", st.publishes), LOG_INT("unchanged", st.unchanged),
-              LOG_INT("watchdog", st.watchdog), LOG_INT("degraded", st.degraded),
-              LOG_INT("acl_denied", st.acl_denied), LOG_INT("rate_limited", st.rate_limited),
-              LOG_STR("last_error", st.last_error));
+    log_event(&p->log, LOG_LEVEL_INFO, "discovery_stats",
+              LOG_STR("state", discovery_state_name(st.state)), LOG_INT("watches", st.watches),
+              LOG_INT("synced", st.synced), LOG_INT("failing", st.failing),
+              LOG_INT("degraded_ms", st.degraded_ms), LOG_INT("requests", st.requests),
+              LOG_INT("errors", st.errors), LOG_INT("publishes", st.publishes),
+              LOG_INT("unchanged", st.unchanged), LOG_INT("watchdog", st.watchdog),
+              LOG_INT("degraded", st.degraded), LOG_INT("acl_denied", st.acl_denied),
+              LOG_INT("rate_limited", st.rate_limited), LOG_STR("last_error", st.last_error));
 }
 
 /* --- signals ------------------------------------------------------------------------------ */
@@ -271,7 +275,7 @@ static void on_unlistened(uv_async_t *a)
     struct proxy *p = a->data;
     if (atomic_load(&p->n_unlistened) == p->n_started && !p->said_unlistened) {
         p->said_unlistened = 1;
-        log_event(LOG_LEVEL_INFO, "listeners_closed",
+        log_event(&p->log, LOG_LEVEL_INFO, "listeners_closed",
                   LOG_INT("open", atomic_load(&p->shared.open_sessions)));
     }
 }
@@ -288,7 +292,7 @@ static void on_worker_exited(uv_async_t *a)
 static void on_shutdown_timeout(uv_timer_t *t)
 {
     struct proxy *p = t->data;
-    log_event(LOG_LEVEL_WARN, "shutdown_timeout",
+    log_event(&p->log, LOG_LEVEL_WARN, "shutdown_timeout",
               LOG_INT("open", atomic_load(&p->shared.open_sessions)));
     for (unsigned i = 0; i < p->n_started; i++)
         worker_command(&p->workers[i], WORKER_STOP);
@@ -302,7 +306,7 @@ static void proxy_drain(struct proxy *p, const char *signal_name)
         return;
     }
     p->draining = 1;
-    log_event(LOG_LEVEL_INFO, "shutdown_started", LOG_STR("signal", signal_name),
+    log_event(&p->log, LOG_LEVEL_INFO, "shutdown_started", LOG_STR("signal", signal_name),
               LOG_INT("open", atomic_load(&p->shared.open_sessions)),
               LOG_INT("timeout_ms", p->cfg->shutdown_timeout_ms));
     proxy_leave_consul(p);
@@ -311,9 +315,11 @@ static void proxy_drain(struct proxy *p, const char *signal_name)
     uv_timer_start(&p->shutdown_timer, on_shutdown_timeout, p->cfg->shutdown_timeout_ms, 0);
 }
 
-static void reload_needs_restart(const char *kind, const char *name, const char *why)
+static void reload_needs_restart(const struct proxy *p, const char *kind, const char *name,
+                                 const char *why)
 {
-    log_event(LOG_LEVEL_WARN, "reload_needs_restart", LOG_STR(kind, name), LOG_STR("why", why));
+    log_event(&p->log, LOG_LEVEL_WARN, "reload_needs_restart", LOG_STR(kind, name),
+              LOG_STR("why", why));
 }
 
 static const struct config_service *find_service(const struct config *cfg, const char *name,
@@ -345,15 +351,15 @@ static void proxy_apply_services(struct proxy *p, const struct config *next)
         const struct config_service *cs = &next->services[i];
         const struct config_service *running = find_service(p->cfg, cs->name, &j);
         if (running == NULL)
-            reload_needs_restart("service", cs->name, "new service");
+            reload_needs_restart(p, "service", cs->name, "new service");
         else if (running->discovery != cs->discovery)
-            reload_needs_restart("service", cs->name, "discovery changed");
+            reload_needs_restart(p, "service", cs->name, "discovery changed");
         else if (cs->discovery == CONFIG_DISCOVERY_STATIC)
-            (void)service_publish_static(p->services[j], cs);
+            (void)service_publish_static(p, p->services[j], cs);
     }
     for (size_t i = 0; i < p->cfg->n_services; i++)
         if (find_service(next, p->cfg->services[i].name, &j) == NULL)
-            reload_needs_restart("service", p->cfg->services[i].name, "removed, still served");
+            reload_needs_restart(p, "service", p->cfg->services[i].name, "removed, still served");
 }
 
 static int listener_changed(const struct config_listener *a, const struct config_listener *b)
@@ -371,27 +377,27 @@ static void proxy_check_listeners(const struct proxy *p, const struct config *ne
         const struct config_listener *cl = &next->listeners[i];
         const struct config_listener *running = find_listener(p->cfg, cl->name);
         if (running == NULL)
-            reload_needs_restart("listener", cl->name, "new listener");
+            reload_needs_restart(p, "listener", cl->name, "new listener");
         else if (listener_changed(running, cl))
-            reload_needs_restart("listener", cl->name, "settings changed");
+            reload_needs_restart(p, "listener", cl->name, "settings changed");
     }
     for (size_t i = 0; i < p->cfg->n_listeners; i++)
         if (find_listener(next, p->cfg->listeners[i].name) == NULL)
-            reload_needs_restart("listener", p->cfg->listeners[i].name, "removed, still open");
+            reload_needs_restart(p, "listener", p->cfg->listeners[i].name, "removed, still open");
 }
 
 /* Logging and the shutdown timeout belong to the main thread and apply at once; the data path's
  * sizes and thread count are fixed at start. */
 static void proxy_apply_globals(struct proxy *p, const struct config *next)
 {
-    log_configure(next->log_level, next->log_format);
+    log_configure(&p->log, next->log_level, next->log_format);
     p->cfg->log_level = next->log_level;
     p->cfg->log_format = next->log_format;
     p->cfg->shutdown_timeout_ms = next->shutdown_timeout_ms;
     if (next->workers != p->cfg->workers || next->max_connections != p->cfg->max_connections ||
         next->splice != p->cfg->splice || next->pipe_size != p->cfg->pipe_size ||
         next->buffer_size != p->cfg->buffer_size)
-        reload_needs_restart("section", "sluice",
+        reload_needs_restart(p, "section", "sluice",
                              "workers, max_connections, splice, pipe_size or buffer_size changed");
 }
 
@@ -407,18 +413,18 @@ static void proxy_reload(struct proxy *p)
 {
     struct config *next = NULL;
     struct config_errors errs = {0};
-    log_event(LOG_LEVEL_INFO, "reload_started", LOG_STR("config", p->cfg->path));
+    log_event(&p->log, LOG_LEVEL_INFO, "reload_started", LOG_STR("config", p->cfg->path));
     int rc = config_load(p->cfg->path, &next, &errs);
     if (rc != 0) {
-        proxy_log_config_errors(&errs);
-        log_event(LOG_LEVEL_ERROR, "reload_failed", LOG_STR("config", p->cfg->path),
+        proxy_log_config_errors(p, &errs);
+        log_event(&p->log, LOG_LEVEL_ERROR, "reload_failed", LOG_STR("config", p->cfg->path),
                   LOG_INT("errors", errs.n), LOG_STR("action", "keeping the running config"));
         config_errors_clear(&errs);
         return;
     }
     proxy_apply(p, next);
     config_destroy(next);
-    log_event(LOG_LEVEL_INFO, "reload_done", LOG_STR("config", p->cfg->path));
+    log_event(&p->log, LOG_LEVEL_INFO, "reload_done", LOG_STR("config", p->cfg->path));
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -428,7 +434,7 @@ static void on_signal(uv_signal_t *h, int signum)
         proxy_reload(p);
     else if (signum == SIGUSR1) {
         proxy_log_stats(p, "stats");
-        proxy_log_discovery();
+        proxy_log_discovery(p);
     } else if (signum == SIGTERM || signum == SIGINT)
         proxy_drain(p, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
@@ -477,10 +483,11 @@ static void proxy_teardown(struct proxy *p)
 static void proxy_log_started(const struct proxy *p)
 {
     for (size_t i = 0; i < p->cfg->n_listeners; i++)
-        log_event(LOG_LEVEL_INFO, "listener_started", LOG_STR("listener", p->listeners[i].name),
+        log_event(&p->log, LOG_LEVEL_INFO, "listener_started",
+                  LOG_STR("listener", p->listeners[i].name),
                   LOG_STR("bind", p->listeners[i].bind.text),
                   LOG_STR("service", p->cfg->listeners[i].service));
-    log_event(LOG_LEVEL_INFO, "started", LOG_STR("version", SLUICE_VERSION),
+    log_event(&p->log, LOG_LEVEL_INFO, "started", LOG_STR("version", SLUICE_VERSION),
               LOG_INT("workers", p->n_workers), LOG_INT("pid", getpid()),
               LOG_INT("max_connections", p->shared.max_connections));
 }
@@ -488,6 +495,8 @@ static void proxy_log_started(const struct proxy *p)
 int proxy_run(struct config *cfg)
 {
     struct proxy p = {.cfg = cfg, .n_workers = cfg->workers};
+    log_init(&p.log, STDERR_FILENO);
+    log_configure(&p.log, cfg->log_level, cfg->log_format);
     int rc = proxy_setup_services(&p);
     if (rc == 0)
         rc = proxy_setup_listeners(&p);
@@ -500,7 +509,7 @@ int proxy_run(struct config *cfg)
     if (rc == 0)
         rc = proxy_start_registrar(&p);
     if (rc != 0) {
-        log_event(LOG_LEVEL_ERROR, "startup_failed", LOG_STR("error", strerror(-rc)));
+        log_event(&p.log, LOG_LEVEL_ERROR, "startup_failed", LOG_STR("error", strerror(-rc)));
         for (unsigned i = 0; i < p.n_started; i++)
             worker_command(&p.workers[i], WORKER_STOP);
         if (p.loop != NULL) {

@@ -27,9 +27,22 @@
  *  - A good answer advances the index (discovery_index_next) and resets the backoff. Its
  *    instance set is published unless it equals the current one.
  *  - A failure keeps the current set (last known good), marks the watch failing and retries after
- *    discovery_backoff_ms with a full (non-blocking) read. The process is degraded while any
+ *    discovery_backoff_ms with a full (non-blocking) read. The discovery is degraded while any
  *    watch is failing.
  */
+
+/* State and counters of one discovery, readable from any thread. Counters are atomics; the rest
+ * is under lock. */
+struct discovery_state_ {
+    pthread_mutex_t lock; /* guards the fields below the atomics */
+    atomic_int state;     /* enum discovery_state */
+    atomic_ullong requests, errors, publishes, unchanged, watchdog, degraded, acl_denied,
+        rate_limited;                  /* discovery_status counters */
+    unsigned watches, synced, failing; /* see discovery_status */
+    uint64_t degraded_since_ms;        /* clock when the degraded period began */
+    unsigned long long failed_calls;   /* failures during the current degraded period */
+    char last_error[256];              /* last failure */
+};
 
 /* One watched service. */
 struct watch {
@@ -64,19 +77,9 @@ struct discovery {
     int started;                      /* thread is running (or joinable) */
     atomic_int stop;                  /* discovery_stop was called */
     uint64_t rng;                     /* xorshift64 state for backoff jitter */
+    struct logger *log;               /* where events go */
+    struct discovery_state_ g;        /* state and counters for other threads */
 };
-
-/* Process-wide state: one discovery per process. Counters are atomics; the rest is under lock. */
-static struct {
-    pthread_mutex_t lock; /* guards the fields below the atomics */
-    atomic_int state;     /* enum discovery_state */
-    atomic_ullong requests, errors, publishes, unchanged, watchdog, degraded, acl_denied,
-        rate_limited;                  /* discovery_status counters */
-    unsigned watches, synced, failing; /* see discovery_status */
-    uint64_t degraded_since_ms;        /* clock when the degraded period began */
-    unsigned long long failed_calls;   /* failures during the current degraded period */
-    char last_error[256];              /* last failure */
-} g = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static const char *const state_names[] = {"off", "starting", "ok", "degraded"};
 
@@ -163,7 +166,7 @@ uint64_t discovery_watchdog_ms(uint64_t wait_ms)
     return discovery_http_timeout_ms(wait_ms) + DISCOVERY_WATCHDOG_GRACE;
 }
 
-/* --- process-wide state ------------------------------------------------------------------- */
+/* --- shared state -------------------------------------------------------------------------- */
 
 const char *discovery_state_name(enum discovery_state state)
 {
@@ -171,69 +174,75 @@ const char *discovery_state_name(enum discovery_state state)
                                                                           : "unknown";
 }
 
-enum discovery_state discovery_state_get(void)
+enum discovery_state discovery_state_get(const struct discovery *d)
 {
-    return (enum discovery_state)atomic_load(&g.state);
+    return d != NULL ? (enum discovery_state)atomic_load(&d->g.state) : DISCOVERY_OFF;
 }
 
-void discovery_status_get(struct discovery_status *out)
+void discovery_status_get(struct discovery *d, struct discovery_status *out)
 {
     memset(out, 0, sizeof(*out));
-    pthread_mutex_lock(&g.lock);
-    out->state = (enum discovery_state)atomic_load(&g.state);
-    out->watches = g.watches;
-    out->synced = g.synced;
-    out->failing = g.failing;
-    if (out->state == DISCOVERY_DEGRADED) {
-        out->degraded_ms = now_ms() - g.degraded_since_ms;
+    if (d == NULL) {
+        return; /* DISCOVERY_OFF */
     }
-    snprintf(out->last_error, sizeof(out->last_error), "%s", g.last_error);
-    pthread_mutex_unlock(&g.lock);
-    out->requests = atomic_load(&g.requests);
-    out->errors = atomic_load(&g.errors);
-    out->publishes = atomic_load(&g.publishes);
-    out->unchanged = atomic_load(&g.unchanged);
-    out->watchdog = atomic_load(&g.watchdog);
-    out->degraded = atomic_load(&g.degraded);
-    out->acl_denied = atomic_load(&g.acl_denied);
-    out->rate_limited = atomic_load(&g.rate_limited);
+    struct discovery_state_ *g = &d->g;
+    pthread_mutex_lock(&g->lock);
+    out->state = (enum discovery_state)atomic_load(&g->state);
+    out->watches = g->watches;
+    out->synced = g->synced;
+    out->failing = g->failing;
+    if (out->state == DISCOVERY_DEGRADED) {
+        out->degraded_ms = now_ms() - g->degraded_since_ms;
+    }
+    snprintf(out->last_error, sizeof(out->last_error), "%s", g->last_error);
+    pthread_mutex_unlock(&g->lock);
+    out->requests = atomic_load(&g->requests);
+    out->errors = atomic_load(&g->errors);
+    out->publishes = atomic_load(&g->publishes);
+    out->unchanged = atomic_load(&g->unchanged);
+    out->watchdog = atomic_load(&g->watchdog);
+    out->degraded = atomic_load(&g->degraded);
+    out->acl_denied = atomic_load(&g->acl_denied);
+    out->rate_limited = atomic_load(&g->rate_limited);
 }
 
-/* Recomputes the state under g.lock and logs the transitions in and out of degraded. */
-static void state_update_locked(void)
+/* Recomputes the state under g->lock and logs the transitions in and out of degraded. */
+static void state_update_locked(struct discovery *d)
 {
-    enum discovery_state old = (enum discovery_state)atomic_load(&g.state);
-    enum discovery_state now = g.failing > 0          ? DISCOVERY_DEGRADED
-                               : g.synced < g.watches ? DISCOVERY_STARTING
-                                                      : DISCOVERY_OK;
+    struct discovery_state_ *g = &d->g;
+    enum discovery_state old = (enum discovery_state)atomic_load(&g->state);
+    enum discovery_state now = g->failing > 0           ? DISCOVERY_DEGRADED
+                               : g->synced < g->watches ? DISCOVERY_STARTING
+                                                        : DISCOVERY_OK;
 
     if (now == DISCOVERY_DEGRADED && old != DISCOVERY_DEGRADED) {
-        g.degraded_since_ms = now_ms();
-        g.failed_calls = 0;
-        atomic_fetch_add(&g.degraded, 1);
-        log_event(LOG_LEVEL_WARN, "discovery_degraded", LOG_STR("error", g.last_error),
-                  LOG_INT("failing", g.failing), LOG_INT("watches", g.watches),
+        g->degraded_since_ms = now_ms();
+        g->failed_calls = 0;
+        atomic_fetch_add(&g->degraded, 1);
+        log_event(d->log, LOG_LEVEL_WARN, "discovery_degraded", LOG_STR("error", g->last_error),
+                  LOG_INT("failing", g->failing), LOG_INT("watches", g->watches),
                   LOG_STR("action", "serving the last known good instances"));
     } else if (old == DISCOVERY_DEGRADED && now != DISCOVERY_DEGRADED) {
-        log_event(LOG_LEVEL_INFO, "discovery_recovered",
-                  LOG_INT("degraded_ms", now_ms() - g.degraded_since_ms),
-                  LOG_INT("failed_queries", g.failed_calls));
+        log_event(d->log, LOG_LEVEL_INFO, "discovery_recovered",
+                  LOG_INT("degraded_ms", now_ms() - g->degraded_since_ms),
+                  LOG_INT("failed_queries", g->failed_calls));
     }
-    atomic_store(&g.state, (int)now);
+    atomic_store(&g->state, (int)now);
 }
 
 /* A watch's good/failing flags changed: adjust the totals. */
 static void state_watch(struct watch *w, int synced_before, int failing_before, const char *err)
 {
-    pthread_mutex_lock(&g.lock);
-    g.synced += (unsigned)(w->synced - synced_before);
-    g.failing = g.failing + (unsigned)w->failing - (unsigned)failing_before;
+    struct discovery_state_ *g = &w->d->g;
+    pthread_mutex_lock(&g->lock);
+    g->synced += (unsigned)(w->synced - synced_before);
+    g->failing = g->failing + (unsigned)w->failing - (unsigned)failing_before;
     if (err != NULL) {
-        snprintf(g.last_error, sizeof(g.last_error), "%s", err);
+        snprintf(g->last_error, sizeof(g->last_error), "%s", err);
     }
-    state_update_locked(); /* entering the degraded state resets failed_calls */
-    g.failed_calls += err != NULL;
-    pthread_mutex_unlock(&g.lock);
+    state_update_locked(w->d); /* entering the degraded state resets failed_calls */
+    g->failed_calls += err != NULL;
+    pthread_mutex_unlock(&g->lock);
 }
 
 /* --- answers ------------------------------------------------------------------------------ */
@@ -241,6 +250,7 @@ static void state_watch(struct watch *w, int synced_before, int failing_before, 
 /* Publishes r's instances for w; the set becomes w->current (ownership moves). */
 static int watch_publish(struct watch *w, struct consul_parse_result *r, uint64_t parse_us)
 {
+    struct discovery_state_ *g = &w->d->g;
     struct snapshot_spec *specs = calloc(r->n + 1, sizeof(*specs));
     uint64_t t0 = now_us();
     int rc;
@@ -257,8 +267,8 @@ static int watch_publish(struct watch *w, struct consul_parse_result *r, uint64_
     if (rc != 0) {
         return rc;
     }
-    atomic_fetch_add(&g.publishes, 1);
-    log_event(LOG_LEVEL_INFO, "discovery_published", LOG_STR("service", w->cfg->name),
+    atomic_fetch_add(&g->publishes, 1);
+    log_event(w->d->log, LOG_LEVEL_INFO, "discovery_published", LOG_STR("service", w->cfg->name),
               LOG_STR("consul_service", w->cfg->consul_service), LOG_INT("instances", r->n),
               LOG_INT("passing", r->by_health[CONSUL_HEALTH_PASSING]),
               LOG_INT("warning", r->by_health[CONSUL_HEALTH_WARNING]),
@@ -277,12 +287,14 @@ static int watch_publish(struct watch *w, struct consul_parse_result *r, uint64_
 static void watch_warn(struct watch *w, const struct consul_parse_result *r)
 {
     if (r->invalid != w->invalid_logged && r->invalid > 0) {
-        log_event(LOG_LEVEL_WARN, "discovery_invalid_entries", LOG_STR("service", w->cfg->name),
-                  LOG_INT("invalid", r->invalid), LOG_STR("first", r->invalid_why));
+        log_event(w->d->log, LOG_LEVEL_WARN, "discovery_invalid_entries",
+                  LOG_STR("service", w->cfg->name), LOG_INT("invalid", r->invalid),
+                  LOG_STR("first", r->invalid_why));
     }
     w->invalid_logged = r->invalid;
     if (r->entries == 0 && w->call.acl_deny && !w->acl_empty_warned) {
-        log_event(LOG_LEVEL_WARN, "discovery_empty_acl", LOG_STR("service", w->cfg->name),
+        log_event(w->d->log, LOG_LEVEL_WARN, "discovery_empty_acl",
+                  LOG_STR("service", w->cfg->name),
                   LOG_STR("consul_service", w->cfg->consul_service),
                   LOG_STR("hint", "Consul lists no instance and its ACL default policy is deny: "
                                   "the token may lack service:read on this service or node:read "
@@ -294,6 +306,7 @@ static void watch_warn(struct watch *w, const struct consul_parse_result *r)
 /* A 2xx answer: parse, publish when changed. 0, or -errno with the reason in why. */
 static int watch_answer(struct watch *w, char *why, size_t why_len)
 {
+    struct discovery_state_ *g = &w->d->g;
     struct consul_filter f = {
         .mode = w->cfg->health, .tags = w->cfg->consul_tags.items, .n_tags = w->cfg->consul_tags.n};
     struct consul_parse_result r;
@@ -306,7 +319,7 @@ static int watch_answer(struct watch *w, char *why, size_t why_len)
     }
     watch_warn(w, &r);
     if (w->synced && consul_instances_equal(r.inst, r.n, w->current, w->n_current)) {
-        atomic_fetch_add(&g.unchanged, 1);
+        atomic_fetch_add(&g->unchanged, 1);
     } else if ((rc = watch_publish(w, &r, now_us() - t0)) != 0) {
         snprintf(why, why_len, "publishing the instance set failed: out of memory");
     }
@@ -317,6 +330,7 @@ static int watch_answer(struct watch *w, char *why, size_t why_len)
 /* The reason a 403 happened, naming what the token needs. */
 static void watch_denied(struct watch *w, const char *what, char *out, size_t len)
 {
+    struct discovery_state_ *g = &w->d->g;
     int unknown;
 
     consul_call_acl_denied(&w->call, &unknown);
@@ -332,15 +346,16 @@ static void watch_denied(struct watch *w, const char *what, char *out, size_t le
                  what, w->cfg->consul_service,
                  consul_client_has_token(w->d->client) ? "" : " (no token is configured)");
     }
-    atomic_fetch_add(&g.acl_denied, 1);
+    atomic_fetch_add(&g->acl_denied, 1);
 }
 
 /* Keeps the last known good set and schedules a retry with backoff. */
 static void watch_fail(struct watch *w, enum consul_outcome outcome, const char *why, uint64_t now)
 {
+    struct discovery_state_ *g = &w->d->g;
     int failing_before = w->failing;
 
-    atomic_fetch_add(&g.errors, 1);
+    atomic_fetch_add(&g->errors, 1);
     w->failures++;
     w->failing = 1;
     /* The retry reads in full, without an index: it answers at once, so recovery shows without
@@ -350,9 +365,9 @@ static void watch_fail(struct watch *w, enum consul_outcome outcome, const char 
     w->next_ms = now + discovery_backoff_ms(w->failures, w->d->ccfg->retry_min_ms,
                                             w->d->ccfg->retry_max_ms, xorshift(&w->d->rng));
     if (strcmp(why, w->error) != 0) {
-        /* Unreachable agents are reported once per outage by the process state; errors that
+        /* Unreachable agents are reported once per outage by the discovery state; errors that
          * the agent answered are worth one line per watch and per distinct error. */
-        log_event(outcome == CONSUL_UNREACHABLE ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR,
+        log_event(w->d->log, outcome == CONSUL_UNREACHABLE ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR,
                   "discovery_error", LOG_STR("service", w->cfg->name),
                   LOG_STR("consul_service", w->cfg->consul_service), LOG_STR("error", why),
                   LOG_INT("retry_ms", w->next_ms - now));
@@ -369,9 +384,9 @@ static void watch_ok(struct watch *w, uint64_t now)
     uint64_t next = discovery_index_next(w->index, received);
 
     if (next == 0) {
-        log_event(LOG_LEVEL_INFO, "discovery_index_reset", LOG_STR("service", w->cfg->name),
-                  LOG_INT("sent", w->index), LOG_INT("received", received),
-                  LOG_STR("action", "full resync"));
+        log_event(w->d->log, LOG_LEVEL_INFO, "discovery_index_reset",
+                  LOG_STR("service", w->cfg->name), LOG_INT("sent", w->index),
+                  LOG_INT("received", received), LOG_STR("action", "full resync"));
     }
     w->index = next;
     w->failures = 0;
@@ -380,8 +395,8 @@ static void watch_ok(struct watch *w, uint64_t now)
     w->error[0] = '\0';
     w->next_ms = now;
     if (failing_before) {
-        log_event(LOG_LEVEL_INFO, "discovery_watch_recovered", LOG_STR("service", w->cfg->name),
-                  LOG_INT("instances", w->n_current));
+        log_event(w->d->log, LOG_LEVEL_INFO, "discovery_watch_recovered",
+                  LOG_STR("service", w->cfg->name), LOG_INT("instances", w->n_current));
     }
     if (synced_before != w->synced || failing_before != w->failing) {
         state_watch(w, synced_before, failing_before, NULL);
@@ -391,12 +406,13 @@ static void watch_ok(struct watch *w, uint64_t now)
 /* The watchdog (or libcurl's own timeout) gave up on the query in flight. */
 static void watch_overdue(struct watch *w, uint64_t now, const char *by)
 {
+    struct discovery_state_ *g = &w->d->g;
     char why[256];
 
-    atomic_fetch_add(&g.watchdog, 1);
+    atomic_fetch_add(&g->watchdog, 1);
     snprintf(why, sizeof(why), "no answer from %s within %llu ms (%s)",
              consul_client_address(w->d->client), (unsigned long long)(now - w->started_ms), by);
-    log_event(LOG_LEVEL_WARN, "discovery_watchdog", LOG_STR("service", w->cfg->name),
+    log_event(w->d->log, LOG_LEVEL_WARN, "discovery_watchdog", LOG_STR("service", w->cfg->name),
               LOG_INT("after_ms", now - w->started_ms), LOG_STR("by", by),
               LOG_STR("action", "query aborted and restarted"));
     watch_fail(w, CONSUL_UNREACHABLE, why, now);
@@ -433,13 +449,14 @@ static void watch_done(struct watch *w, CURLcode result, uint64_t now)
 /* Starts the query of an idle watch whose time has come, unless its bucket is dry. */
 static void watch_start(struct watch *w, uint64_t now)
 {
+    struct discovery_state_ *g = &w->d->g;
     struct discovery *d = w->d;
     uint64_t delay = discovery_bucket_take(&w->bucket, now, DISCOVERY_RATE_MS, DISCOVERY_BURST);
     uint64_t wait_ms = w->index > 0 ? d->ccfg->wait_ms : 0;
     char path[PATH_MAX_LEN];
 
     if (delay > 0) {
-        atomic_fetch_add(&g.rate_limited, 1);
+        atomic_fetch_add(&g->rate_limited, 1);
         w->next_ms = now + delay;
         return;
     }
@@ -456,7 +473,7 @@ static void watch_start(struct watch *w, uint64_t now)
         watch_fail(w, CONSUL_UNREACHABLE, "cannot start a query: out of memory", now);
         return;
     }
-    atomic_fetch_add(&g.requests, 1);
+    atomic_fetch_add(&g->requests, 1);
     w->call.data = w;
     w->in_flight = 1;
     w->started_ms = now;
@@ -552,7 +569,7 @@ static int discovery_watches(struct discovery *d, const struct config *cfg,
 }
 
 int discovery_create(const struct config *cfg, struct snapshot_service *const *services,
-                     struct discovery **out, char *err, size_t err_len)
+                     struct logger *log, struct discovery **out, char *err, size_t err_len)
 {
     struct discovery *d;
     int rc;
@@ -566,6 +583,8 @@ int discovery_create(const struct config *cfg, struct snapshot_service *const *s
         return -ENOMEM;
     }
     d->ccfg = &cfg->consul;
+    d->log = log;
+    pthread_mutex_init(&d->g.lock, NULL);
     rc = discovery_watches(d, cfg, services);
     if (rc == 0 && d->n == 0) {
         discovery_destroy(d);
@@ -588,21 +607,22 @@ int discovery_create(const struct config *cfg, struct snapshot_service *const *s
 
 int discovery_start(struct discovery *d)
 {
+    struct discovery_state_ *g = &d->g;
     int rc;
 
-    pthread_mutex_lock(&g.lock);
-    g.watches = (unsigned)d->n;
-    g.synced = g.failing = 0;
-    g.last_error[0] = '\0';
-    atomic_store(&g.state, DISCOVERY_STARTING);
-    pthread_mutex_unlock(&g.lock);
+    pthread_mutex_lock(&g->lock);
+    g->watches = (unsigned)d->n;
+    g->synced = g->failing = 0;
+    g->last_error[0] = '\0';
+    atomic_store(&g->state, DISCOVERY_STARTING);
+    pthread_mutex_unlock(&g->lock);
     rc = pthread_create(&d->thread, NULL, discovery_main, d);
     if (rc != 0) {
-        atomic_store(&g.state, DISCOVERY_OFF);
+        atomic_store(&g->state, DISCOVERY_OFF);
         return -rc;
     }
     d->started = 1;
-    log_event(LOG_LEVEL_INFO, "discovery_started",
+    log_event(d->log, LOG_LEVEL_INFO, "discovery_started",
               LOG_STR("consul", consul_client_address(d->client)), LOG_INT("watches", d->n),
               LOG_INT("wait_ms", d->ccfg->wait_ms));
     return 0;
@@ -625,7 +645,7 @@ void discovery_stop(struct discovery *d)
         }
         consul_call_cleanup(&w->call);
     }
-    log_event(LOG_LEVEL_INFO, "discovery_stopped", LOG_INT("watches", d->n));
+    log_event(d->log, LOG_LEVEL_INFO, "discovery_stopped", LOG_INT("watches", d->n));
 }
 
 void discovery_destroy(struct discovery *d)
@@ -642,9 +662,6 @@ void discovery_destroy(struct discovery *d)
         curl_multi_cleanup(d->multi);
     }
     consul_client_destroy(d->client);
-    pthread_mutex_lock(&g.lock);
-    g.watches = g.synced = g.failing = 0;
-    atomic_store(&g.state, DISCOVERY_OFF);
-    pthread_mutex_unlock(&g.lock);
+    pthread_mutex_destroy(&d->g.lock);
     free(d);
 }

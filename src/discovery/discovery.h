@@ -1,6 +1,6 @@
 /* Consul discovery: one background thread runs one blocking health query per watched service
  * through a libcurl multi handle and publishes each changed instance set as a new snapshot.
- * While Consul fails, the last known good set stays in service and the process is "degraded". */
+ * While Consul fails, the last known good set stays in service and the discovery is "degraded". */
 #ifndef SLUICE_DISCOVERY_H
 #define SLUICE_DISCOVERY_H
 
@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "log.h"
 #include "snapshot.h"
 
 #define DISCOVERY_SLACK_MS       5000 /* added to wait + wait/16 for the HTTP timeout */
@@ -15,7 +16,7 @@
 #define DISCOVERY_RATE_MS        1000 /* one query per second per watch when the bucket is dry */
 #define DISCOVERY_BURST          2    /* queries a watch may make back to back */
 
-/* Process-wide state of discovery, for health endpoints. */
+/* State of one discovery, for health endpoints. */
 enum discovery_state {
     DISCOVERY_OFF,      /* no discovery running (no service uses discovery = consul) */
     DISCOVERY_STARTING, /* running; some watch has not had its first answer yet */
@@ -23,7 +24,7 @@ enum discovery_state {
     DISCOVERY_DEGRADED, /* some watch is failing and serves its last known good set */
 };
 
-/* A copy of the process-wide state and counters. */
+/* A copy of one discovery's state and counters. */
 struct discovery_status {
     enum discovery_state state;      /* see above */
     unsigned watches;                /* watched services */
@@ -35,7 +36,7 @@ struct discovery_status {
     unsigned long long publishes;    /* snapshots published */
     unsigned long long unchanged;    /* answers whose instance set equalled the current one */
     unsigned long long watchdog;     /* queries aborted by the watchdog */
-    unsigned long long degraded;     /* times the process entered the degraded state */
+    unsigned long long degraded;     /* times the discovery entered the degraded state */
     unsigned long long acl_denied;   /* 403 answers */
     unsigned long long rate_limited; /* query starts delayed by the token bucket */
     char last_error[256];            /* last failure, "" before any */
@@ -49,7 +50,7 @@ struct discovery;
  * no service uses Consul), or -errno with a reason in err (for example an unreadable token file).
  * Main thread, before discovery_start. */
 int discovery_create(const struct config *cfg, struct snapshot_service *const *services,
-                     struct discovery **out, char *err, size_t err_len);
+                     struct logger *log, struct discovery **out, char *err, size_t err_len);
 
 /* Starts the thread. 0 or -errno. */
 int discovery_start(struct discovery *d);
@@ -61,11 +62,11 @@ void discovery_stop(struct discovery *d);
 /* Stops (if needed) and frees; NULL is fine. */
 void discovery_destroy(struct discovery *d);
 
-/* The process-wide state and counters. Any thread. */
-void discovery_status_get(struct discovery_status *out);
+/* The state and counters of d (NULL: DISCOVERY_OFF, all zero). Any thread. */
+void discovery_status_get(struct discovery *d, struct discovery_status *out);
 
-/* Just the state. Any thread, lock-free. */
-enum discovery_state discovery_state_get(void);
+/* Just the state (NULL: DISCOVERY_OFF). Any thread, lock-free. */
+enum discovery_state discovery_state_get(const struct discovery *d);
 
 /* "off", "starting", "ok", "degraded". */
 const char *discovery_state_name(enum discovery_state state);

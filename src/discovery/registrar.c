@@ -402,6 +402,7 @@ struct registrar {
     pthread_cond_t cond;                   /* signalled by registrar_stop */
     atomic_int stop;                       /* ends the thread and calls in flight */
     uint64_t rng;                          /* jitter for retries */
+    struct logger *log;                    /* where events go */
 };
 
 static uint64_t mono_ms(void)
@@ -428,7 +429,7 @@ static void reg_failed(struct registrar *r, struct registration *g, const char *
     g->next_ms = now + discovery_backoff_ms(g->failures, RETRY_MIN_MS, r->cfg->anti_entropy_ms,
                                             next_random(&r->rng));
     if (strcmp(g->error, why) != 0) {
-        log_event(LOG_LEVEL_WARN, event, LOG_STR("id", g->id), LOG_STR("error", why),
+        log_event(r->log, LOG_LEVEL_WARN, event, LOG_STR("id", g->id), LOG_STR("error", why),
                   LOG_INT("retry_ms", g->next_ms - now));
         snprintf(g->error, sizeof(g->error), "%s", why);
     }
@@ -445,7 +446,7 @@ static void reg_register(struct registrar *r, struct registration *g, uint64_t n
         }
         return;
     }
-    log_event(LOG_LEVEL_INFO, g->lost ? "registration_restored" : "registration_added",
+    log_event(r->log, LOG_LEVEL_INFO, g->lost ? "registration_restored" : "registration_added",
               LOG_STR("id", g->id), LOG_STR("service", g->name), LOG_STR("address", g->address),
               LOG_INT("port", g->spec.port), LOG_STR("check", g->tcp));
     g->registered = 1;
@@ -466,7 +467,7 @@ static void reg_confirm(struct registrar *r, struct registration *g, uint64_t no
         g->error[0] = '\0';
         g->next_ms = now + r->cfg->anti_entropy_ms;
     } else if (known == 0) {
-        log_event(LOG_LEVEL_WARN, "registration_lost", LOG_STR("id", g->id),
+        log_event(r->log, LOG_LEVEL_WARN, "registration_lost", LOG_STR("id", g->id),
                   LOG_STR("action", "registering again"));
         g->registered = 0;
         g->lost = 1;
@@ -583,7 +584,8 @@ static int registrar_fill(struct registrar *r, const struct config *cfg)
     return 0;
 }
 
-int registrar_create(const struct config *cfg, struct registrar **out, char *err, size_t err_len)
+int registrar_create(const struct config *cfg, struct logger *log, struct registrar **out,
+                     char *err, size_t err_len)
 {
     struct registrar *r;
     pthread_condattr_t attr;
@@ -598,6 +600,7 @@ int registrar_create(const struct config *cfg, struct registrar **out, char *err
         return -ENOMEM;
     }
     r->cfg = &cfg->registration;
+    r->log = log;
     r->rng = (mono_ms() ^ ((uint64_t)getpid() << 20)) | 1;
     pthread_mutex_init(&r->lock, NULL);
     pthread_condattr_init(&attr);
@@ -624,7 +627,7 @@ int registrar_start(struct registrar *r)
         return -rc;
     }
     r->started = 1;
-    log_event(LOG_LEVEL_INFO, "registrar_started",
+    log_event(r->log, LOG_LEVEL_INFO, "registrar_started",
               LOG_STR("consul", consul_client_address(r->client)), LOG_INT("services", r->n),
               LOG_INT("anti_entropy_ms", r->cfg->anti_entropy_ms));
     return 0;
@@ -651,10 +654,10 @@ void registrar_stop(struct registrar *r)
         enum registrar_result res =
             registrar_deregister(r->client, r->regs[i].id, SHUTDOWN_TIMEOUT_MS, msg, sizeof(msg));
         if (res == REGISTRAR_DONE) {
-            log_event(LOG_LEVEL_INFO, "registration_removed", LOG_STR("id", r->regs[i].id));
+            log_event(r->log, LOG_LEVEL_INFO, "registration_removed", LOG_STR("id", r->regs[i].id));
         } else {
-            log_event(LOG_LEVEL_WARN, "registration_remove_failed", LOG_STR("id", r->regs[i].id),
-                      LOG_STR("error", msg));
+            log_event(r->log, LOG_LEVEL_WARN, "registration_remove_failed",
+                      LOG_STR("id", r->regs[i].id), LOG_STR("error", msg));
         }
     }
 }

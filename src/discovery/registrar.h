@@ -67,7 +67,8 @@ struct registrar;
 /* Prepares one registration per chosen listener of cfg ([registration]); *out is NULL when the
  * file has no [registration]. cfg must outlive it. 0 or -errno with a reason in err. Main
  * thread. */
-int registrar_create(const struct config *cfg, struct registrar **out, char *err, size_t err_len);
+int registrar_create(const struct config *cfg, struct logger *log, struct registrar **out,
+                     char *err, size_t err_len);
 
 /* Starts the thread that registers, then confirms every anti_entropy period that the agent
  * still knows each service (GET /v1/agent/service/<id>) and registers again what it forgot.

@@ -210,9 +210,9 @@ static void session_connect_failed(struct session *s, int err, int timed_out)
     STATS_ADD(&w->stats, connect_failures, 1);
     if (timed_out)
         STATS_ADD(&w->stats, connect_timeouts, 1);
-    log_event(LOG_LEVEL_DEBUG, "connect_failed", LOG_STR("listener", s->lst->name),
-              LOG_STR("instance", s->inst->id), LOG_INT("errno", err),
-              LOG_STR("why", timed_out ? "timeout" : "error"));
+    log_event(s->worker->shared->log, LOG_LEVEL_DEBUG, "connect_failed",
+              LOG_STR("listener", s->lst->name), LOG_STR("instance", s->inst->id),
+              LOG_INT("errno", err), LOG_STR("why", timed_out ? "timeout" : "error"));
     if (instance_mark_tried(s) != 0) {
         session_finalize(s, "no_memory", CLOSE_RESET);
         return;
@@ -357,7 +357,8 @@ void session_on_timer(struct wheel_entry *e)
 
 static void session_log_end(const struct session *s, const char *reason)
 {
-    log_event(LOG_LEVEL_DEBUG, "session_end", LOG_STR("listener", s->lst->name),
+    log_event(s->worker->shared->log, LOG_LEVEL_DEBUG, "session_end",
+              LOG_STR("listener", s->lst->name),
               LOG_STR("instance", s->inst != NULL ? s->inst->id : ""), LOG_STR("reason", reason),
               LOG_INT("attempts", s->attempts), LOG_INT("bytes_up", s->up.bytes),
               LOG_INT("bytes_down", s->down.bytes), LOG_INT("spliced_up", s->up.spliced),

@@ -105,8 +105,9 @@ void worker_pause(struct worker *w, const char *why, int err)
     uint64_t now = worker_now(w);
     if (w->last_pause_log == 0 || now - w->last_pause_log >= WORKER_PAUSE_LOG_MS) {
         w->last_pause_log = now;
-        log_event(LOG_LEVEL_WARN, "accept_paused", LOG_STR("why", why), LOG_INT("errno", err),
-                  LOG_INT("worker", w->id), LOG_INT("open", atomic_load(&w->shared->open_sessions)),
+        log_event(w->shared->log, LOG_LEVEL_WARN, "accept_paused", LOG_STR("why", why),
+                  LOG_INT("errno", err), LOG_INT("worker", w->id),
+                  LOG_INT("open", atomic_load(&w->shared->open_sessions)),
                   LOG_INT("paused_total", atomic_load(&w->stats.accept_paused)));
     }
 }

@@ -48,6 +48,7 @@ struct proxy_shared {
     enum config_splice splice;           /* splice policy */
     uint32_t pipe_size;                  /* bytes per pipe */
     uint32_t buffer_size;                /* bytes per copy buffer */
+    struct logger *log;                  /* where events go */
 };
 
 /* A worker's socket for one listener. */

@@ -21,6 +21,9 @@
 #define LINE_MAX_BYTES 4096 /* the longest line log.c promises to write */
 #define TS_LEN         24   /* "2026-11-27T02:31:05.123Z" */
 
+/* The logger under test: writes to fd 2, which a capture redirects. */
+static struct logger lg;
+
 /* fd 2 while a capture runs, and what it replaced. */
 struct capture {
     int fd;    /* temporary file that receives the lines */
@@ -99,12 +102,12 @@ static void test_defaults_before_configure(void **state)
     (void)state;
     struct capture c;
 
-    assert_false(log_enabled(LOG_LEVEL_DEBUG));
-    assert_true(log_enabled(LOG_LEVEL_INFO));
-    assert_true(log_enabled(LOG_LEVEL_ERROR));
+    assert_false(log_enabled(&lg, LOG_LEVEL_DEBUG));
+    assert_true(log_enabled(&lg, LOG_LEVEL_INFO));
+    assert_true(log_enabled(&lg, LOG_LEVEL_ERROR));
     capture_start(&c);
-    log_event(LOG_LEVEL_DEBUG, "hidden", LOG_INT("n", 1));
-    log_event(LOG_LEVEL_INFO, "shown", LOG_INT("n", 2));
+    log_event(&lg, LOG_LEVEL_DEBUG, "hidden", LOG_INT("n", 1));
+    log_event(&lg, LOG_LEVEL_INFO, "shown", LOG_INT("n", 2));
     char *out = capture_end(&c);
     assert_json_line(out, ",\"level\":\"info\",\"event\":\"shown\",\"n\":2}\n");
     free(out);
@@ -115,9 +118,9 @@ static void test_json_line(void **state)
     (void)state;
     struct capture c;
 
-    log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+    log_configure(&lg, LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
     capture_start(&c);
-    log_event(LOG_LEVEL_INFO, "listener_started", LOG_STR("listener", "web"),
+    log_event(&lg, LOG_LEVEL_INFO, "listener_started", LOG_STR("listener", "web"),
               LOG_STR("bind", "127.0.0.1:8080"), LOG_INT("backlog", 4096));
     char *out = capture_end(&c);
     assert_json_line(out, ",\"level\":\"info\",\"event\":\"listener_started\",\"listener\":\"web\","
@@ -130,13 +133,13 @@ static void test_text_line(void **state)
     (void)state;
     struct capture c;
 
-    log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_TEXT);
+    log_configure(&lg, LOG_LEVEL_DEBUG, LOG_FORMAT_TEXT);
     capture_start(&c);
-    log_event(LOG_LEVEL_INFO, "listener_started", LOG_STR("listener", "web"),
+    log_event(&lg, LOG_LEVEL_INFO, "listener_started", LOG_STR("listener", "web"),
               LOG_STR("bind", "127.0.0.1:8080"), LOG_INT("backlog", 4096));
-    log_event(LOG_LEVEL_DEBUG, "d", LOG_INT("n", 1));
-    log_event(LOG_LEVEL_WARN, "w", LOG_INT("n", 2));
-    log_event(LOG_LEVEL_ERROR, "e", LOG_INT("n", 3));
+    log_event(&lg, LOG_LEVEL_DEBUG, "d", LOG_INT("n", 1));
+    log_event(&lg, LOG_LEVEL_WARN, "w", LOG_INT("n", 2));
+    log_event(&lg, LOG_LEVEL_ERROR, "e", LOG_INT("n", 3));
     char *out = capture_end(&c);
     char *lines[4], *save = NULL;
     lines[0] = strtok_r(out, "\n", &save);
@@ -159,11 +162,11 @@ static void test_json_levels(void **state)
     static const char *const names[] = {"debug", "info", "warn", "error"};
     char want[128];
 
-    log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+    log_configure(&lg, LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
     for (int level = LOG_LEVEL_DEBUG; level <= LOG_LEVEL_ERROR; level++) {
         struct capture c;
         capture_start(&c);
-        log_event((enum log_level)level, "e");
+        log_event(&lg, (enum log_level)level, "e");
         char *out = capture_end(&c);
         snprintf(want, sizeof(want), ",\"level\":\"%s\",\"event\":\"e\"}\n", names[level]);
         assert_json_line(out, want);
@@ -177,9 +180,9 @@ static void test_json_escaping(void **state)
     const char *value = "a\"b\\c\n\r\t\x01\x1f\x7f/\xc3\xa9";
     struct capture c;
 
-    log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+    log_configure(&lg, LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
     capture_start(&c);
-    log_event(LOG_LEVEL_WARN, "ev\"il", LOG_STR("v", value), LOG_STR("k\"ey", "x"),
+    log_event(&lg, LOG_LEVEL_WARN, "ev\"il", LOG_STR("v", value), LOG_STR("k\"ey", "x"),
               LOG_STR("empty", NULL));
     char *out = capture_end(&c);
     assert_json_line(out, ",\"level\":\"warn\",\"event\":\"ev\\\"il\","
@@ -198,9 +201,9 @@ static void test_text_quoting(void **state)
     (void)state;
     struct capture c;
 
-    log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_TEXT);
+    log_configure(&lg, LOG_LEVEL_DEBUG, LOG_FORMAT_TEXT);
     capture_start(&c);
-    log_event(LOG_LEVEL_INFO, "quoting", LOG_STR("plain", "a/b:c"), LOG_STR("space", "a b"),
+    log_event(&lg, LOG_LEVEL_INFO, "quoting", LOG_STR("plain", "a/b:c"), LOG_STR("space", "a b"),
               LOG_STR("eq", "a=b"), LOG_STR("quote", "say \"hi\""), LOG_STR("empty", ""),
               LOG_STR("nl", "x\ny"), LOG_STR("bs", "c:\\d"), LOG_INT("n", -7));
     char *out = capture_end(&c);
@@ -214,9 +217,9 @@ static void test_numbers(void **state)
     (void)state;
     struct capture c;
 
-    log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+    log_configure(&lg, LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
     capture_start(&c);
-    log_event(LOG_LEVEL_INFO, "n", LOG_INT("zero", 0), LOG_INT("neg", -42),
+    log_event(&lg, LOG_LEVEL_INFO, "n", LOG_INT("zero", 0), LOG_INT("neg", -42),
               LOG_INT("min", LLONG_MIN), LOG_INT("max", LLONG_MAX), LOG_INT("u", 4294967295U));
     char *out = capture_end(&c);
     assert_json_line(out, ",\"level\":\"info\",\"event\":\"n\",\"zero\":0,\"neg\":-42,"
@@ -231,17 +234,17 @@ static void test_level_filtering(void **state)
     struct capture c;
     const struct log_field f = LOG_INT("n", 1);
 
-    log_configure(LOG_LEVEL_WARN, LOG_FORMAT_JSON);
-    assert_false(log_enabled(LOG_LEVEL_DEBUG));
-    assert_false(log_enabled(LOG_LEVEL_INFO));
-    assert_true(log_enabled(LOG_LEVEL_WARN));
-    assert_true(log_enabled(LOG_LEVEL_ERROR));
+    log_configure(&lg, LOG_LEVEL_WARN, LOG_FORMAT_JSON);
+    assert_false(log_enabled(&lg, LOG_LEVEL_DEBUG));
+    assert_false(log_enabled(&lg, LOG_LEVEL_INFO));
+    assert_true(log_enabled(&lg, LOG_LEVEL_WARN));
+    assert_true(log_enabled(&lg, LOG_LEVEL_ERROR));
     capture_start(&c);
-    log_event(LOG_LEVEL_DEBUG, "d");
-    log_event(LOG_LEVEL_INFO, "i");
-    log_emit(LOG_LEVEL_INFO, "direct", &f, 1); /* log_emit filters too */
-    log_event(LOG_LEVEL_WARN, "w");
-    log_event(LOG_LEVEL_ERROR, "e");
+    log_event(&lg, LOG_LEVEL_DEBUG, "d");
+    log_event(&lg, LOG_LEVEL_INFO, "i");
+    log_emit(&lg, LOG_LEVEL_INFO, "direct", &f, 1); /* log_emit filters too */
+    log_event(&lg, LOG_LEVEL_WARN, "w");
+    log_event(&lg, LOG_LEVEL_ERROR, "e");
     char *out = capture_end(&c);
     char *second = strchr(out, '\n');
     assert_non_null(second);
@@ -250,11 +253,11 @@ static void test_level_filtering(void **state)
     assert_json_line(second, ",\"level\":\"error\",\"event\":\"e\"}\n");
     free(out);
 
-    log_configure(LOG_LEVEL_ERROR, LOG_FORMAT_JSON);
-    assert_false(log_enabled(LOG_LEVEL_WARN));
-    assert_true(log_enabled(LOG_LEVEL_ERROR));
-    log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
-    assert_true(log_enabled(LOG_LEVEL_DEBUG));
+    log_configure(&lg, LOG_LEVEL_ERROR, LOG_FORMAT_JSON);
+    assert_false(log_enabled(&lg, LOG_LEVEL_WARN));
+    assert_true(log_enabled(&lg, LOG_LEVEL_ERROR));
+    log_configure(&lg, LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+    assert_true(log_enabled(&lg, LOG_LEVEL_DEBUG));
 }
 
 static void test_no_fields_and_nulls(void **state)
@@ -263,10 +266,10 @@ static void test_no_fields_and_nulls(void **state)
     struct capture c;
     const struct log_field nulls[] = {{.key = NULL, .str = "v", .num = 0}};
 
-    log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+    log_configure(&lg, LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
     capture_start(&c);
-    log_emit(LOG_LEVEL_INFO, "bare", NULL, 0);
-    log_emit(LOG_LEVEL_INFO, NULL, nulls, 1);
+    log_emit(&lg, LOG_LEVEL_INFO, "bare", NULL, 0);
+    log_emit(&lg, LOG_LEVEL_INFO, NULL, nulls, 1);
     char *out = capture_end(&c);
     char *second = strchr(out, '\n') + 1;
     second[-1] = '\0';
@@ -305,7 +308,7 @@ static void check_json_truncation(const char *big, size_t prefix_len)
     memset(prefix, 'p', prefix_len);
     prefix[prefix_len] = '\0';
     capture_start(&c);
-    log_event(LOG_LEVEL_INFO, "big", LOG_STR("prefix", prefix), LOG_STR("value", big),
+    log_event(&lg, LOG_LEVEL_INFO, "big", LOG_STR("prefix", prefix), LOG_STR("value", big),
               LOG_INT("after", 1));
     char *out = capture_end(&c);
     size_t len = strlen(out);
@@ -339,7 +342,7 @@ static void test_json_truncation(void **state)
         memcpy(euro + 3 * i, "\xe2\x82\xac", 3); /* U+20AC, three bytes */
     }
     euro[9000] = '\0';
-    log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+    log_configure(&lg, LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
     check_json_truncation(big, 0);
     /* Shift the cut across every byte of a multi-byte character. */
     for (size_t shift = 0; shift < 4; shift++) {
@@ -360,9 +363,9 @@ static void test_json_truncation_by_field_count(void **state)
         snprintf(keys[i], sizeof(keys[i]), "field_%zu", i);
         fields[i] = LOG_STR(keys[i], "value");
     }
-    log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+    log_configure(&lg, LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
     capture_start(&c);
-    log_emit(LOG_LEVEL_INFO, "many", fields, 600);
+    log_emit(&lg, LOG_LEVEL_INFO, "many", fields, 600);
     char *out = capture_end(&c);
     assert_true(strlen(out) <= LINE_MAX_BYTES);
     cJSON *json = cJSON_Parse(out);
@@ -386,9 +389,9 @@ static void test_text_truncation(void **state)
     assert_non_null(big);
     memset(big, 'y', 10000);
     big[10000] = '\0';
-    log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_TEXT);
+    log_configure(&lg, LOG_LEVEL_DEBUG, LOG_FORMAT_TEXT);
     capture_start(&c);
-    log_event(LOG_LEVEL_INFO, "big", LOG_STR("value", big), LOG_INT("after", 1));
+    log_event(&lg, LOG_LEVEL_INFO, "big", LOG_STR("value", big), LOG_INT("after", 1));
     char *out = capture_end(&c);
     size_t len = strlen(out);
     assert_true(len <= LINE_MAX_BYTES && len > LINE_MAX_BYTES - 64);
@@ -404,10 +407,10 @@ static void test_errno_is_preserved(void **state)
     (void)state;
     struct capture c;
 
-    log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+    log_configure(&lg, LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
     capture_start(&c);
     errno = EADDRINUSE;
-    log_event(LOG_LEVEL_ERROR, "bind_failed", LOG_INT("errno", errno));
+    log_event(&lg, LOG_LEVEL_ERROR, "bind_failed", LOG_INT("errno", errno));
     int after = errno;
     free(capture_end(&c));
     assert_int_equal(after, EADDRINUSE);
@@ -422,7 +425,7 @@ static void *log_from_thread(void *arg)
     memset(value, 'a' + (int)(intptr_t)arg, sizeof(value) - 1);
     value[sizeof(value) - 1] = '\0';
     for (int i = 0; i < LINES_PER_THREAD; i++) {
-        log_event(LOG_LEVEL_INFO, "t", LOG_INT("thread", (intptr_t)arg), LOG_INT("i", i),
+        log_event(&lg, LOG_LEVEL_INFO, "t", LOG_INT("thread", (intptr_t)arg), LOG_INT("i", i),
                   LOG_STR("v", value));
     }
     return NULL;
@@ -435,7 +438,7 @@ static void test_threads_never_interleave(void **state)
     struct capture c;
     int count = 0;
 
-    log_configure(LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+    log_configure(&lg, LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
     capture_start(&c);
     for (intptr_t i = 0; i < THREADS; i++) {
         assert_int_equal(pthread_create(&threads[i], NULL, log_from_thread, (void *)i), 0);
@@ -493,9 +496,46 @@ static void test_parse(void **state)
     assert_int_equal(format, LOG_FORMAT_TEXT);
 }
 
+/* Two loggers are independent: each keeps its own level, format and descriptor. */
+static void test_loggers_independent(void **state)
+{
+    struct logger a, b;
+    char pa[] = "/tmp/sluice_test_log_a_XXXXXX", pb[] = "/tmp/sluice_test_log_b_XXXXXX";
+    char out[512];
+    int fa = mkstemp(pa), fb = mkstemp(pb);
+
+    (void)state;
+    assert_true(fa >= 0 && fb >= 0);
+    unlink(pa);
+    unlink(pb);
+    log_init(&a, fa);
+    log_init(&b, fb);
+    log_configure(&a, LOG_LEVEL_DEBUG, LOG_FORMAT_TEXT);
+    log_configure(&b, LOG_LEVEL_ERROR, LOG_FORMAT_JSON);
+    log_event(&a, LOG_LEVEL_DEBUG, "to_a", LOG_INT("n", 1));
+    log_event(&b, LOG_LEVEL_DEBUG, "dropped_by_b", LOG_INT("n", 2));
+    log_event(&b, LOG_LEVEL_ERROR, "to_b", LOG_INT("n", 3));
+    log_event(NULL, LOG_LEVEL_ERROR, "nowhere", LOG_INT("n", 4));
+    ssize_t na = pread(fa, out, sizeof(out) - 1, 0);
+    assert_true(na > 0);
+    out[na] = '\0';
+    assert_non_null(strstr(out, " DEBUG to_a n=1\n"));
+    assert_null(strstr(out, "to_b"));
+    ssize_t nb = pread(fb, out, sizeof(out) - 1, 0);
+    assert_true(nb > 0);
+    out[nb] = '\0';
+    assert_non_null(strstr(out, "\"event\":\"to_b\",\"n\":3}\n"));
+    assert_null(strstr(out, "dropped_by_b"));
+    assert_false(log_enabled(NULL, LOG_LEVEL_ERROR));
+    close(fa);
+    close(fb);
+}
+
 int main(void)
 {
+    log_init(&lg, STDERR_FILENO);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_loggers_independent),
         cmocka_unit_test(test_defaults_before_configure), /* must run first */
         cmocka_unit_test(test_json_line),
         cmocka_unit_test(test_text_line),
