@@ -8,7 +8,7 @@
 #include "config.h"
 #include "log.h"
 #include "daemon.h"
-#include "registrar.h"
+#include "cli_register.h"
 
 #define DEFAULT_CONFIG "/etc/sluice/sluice.ini"
 
@@ -29,7 +29,7 @@ static void usage(FILE *out)
                  "SIGUSR1 logs the counters.\n");
 }
 
-static void print_errors(const struct config_errors *errs)
+static void print_errors(const struct ini_errors *errs)
 {
     for (size_t i = 0; i < errs->n; i++)
         fprintf(stderr, "%s\n", errs->lines[i]);
@@ -80,16 +80,16 @@ static struct cli parse_args(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc > 1 && (strcmp(argv[1], "register") == 0 || strcmp(argv[1], "deregister") == 0))
-        return registrar_cli(argc - 1, argv + 1);
+        return cli_register(argc - 1, argv + 1);
     struct cli cli = parse_args(argc, argv);
     if (cli.exit_now >= 0)
         return cli.exit_now;
 
     struct config *cfg = NULL;
-    struct config_errors errs = {0};
+    struct ini_errors errs = {0};
     if (config_load(cli.path, &cfg, &errs) != 0) {
         print_errors(&errs);
-        config_errors_clear(&errs);
+        ini_errors_clear(&errs);
         return 1;
     }
     if (cli.check_only) {
@@ -99,5 +99,5 @@ int main(int argc, char **argv)
     }
     /* splice(2) into a socket the peer reset raises SIGPIPE; the error code is enough */
     signal(SIGPIPE, SIG_IGN);
-    return proxy_run(cfg);
+    return daemon_run(cfg);
 }

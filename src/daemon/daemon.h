@@ -1,12 +1,13 @@
 /* The daemon: turns a config into services, listeners and workers; handles signals (SIGTERM and
  * SIGINT drain, SIGHUP reloads, SIGUSR1 logs counters) and the shutdown sequence. */
-#ifndef SLUICE_PROXY_H
-#define SLUICE_PROXY_H
+#ifndef SLUICE_DAEMON_H
+#define SLUICE_DAEMON_H
 
 #include "config.h"
 
 /* Runs sluice with cfg until a signal ends it. Takes ownership of cfg. Returns the process exit
- * status: 0 after a clean shutdown, 1 when startup failed (reason logged). Main thread. */
-int proxy_run(struct config *cfg);
+ * status: 0 after a clean shutdown, 1 when start-up failed (the failed step is logged, and every
+ * step before it undone). Main thread; the daemon's state is its own, not the process's. */
+int daemon_run(struct config *cfg);
 
 #endif

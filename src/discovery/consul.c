@@ -107,7 +107,7 @@ static int token_read(const char *path, char **out, char *err, size_t err_len)
 }
 
 /* INI token / token_file, else CONSUL_HTTP_TOKEN_FILE (which wins), else CONSUL_HTTP_TOKEN. */
-static int token_resolve(struct consul_client *c, const struct config_consul *cfg, char *err,
+static int token_resolve(struct consul_client *c, const struct consul_conf *cfg, char *err,
                          size_t err_len)
 {
     const char *file;
@@ -137,7 +137,7 @@ static void host_port(const char *text, char *out, size_t len)
 
 /* Scheme and host from the address; tls_server_name turns into CURLOPT_CONNECT_TO so that
  * libcurl verifies (and sends as SNI) that name while connecting to the real address. */
-static int address_resolve(struct consul_client *c, const struct config_consul *cfg)
+static int address_resolve(struct consul_client *c, const struct consul_conf *cfg)
 {
     const char *addr = setting(cfg != NULL ? cfg->address : NULL, "CONSUL_HTTP_ADDR");
     const char *sni = setting(cfg != NULL ? cfg->tls_server_name : NULL, "CONSUL_TLS_SERVER_NAME");
@@ -170,9 +170,9 @@ static int address_resolve(struct consul_client *c, const struct config_consul *
     return 0;
 }
 
-static int tls_resolve(struct consul_client *c, const struct config_consul *cfg)
+static int tls_resolve(struct consul_client *c, const struct consul_conf *cfg)
 {
-    const struct config_consul none = {0};
+    const struct consul_conf none = {0};
     int verify;
 
     cfg = cfg != NULL ? cfg : &none;
@@ -182,8 +182,8 @@ static int tls_resolve(struct consul_client *c, const struct config_consul *cfg)
         dup_opt(&c->key_file, setting(cfg->key_file, "CONSUL_CLIENT_KEY")) != 0) {
         return -ENOMEM;
     }
-    if (cfg->tls_skip_verify != CONFIG_FLAG_UNSET) {
-        c->skip_verify = cfg->tls_skip_verify == CONFIG_FLAG_ON;
+    if (cfg->tls_skip_verify != INI_FLAG_UNSET) {
+        c->skip_verify = cfg->tls_skip_verify == INI_FLAG_ON;
     } else {
         verify = env_bool("CONSUL_HTTP_SSL_VERIFY");
         c->skip_verify = verify == 0;
@@ -214,7 +214,7 @@ static void curl_unuse(void)
     pthread_mutex_unlock(&curl_lock);
 }
 
-int consul_client_create(const struct config_consul *cfg, struct consul_client **out, char *err,
+int consul_client_create(const struct consul_conf *cfg, struct consul_client **out, char *err,
                          size_t err_len)
 {
     struct consul_client *c = calloc(1, sizeof(*c));

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "consul_conf.h"
 
 #define CONSUL_BODY_MAX (64u * 1024u * 1024u) /* larger answers are refused, not buffered */
 
@@ -20,7 +20,7 @@ struct consul_client;
  * CONSUL_TLS_SERVER_NAME, reads the token file, and initialises libcurl (reference counted,
  * undone by the last consul_client_destroy). Returns 0 and *out, or -errno with a reason in err.
  * Call before starting threads that use libcurl. */
-int consul_client_create(const struct config_consul *cfg, struct consul_client **out, char *err,
+int consul_client_create(const struct consul_conf *cfg, struct consul_client **out, char *err,
                          size_t err_len);
 
 /* Frees a client; NULL is fine. No call made with it may still be running. */

@@ -92,10 +92,10 @@ static uint32_t entry_weight(const cJSON *service, enum consul_health h)
 }
 
 /* "ip:port" or "[ip6]:port" from a bare IP and a JSON port. NULL or why not. */
-static const char *entry_addr(const char *ip, const cJSON *port, struct config_addr *out)
+static const char *entry_addr(const char *ip, const cJSON *port, struct net_addr *out)
 {
     unsigned char buf[sizeof(struct in6_addr)];
-    char text[CONFIG_ADDR_MAX + 8];
+    char text[NET_ADDR_MAX + 8];
     int v6;
 
     if (ip == NULL || ip[0] == '\0') {
@@ -110,7 +110,7 @@ static const char *entry_addr(const char *ip, const cJSON *port, struct config_a
         return "has no valid Service.Port";
     }
     snprintf(text, sizeof(text), v6 ? "[%s]:%d" : "%s:%d", ip, (int)port->valuedouble);
-    return config_parse_addr(text, out, NULL) == 0 ? NULL : "has an unusable address";
+    return net_addr_parse(text, out) == NULL ? NULL : "has an unusable address";
 }
 
 /* Non-zero when the service's Tags hold every tag of the filter. */
@@ -169,12 +169,12 @@ static int instance_order(const void *a, const void *b)
     return strcmp(((const struct consul_instance *)a)->id, ((const struct consul_instance *)b)->id);
 }
 
-static int health_kept(enum consul_health h, enum config_health mode)
+static int health_kept(enum consul_health h, enum consul_health_mode mode)
 {
     if (h == CONSUL_HEALTH_PASSING) {
         return 1;
     }
-    return h == CONSUL_HEALTH_WARNING && mode == CONFIG_HEALTH_PASSING_AND_WARNING;
+    return h == CONSUL_HEALTH_WARNING && mode == CONSUL_HEALTH_MODE_PASSING_AND_WARNING;
 }
 
 /* Sorts by id and drops later duplicates (a broken answer listing one instance twice). */

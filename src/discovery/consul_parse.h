@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "consul_conf.h"
 #include "snapshot.h"
 
 /* Aggregated health of one instance, in rising severity: the worst check wins. */
@@ -22,16 +22,16 @@ enum consul_health {
 /* One usable instance. */
 struct consul_instance {
     char id[SNAPSHOT_ID_MAX];  /* Node.Node + "/" + Service.ID: stable across answers */
-    struct config_addr addr;   /* Service.Address, or Node.Address when that is empty */
+    struct net_addr addr;      /* Service.Address, or Node.Address when that is empty */
     uint32_t weight;           /* Weights.Passing or Weights.Warning by health (default 1) */
     enum consul_health health; /* aggregated over the node's and the service's checks */
 };
 
 /* Which entries to keep. */
 struct consul_filter {
-    enum config_health mode; /* passing only, or passing and warning */
-    char *const *tags;       /* tags an instance must all carry; may be NULL when n_tags is 0 */
-    size_t n_tags;           /* entries in tags */
+    enum consul_health_mode mode; /* passing only, or passing and warning */
+    char *const *tags; /* tags an instance must all carry; may be NULL when n_tags is 0 */
+    size_t n_tags;     /* entries in tags */
 };
 
 /* What one answer held. */

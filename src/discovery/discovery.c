@@ -10,10 +10,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "balancer.h"
+#include "clock.h"
 #include "consul.h"
 #include "consul_parse.h"
 #include "log.h"
+#include "owner.h"
 
 #define PATH_MAX_LEN 4096 /* longest query path (service name, tags, dc) */
 #define POLL_MAX_MS  1000 /* the loop wakes at least this often to check deadlines */
@@ -46,69 +47,43 @@ struct discovery_state_ {
 
 /* One watched service. */
 struct watch {
-    struct discovery *d;              /* owner */
-    const struct config_service *cfg; /* its [service:NAME] */
-    struct snapshot_service *svc;     /* where its sets go */
-    const char *dc;                   /* datacenter to ask; NULL = the agent's */
-    uint64_t index;                   /* index to send; 0 = non-blocking full read */
-    struct discovery_bucket bucket;   /* query rate limit */
-    unsigned failures;                /* failures in a row */
-    uint64_t next_ms;                 /* earliest start of the next query (idle) */
-    uint64_t started_ms;              /* start of the query in flight */
-    uint64_t deadline_ms;             /* watchdog deadline of the query in flight */
-    int in_flight;                    /* call is in the multi handle */
-    struct consul_call call;          /* query in flight */
-    struct consul_instance *current;  /* last published set, sorted by id, owned */
-    size_t n_current;                 /* entries in current */
-    int synced;                       /* a good answer has been published */
-    int failing;                      /* the last query failed */
-    int acl_empty_warned;             /* warned about an empty list under ACL deny */
-    size_t invalid_logged;            /* invalid entries count last logged */
-    char error[256];                  /* last failure logged for this watch */
+    struct discovery *d;                 /* the discovery it belongs to */
+    const char *name;                    /* the service's NAME, for logs */
+    const struct consul_watch_conf *cfg; /* what to ask Consul */
+    struct owner *owner;                 /* where its instance lists go */
+    const char *dc;                      /* datacenter to ask; NULL = the agent's */
+    uint64_t index;                      /* index to send; 0 = non-blocking full read */
+    struct discovery_bucket bucket;      /* query rate limit */
+    unsigned failures;                   /* failures in a row */
+    uint64_t next_ms;                    /* earliest start of the next query (idle) */
+    uint64_t started_ms;                 /* start of the query in flight */
+    uint64_t deadline_ms;                /* watchdog deadline of the query in flight */
+    int in_flight;                       /* call is in the multi handle */
+    struct consul_call call;             /* query in flight */
+    struct consul_instance *current;     /* last published set, sorted by id, owned */
+    size_t n_current;                    /* entries in current */
+    int synced;                          /* a good answer has been published */
+    int failing;                         /* the last query failed */
+    int acl_empty_warned;                /* warned about an empty list under ACL deny */
+    size_t invalid_logged;               /* invalid entries count last logged */
+    char error[256];                     /* last failure logged for this watch */
 };
 
 struct discovery {
-    const struct config_consul *ccfg; /* [consul] */
-    struct consul_client *client;     /* resolved settings */
-    CURLM *multi;                     /* all transfers */
-    struct watch *watches;            /* one per consul service */
-    size_t n;                         /* entries in watches */
-    pthread_t thread;                 /* the discovery thread */
-    int started;                      /* thread is running (or joinable) */
-    atomic_int stop;                  /* discovery_stop was called */
-    uint64_t rng;                     /* xorshift64 state for backoff jitter */
-    struct logger *log;               /* where events go */
-    struct discovery_state_ g;        /* state and counters for other threads */
+    const struct consul_conf *ccfg; /* [consul] */
+    struct consul_client *client;   /* resolved settings */
+    CURLM *multi;                   /* all transfers */
+    struct watch *watches;          /* one per consul service */
+    size_t n;                       /* entries in watches */
+    pthread_t thread;               /* the discovery thread */
+    int started;                    /* thread is running (or joinable) */
+    atomic_int stop;                /* discovery_stop was called */
+    uint64_t rng;                   /* xorshift64 state for backoff jitter */
+    struct logger *log;             /* where events go */
+    struct discovery_state_ g;      /* state and counters for other threads */
 };
 
 static const char *const state_names[] = {"off", "starting", "ok", "degraded"};
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-static uint64_t xorshift(uint64_t *state)
-{
-    uint64_t x = *state;
-
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *state = x;
-    return x;
-}
 
 /* --- pure rules --------------------------------------------------------------------------- */
 
@@ -140,20 +115,6 @@ uint64_t discovery_bucket_take(struct discovery_bucket *b, uint64_t now_ms_, uin
         return 0;
     }
     return period_ms - b->credit_ms;
-}
-
-uint64_t discovery_backoff_ms(unsigned failures, uint64_t min_ms, uint64_t max_ms, uint64_t random)
-{
-    uint64_t d = min_ms;
-
-    if (failures == 0) {
-        return 0;
-    }
-    for (unsigned i = 1; i < failures && d < max_ms; i++) {
-        d = d > max_ms / 2 ? max_ms : d * 2;
-    }
-    d = d < max_ms ? d : max_ms;
-    return d / 2 + random % (d - d / 2 + 1);
 }
 
 uint64_t discovery_http_timeout_ms(uint64_t wait_ms)
@@ -192,7 +153,7 @@ void discovery_status_get(struct discovery *d, struct discovery_status *out)
     out->synced = g->synced;
     out->failing = g->failing;
     if (out->state == DISCOVERY_DEGRADED) {
-        out->degraded_ms = now_ms() - g->degraded_since_ms;
+        out->degraded_ms = clock_ms() - g->degraded_since_ms;
     }
     snprintf(out->last_error, sizeof(out->last_error), "%s", g->last_error);
     pthread_mutex_unlock(&g->lock);
@@ -216,7 +177,7 @@ static void state_update_locked(struct discovery *d)
                                                         : DISCOVERY_OK;
 
     if (now == DISCOVERY_DEGRADED && old != DISCOVERY_DEGRADED) {
-        g->degraded_since_ms = now_ms();
+        g->degraded_since_ms = clock_ms();
         g->failed_calls = 0;
         atomic_fetch_add(&g->degraded, 1);
         log_event(d->log, LOG_LEVEL_WARN, "discovery_degraded", LOG_STR("error", g->last_error),
@@ -224,7 +185,7 @@ static void state_update_locked(struct discovery *d)
                   LOG_STR("action", "serving the last known good instances"));
     } else if (old == DISCOVERY_DEGRADED && now != DISCOVERY_DEGRADED) {
         log_event(d->log, LOG_LEVEL_INFO, "discovery_recovered",
-                  LOG_INT("degraded_ms", now_ms() - g->degraded_since_ms),
+                  LOG_INT("degraded_ms", clock_ms() - g->degraded_since_ms),
                   LOG_INT("failed_queries", g->failed_calls));
     }
     atomic_store(&g->state, (int)now);
@@ -251,31 +212,31 @@ static void state_watch(struct watch *w, int synced_before, int failing_before, 
 static int watch_publish(struct watch *w, struct consul_parse_result *r, uint64_t parse_us)
 {
     struct discovery_state_ *g = &w->d->g;
-    struct snapshot_spec *specs = calloc(r->n + 1, sizeof(*specs));
-    uint64_t t0 = now_us();
+    struct owner_member *members = calloc(r->n + 1, sizeof(*members));
+    uint64_t t0 = clock_us();
     int rc;
 
-    if (specs == NULL) {
+    if (members == NULL) {
         return -ENOMEM;
     }
     for (size_t i = 0; i < r->n; i++) {
-        specs[i] = (struct snapshot_spec){
+        members[i] = (struct owner_member){
             .id = r->inst[i].id, .addr = r->inst[i].addr, .weight = r->inst[i].weight};
     }
-    rc = snapshot_publish(w->svc, balancer_for(w->cfg->balance), specs, r->n);
-    free(specs);
-    if (rc != 0) {
+    rc = owner_set_members(w->owner, members, r->n);
+    free(members);
+    if (rc < 0) {
         return rc;
     }
-    atomic_fetch_add(&g->publishes, 1);
-    log_event(w->d->log, LOG_LEVEL_INFO, "discovery_published", LOG_STR("service", w->cfg->name),
-              LOG_STR("consul_service", w->cfg->consul_service), LOG_INT("instances", r->n),
+    atomic_fetch_add(rc > 0 ? &g->publishes : &g->unchanged, 1);
+    log_event(w->d->log, LOG_LEVEL_INFO, "discovery_published", LOG_STR("service", w->name),
+              LOG_STR("consul_service", w->cfg->service), LOG_INT("instances", r->n),
               LOG_INT("passing", r->by_health[CONSUL_HEALTH_PASSING]),
               LOG_INT("warning", r->by_health[CONSUL_HEALTH_WARNING]),
               LOG_INT("critical", r->by_health[CONSUL_HEALTH_CRITICAL]),
               LOG_INT("maintenance", r->by_health[CONSUL_HEALTH_MAINTENANCE]),
               LOG_INT("index", w->call.index), LOG_INT("parse_us", parse_us),
-              LOG_INT("publish_us", now_us() - t0));
+              LOG_INT("publish_us", clock_us() - t0));
     free(w->current);
     w->current = r->inst;
     w->n_current = r->n;
@@ -288,14 +249,13 @@ static void watch_warn(struct watch *w, const struct consul_parse_result *r)
 {
     if (r->invalid != w->invalid_logged && r->invalid > 0) {
         log_event(w->d->log, LOG_LEVEL_WARN, "discovery_invalid_entries",
-                  LOG_STR("service", w->cfg->name), LOG_INT("invalid", r->invalid),
+                  LOG_STR("service", w->name), LOG_INT("invalid", r->invalid),
                   LOG_STR("first", r->invalid_why));
     }
     w->invalid_logged = r->invalid;
     if (r->entries == 0 && w->call.acl_deny && !w->acl_empty_warned) {
-        log_event(w->d->log, LOG_LEVEL_WARN, "discovery_empty_acl",
-                  LOG_STR("service", w->cfg->name),
-                  LOG_STR("consul_service", w->cfg->consul_service),
+        log_event(w->d->log, LOG_LEVEL_WARN, "discovery_empty_acl", LOG_STR("service", w->name),
+                  LOG_STR("consul_service", w->cfg->service),
                   LOG_STR("hint", "Consul lists no instance and its ACL default policy is deny: "
                                   "the token may lack service:read on this service or node:read "
                                   "on its nodes (denied entries are filtered out silently)"));
@@ -308,9 +268,9 @@ static int watch_answer(struct watch *w, char *why, size_t why_len)
 {
     struct discovery_state_ *g = &w->d->g;
     struct consul_filter f = {
-        .mode = w->cfg->health, .tags = w->cfg->consul_tags.items, .n_tags = w->cfg->consul_tags.n};
+        .mode = w->cfg->health, .tags = w->cfg->tags.items, .n_tags = w->cfg->tags.n};
     struct consul_parse_result r;
-    uint64_t t0 = now_us();
+    uint64_t t0 = clock_us();
     int rc = consul_parse_health(w->call.body != NULL ? w->call.body : "", w->call.len, &f, &r, why,
                                  why_len);
 
@@ -318,9 +278,10 @@ static int watch_answer(struct watch *w, char *why, size_t why_len)
         return rc;
     }
     watch_warn(w, &r);
+    /* most blocking queries end with the same list (the wait ran out): skip the owner then */
     if (w->synced && consul_instances_equal(r.inst, r.n, w->current, w->n_current)) {
         atomic_fetch_add(&g->unchanged, 1);
-    } else if ((rc = watch_publish(w, &r, now_us() - t0)) != 0) {
+    } else if ((rc = watch_publish(w, &r, clock_us() - t0)) != 0) {
         snprintf(why, why_len, "publishing the instance set failed: out of memory");
     }
     consul_parse_result_free(&r);
@@ -338,12 +299,12 @@ static void watch_denied(struct watch *w, const char *what, char *out, size_t le
         snprintf(out, len,
                  "%s: the ACL token is unknown to Consul; discovery needs a token "
                  "with service:read on \"%s\" and node:read",
-                 what, w->cfg->consul_service);
+                 what, w->cfg->service);
     } else {
         snprintf(out, len,
                  "%s: permission denied; discovery needs service:read on \"%s\" and "
                  "node:read%s",
-                 what, w->cfg->consul_service,
+                 what, w->cfg->service,
                  consul_client_has_token(w->d->client) ? "" : " (no token is configured)");
     }
     atomic_fetch_add(&g->acl_denied, 1);
@@ -362,14 +323,14 @@ static void watch_fail(struct watch *w, enum consul_outcome outcome, const char 
      * waiting for a blocking query to time out, and an agent that restarted (its index went
      * back) is read afresh. */
     w->index = 0;
-    w->next_ms = now + discovery_backoff_ms(w->failures, w->d->ccfg->retry_min_ms,
-                                            w->d->ccfg->retry_max_ms, xorshift(&w->d->rng));
+    w->next_ms = now + backoff_ms(w->failures, w->d->ccfg->retry_min_ms, w->d->ccfg->retry_max_ms,
+                                  rng_next(&w->d->rng));
     if (strcmp(why, w->error) != 0) {
         /* Unreachable agents are reported once per outage by the discovery state; errors that
          * the agent answered are worth one line per watch and per distinct error. */
         log_event(w->d->log, outcome == CONSUL_UNREACHABLE ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR,
-                  "discovery_error", LOG_STR("service", w->cfg->name),
-                  LOG_STR("consul_service", w->cfg->consul_service), LOG_STR("error", why),
+                  "discovery_error", LOG_STR("service", w->name),
+                  LOG_STR("consul_service", w->cfg->service), LOG_STR("error", why),
                   LOG_INT("retry_ms", w->next_ms - now));
         snprintf(w->error, sizeof(w->error), "%s", why);
     }
@@ -384,9 +345,9 @@ static void watch_ok(struct watch *w, uint64_t now)
     uint64_t next = discovery_index_next(w->index, received);
 
     if (next == 0) {
-        log_event(w->d->log, LOG_LEVEL_INFO, "discovery_index_reset",
-                  LOG_STR("service", w->cfg->name), LOG_INT("sent", w->index),
-                  LOG_INT("received", received), LOG_STR("action", "full resync"));
+        log_event(w->d->log, LOG_LEVEL_INFO, "discovery_index_reset", LOG_STR("service", w->name),
+                  LOG_INT("sent", w->index), LOG_INT("received", received),
+                  LOG_STR("action", "full resync"));
     }
     w->index = next;
     w->failures = 0;
@@ -396,7 +357,7 @@ static void watch_ok(struct watch *w, uint64_t now)
     w->next_ms = now;
     if (failing_before) {
         log_event(w->d->log, LOG_LEVEL_INFO, "discovery_watch_recovered",
-                  LOG_STR("service", w->cfg->name), LOG_INT("instances", w->n_current));
+                  LOG_STR("service", w->name), LOG_INT("instances", w->n_current));
     }
     if (synced_before != w->synced || failing_before != w->failing) {
         state_watch(w, synced_before, failing_before, NULL);
@@ -412,7 +373,7 @@ static void watch_overdue(struct watch *w, uint64_t now, const char *by)
     atomic_fetch_add(&g->watchdog, 1);
     snprintf(why, sizeof(why), "no answer from %s within %llu ms (%s)",
              consul_client_address(w->d->client), (unsigned long long)(now - w->started_ms), by);
-    log_event(w->d->log, LOG_LEVEL_WARN, "discovery_watchdog", LOG_STR("service", w->cfg->name),
+    log_event(w->d->log, LOG_LEVEL_WARN, "discovery_watchdog", LOG_STR("service", w->name),
               LOG_INT("after_ms", now - w->started_ms), LOG_STR("by", by),
               LOG_STR("action", "query aborted and restarted"));
     watch_fail(w, CONSUL_UNREACHABLE, why, now);
@@ -460,9 +421,8 @@ static void watch_start(struct watch *w, uint64_t now)
         w->next_ms = now + delay;
         return;
     }
-    if (consul_health_path(path, sizeof(path), w->cfg->consul_service, w->dc,
-                           w->cfg->consul_tags.items, w->cfg->consul_tags.n, d->ccfg->stale,
-                           w->index, wait_ms) != 0) {
+    if (consul_health_path(path, sizeof(path), w->cfg->service, w->dc, w->cfg->tags.items,
+                           w->cfg->tags.n, d->ccfg->stale, w->index, wait_ms) != 0) {
         watch_fail(w, CONSUL_REJECTED, "the query is too long (too many or too long tags)", now);
         return;
     }
@@ -508,7 +468,7 @@ static void discovery_collect(struct discovery *d)
         }
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
         if (call != NULL && call->data != NULL) {
-            watch_done(call->data, msg->data.result, now_ms());
+            watch_done(call->data, msg->data.result, clock_ms());
         }
     }
 }
@@ -519,14 +479,14 @@ static void *discovery_main(void *arg)
     int running;
 
     while (!atomic_load(&d->stop)) {
-        uint64_t now = now_ms(), next = now + POLL_MAX_MS;
+        uint64_t now = clock_ms(), next = now + POLL_MAX_MS;
         for (size_t i = 0; i < d->n; i++) {
             uint64_t due = watch_tick(&d->watches[i], now);
             next = due < next ? due : next;
         }
         curl_multi_perform(d->multi, &running);
         discovery_collect(d);
-        now = now_ms();
+        now = clock_ms();
         for (size_t i = 0; i < d->n; i++) { /* answers handled above may be due again now */
             const struct watch *w = &d->watches[i];
             uint64_t due = w->in_flight ? w->deadline_ms : w->next_ms;
@@ -541,57 +501,45 @@ static void *discovery_main(void *arg)
 
 /* --- lifecycle ---------------------------------------------------------------------------- */
 
-static int discovery_watches(struct discovery *d, const struct config *cfg,
-                             struct snapshot_service *const *services)
+static int discovery_watches(struct discovery *d, const struct discovery_target *targets, size_t n)
 {
-    size_t n = 0;
-
-    for (size_t i = 0; i < cfg->n_services; i++) {
-        n += cfg->services[i].discovery == CONFIG_DISCOVERY_CONSUL;
-    }
     d->watches = calloc(n + 1, sizeof(*d->watches));
     if (d->watches == NULL) {
         return -ENOMEM;
     }
-    for (size_t i = 0; i < cfg->n_services; i++) {
-        const struct config_service *cs = &cfg->services[i];
-        struct watch *w = &d->watches[d->n];
-        if (cs->discovery != CONFIG_DISCOVERY_CONSUL) {
-            continue;
-        }
+    for (size_t i = 0; i < n; i++) {
+        const struct discovery_target *t = &targets[i];
+        struct watch *w = &d->watches[d->n++];
         w->d = d;
-        w->cfg = cs;
-        w->svc = services[i];
-        w->dc = cs->consul_datacenter[0] != '\0' ? cs->consul_datacenter : cfg->consul.datacenter;
-        d->n++;
+        w->name = t->name;
+        w->cfg = t->watch;
+        w->owner = t->owner;
+        w->dc = t->watch->datacenter[0] != '\0' ? t->watch->datacenter : d->ccfg->datacenter;
     }
     return 0;
 }
 
-int discovery_create(const struct config *cfg, struct snapshot_service *const *services,
-                     struct logger *log, struct discovery **out, char *err, size_t err_len)
+int discovery_create(const struct consul_conf *ccfg, const struct discovery_target *targets,
+                     size_t n, struct logger *log, struct discovery **out, char *err,
+                     size_t err_len)
 {
     struct discovery *d;
     int rc;
 
     *out = NULL;
-    if (cfg->n_services == 0) {
+    if (n == 0) {
         return 0;
     }
     d = calloc(1, sizeof(*d));
     if (d == NULL) {
         return -ENOMEM;
     }
-    d->ccfg = &cfg->consul;
+    d->ccfg = ccfg;
     d->log = log;
     pthread_mutex_init(&d->g.lock, NULL);
-    rc = discovery_watches(d, cfg, services);
-    if (rc == 0 && d->n == 0) {
-        discovery_destroy(d);
-        return 0;
-    }
+    rc = discovery_watches(d, targets, n);
     if (rc == 0) {
-        rc = consul_client_create(&cfg->consul, &d->client, err, err_len);
+        rc = consul_client_create(ccfg, &d->client, err, err_len);
     }
     if (rc == 0 && (d->multi = curl_multi_init()) == NULL) {
         rc = -ENOMEM;
@@ -600,7 +548,7 @@ int discovery_create(const struct config *cfg, struct snapshot_service *const *s
         discovery_destroy(d);
         return rc;
     }
-    d->rng = (now_us() ^ ((uint64_t)getpid() << 32)) | 1;
+    d->rng = rng_seed();
     *out = d;
     return 0;
 }

@@ -1,5 +1,5 @@
 /* Consul discovery: one background thread runs one blocking health query per watched service
- * through a libcurl multi handle and publishes each changed instance set as a new snapshot.
+ * through a libcurl multi handle and hands each changed instance list to the service's owner.
  * While Consul fails, the last known good set stays in service and the discovery is "degraded". */
 #ifndef SLUICE_DISCOVERY_H
 #define SLUICE_DISCOVERY_H
@@ -7,9 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "consul_conf.h"
 #include "log.h"
-#include "snapshot.h"
 
 #define DISCOVERY_SLACK_MS       5000 /* added to wait + wait/16 for the HTTP timeout */
 #define DISCOVERY_WATCHDOG_GRACE 1000 /* the watchdog fires this long after the HTTP timeout */
@@ -44,13 +43,22 @@ struct discovery_status {
 
 /* The running discovery; opaque. */
 struct discovery;
+struct owner;
 
-/* Prepares watches for every service of cfg with discovery = consul; services[i] is the
- * snapshot of cfg->services[i]. cfg must outlive the discovery. Returns 0 with *out (NULL when
- * no service uses Consul), or -errno with a reason in err (for example an unreadable token file).
- * Main thread, before discovery_start. */
-int discovery_create(const struct config *cfg, struct snapshot_service *const *services,
-                     struct logger *log, struct discovery **out, char *err, size_t err_len);
+/* One service to watch. */
+struct discovery_target {
+    const char *name;                      /* the service's NAME, for logs */
+    const struct consul_watch_conf *watch; /* what to ask Consul for */
+    struct owner *owner;                   /* where its instance lists go */
+};
+
+/* Prepares one watch per target (copied; what they point to must outlive the discovery) on the
+ * agent of ccfg (which must outlive it too). Returns 0 with *out (NULL when n is 0), or -errno
+ * with a reason in err (for example an unreadable token file). Any thread, before
+ * discovery_start; several discoveries may live in one process. */
+int discovery_create(const struct consul_conf *ccfg, const struct discovery_target *targets,
+                     size_t n, struct logger *log, struct discovery **out, char *err,
+                     size_t err_len);
 
 /* Starts the thread. 0 or -errno. */
 int discovery_start(struct discovery *d);
@@ -88,10 +96,6 @@ struct discovery_bucket {
  * one (nothing taken). now_ms must not go backwards. */
 uint64_t discovery_bucket_take(struct discovery_bucket *b, uint64_t now_ms, uint64_t period_ms,
                                unsigned burst);
-
-/* Delay before retry number failures (1 = first retry): min_ms * 2^(failures-1) capped at max_ms,
- * then "equal jitter": a value in [d/2, d] picked by random. 0 for failures == 0. */
-uint64_t discovery_backoff_ms(unsigned failures, uint64_t min_ms, uint64_t max_ms, uint64_t random);
 
 /* HTTP timeout of a blocking query: wait + wait/16 (the server's jitter) + DISCOVERY_SLACK_MS. */
 uint64_t discovery_http_timeout_ms(uint64_t wait_ms);

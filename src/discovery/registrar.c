@@ -1,12 +1,9 @@
-/* Consul registration: register with rollback, deregister, the daemon's anti-entropy thread and
- * the register / deregister subcommands. */
+/* Consul registration: register with rollback, deregister, and the daemon's anti-entropy
+ * thread. */
 #include "registrar.h"
 
-#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <getopt.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,14 +11,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "discovery.h"
+#include "clock.h"
+#include "inifile.h"
 #include "log.h"
 
-#define CALL_TIMEOUT_MS     10000 /* one registration call */
-#define SHUTDOWN_TIMEOUT_MS 3000  /* one deregistration while shutting down */
-#define RETRY_MIN_MS        1000  /* first retry of a failed registration */
-#define MSG_MAX             768   /* one message line */
-#define DEFAULT_INTERVAL_MS 10000 /* CLI check interval when --interval is not given */
+#define SHUTDOWN_TIMEOUT_MS 3000 /* one deregistration while shutting down */
+#define RETRY_MIN_MS        1000 /* first retry of a failed registration */
 
 /* --- building the request ----------------------------------------------------------------- */
 
@@ -215,8 +210,8 @@ static int service_known(const struct consul_client *c, const char *id, const at
         snprintf(msg, len, "service id is too long");
         return -(int)REGISTRAR_REJECTED;
     }
-    out = call_run(&call, c, "GET", path, NULL, CALL_TIMEOUT_MS, cancel, "looking up the service",
-                   msg, len);
+    out = call_run(&call, c, "GET", path, NULL, REGISTRAR_CALL_TIMEOUT_MS, cancel,
+                   "looking up the service", msg, len);
     long status = call.status;
     consul_call_cleanup(&call);
     if (out == CONSUL_OK) {
@@ -266,7 +261,7 @@ static enum registrar_result verify(const struct consul_client *c,
     } else {
         id_path(path, sizeof(path), "/v1/agent/service/", spec->id);
     }
-    out = call_run(&call, c, "GET", path, NULL, CALL_TIMEOUT_MS, cancel,
+    out = call_run(&call, c, "GET", path, NULL, REGISTRAR_CALL_TIMEOUT_MS, cancel,
                    "confirming the registration", msg, len);
     res = result_of(out);
     if (out == CONSUL_OK && with_checks &&
@@ -285,9 +280,10 @@ static enum registrar_result verify(const struct consul_client *c,
 /* Undoes a registration that failed half-way; appends the outcome to msg. */
 static void rollback(const struct consul_client *c, const char *id, char *msg, size_t len)
 {
-    char why[MSG_MAX];
+    char why[REGISTRAR_MSG_MAX];
     size_t used = strlen(msg);
-    enum registrar_result res = registrar_deregister(c, id, CALL_TIMEOUT_MS, why, sizeof(why));
+    enum registrar_result res =
+        registrar_deregister(c, id, REGISTRAR_CALL_TIMEOUT_MS, why, sizeof(why));
 
     snprintf(msg + used, len - used,
              res == REGISTRAR_DONE ? "; rolled back: service %s deregistered"
@@ -301,7 +297,7 @@ static void rollback(const struct consul_client *c, const char *id, char *msg, s
 static void cleanup_unknown(const struct consul_client *c, const char *id, const atomic_int *cancel,
                             char *msg, size_t len)
 {
-    char why[MSG_MAX];
+    char why[REGISTRAR_MSG_MAX];
     int known = service_known(c, id, cancel, why, sizeof(why));
     size_t used = strlen(msg);
 
@@ -331,7 +327,7 @@ enum registrar_result registrar_register(const struct consul_client *c,
         return body == NULL ? REGISTRAR_UNREACHABLE : (enum registrar_result)(-known);
     }
     out = call_run(&call, c, "PUT", "/v1/agent/service/register?replace-existing-checks=true", body,
-                   CALL_TIMEOUT_MS, cancel, "registering the service", msg, msg_len);
+                   REGISTRAR_CALL_TIMEOUT_MS, cancel, "registering the service", msg, msg_len);
     consul_call_cleanup(&call);
     free(body);
     res = result_of(out);
@@ -379,55 +375,39 @@ enum registrar_result registrar_deregister(const struct consul_client *c, const 
 /* One listener registered by the daemon. */
 struct registration {
     char id[REGISTRAR_ID_MAX];     /* <name>-<hostname>-<port> */
-    char name[CONFIG_NAME_MAX];    /* service name */
-    char address[CONFIG_ADDR_MAX]; /* advertised IP */
-    char tcp[CONFIG_ADDR_MAX + 8]; /* TCP check target */
+    char name[INI_NAME_MAX];       /* service name */
+    char address[NET_ADDR_MAX];    /* advertised IP */
+    char tcp[NET_ADDR_MAX + 8];    /* TCP check target */
     struct registrar_spec spec;    /* what is registered; points into the above and cfg */
     int registered;                /* the agent confirmed it last time we asked */
     int lost;                      /* the agent forgot it; the next success is a restore */
     unsigned failures;             /* failed attempts in a row */
     uint64_t next_ms;              /* when to register or confirm next */
-    char error[MSG_MAX];           /* last failure logged */
+    char error[REGISTRAR_MSG_MAX]; /* last failure logged */
 };
 
 struct registrar {
-    const struct config_registration *cfg; /* [registration] */
-    struct consul_client *client;          /* Consul settings */
-    struct registration *regs;             /* one per registered listener */
-    size_t n;                              /* entries in regs */
-    pthread_t thread;                      /* anti-entropy thread */
-    int started;                           /* the thread runs */
-    int stopped;                           /* registrar_stop ran */
-    pthread_mutex_t lock;                  /* with cond: the thread's sleep */
-    pthread_cond_t cond;                   /* signalled by registrar_stop */
-    atomic_int stop;                       /* ends the thread and calls in flight */
-    uint64_t rng;                          /* jitter for retries */
-    struct logger *log;                    /* where events go */
+    const struct registration_conf *cfg; /* [registration] */
+    struct consul_client *client;        /* Consul settings */
+    struct registration *regs;           /* one per registered listener */
+    size_t n;                            /* entries in regs */
+    pthread_t thread;                    /* anti-entropy thread */
+    int started;                         /* the thread runs */
+    int stopped;                         /* registrar_stop ran */
+    pthread_mutex_t lock;                /* with cond: the thread's sleep */
+    pthread_cond_t cond;                 /* signalled by registrar_stop */
+    atomic_int stop;                     /* ends the thread and calls in flight */
+    uint64_t rng;                        /* jitter for retries */
+    struct logger *log;                  /* where events go */
 };
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t next_random(uint64_t *state)
-{
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    return *state;
-}
 
 /* Logs a failure once per distinct reason and schedules a retry with backoff. */
 static void reg_failed(struct registrar *r, struct registration *g, const char *event,
                        const char *why, uint64_t now)
 {
     g->failures++;
-    g->next_ms = now + discovery_backoff_ms(g->failures, RETRY_MIN_MS, r->cfg->anti_entropy_ms,
-                                            next_random(&r->rng));
+    g->next_ms =
+        now + backoff_ms(g->failures, RETRY_MIN_MS, r->cfg->anti_entropy_ms, rng_next(&r->rng));
     if (strcmp(g->error, why) != 0) {
         log_event(r->log, LOG_LEVEL_WARN, event, LOG_STR("id", g->id), LOG_STR("error", why),
                   LOG_INT("retry_ms", g->next_ms - now));
@@ -437,7 +417,7 @@ static void reg_failed(struct registrar *r, struct registration *g, const char *
 
 static void reg_register(struct registrar *r, struct registration *g, uint64_t now)
 {
-    char msg[MSG_MAX];
+    char msg[REGISTRAR_MSG_MAX];
     enum registrar_result res = registrar_register(r->client, &g->spec, &r->stop, msg, sizeof(msg));
 
     if (res != REGISTRAR_DONE) {
@@ -459,7 +439,7 @@ static void reg_register(struct registrar *r, struct registration *g, uint64_t n
 /* Anti-entropy: does the agent still know the service? An agent restart forgets it. */
 static void reg_confirm(struct registrar *r, struct registration *g, uint64_t now)
 {
-    char msg[MSG_MAX];
+    char msg[REGISTRAR_MSG_MAX];
     int known = service_known(r->client, g->id, &r->stop, msg, sizeof(msg));
 
     if (known == 1) {
@@ -482,15 +462,15 @@ static void *registrar_main(void *arg)
     struct registrar *r = arg;
 
     while (!atomic_load(&r->stop)) {
-        uint64_t now = mono_ms(), next = now + r->cfg->anti_entropy_ms;
+        uint64_t now = clock_ms(), next = now + r->cfg->anti_entropy_ms;
         for (size_t i = 0; i < r->n && !atomic_load(&r->stop); i++) {
             struct registration *g = &r->regs[i];
-            if (mono_ms() >= g->next_ms) {
-                (g->registered ? reg_confirm : reg_register)(r, g, mono_ms());
+            if (clock_ms() >= g->next_ms) {
+                (g->registered ? reg_confirm : reg_register)(r, g, clock_ms());
             }
             next = g->next_ms < next ? g->next_ms : next;
         }
-        now = mono_ms();
+        now = clock_ms();
         pthread_mutex_lock(&r->lock);
         if (next > now && !atomic_load(&r->stop)) {
             struct timespec ts;
@@ -511,21 +491,7 @@ static void host_port_text(char *out, size_t len, const char *ip, int port)
     snprintf(out, len, strchr(ip, ':') != NULL ? "[%s]:%d" : "%s:%d", ip, port);
 }
 
-/* The bind IP of a listener, without the port. */
-static void bind_ip(const struct config_listener *l, char *out, size_t len)
-{
-    const char *text = l->bind.text;
-    const char *colon = strrchr(text, ':');
-    size_t n = colon != NULL ? (size_t)(colon - text) : strlen(text);
-
-    if (text[0] == '[') {
-        text++;
-        n = n >= 2 ? n - 2 : 0;
-    }
-    snprintf(out, len, "%.*s", (int)n, text);
-}
-
-static int listener_chosen(const struct config_registration *rc, const char *name)
+static int listener_chosen(const struct registration_conf *rc, const char *name)
 {
     for (size_t i = 0; i < rc->listeners.n; i++) {
         if (strcmp(rc->listeners.items[i], name) == 0) {
@@ -536,19 +502,17 @@ static int listener_chosen(const struct config_registration *rc, const char *nam
 }
 
 /* Fills one registration for listener l. */
-static void reg_fill(struct registration *g, const struct config_registration *rc,
-                     const struct config_listener *l, const char *host)
+static void reg_fill(struct registration *g, const struct registration_conf *rc,
+                     const struct registrar_listener *l, const char *host)
 {
-    int port = ntohs(l->bind.sa.ss_family == AF_INET6
-                         ? ((const struct sockaddr_in6 *)&l->bind.sa)->sin6_port
-                         : ((const struct sockaddr_in *)&l->bind.sa)->sin_port);
+    int port = net_addr_port(l->bind);
 
     snprintf(g->name, sizeof(g->name), "%s", rc->name[0] != '\0' ? rc->name : l->name);
     snprintf(g->id, sizeof(g->id), "%s-%s-%d", g->name, host, port);
     if (rc->address[0] != '\0') {
         snprintf(g->address, sizeof(g->address), "%s", rc->address);
     } else {
-        bind_ip(l, g->address, sizeof(g->address));
+        net_addr_ip_text(l->bind, g->address, sizeof(g->address));
     }
     host_port_text(g->tcp, sizeof(g->tcp), g->address, port);
     g->spec = (struct registrar_spec){.id = g->id,
@@ -565,51 +529,53 @@ static void reg_fill(struct registration *g, const struct config_registration *r
                                       .deregister_after_ms = rc->deregister_after_ms};
 }
 
-static int registrar_fill(struct registrar *r, const struct config *cfg)
+static int registrar_fill(struct registrar *r, const struct registration_conf *rc,
+                          const struct registrar_listener *listeners, size_t n)
 {
     char host[128] = "localhost";
 
     if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
         snprintf(host, sizeof(host), "localhost");
     }
-    r->regs = calloc(cfg->n_listeners + 1, sizeof(*r->regs));
+    r->regs = calloc(n + 1, sizeof(*r->regs));
     if (r->regs == NULL) {
         return -ENOMEM;
     }
-    for (size_t i = 0; i < cfg->n_listeners; i++) {
-        if (listener_chosen(&cfg->registration, cfg->listeners[i].name)) {
-            reg_fill(&r->regs[r->n++], &cfg->registration, &cfg->listeners[i], host);
+    for (size_t i = 0; i < n; i++) {
+        if (listener_chosen(rc, listeners[i].name)) {
+            reg_fill(&r->regs[r->n++], rc, &listeners[i], host);
         }
     }
     return 0;
 }
 
-int registrar_create(const struct config *cfg, struct logger *log, struct registrar **out,
-                     char *err, size_t err_len)
+int registrar_create(const struct consul_conf *ccfg, const struct registration_conf *rcfg,
+                     const struct registrar_listener *listeners, size_t n_listeners,
+                     struct logger *log, struct registrar **out, char *err, size_t err_len)
 {
     struct registrar *r;
     pthread_condattr_t attr;
     int rc;
 
     *out = NULL;
-    if (cfg->registration.line == 0) {
+    if (rcfg->line == 0) {
         return 0;
     }
     r = calloc(1, sizeof(*r));
     if (r == NULL) {
         return -ENOMEM;
     }
-    r->cfg = &cfg->registration;
+    r->cfg = rcfg;
     r->log = log;
-    r->rng = (mono_ms() ^ ((uint64_t)getpid() << 20)) | 1;
+    r->rng = rng_seed();
     pthread_mutex_init(&r->lock, NULL);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&r->cond, &attr);
     pthread_condattr_destroy(&attr);
-    rc = registrar_fill(r, cfg);
+    rc = registrar_fill(r, rcfg, listeners, n_listeners);
     if (rc == 0) {
-        rc = consul_client_create(&cfg->consul, &r->client, err, err_len);
+        rc = consul_client_create(ccfg, &r->client, err, err_len);
     }
     if (rc != 0) {
         registrar_destroy(r);
@@ -635,7 +601,7 @@ int registrar_start(struct registrar *r)
 
 void registrar_stop(struct registrar *r)
 {
-    char msg[MSG_MAX];
+    char msg[REGISTRAR_MSG_MAX];
 
     if (r == NULL || r->stopped) {
         return;
@@ -675,259 +641,4 @@ void registrar_destroy(struct registrar *r)
     pthread_mutex_destroy(&r->lock);
     free(r->regs);
     free(r);
-}
-
-/* --- sluice register / deregister --------------------------------------------------------- */
-
-/* Command-line state of one register / deregister run. */
-struct cli {
-    const char *config;         /* -c FILE, or NULL: environment only */
-    struct registrar_spec spec; /* what to register */
-    char *tags[64];             /* --tag values */
-    char *meta[64];             /* --meta values */
-    char id[REGISTRAR_ID_MAX];  /* --id, or the generated one */
-    int id_given;               /* --id was on the command line */
-};
-
-static void cli_usage(FILE *out)
-{
-    fprintf(out,
-            "usage: sluice register [-c FILE] --name NAME [--id ID] [--address IP] [--port N]\n"
-            "                       [--tag TAG]... [--meta KEY=VALUE]...\n"
-            "                       [--http-check URL] [--tcp-check HOST:PORT] [--interval D]\n"
-            "                       [--timeout D] [--deregister-after D]\n"
-            "       sluice deregister [-c FILE] --id ID\n"
-            "\n"
-            "  -c FILE   take the [consul] settings (address, token, TLS) from FILE; unset ones\n"
-            "            fall back to CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN and friends\n"
-            "  --id      service ID (default NAME-HOSTNAME-PORT); printed on success\n"
-            "  D         durations such as 500ms, 5s, 1m (default interval 10s)\n"
-            "\n"
-            "Exit status: 0 done, 1 rejected by Consul (reason printed), 2 Consul unreachable,\n"
-            "64 bad arguments or configuration. A registration that fails half-way is rolled\n"
-            "back: no service is left registered without its checks.\n");
-}
-
-static int cli_duration(const char *opt, const char *text, uint64_t *ms)
-{
-    if (config_parse_duration(text, ms) != 0) {
-        fprintf(stderr, "sluice: %s: \"%s\" is not a duration (use ms, s, m, h)\n", opt, text);
-        return -1;
-    }
-    return 0;
-}
-
-static int cli_push(char **list, size_t *n, const char *opt, char *value)
-{
-    if (*n >= 64) {
-        fprintf(stderr, "sluice: at most 64 %s options\n", opt);
-        return -1;
-    }
-    if (strcmp(opt, "--meta") == 0 && (strchr(value, '=') == NULL || value[0] == '=')) {
-        fprintf(stderr, "sluice: --meta: \"%s\" is not KEY=VALUE\n", value);
-        return -1;
-    }
-    list[(*n)++] = value;
-    return 0;
-}
-
-static int cli_port(const char *text, int *port)
-{
-    char *end;
-    long v = strtol(text, &end, 10);
-
-    if (*text == '\0' || *end != '\0' || v < 1 || v > 65535) {
-        fprintf(stderr, "sluice: --port: \"%s\" is not a port (1..65535)\n", text);
-        return -1;
-    }
-    *port = (int)v;
-    return 0;
-}
-
-/* One option of the register command; -1 on a bad value. */
-static int cli_option(struct cli *cl, int opt, char *arg)
-{
-    struct registrar_spec *s = &cl->spec;
-
-    switch (opt) {
-    case 'c':
-        cl->config = arg;
-        return 0;
-    case 'n':
-        s->name = arg;
-        return 0;
-    case 'i':
-        cl->id_given = 1;
-        snprintf(cl->id, sizeof(cl->id), "%s", arg);
-        return 0;
-    case 'a':
-        s->address = arg;
-        return 0;
-    case 'p':
-        return cli_port(arg, &s->port);
-    case 't':
-        return cli_push(cl->tags, &s->n_tags, "--tag", arg);
-    case 'm':
-        return cli_push(cl->meta, &s->n_meta, "--meta", arg);
-    case 'H':
-        s->http_check = arg;
-        return 0;
-    case 'T':
-        s->tcp_check = arg;
-        return 0;
-    case 'I':
-        return cli_duration("--interval", arg, &s->interval_ms);
-    case 'O':
-        return cli_duration("--timeout", arg, &s->timeout_ms);
-    case 'D':
-        return cli_duration("--deregister-after", arg, &s->deregister_after_ms);
-    default:
-        return -1;
-    }
-}
-
-static int cli_parse(struct cli *cl, int argc, char **argv)
-{
-    static const struct option options[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"name", required_argument, NULL, 'n'},
-        {"id", required_argument, NULL, 'i'},
-        {"address", required_argument, NULL, 'a'},
-        {"port", required_argument, NULL, 'p'},
-        {"tag", required_argument, NULL, 't'},
-        {"meta", required_argument, NULL, 'm'},
-        {"http-check", required_argument, NULL, 'H'},
-        {"tcp-check", required_argument, NULL, 'T'},
-        {"interval", required_argument, NULL, 'I'},
-        {"timeout", required_argument, NULL, 'O'},
-        {"deregister-after", required_argument, NULL, 'D'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    int opt;
-
-    cl->spec.interval_ms = DEFAULT_INTERVAL_MS;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
-        if (opt == 'h') {
-            cli_usage(stdout);
-            return 1;
-        }
-        if (opt == '?' || cli_option(cl, opt, optarg) != 0) {
-            return -1;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "sluice: unexpected argument '%s'\n", argv[optind]);
-        return -1;
-    }
-    cl->spec.tags = cl->tags;
-    cl->spec.meta = cl->meta;
-    return 0;
-}
-
-/* NAME-HOSTNAME-PORT (or NAME-HOSTNAME): stable, so registering again updates in place. */
-static void cli_make_id(struct cli *cl)
-{
-    char host[128] = "localhost";
-
-    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
-        snprintf(host, sizeof(host), "localhost");
-    }
-    if (cl->spec.port != 0) {
-        snprintf(cl->id, sizeof(cl->id), "%.100s-%.100s-%d", cl->spec.name, host, cl->spec.port);
-    } else {
-        snprintf(cl->id, sizeof(cl->id), "%.100s-%.100s", cl->spec.name, host);
-    }
-}
-
-/* The client for -c FILE (or the environment alone). */
-static int cli_client(const struct cli *cl, struct consul_client **client)
-{
-    struct config *cfg = NULL;
-    struct config_errors errs = {0};
-    char err[512];
-    int rc;
-
-    if (cl->config != NULL && config_load_consul(cl->config, &cfg, &errs) != 0) {
-        for (size_t i = 0; i < errs.n; i++) {
-            fprintf(stderr, "%s\n", errs.lines[i]);
-        }
-        config_errors_clear(&errs);
-        return -1;
-    }
-    rc = consul_client_create(cfg != NULL ? &cfg->consul : NULL, client, err, sizeof(err));
-    config_destroy(cfg);
-    if (rc != 0) {
-        fprintf(stderr, "sluice: %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-static int cli_run(struct cli *cl, int do_register)
-{
-    struct consul_client *client = NULL;
-    char msg[MSG_MAX * 2];
-    enum registrar_result res;
-
-    if (cli_client(cl, &client) != 0) {
-        return REGISTRAR_EXIT_USAGE;
-    }
-    if (do_register) {
-        res = registrar_register(client, &cl->spec, NULL, msg, sizeof(msg));
-    } else {
-        res = registrar_deregister(client, cl->id, CALL_TIMEOUT_MS, msg, sizeof(msg));
-    }
-    consul_client_destroy(client);
-    if (res != REGISTRAR_DONE) {
-        fprintf(stderr, "sluice: %s failed: %s\n", do_register ? "register" : "deregister", msg);
-        return (int)res;
-    }
-    fprintf(stderr, "sluice: %s\n", msg);
-    if (do_register) {
-        printf("%s\n", cl->id);
-    }
-    return 0;
-}
-
-static int cli_has_service_options(const struct registrar_spec *s)
-{
-    return s->name != NULL || s->address != NULL || s->port != 0 || s->n_tags != 0 ||
-           s->n_meta != 0 || s->http_check != NULL || s->tcp_check != NULL ||
-           s->interval_ms != DEFAULT_INTERVAL_MS || s->timeout_ms != 0 ||
-           s->deregister_after_ms != 0;
-}
-
-int registrar_cli(int argc, char **argv)
-{
-    struct cli cl;
-    int do_register = strcmp(argv[0], "register") == 0;
-    int rc;
-
-    memset(&cl, 0, sizeof(cl));
-    rc = cli_parse(&cl, argc, argv);
-    if (rc != 0) {
-        if (rc < 0) {
-            cli_usage(stderr);
-        }
-        return rc < 0 ? REGISTRAR_EXIT_USAGE : 0;
-    }
-    if (do_register && (cl.spec.name == NULL || cl.spec.name[0] == '\0')) {
-        fprintf(stderr, "sluice: register needs --name\n");
-        return REGISTRAR_EXIT_USAGE;
-    }
-    if (!do_register && !cl.id_given) {
-        fprintf(stderr, "sluice: deregister needs --id\n");
-        return REGISTRAR_EXIT_USAGE;
-    }
-    if (!do_register && cli_has_service_options(&cl.spec)) {
-        fprintf(stderr, "sluice: deregister takes only -c and --id\n");
-        return REGISTRAR_EXIT_USAGE;
-    }
-    if (do_register && !cl.id_given) {
-        cli_make_id(&cl);
-    }
-    cl.spec.id = cl.id;
-    return cli_run(&cl, do_register);
 }

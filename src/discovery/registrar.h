@@ -1,7 +1,7 @@
-/* Consul registration: the daemon's listeners as Consul services (with a TCP check, anti-entropy
- * and deregistration at shutdown), and the "sluice register / deregister" commands. No call ever
- * leaves a half-registered service behind: a failure after the agent may have added it rolls the
- * registration back. */
+/* Consul registration: register and deregister calls (used by the daemon and by the
+ * "sluice register / deregister" commands), and the daemon's listeners as Consul services (with a
+ * TCP check, anti-entropy and deregistration at shutdown). No call ever leaves a half-registered
+ * service behind: a failure after the agent may have added it rolls the registration back. */
 #ifndef SLUICE_REGISTRAR_H
 #define SLUICE_REGISTRAR_H
 
@@ -10,10 +10,14 @@
 
 #include <stdatomic.h>
 
-#include "config.h"
+#include "addr.h"
 #include "consul.h"
+#include "consul_conf.h"
+#include "log.h"
 
-#define REGISTRAR_ID_MAX 256 /* longest service id + 1 */
+#define REGISTRAR_ID_MAX          256   /* longest service id + 1 */
+#define REGISTRAR_CALL_TIMEOUT_MS 10000 /* bound of one registration call */
+#define REGISTRAR_MSG_MAX         768   /* one message line */
 
 /* What to register: one service and up to two checks. */
 struct registrar_spec {
@@ -64,11 +68,18 @@ int registrar_check_id(char *out, size_t len, const char *service_id, size_t i, 
 /* The daemon's registrations; opaque. */
 struct registrar;
 
-/* Prepares one registration per chosen listener of cfg ([registration]); *out is NULL when the
- * file has no [registration]. cfg must outlive it. 0 or -errno with a reason in err. Main
- * thread. */
-int registrar_create(const struct config *cfg, struct logger *log, struct registrar **out,
-                     char *err, size_t err_len);
+/* A listener the daemon may register: its NAME and bind address. */
+struct registrar_listener {
+    const char *name;            /* [listener:NAME] */
+    const struct net_addr *bind; /* where it accepts */
+};
+
+/* Prepares one registration per listener chosen by rcfg ([registration] listeners, default all);
+ * *out is NULL when rcfg->line is 0 (no [registration]). ccfg and rcfg must outlive it;
+ * listeners are copied. 0 or -errno with a reason in err. Main thread. */
+int registrar_create(const struct consul_conf *ccfg, const struct registration_conf *rcfg,
+                     const struct registrar_listener *listeners, size_t n_listeners,
+                     struct logger *log, struct registrar **out, char *err, size_t err_len);
 
 /* Starts the thread that registers, then confirms every anti_entropy period that the agent
  * still knows each service (GET /v1/agent/service/<id>) and registers again what it forgot.
@@ -82,12 +93,5 @@ void registrar_stop(struct registrar *r);
 
 /* Stops (if needed) and frees; NULL is fine. */
 void registrar_destroy(struct registrar *r);
-
-#define REGISTRAR_EXIT_USAGE 64 /* bad arguments or configuration (EX_USAGE) */
-
-/* "sluice register ..." and "sluice deregister ..." (argv[0] is the subcommand). Prints the
- * outcome and returns the exit status: 0 done, 1 rejected by the agent, 2 Consul unreachable,
- * REGISTRAR_EXIT_USAGE for bad arguments or a bad -c file. Main thread, before other threads. */
-int registrar_cli(int argc, char **argv);
 
 #endif

@@ -1,40 +1,84 @@
-/* The balancer interface: each algorithm is one ops table in its own lb_*.c file. */
+/* The balancer interface: each algorithm is one ops table in its own lb_*.c file, found by its
+ * name in one registry. A pick gets the set and a context owned by the caller (its scratch, its
+ * random source, the client, what it already tried), so any thread can pick: a worker, a library
+ * caller, a health thread. */
 #ifndef SLUICE_BALANCER_H
 #define SLUICE_BALANCER_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
 
-#include "config.h"
 #include "snapshot.h"
 
-/* Instances a pick must skip (already tried by this session), by state identity so that the
- * list stays valid when the set is swapped between two tries. */
-struct lb_exclude {
-    struct instance_state *const *states; /* tried instances */
-    size_t n;                             /* entries in states */
+/* Everything a pick may look at besides the set. The caller owns all of it. */
+struct lb_ctx {
+    void *scratch;                       /* the caller's area for this set (lb_pick prepares it) */
+    uint64_t *rng;                       /* the caller's xorshift64 state; never 0 */
+    const struct sockaddr *client;       /* client address, or NULL when there is none */
+    const void *key;                     /* hash key chosen by the caller, or NULL */
+    size_t key_len;                      /* bytes of key */
+    struct instance_state *const *tried; /* instances this caller tried already (retries) */
+    size_t n_tried;                      /* entries in tried; > 0 makes the pick a retry */
 };
 
 /* One balancing algorithm. pick() is pure: no I/O, no clock, no allocation, no locks; it may
- * write only the calling worker's scratch and read the instances' shared atomics. */
+ * write only ctx->scratch and *ctx->rng, and read the set, its table and the instances' shared
+ * atomics. A retry (n_tried > 0) must leave the rotation of first attempts as it was. */
 struct lb_ops {
-    const char *name; /* as written in the config: "round_robin", ... */
-    /* Bytes of per-worker scratch this algorithm needs for a set of n instances. */
+    const char *name; /* as written in the config ("round_robin"): the only place it is written */
+    int needs_client; /* pick reads ctx->client (hashing balancers); others skip building it */
+    /* Bytes of caller scratch for a set of n instances; NULL = none. */
     size_t (*scratch_size)(size_t n);
-    /* Prepares one worker's scratch for set (called once per worker when a set is built). */
-    void (*scratch_init)(void *scratch, const struct instance_set *set, unsigned worker);
-    /* Index of the instance to use, or -1 when every instance is excluded or has weight 0.
-     * ex may be NULL (nothing excluded). */
-    long (*pick)(const struct instance_set *set, void *scratch, const struct lb_exclude *ex);
+    /* Prepares a caller's scratch for set; ordinal (a worker's id) spreads starting points. */
+    void (*scratch_init)(void *scratch, const struct instance_set *set, unsigned ordinal);
+    /* Bytes of the read-only table shared by every caller of one set; NULL = none. */
+    size_t (*table_size)(size_t n);
+    /* Builds that table when the set is published. */
+    void (*table_build)(void *table, const struct instance_set *set);
+    /* Index of the instance to use, or -1 when every instance is excluded or has weight 0. */
+    long (*pick)(const struct instance_set *set, const struct lb_ctx *ctx);
 };
 
 extern const struct lb_ops lb_round_robin;
 extern const struct lb_ops lb_least_connections;
 extern const struct lb_ops lb_weighted;
 
-/* The ops table for a configured balance kind; NULL for an unknown value. */
-const struct lb_ops *balancer_for(enum config_balance balance);
+/* The algorithm called name (its ops table's own name, as the config writes it), or NULL. */
+const struct lb_ops *balancer_find(const char *name);
 
-/* Non-zero when instance i of set may be picked: weight > 0 and not in ex. For lb_*.c. */
-int balancer_eligible(const struct instance_set *set, size_t i, const struct lb_exclude *ex);
+/* "round_robin, least_connections, ..." for messages: every algorithm's name. */
+void balancer_names(char *out, size_t len);
+
+#define LB_SCRATCH_INLINE                                                                          \
+    16 /* bytes kept inside struct lb_scratch, so small areas never allocate */
+
+/* A caller's private balancer state for one service: prepared for one set version, prepared
+ * again (possibly reallocated) when the set changes. Not shared between threads. */
+struct lb_scratch {
+    uint64_t version; /* set version the area is prepared for; 0 = none */
+    unsigned ordinal; /* the caller's number, for scratch_init */
+    size_t cap;       /* bytes of area */
+    void *area;       /* inline_area or an allocation */
+    uint64_t inline_area[LB_SCRATCH_INLINE / 8]; /* storage for small areas */
+};
+
+/* An empty scratch for the caller numbered ordinal. */
+void lb_scratch_init(struct lb_scratch *sc, unsigned ordinal);
+
+/* Frees what the scratch allocated. */
+void lb_scratch_free(struct lb_scratch *sc);
+
+/* Picks from set for a caller: prepares sc for the set when it changed (the only allocation,
+ * outside pick), points ctx->scratch at it and runs the set's balancer. Returns the index,
+ * -ENOENT when nothing can be picked, or -ENOMEM. Inside a read section. */
+long lb_pick(const struct instance_set *set, struct lb_scratch *sc, struct lb_ctx *ctx);
+
+/* Non-zero when instance i of set may be picked: weight > 0 and not tried. For lb_*.c. */
+int balancer_eligible(const struct instance_set *set, size_t i, const struct lb_ctx *ctx);
+
+/* A random eligible instance: uniform, or in proportion to weight; -1 when none. Retries use
+ * it, so that the instance after a dead one does not take every retry. For lb_*.c. */
+long balancer_pick_random(const struct instance_set *set, const struct lb_ctx *ctx, int weighted);
 
 #endif

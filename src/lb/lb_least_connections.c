@@ -3,13 +3,12 @@
 #include <stdint.h>
 
 #include "balancer.h"
+#include "clock.h"
 
-/* One worker's tie-breaking position. */
+/* One caller's tie-breaking position. */
 struct lc_scratch {
     uint64_t next; /* index scanned first by the next pick, < set->n when n > 0 */
 };
-
-_Static_assert(sizeof(struct lc_scratch) % 8 == 0, "scratch sizes are multiples of 8");
 
 static size_t lc_scratch_size(size_t n)
 {
@@ -17,11 +16,11 @@ static size_t lc_scratch_size(size_t n)
     return sizeof(struct lc_scratch);
 }
 
-static void lc_scratch_init(void *scratch, const struct instance_set *set, unsigned worker)
+static void lc_scratch_init(void *scratch, const struct instance_set *set, unsigned ordinal)
 {
     struct lc_scratch *lc = scratch;
 
-    lc->next = set->n > 0 ? worker % set->n : 0;
+    lc->next = set->n > 0 ? ordinal % set->n : 0;
 }
 
 static unsigned lc_active(const struct instance *inst)
@@ -30,33 +29,39 @@ static unsigned lc_active(const struct instance *inst)
     return atomic_load_explicit(&inst->state->active, memory_order_relaxed);
 }
 
-static long lc_pick(const struct instance_set *set, void *scratch, const struct lb_exclude *ex)
+static long lc_pick(const struct instance_set *set, const struct lb_ctx *ctx)
 {
-    struct lc_scratch *lc = scratch;
+    struct lc_scratch *lc = ctx->scratch;
     const size_t n = set->n;
+    const int retry = ctx->n_tried > 0;
     long best = -1;
-    uint64_t best_active = 0;
-    uint64_t best_weight = 0;
+    uint64_t best_active = 0, best_weight = 0, ties = 0;
 
     if (n == 0)
         return -1;
-    /* Scanning from the cursor and keeping only strictly better candidates makes equal
-     * instances take turns instead of the lowest index winning every tie. */
-    size_t i = (size_t)(lc->next % n);
+    /* First attempts scan from the cursor and keep only strictly better candidates, so equal
+     * instances take turns instead of the lowest index winning every tie. A retry leaves the
+     * cursor alone and picks uniformly among the tied (reservoir sampling), so the instance
+     * after a failed one does not take every retry. */
+    size_t i = retry ? 0 : (size_t)(lc->next % n);
     for (size_t scanned = 0; scanned < n; scanned++, i = (i + 1) % n) {
-        if (!balancer_eligible(set, i, ex))
+        if (!balancer_eligible(set, i, ctx))
             continue;
         const uint64_t active = lc_active(&set->inst[i]);
         const uint64_t weight = set->inst[i].weight;
-        /* active/weight < best_active/best_weight without dividing; both products fit in
-         * 64 bits since each factor fits in 32. */
-        if (best < 0 || active * best_weight < best_active * weight) {
+        /* active/weight against best_active/best_weight without dividing; both products fit
+         * in 64 bits since each factor fits in 32. */
+        const uint64_t lhs = active * best_weight, rhs = best_active * weight;
+        if (best < 0 || lhs < rhs) {
             best = (long)i;
             best_active = active;
             best_weight = weight;
+            ties = 1;
+        } else if (retry && lhs == rhs && rng_next(ctx->rng) % ++ties == 0) {
+            best = (long)i;
         }
     }
-    if (best >= 0)
+    if (best >= 0 && !retry)
         lc->next = ((size_t)best + 1) % n;
     return best;
 }

@@ -3,12 +3,10 @@
 
 #include "balancer.h"
 
-/* One worker's rotation position. */
+/* One caller's rotation position. */
 struct rr_scratch {
-    uint64_t next; /* index the next pick tries first, < set->n when n > 0 */
+    uint64_t next; /* index the next first attempt tries first, < set->n when n > 0 */
 };
-
-_Static_assert(sizeof(struct rr_scratch) % 8 == 0, "scratch sizes are multiples of 8");
 
 static size_t rr_scratch_size(size_t n)
 {
@@ -16,25 +14,31 @@ static size_t rr_scratch_size(size_t n)
     return sizeof(struct rr_scratch);
 }
 
-static void rr_scratch_init(void *scratch, const struct instance_set *set, unsigned worker)
+static void rr_scratch_init(void *scratch, const struct instance_set *set, unsigned ordinal)
 {
     struct rr_scratch *rr = scratch;
 
-    /* Spread the workers' starting points so they do not all send their first session to
+    /* Spread the callers' starting points so they do not all send their first session to
      * instance 0. */
-    rr->next = set->n > 0 ? worker % set->n : 0;
+    rr->next = set->n > 0 ? ordinal % set->n : 0;
 }
 
-static long rr_pick(const struct instance_set *set, void *scratch, const struct lb_exclude *ex)
+static long rr_pick(const struct instance_set *set, const struct lb_ctx *ctx)
 {
-    struct rr_scratch *rr = scratch;
+    struct rr_scratch *rr = ctx->scratch;
     const size_t n = set->n;
 
-    if (n == 0)
+    if (n == 0) {
         return -1;
+    }
+    /* A retry leaves the rotation alone and goes anywhere else at random: advancing the cursor
+     * would make the instance after a dead one the next first choice and send it every retry. */
+    if (ctx->n_tried > 0) {
+        return balancer_pick_random(set, ctx, 0);
+    }
     size_t i = (size_t)(rr->next % n);
     for (size_t tried = 0; tried < n; tried++) {
-        if (balancer_eligible(set, i, ex)) {
+        if (balancer_eligible(set, i, ctx)) {
             rr->next = (i + 1) % n;
             return (long)i;
         }

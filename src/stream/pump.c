@@ -21,9 +21,9 @@ enum step {
 void pump_init(struct pump_dir *d, const struct pump_env *env)
 {
     *d = (struct pump_dir){.pipe = {.rd = -1, .wr = -1}};
-    d->mode = env->splice == CONFIG_SPLICE_OFF      ? PUMP_COPY_ONLY
-              : env->splice == CONFIG_SPLICE_ALWAYS ? PUMP_SPLICE
-                                                    : PUMP_COPY;
+    d->mode = env->splice == SPLICE_OFF      ? PUMP_COPY_ONLY
+              : env->splice == SPLICE_ALWAYS ? PUMP_SPLICE
+                                             : PUMP_COPY;
 }
 
 int pump_pending(const struct pump_dir *d)

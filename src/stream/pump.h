@@ -5,8 +5,14 @@
 
 #include <stdint.h>
 
-#include "config.h"
 #include "pool.h"
+
+/* splice = ...: when directions move bytes with splice(2). */
+enum splice_policy {
+    SPLICE_AUTO,   /* streaming directions switch to splice(2) */
+    SPLICE_OFF,    /* always copy through a user-space buffer */
+    SPLICE_ALWAYS, /* every direction splices from the first byte */
+};
 
 enum pump_mode {
     PUMP_COPY,      /* recv/send through a pooled buffer */
@@ -34,7 +40,7 @@ struct pump_dir {
 struct pump_env {
     struct buffer_pool *buffers; /* copy buffers */
     struct pipe_pool *pipes;     /* splice pipes */
-    enum config_splice splice;   /* auto | off | always */
+    enum splice_policy splice;   /* auto | off | always */
     uint32_t budget;             /* bytes one pump_run may read before yielding to others */
 };
 

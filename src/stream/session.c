@@ -1,27 +1,120 @@
 /* Sessions: instance pick, upstream connect with retries, event dispatch, one finalize path. */
 #include "session.h"
 
+#include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "balancer.h"
-#include "log.h"
+#include "owner.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+#define SESSION_FD_WAIT_MS 100 /* retry interval while no descriptor is left for the upstream */
 
 enum close_how {
     CLOSE_FIN,   /* orderly: close(2) after both directions ended */
     CLOSE_RESET, /* abortive: SO_LINGER 0, the peers see RST */
 };
 
+/* The local address of a session on a wildcard listener, stored right after the session. */
+struct session_local {
+    uint8_t ip[16]; /* 4 bytes used for IPv4 */
+    uint16_t port;  /* host order */
+    uint8_t family; /* AF_INET or AF_INET6 */
+};
+
+_Static_assert(sizeof(struct session) <= 248, "a session must fit one 256-byte malloc chunk");
+
 static void session_finalize(struct session *s, const char *reason, enum close_how how);
 static void session_connect_next(struct session *s);
+
+/* --- connection budget -------------------------------------------------------------------- */
+
+int conn_budget_take(struct conn_budget *b)
+{
+    unsigned open = atomic_fetch_add_explicit(&b->open, 1, memory_order_relaxed);
+
+    if (open < b->max)
+        return 1;
+    atomic_fetch_sub_explicit(&b->open, 1, memory_order_relaxed);
+    return 0;
+}
+
+void conn_budget_give(struct conn_budget *b)
+{
+    unsigned before = atomic_fetch_sub_explicit(&b->open, 1, memory_order_relaxed);
+
+    assert(before > 0);
+    (void)before;
+}
+
+/* --- addresses ---------------------------------------------------------------------------- */
+
+/* Copies the IP and port of a kernel address into compact fields. */
+static void compact_addr(const struct sockaddr *sa, uint8_t ip[16], uint16_t *port, uint8_t *family)
+{
+    memset(ip, 0, 16);
+    *family = (uint8_t)sa->sa_family;
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        memcpy(ip, &s6->sin6_addr, 16);
+        *port = ntohs(s6->sin6_port);
+    } else if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        memcpy(ip, &s4->sin_addr, 4);
+        *port = ntohs(s4->sin_port);
+    } else {
+        *port = 0;
+    }
+}
+
+/* The inverse of compact_addr. */
+static void expand_addr(const uint8_t ip[16], uint16_t port, uint8_t family, struct net_addr *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+
+    memset(&ss, 0, sizeof(ss));
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6;
+        memcpy(&s6->sin6_addr, ip, 16);
+        s6->sin6_port = htons(port);
+        len = sizeof(*s6);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET;
+        memcpy(&s4->sin_addr, ip, 4);
+        s4->sin_port = htons(port);
+        len = sizeof(*s4);
+    }
+    net_addr_from_sockaddr(out, (const struct sockaddr *)&ss, len);
+}
+
+void session_client(const struct session *s, struct net_addr *out)
+{
+    expand_addr(s->client_ip, s->client_port, s->client_family, out);
+}
+
+void session_local(const struct session *s, struct net_addr *out)
+{
+    if (!s->lst->wildcard) {
+        *out = s->lst->bind;
+        return;
+    }
+    const struct session_local *l = (const struct session_local *)(s + 1);
+    expand_addr(l->ip, l->port, l->family, out);
+}
+
+/* --- sockets ------------------------------------------------------------------------------ */
 
 static void set_nodelay(int fd)
 {
@@ -29,23 +122,13 @@ static void set_nodelay(int fd)
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-static void set_linger_reset(int fd)
+static void watch_close_how(struct watch *wt, enum close_how how)
 {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    if (fd >= 0)
-        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-}
 
-static void watch_close(struct watch *wt, enum close_how how)
-{
-    if (wt->fd < 0)
-        return;
-    if (how == CLOSE_RESET)
-        set_linger_reset(wt->fd);
-    /* close(2) takes the descriptor out of the epoll set: no EPOLL_CTL_DEL needed */
-    close(wt->fd);
-    wt->fd = -1;
-    wt->events = 0;
+    if (wt->fd >= 0 && how == CLOSE_RESET)
+        (void)setsockopt(wt->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    watch_close(wt);
 }
 
 /* --- instance bookkeeping --------------------------------------------------------------- */
@@ -70,6 +153,7 @@ static void instance_drop(struct session *s)
  * pointer cannot be reused by a new state while this session still retries. */
 static int instance_mark_tried(struct session *s)
 {
+    assert(s->inst != NULL && s->n_tried <= s->lst->retries);
     if (s->tried == NULL) {
         s->tried = calloc((size_t)s->lst->retries + 1, sizeof(*s->tried));
         if (s->tried == NULL)
@@ -91,21 +175,27 @@ static void tried_release(struct session *s)
     s->n_tried = 0;
 }
 
-/* Picks an instance inside a read section and copies its address out. */
-static int instance_pick(struct session *s, struct config_addr *addr)
+/* Picks an instance inside a read section and copies its address out. 0, -ENOENT or -ENOMEM. */
+static int instance_pick(struct session *s, struct net_addr *addr)
 {
-    const struct lb_exclude ex = {.states = s->tried, .n = s->n_tried};
-    int rc = -ENOENT;
+    struct session_host *h = s->host;
+    struct lb_ctx ctx = {.rng = &h->rng, .tried = s->tried, .n_tried = s->n_tried};
+    struct net_addr client;
+    long i;
+
     snapshot_read_lock();
-    const struct instance_set *set = snapshot_current(s->lst->service);
-    long i = set->n > 0 ? set->lb->pick(set, snapshot_scratch(set, s->worker->id), &ex) : -1;
+    const struct instance_set *set = owner_current(s->lst->service);
+    if (set->lb != NULL && set->lb->needs_client) {
+        session_client(s, &client);
+        ctx.client = (const struct sockaddr *)&client.sa;
+    }
+    i = lb_pick(set, &h->scratch[s->lst->service_index], &ctx);
     if (i >= 0) {
         *addr = set->inst[i].addr;
         instance_take(s, set->inst[i].state);
-        rc = 0;
     }
     snapshot_read_unlock();
-    return rc;
+    return i >= 0 ? 0 : (int)i;
 }
 
 /* --- readiness ---------------------------------------------------------------------------- */
@@ -123,17 +213,17 @@ static int session_update_interest(struct session *s)
         upstream |= EPOLLIN;
     if (pump_pending(&s->up))
         upstream |= EPOLLOUT;
-    int rc = worker_watch(s->worker, &s->client, client);
-    return rc != 0 ? rc : worker_watch(s->worker, &s->upstream, upstream);
+    int rc = evloop_watch(s->host->loop, &s->client, client);
+    return rc != 0 ? rc : evloop_watch(s->host->loop, &s->upstream, upstream);
 }
 
 static void session_count_bytes(struct session *s, uint64_t up0, uint64_t down0, uint64_t sp_up0,
                                 uint64_t sp_down0)
 {
-    struct stats *st = &s->worker->stats;
+    struct stats *st = s->host->stats;
     if (s->up.bytes == up0 && s->down.bytes == down0)
         return;
-    s->last_active = worker_now(s->worker);
+    s->t.last_active = evloop_now(s->host->loop);
     STATS_ADD(st, bytes_up, s->up.bytes - up0);
     STATS_ADD(st, bytes_down, s->down.bytes - down0);
     STATS_ADD(st, spliced_up, s->up.spliced - sp_up0);
@@ -143,11 +233,14 @@ static void session_count_bytes(struct session *s, uint64_t up0, uint64_t down0,
 /* Runs the directions an event concerns, then decides: go on, finish, or reset. */
 static void session_pump(struct session *s, int run_up, int run_down)
 {
-    const struct pump_env *env = &s->worker->pump_env;
+    const struct pump_env *env = &s->host->pump;
+    struct stats *st = s->host->stats;
     uint64_t up0 = s->up.bytes, down0 = s->down.bytes;
     uint64_t sp_up0 = s->up.spliced, sp_down0 = s->down.spliced;
     uint8_t up_mode = s->up.mode, down_mode = s->down.mode;
     int rc = 0;
+
+    assert(s->state == SESSION_ESTABLISHED);
     /* when the other way is already over, the session closes right after this FIN */
     s->up.fin_by_close = (uint8_t)pump_done(&s->down);
     s->down.fin_by_close = (uint8_t)pump_done(&s->up);
@@ -157,11 +250,11 @@ static void session_pump(struct session *s, int run_up, int run_down)
         rc = pump_run(&s->down, s->upstream.fd, s->client.fd, env);
     session_count_bytes(s, up0, down0, sp_up0, sp_down0);
     if (s->up.mode != up_mode && s->up.mode == PUMP_SPLICE)
-        STATS_ADD(&s->worker->stats, splice_switches, 1);
+        STATS_ADD(st, splice_switches, 1);
     if (s->down.mode != down_mode && s->down.mode == PUMP_SPLICE)
-        STATS_ADD(&s->worker->stats, splice_switches, 1);
+        STATS_ADD(st, splice_switches, 1);
     if (rc == -ENOMEM || rc == -EMFILE || rc == -ENFILE) {
-        STATS_ADD(&s->worker->stats, alloc_failures, 1);
+        STATS_ADD(st, alloc_failures, 1);
         session_finalize(s, "no_memory", CLOSE_RESET);
     } else if (rc != 0) {
         session_finalize(s, "reset", CLOSE_RESET);
@@ -182,37 +275,51 @@ static void on_client_event(struct watch *wt, uint32_t events)
     session_pump(s, err || (events & EPOLLIN), err || (events & EPOLLOUT));
 }
 
-static void on_upstream_event(struct watch *wt, uint32_t events);
-
 /* --- connecting --------------------------------------------------------------------------- */
 
 static void session_established(struct session *s)
 {
-    struct worker *w = s->worker;
+    struct session_host *h = s->host;
+
+    assert(s->state == SESSION_CONNECTING && s->inst != NULL);
     s->state = SESSION_ESTABLISHED;
     tried_release(s);
     atomic_fetch_add_explicit(&s->inst->connects, 1, memory_order_relaxed);
-    STATS_ADD(&w->stats, sessions_established, 1);
-    pump_init(&s->up, &w->pump_env);
-    pump_init(&s->down, &w->pump_env);
-    s->last_active = worker_now(w);
-    wheel_remove(&w->wheel, &s->timer);
+    STATS_ADD(h->stats, sessions_established, 1);
+    pump_init(&s->up, &h->pump);
+    pump_init(&s->down, &h->pump);
+    s->t.last_active = evloop_now(h->loop);
+    evloop_timer_remove(h->loop, &s->timer);
     if (s->lst->idle_timeout_ms > 0)
-        worker_timer_add(w, &s->timer, s->last_active + s->lst->idle_timeout_ms);
+        evloop_timer_add(h->loop, &s->timer, s->t.last_active + s->lst->idle_timeout_ms);
     /* the client may have sent bytes already (the kernel kept them until now); the upstream's
      * first bytes, if any, are announced by epoll */
     session_pump(s, 1, 0);
 }
 
+/* Logs a failed connect (debug) with the session's identity. */
+static void session_log_connect_failed(const struct session *s, int err, int timed_out)
+{
+    struct net_addr client, local;
+
+    if (!log_enabled(s->host->log, LOG_LEVEL_DEBUG))
+        return;
+    session_client(s, &client);
+    session_local(s, &local);
+    log_event(s->host->log, LOG_LEVEL_DEBUG, "connect_failed", LOG_STR("listener", s->lst->name),
+              LOG_STR("client", client.text), LOG_STR("local", local.text),
+              LOG_STR("instance", s->inst->id), LOG_INT("errno", err),
+              LOG_STR("why", timed_out ? "timeout" : "error"));
+}
+
 static void session_connect_failed(struct session *s, int err, int timed_out)
 {
-    struct worker *w = s->worker;
-    STATS_ADD(&w->stats, connect_failures, 1);
+    struct stats *st = s->host->stats;
+
+    STATS_ADD(st, connect_failures, 1);
     if (timed_out)
-        STATS_ADD(&w->stats, connect_timeouts, 1);
-    log_event(s->worker->shared->log, LOG_LEVEL_DEBUG, "connect_failed",
-              LOG_STR("listener", s->lst->name), LOG_STR("instance", s->inst->id),
-              LOG_INT("errno", err), LOG_STR("why", timed_out ? "timeout" : "error"));
+        STATS_ADD(st, connect_timeouts, 1);
+    session_log_connect_failed(s, err, timed_out);
     if (instance_mark_tried(s) != 0) {
         session_finalize(s, "no_memory", CLOSE_RESET);
         return;
@@ -221,82 +328,94 @@ static void session_connect_failed(struct session *s, int err, int timed_out)
         session_finalize(s, "upstream_unavailable", CLOSE_FIN);
         return;
     }
-    STATS_ADD(&w->stats, retries, 1);
+    STATS_ADD(st, retries, 1);
     session_connect_next(s);
 }
 
-/* Opens the upstream socket for this attempt; the watch keeps its identity across attempts. */
-static int upstream_socket(struct session *s, const struct config_addr *addr)
+static void on_upstream_event(struct watch *wt, uint32_t events);
+
+/* Opens the upstream socket for this attempt: the watch gets a new generation, so an event
+ * still queued for the previous attempt's socket is dropped by the loop. */
+static int upstream_socket(struct session *s, const struct net_addr *addr)
 {
-    watch_close(&s->upstream, CLOSE_FIN);
+    watch_close_how(&s->upstream, CLOSE_FIN);
     int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     set_nodelay(fd);
-    s->upstream.fd = fd;
+    watch_set_fd(&s->upstream, fd);
     return 0;
 }
 
-/* Out of descriptors for the upstream socket: not the instance's fault. Stop accepting for a
- * while (closing sessions free descriptors) and try again then; the client just waits, up to
- * connect_timeout in all. */
+/* Out of descriptors for the upstream socket: not the instance's fault. The host stops
+ * accepting for a while (closing sessions free descriptors) and the session tries again then;
+ * the client just waits, up to connect_timeout in all. */
 static void session_wait_for_descriptor(struct session *s, int err)
 {
-    struct worker *w = s->worker;
-    uint64_t now = worker_now(w);
+    struct session_host *h = s->host;
+    uint64_t now = evloop_now(h->loop);
+
     instance_drop(s);
-    worker_pause(w, "file_descriptors", err);
-    if (s->fd_wait_since == 0)
-        s->fd_wait_since = now;
-    if (now - s->fd_wait_since >= s->lst->connect_timeout_ms) {
-        STATS_ADD(&w->stats, alloc_failures, 1);
+    h->on_fd_shortage(h, err);
+    if (s->t.fd_wait_since == 0)
+        s->t.fd_wait_since = now;
+    if (now - s->t.fd_wait_since >= s->lst->connect_timeout_ms) {
+        STATS_ADD(h->stats, alloc_failures, 1);
         session_finalize(s, "no_descriptors", CLOSE_RESET);
         return;
     }
-    worker_timer_add(w, &s->timer, now + WORKER_PAUSE_MS);
+    evloop_timer_add(h->loop, &s->timer, now + SESSION_FD_WAIT_MS);
 }
 
-static void session_connect_next(struct session *s)
+/* Starts the connect of one attempt to addr. */
+static void session_dial(struct session *s, const struct net_addr *addr)
 {
-    struct worker *w = s->worker;
-    struct config_addr addr;
-    if (instance_pick(s, &addr) != 0) {
-        /* every instance failed already, or there never was one to try */
-        if (s->n_tried > 0) {
-            session_finalize(s, "upstream_unavailable", CLOSE_FIN);
-            return;
-        }
-        STATS_ADD(&w->stats, no_instance, 1);
-        session_finalize(s, "no_instance", CLOSE_FIN);
-        return;
-    }
-    int rc = upstream_socket(s, &addr);
+    struct session_host *h = s->host;
+    int rc = upstream_socket(s, addr);
+
     if (rc == -EMFILE || rc == -ENFILE) {
         session_wait_for_descriptor(s, -rc);
         return;
     }
     s->attempts++;
-    s->fd_wait_since = 0;
-    STATS_ADD(&w->stats, connect_attempts, 1);
-    if (rc == 0 && connect(s->upstream.fd, (const struct sockaddr *)&addr.sa, addr.len) != 0)
+    s->t.fd_wait_since = 0;
+    STATS_ADD(h->stats, connect_attempts, 1);
+    if (rc == 0 && connect(s->upstream.fd, (const struct sockaddr *)&addr->sa, addr->len) != 0)
         rc = -errno;
     if (rc == 0) {
         session_established(s);
     } else if (rc == -EINPROGRESS) {
-        worker_timer_add(w, &s->timer, worker_now(w) + s->lst->connect_timeout_ms);
-        if (worker_watch(w, &s->upstream, EPOLLOUT) != 0)
+        evloop_timer_add(h->loop, &s->timer, evloop_now(h->loop) + s->lst->connect_timeout_ms);
+        if (evloop_watch(h->loop, &s->upstream, EPOLLOUT) != 0)
             session_finalize(s, "epoll_failed", CLOSE_RESET);
     } else if (rc == -ENOBUFS || rc == -ENOMEM) {
-        STATS_ADD(&w->stats, alloc_failures, 1);
+        STATS_ADD(h->stats, alloc_failures, 1);
         session_finalize(s, "no_memory", CLOSE_RESET);
     } else {
         session_connect_failed(s, -rc, 0);
     }
 }
 
-/* An event during a connect: done, failed, or (a stale event from a previous attempt's socket)
- * still in progress. A failed connect always raises EPOLLERR, so a plain EPOLLOUT on the first
- * attempt needs no getsockopt(2) to be trusted. */
+static void session_connect_next(struct session *s)
+{
+    struct net_addr addr;
+    int rc = instance_pick(s, &addr);
+
+    if (rc == -ENOMEM) {
+        STATS_ADD(s->host->stats, alloc_failures, 1);
+        session_finalize(s, "no_memory", CLOSE_RESET);
+    } else if (rc != 0 && s->n_tried > 0) {
+        session_finalize(s, "upstream_unavailable", CLOSE_FIN); /* every instance failed */
+    } else if (rc != 0) {
+        STATS_ADD(s->host->stats, no_instance, 1); /* there never was one to try */
+        session_finalize(s, "no_instance", CLOSE_FIN);
+    } else {
+        session_dial(s, &addr);
+    }
+}
+
+/* An event of the current connect attempt (the loop dropped any of an earlier one): a failed
+ * connect always raises EPOLLERR, so a plain EPOLLOUT means connected, no getsockopt(2) needed. */
 static void session_connect_check(struct session *s, uint32_t events)
 {
     if (events & (EPOLLERR | EPOLLHUP)) {
@@ -304,17 +423,9 @@ static void session_connect_check(struct session *s, uint32_t events)
         socklen_t len = sizeof(err);
         if (getsockopt(s->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
             err = errno;
-        if (err == 0 && s->attempts > 1)
-            return; /* the previous attempt's error, reported late: this connect goes on */
         session_connect_failed(s, err != 0 ? err : ECONNREFUSED, 0);
         return;
     }
-    /* after a retry, an event of the previous attempt's socket (same watch, same batch) may
-     * arrive while the new connect is still in progress: only then is it worth asking */
-    struct sockaddr_storage peer;
-    socklen_t plen = sizeof(peer);
-    if (s->attempts > 1 && getpeername(s->upstream.fd, (struct sockaddr *)&peer, &plen) != 0)
-        return; /* ENOTCONN: not connected yet, wait for the real event */
     session_established(s);
 }
 
@@ -336,7 +447,8 @@ static void on_upstream_event(struct watch *wt, uint32_t events)
 void session_on_timer(struct wheel_entry *e)
 {
     struct session *s = container_of(e, struct session, timer);
-    struct worker *w = s->worker;
+    struct session_host *h = s->host;
+
     if (s->state == SESSION_CONNECTING) {
         if (s->upstream.fd < 0)
             session_connect_next(s); /* waited for a descriptor: try again */
@@ -344,12 +456,13 @@ void session_on_timer(struct wheel_entry *e)
             session_connect_failed(s, ETIMEDOUT, 1);
         return;
     }
-    uint64_t due = s->last_active + s->lst->idle_timeout_ms;
-    if (due > worker_now(w)) {
-        worker_timer_add(w, &s->timer, due); /* traffic since it was armed: look again later */
+    assert(s->state == SESSION_ESTABLISHED);
+    uint64_t due = s->t.last_active + s->lst->idle_timeout_ms;
+    if (due > evloop_now(h->loop)) {
+        evloop_timer_add(h->loop, &s->timer, due); /* traffic since it was armed: look later */
         return;
     }
-    STATS_ADD(&w->stats, idle_timeouts, 1);
+    STATS_ADD(h->stats, idle_timeouts, 1);
     session_finalize(s, "idle_timeout", CLOSE_FIN);
 }
 
@@ -357,43 +470,56 @@ void session_on_timer(struct wheel_entry *e)
 
 static void session_log_end(const struct session *s, const char *reason)
 {
-    log_event(s->worker->shared->log, LOG_LEVEL_DEBUG, "session_end",
-              LOG_STR("listener", s->lst->name),
+    struct net_addr client, local;
+
+    if (!log_enabled(s->host->log, LOG_LEVEL_DEBUG))
+        return;
+    session_client(s, &client);
+    session_local(s, &local);
+    log_event(s->host->log, LOG_LEVEL_DEBUG, "session_end", LOG_STR("listener", s->lst->name),
+              LOG_STR("client", client.text), LOG_STR("local", local.text),
               LOG_STR("instance", s->inst != NULL ? s->inst->id : ""), LOG_STR("reason", reason),
               LOG_INT("attempts", s->attempts), LOG_INT("bytes_up", s->up.bytes),
               LOG_INT("bytes_down", s->down.bytes), LOG_INT("spliced_up", s->up.spliced),
               LOG_INT("spliced_down", s->down.spliced));
 }
 
+static void host_unlink(struct session_host *h, struct session *s)
+{
+    assert(h->n_live > 0);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        h->live = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    s->prev = NULL;
+    s->next = h->graveyard;
+    h->graveyard = s;
+    h->n_live--;
+}
+
 /* The one way every session ends. Memory is freed after the current epoll batch. */
 static void session_finalize(struct session *s, const char *reason, enum close_how how)
 {
-    struct worker *w = s->worker;
+    struct session_host *h = s->host;
+
     if (s->state == SESSION_CLOSED)
         return;
     session_log_end(s, reason);
     if (how == CLOSE_RESET)
-        STATS_ADD(&w->stats, resets, 1);
-    STATS_ADD(&w->stats, sessions_closed, 1);
+        STATS_ADD(h->stats, resets, 1);
+    STATS_ADD(h->stats, sessions_closed, 1);
     s->state = SESSION_CLOSED;
-    wheel_remove(&w->wheel, &s->timer);
-    watch_close(&s->client, how);
-    watch_close(&s->upstream, how);
-    pump_release(&s->up, &w->pump_env);
-    pump_release(&s->down, &w->pump_env);
+    evloop_timer_remove(h->loop, &s->timer);
+    watch_close_how(&s->client, how);
+    watch_close_how(&s->upstream, how);
+    pump_release(&s->up, &h->pump);
+    pump_release(&s->down, &h->pump);
     instance_drop(s);
     tried_release(s);
-    /* unlink from the live list, park in the graveyard */
-    if (s->prev != NULL)
-        s->prev->next = s->next;
-    else
-        w->sessions = s->next;
-    if (s->next != NULL)
-        s->next->prev = s->prev;
-    s->next = w->graveyard;
-    w->graveyard = s;
-    w->n_sessions--;
-    atomic_fetch_sub_explicit(&w->shared->open_sessions, 1, memory_order_relaxed);
+    host_unlink(h, s);
+    conn_budget_give(h->budget);
 }
 
 void session_abort(struct session *s)
@@ -401,34 +527,52 @@ void session_abort(struct session *s)
     session_finalize(s, "shutdown", CLOSE_RESET);
 }
 
-void session_free_closed(struct worker *w)
+void session_free_closed(struct session_host *h)
 {
-    while (w->graveyard != NULL) {
-        struct session *s = w->graveyard;
-        w->graveyard = s->next;
+    while (h->graveyard != NULL) {
+        struct session *s = h->graveyard;
+        assert(s->state == SESSION_CLOSED && s->inst == NULL && s->tried == NULL);
+        h->graveyard = s->next;
         free(s);
     }
 }
 
-int session_start(struct worker *w, const struct listener_rt *lst, int client_fd)
+/* The local address of a connection on a wildcard listener: one getsockname(2), paid only
+ * there (a listener bound to one address already knows it). */
+static void session_record_local(struct session *s, int fd)
 {
-    struct session *s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        close(client_fd);
-        atomic_fetch_sub_explicit(&w->shared->open_sessions, 1, memory_order_relaxed);
+    struct session_local *l = (struct session_local *)(s + 1);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        ss.ss_family = AF_UNSPEC;
+    compact_addr((const struct sockaddr *)&ss, l->ip, &l->port, &l->family);
+}
+
+int session_start(struct session_host *h, const struct listener_rt *lst, int fd,
+                  const struct sockaddr *client, socklen_t client_len)
+{
+    size_t size = sizeof(struct session) + (lst->wildcard ? sizeof(struct session_local) : 0);
+    struct session *s = calloc(1, size);
+
+    (void)client_len;
+    if (s == NULL)
         return -ENOMEM;
-    }
-    s->worker = w;
+    s->host = h;
     s->lst = lst;
-    s->client = (struct watch){.fd = client_fd, .cb = on_client_event};
-    s->upstream = (struct watch){.fd = -1, .cb = on_upstream_event};
+    watch_init(&s->client, fd, on_client_event);
+    watch_init(&s->upstream, -1, on_upstream_event);
     s->up.pipe.rd = s->up.pipe.wr = s->down.pipe.rd = s->down.pipe.wr = -1;
     s->state = SESSION_CONNECTING;
-    s->next = w->sessions;
-    if (w->sessions != NULL)
-        w->sessions->prev = s;
-    w->sessions = s;
-    w->n_sessions++;
+    compact_addr(client, s->client_ip, &s->client_port, &s->client_family);
+    if (lst->wildcard)
+        session_record_local(s, fd);
+    s->next = h->live;
+    if (h->live != NULL)
+        h->live->prev = s;
+    h->live = s;
+    h->n_live++;
     /* TCP_NODELAY comes from the listening socket: accepted sockets inherit it */
     session_connect_next(s);
     return 0;

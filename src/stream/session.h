@@ -1,13 +1,53 @@
 /* One client/upstream pair: pick an instance, connect with retries and timeouts, pump both ways,
- * end through one finalize path. Worker thread only. */
+ * end through one finalize path. A session lives in a host (a worker) that lends it an event
+ * loop, pools, counters and balancer state; it knows nothing else of the worker. Host thread
+ * only, except the connection budget. */
 #ifndef SLUICE_SESSION_H
 #define SLUICE_SESSION_H
 
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
+#include "balancer.h"
+#include "evloop.h"
+#include "listener.h"
+#include "log.h"
 #include "pump.h"
+#include "stats.h"
 #include "wheel.h"
-#include "worker.h"
+
+/* The cap on open client connections, shared by every host. Raised only by conn_budget_take,
+ * lowered only by conn_budget_give. */
+struct conn_budget {
+    atomic_uint open; /* connections admitted and not yet closed */
+    uint32_t max;     /* max_connections */
+};
+
+/* Reserves a slot before an accept; 0 when the cap is reached. Any thread. */
+int conn_budget_take(struct conn_budget *b);
+
+/* Gives a slot back (a closed session, or an accept that yielded none). Any thread. */
+void conn_budget_give(struct conn_budget *b);
+
+struct session;
+
+/* What a host lends its sessions. */
+struct session_host {
+    struct evloop *loop;        /* descriptors, timers, clock */
+    struct pump_env pump;       /* buffers, pipes, splice policy */
+    struct stats *stats;        /* the host thread's counters */
+    struct logger *log;         /* where events go */
+    struct conn_budget *budget; /* open-connection cap, shared by all hosts */
+    struct lb_scratch *scratch; /* balancer state, one per service (listener_rt.service_index) */
+    uint64_t rng;               /* random source for balancers; never 0 */
+    struct session *live;       /* open sessions (list head) */
+    size_t n_live;              /* entries in live */
+    struct session *graveyard;  /* sessions closed during this batch, freed after it */
+    /* Out of descriptors for an upstream socket: the host should stop accepting for a while. */
+    void (*on_fd_shortage)(struct session_host *h, int err);
+};
 
 enum session_state {
     SESSION_CONNECTING,  /* waiting for the upstream connect */
@@ -15,28 +55,38 @@ enum session_state {
     SESSION_CLOSED,      /* finalized, waiting to be freed after the epoll batch */
 };
 
+/* 248 bytes on x86-64: one 256-byte malloc chunk per idle connection. Fields are ordered so
+ * that the small ones share words; measure idle memory before adding any. */
 struct session {
-    struct worker *worker;         /* owner */
+    struct session_host *host;     /* the host it lives in */
     const struct listener_rt *lst; /* listener it came in on */
     struct watch client;           /* client socket */
     struct watch upstream;         /* upstream socket, fd -1 before the first connect */
     struct pump_dir up;            /* client -> upstream */
     struct pump_dir down;          /* upstream -> client */
     struct wheel_entry timer;      /* connect or idle deadline */
-    uint64_t last_active;          /* loop time of the last byte moved */
-    uint64_t fd_wait_since;        /* loop time it first found no descriptor to connect; 0 */
+    union {
+        uint64_t last_active;   /* established: loop time of the last byte moved */
+        uint64_t fd_wait_since; /* connecting: loop time it first found no descriptor; 0 */
+    } t;
     struct instance_state *inst;   /* instance in use (held, counted in active) */
     struct instance_state **tried; /* instances that failed a connect (held); NULL if none */
-    uint32_t n_tried;              /* entries in tried */
-    uint32_t attempts;             /* connect attempts made */
+    uint16_t n_tried;              /* entries in tried (retries <= 100) */
+    uint16_t attempts;             /* connect attempts made */
     uint8_t state;                 /* enum session_state */
-    struct session *prev;          /* worker's session list */
-    struct session *next;          /* worker's session list, or graveyard link */
+    uint8_t client_family;         /* AF_INET or AF_INET6 */
+    uint16_t client_port;          /* client's port, host order */
+    uint8_t client_ip[16];         /* client's address (4 bytes used for IPv4) */
+    struct session *prev;          /* host's live list */
+    struct session *next;          /* host's live list, or graveyard link */
+    /* a listener bound to a wildcard address: the local address follows (session_local) */
 };
 
-/* Takes over an accepted client socket and starts connecting upstream. On failure the socket is
- * closed. Returns 0 or -ENOMEM. */
-int session_start(struct worker *w, const struct listener_rt *lst, int client_fd);
+/* Takes over an accepted client socket (client: its address from accept) and starts connecting
+ * upstream. Returns 0, or -ENOMEM: then nothing was taken, the caller closes fd and gives the
+ * budget slot back. */
+int session_start(struct session_host *h, const struct listener_rt *lst, int fd,
+                  const struct sockaddr *client, socklen_t client_len);
 
 /* Ends a session at once (shutdown timeout): both sockets are reset. */
 void session_abort(struct session *s);
@@ -45,6 +95,10 @@ void session_abort(struct session *s);
 void session_on_timer(struct wheel_entry *e);
 
 /* Frees sessions closed during the last epoll batch (events may still have named them). */
-void session_free_closed(struct worker *w);
+void session_free_closed(struct session_host *h);
+
+/* The client's address, and the local address it connected to. */
+void session_client(const struct session *s, struct net_addr *out);
+void session_local(const struct session *s, struct net_addr *out);
 
 #endif

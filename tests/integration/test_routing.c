@@ -129,6 +129,48 @@ static void test_refused_instance_is_retried(void **state)
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
 }
 
+/* Dials of the dead instance (each one a connect_failed line naming it) while n connections go
+ * through port; every connection must still reach a live backend. */
+static int dead_first_dials(struct proc *p, int port, int dead, int n, int n_live)
+{
+    char needle[64];
+    int counts[N_BACKENDS];
+    snprintf(needle, sizeof(needle), "\"instance\":\"127.0.0.1:%d\"", dead);
+    const char *failed[] = {"\"event\":\"connect_failed\"", needle, NULL};
+    assert_int_equal(count_hellos(port, n, counts, n_live), 0);
+    char stats[4096];
+    assert_int_equal(sluice_stats(p, stats, sizeof(stats)), 0);
+    assert_int_equal(log_field_int(stats, "sessions_established"), n);
+    return log_count_all(p, failed);
+}
+
+/* A retry picks another instance without moving the rotation that first attempts follow: the
+ * dead one of two is dialled first on at most 55 of 100 connections, the dead one of three on
+ * at most 40 (an even rotation gives 50 and 33; a retry that advanced the cursor sent every
+ * connection to the dead one first). */
+static void test_retries_do_not_skew_rotation(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    char line[256];
+    int dead = harness_free_port();
+
+    snprintf(line, sizeof(line), "127.0.0.1:%d, 127.0.0.1:%d", backend_ports[0], dead);
+    int port = start_proxy(&p, line, "", "retries = 2\n", "");
+    int two = dead_first_dials(&p, port, dead, 100, 1);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+    print_message("2 backends, 1 dead: dead dialled first on %d of 100 connections\n", two);
+    assert_true(two <= 55);
+
+    snprintf(line, sizeof(line), "127.0.0.1:%d, 127.0.0.1:%d, 127.0.0.1:%d", backend_ports[0], dead,
+             backend_ports[1]);
+    port = start_proxy(&p, line, "", "retries = 2\n", "");
+    int three = dead_first_dials(&p, port, dead, 100, 2);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+    print_message("3 backends, 1 dead: dead dialled first on %d of 100 connections\n", three);
+    assert_true(three <= 40);
+}
+
 /* A listener whose accept queue is full drops SYNs: connects to it time out, and sluice moves on
  * to the next instance within connect_timeout. */
 static void test_connect_timeout_is_retried(void **state)
@@ -294,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_weighted_respects_weights),
         cmocka_unit_test(test_least_connections_prefers_emptiest),
         cmocka_unit_test(test_refused_instance_is_retried),
+        cmocka_unit_test(test_retries_do_not_skew_rotation),
         cmocka_unit_test(test_connect_timeout_is_retried),
         cmocka_unit_test(test_all_instances_down_closes_cleanly),
         cmocka_unit_test(test_idle_timeout_closes_quiet_sessions),

@@ -16,13 +16,13 @@
 /* Path of the file the last load_text_with() wrote, kept for the error-line prefixes. */
 static char cfg_path[64];
 
-int load_text(const char *text, struct config **cfg, struct config_errors *errs)
+int load_text(const char *text, struct config **cfg, struct ini_errors *errs)
 {
     return load_text_with(config_load, text, cfg, errs);
 }
 
 int load_text_with(config_loader_fn load, const char *text, struct config **cfg,
-                   struct config_errors *errs)
+                   struct ini_errors *errs)
 {
     size_t len = strlen(text);
     int fd, rc;
@@ -44,7 +44,7 @@ const char *load_text_path(void)
 
 struct config *load_ok(const char *text)
 {
-    struct config_errors errs = {0};
+    struct ini_errors errs = {0};
     struct config *cfg = NULL;
     int rc = load_text(text, &cfg, &errs);
 
@@ -70,7 +70,7 @@ void assert_error_line(const char *path, const char *got, const struct want *w)
 
 void expect_errors(const char *text, const struct want *w, size_t n)
 {
-    struct config_errors errs = {0};
+    struct ini_errors errs = {0};
     struct config *cfg = (struct config *)&errs; /* must be reset to NULL */
     int rc = load_text(text, &cfg, &errs);
 
@@ -85,7 +85,7 @@ void expect_errors(const char *text, const struct want *w, size_t n)
     for (size_t i = 0; i < n; i++) {
         assert_error_line(cfg_path, errs.lines[i], &w[i]);
     }
-    config_errors_clear(&errs);
+    ini_errors_clear(&errs);
     assert_null(errs.lines);
     assert_int_equal(errs.n, 0);
 }

@@ -8,7 +8,7 @@
 #include "config.h"
 
 /* A config loader: config_load or config_load_consul. */
-typedef int (*config_loader_fn)(const char *path, struct config **out, struct config_errors *errs);
+typedef int (*config_loader_fn)(const char *path, struct config **out, struct ini_errors *errs);
 
 /* One expected error line: "FILE:LINE: KEY: " exactly, then a phrase containing PHRASE. */
 struct want {
@@ -19,11 +19,11 @@ struct want {
 
 /* Writes text to a fresh temporary file and loads it with config_load; the file is gone
  * afterwards. Returns what config_load returned; *cfg and errs as config_load leaves them. */
-int load_text(const char *text, struct config **cfg, struct config_errors *errs);
+int load_text(const char *text, struct config **cfg, struct ini_errors *errs);
 
 /* Like load_text with another loader (config_load_consul). */
 int load_text_with(config_loader_fn load, const char *text, struct config **cfg,
-                   struct config_errors *errs);
+                   struct ini_errors *errs);
 
 /* Path of the file the last load_text() wrote; error lines start with it. Valid until the
  * next load_text(). */

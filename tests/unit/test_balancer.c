@@ -13,14 +13,23 @@
 
 #include "balancer.h"
 
-#define MAX_INST 8     /* instances a fixture can hold */
-#define PICKS    10000 /* picks per distribution test */
+#define MAX_INST    8     /* instances a fixture can hold */
+#define MAX_WORKERS 4     /* callers a fixture can hold */
+#define PICKS       10000 /* picks per distribution test */
 
-/* A hand-built instance set with its own states and scratch areas. */
+/* Instances a pick must skip: the states a session tried already. */
+struct exclude {
+    struct instance_state *const *states; /* tried instances */
+    size_t n;                             /* entries in states */
+};
+
+/* A hand-built instance set with its own states, and one balancer scratch per caller. */
 struct fixture {
     struct instance_set set;                /* what the balancer sees */
     struct instance inst[MAX_INST];         /* set.inst points here (NULL when n == 0) */
     struct instance_state states[MAX_INST]; /* inst[i].state == &states[i] */
+    struct lb_scratch sc[MAX_WORKERS];      /* caller w's scratch */
+    uint64_t rng;                           /* the callers' random source (seeded: repeatable) */
 };
 
 static struct fixture *fixture_new(const struct lb_ops *lb, const uint32_t *weights, size_t n,
@@ -28,7 +37,7 @@ static struct fixture *fixture_new(const struct lb_ops *lb, const uint32_t *weig
 {
     struct fixture *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    assert_true(n <= MAX_INST);
+    assert_true(n <= MAX_INST && n_workers <= MAX_WORKERS);
     for (size_t i = 0; i < n; i++) {
         struct instance_state *st = &f->states[i];
         snprintf(st->id, sizeof(st->id), "10.0.0.%zu:80", i + 1);
@@ -44,37 +53,40 @@ static struct fixture *fixture_new(const struct lb_ops *lb, const uint32_t *weig
     f->set.n = n;
     f->set.inst = n > 0 ? f->inst : NULL;
     f->set.version = 1;
-    f->set.n_workers = n_workers;
-    f->set.scratch_stride = lb->scratch_size(n);
-    assert_true(f->set.scratch_stride >= 8);
-    assert_int_equal(f->set.scratch_stride % 8, 0);
-    /* Exactly the bytes asked for, so that AddressSanitizer catches a write past the last area;
-     * filled with uneven garbage so that a pick relying on something init did not set goes
-     * wrong. */
-    const size_t bytes = f->set.scratch_stride * n_workers;
-    f->set.scratch = malloc(bytes);
-    assert_non_null(f->set.scratch);
-    for (size_t k = 0; k < bytes; k++)
-        f->set.scratch[k] = (unsigned char)(k * 37 + 11);
-    for (unsigned w = 0; w < n_workers; w++)
-        lb->scratch_init(f->set.scratch + w * f->set.scratch_stride, &f->set, w);
+    f->rng = 0x9E3779B97F4A7C15ULL;
+    for (unsigned w = 0; w < n_workers; w++) {
+        lb_scratch_init(&f->sc[w], w);
+        /* uneven garbage, so that a pick relying on something init did not set goes wrong
+         * (larger areas are allocated: AddressSanitizer fills and guards those) */
+        memset(f->sc[w].inline_area, 0x5b + (int)w, sizeof(f->sc[w].inline_area));
+    }
     return f;
 }
 
 static void fixture_free(struct fixture *f)
 {
-    free(f->set.scratch);
+    for (unsigned w = 0; w < MAX_WORKERS; w++)
+        lb_scratch_free(&f->sc[w]);
     free(f);
 }
 
+/* Caller w's scratch area, once its first pick prepared it. */
 static void *scratch_of(struct fixture *f, unsigned worker)
 {
-    return f->set.scratch + worker * f->set.scratch_stride;
+    return f->sc[worker].area;
 }
 
-static long pick(struct fixture *f, unsigned worker, const struct lb_exclude *ex)
+static struct lb_ctx ctx_of(struct fixture *f, const struct exclude *ex)
 {
-    return f->set.lb->pick(&f->set, scratch_of(f, worker), ex);
+    return (struct lb_ctx){
+        .rng = &f->rng, .tried = ex != NULL ? ex->states : NULL, .n_tried = ex != NULL ? ex->n : 0};
+}
+
+static long pick(struct fixture *f, unsigned worker, const struct exclude *ex)
+{
+    struct lb_ctx ctx = ctx_of(f, ex);
+    const long i = lb_pick(&f->set, &f->sc[worker], &ctx);
+    return i >= 0 ? i : -1;
 }
 
 static void set_active(struct fixture *f, size_t i, unsigned active)
@@ -88,7 +100,7 @@ static unsigned get_active(struct fixture *f, size_t i)
 }
 
 /* Picks `picks` times on worker 0 and counts the choices; every pick must succeed. */
-static void count_picks(struct fixture *f, const struct lb_exclude *ex, int picks, unsigned *counts)
+static void count_picks(struct fixture *f, const struct exclude *ex, int picks, unsigned *counts)
 {
     memset(counts, 0, f->set.n * sizeof(*counts));
     for (int k = 0; k < picks; k++) {
@@ -107,17 +119,23 @@ static uint32_t lcg_next(uint32_t *seed)
 
 /* ---- balancer.c ---------------------------------------------------------------------------- */
 
-static void test_balancer_for_maps_each_kind(void **state)
+static void test_balancer_registry(void **state)
 {
+    char names[256];
+
     (void)state;
-    assert_ptr_equal(balancer_for(CONFIG_BALANCE_ROUND_ROBIN), &lb_round_robin);
-    assert_ptr_equal(balancer_for(CONFIG_BALANCE_LEAST_CONNECTIONS), &lb_least_connections);
-    assert_ptr_equal(balancer_for(CONFIG_BALANCE_WEIGHTED), &lb_weighted);
-    assert_null(balancer_for((enum config_balance)99));
-    /* The names are what the config file says. */
+    assert_ptr_equal(balancer_find("round_robin"), &lb_round_robin);
+    assert_ptr_equal(balancer_find("least_connections"), &lb_least_connections);
+    assert_ptr_equal(balancer_find("weighted"), &lb_weighted);
+    assert_null(balancer_find("Round_Robin"));
+    assert_null(balancer_find(""));
+    assert_null(balancer_find(NULL));
+    /* The names are what the config file says, and the registry lists each once. */
     assert_string_equal(lb_round_robin.name, "round_robin");
     assert_string_equal(lb_least_connections.name, "least_connections");
     assert_string_equal(lb_weighted.name, "weighted");
+    balancer_names(names, sizeof(names));
+    assert_string_equal(names, "round_robin, least_connections, weighted");
 }
 
 static void test_balancer_eligible(void **state)
@@ -126,28 +144,28 @@ static void test_balancer_eligible(void **state)
     const uint32_t weights[] = {1, 0, 1};
     struct fixture *f = fixture_new(&lb_round_robin, weights, 3, 1);
 
-    /* No exclusion list: only weight decides. */
-    assert_true(balancer_eligible(&f->set, 0, NULL));
-    assert_false(balancer_eligible(&f->set, 1, NULL));
-    assert_true(balancer_eligible(&f->set, 2, NULL));
-
-    const struct lb_exclude none = {.states = NULL, .n = 0};
-    assert_true(balancer_eligible(&f->set, 0, &none));
-    assert_false(balancer_eligible(&f->set, 1, &none));
+    /* Nothing tried: only weight decides. */
+    const struct exclude none = {.states = NULL, .n = 0};
+    struct lb_ctx ctx = ctx_of(f, &none);
+    assert_true(balancer_eligible(&f->set, 0, &ctx));
+    assert_false(balancer_eligible(&f->set, 1, &ctx));
+    assert_true(balancer_eligible(&f->set, 2, &ctx));
 
     struct instance_state *tried[] = {&f->states[2], &f->states[1]};
-    const struct lb_exclude ex = {.states = tried, .n = 2};
-    assert_true(balancer_eligible(&f->set, 0, &ex));
-    assert_false(balancer_eligible(&f->set, 1, &ex));
-    assert_false(balancer_eligible(&f->set, 2, &ex));
+    const struct exclude ex = {.states = tried, .n = 2};
+    ctx = ctx_of(f, &ex);
+    assert_true(balancer_eligible(&f->set, 0, &ctx));
+    assert_false(balancer_eligible(&f->set, 1, &ctx));
+    assert_false(balancer_eligible(&f->set, 2, &ctx));
 
     /* Exclusion is by state identity: another state with the same id does not exclude. */
     struct instance_state *twin = calloc(1, sizeof(*twin));
     assert_non_null(twin);
     memcpy(twin->id, f->states[0].id, sizeof(twin->id));
     struct instance_state *tried_twin[] = {twin};
-    const struct lb_exclude ex_twin = {.states = tried_twin, .n = 1};
-    assert_true(balancer_eligible(&f->set, 0, &ex_twin));
+    const struct exclude ex_twin = {.states = tried_twin, .n = 1};
+    ctx = ctx_of(f, &ex_twin);
+    assert_true(balancer_eligible(&f->set, 0, &ctx));
     free(twin);
 
     fixture_free(f);
@@ -180,7 +198,7 @@ static void test_empty_set(void **state)
 {
     const struct lb_ops *lb = *state;
     struct fixture *f = fixture_new(lb, NULL, 0, 2);
-    const struct lb_exclude none = {.states = NULL, .n = 0};
+    const struct exclude none = {.states = NULL, .n = 0};
 
     for (int k = 0; k < 10; k++) {
         assert_int_equal(pick(f, 0, NULL), -1);
@@ -200,7 +218,7 @@ static void test_single_instance(void **state)
         assert_int_equal(pick(f, (unsigned)k % 3, NULL), 0);
 
     struct instance_state *tried[] = {&f->states[0]};
-    const struct lb_exclude ex = {.states = tried, .n = 1};
+    const struct exclude ex = {.states = tried, .n = 1};
     assert_int_equal(pick(f, 0, &ex), -1);
     /* ...and the exclusion did not break the next pick. */
     assert_int_equal(pick(f, 0, NULL), 0);
@@ -255,8 +273,9 @@ static void test_weight_zero_never_picked(void **state)
     fixture_free(f);
 }
 
-/* Tried instances are skipped; the others share evenly (equal weights: 500 each of 1,000,
- * tolerance ±1). */
+/* Tried instances are skipped. A retry goes to a random untried instance (uniform, or by weight
+ * for weighted): 1,000 retries between two equal instances give 500 each, and with this seed
+ * every count stays within ±80 (5 standard deviations). */
 static void test_exclusion_skips_tried(void **state)
 {
     const struct lb_ops *lb = *state;
@@ -265,12 +284,13 @@ static void test_exclusion_skips_tried(void **state)
     unsigned counts[4];
 
     struct instance_state *tried[] = {&f->states[2], &f->states[0]};
-    const struct lb_exclude ex = {.states = tried, .n = 2};
+    const struct exclude ex = {.states = tried, .n = 2};
     count_picks(f, &ex, 1000, counts);
     assert_int_equal(counts[0], 0);
     assert_int_equal(counts[2], 0);
-    assert_in_range(counts[1], 499, 501);
-    assert_in_range(counts[3], 499, 501);
+    assert_in_range(counts[1], 420, 580);
+    assert_in_range(counts[3], 420, 580);
+    assert_int_equal(counts[1] + counts[3], 1000);
 
     /* Even the emptiest instance is skipped once tried. */
     set_active(f, 0, 0);
@@ -278,9 +298,61 @@ static void test_exclusion_skips_tried(void **state)
     set_active(f, 2, 9);
     set_active(f, 3, 9);
     struct instance_state *tried_empty[] = {&f->states[0]};
-    const struct lb_exclude ex_empty = {.states = tried_empty, .n = 1};
+    const struct exclude ex_empty = {.states = tried_empty, .n = 1};
     for (int k = 0; k < 100; k++)
         assert_int_not_equal(pick(f, 0, &ex_empty), 0);
+    fixture_free(f);
+}
+
+/* A retry leaves the rotation of first attempts as it was: first picks interleaved with retries
+ * follow exactly the sequence of first picks alone. */
+static void test_retry_keeps_rotation(void **state)
+{
+    const struct lb_ops *lb = *state;
+    const uint32_t weights[] = {3, 1, 2};
+    enum { N = 60 };
+    long alone[N];
+
+    struct fixture *f = fixture_new(lb, weights, 3, 1);
+    for (int k = 0; k < N; k++)
+        alone[k] = pick(f, 0, NULL);
+    fixture_free(f);
+
+    f = fixture_new(lb, weights, 3, 1);
+    for (int k = 0; k < N; k++) {
+        const long first = pick(f, 0, NULL);
+        assert_int_equal(first, alone[k]);
+        struct instance_state *tried[] = {&f->states[first]};
+        const struct exclude ex = {.states = tried, .n = 1};
+        const long retry = pick(f, 0, &ex);
+        assert_in_range(retry, 0, 2);
+        assert_int_not_equal(retry, first);
+    }
+    fixture_free(f);
+}
+
+/* Behind a dead instance the retries spread over the live ones instead of all landing on the
+ * next one in the rotation: with a, dead, b and 300 sessions each live instance takes at least
+ * a third of the 100 retries. */
+static void test_retry_spreads(void **state)
+{
+    const struct lb_ops *lb = *state;
+    const uint32_t weights[] = {1, 1, 1};
+    struct fixture *f = fixture_new(lb, weights, 3, 1);
+    unsigned retries[3] = {0}, dead_first = 0;
+
+    for (int k = 0; k < 300; k++) {
+        if (pick(f, 0, NULL) != 1)
+            continue;
+        dead_first++;
+        struct instance_state *tried[] = {&f->states[1]};
+        const struct exclude ex = {.states = tried, .n = 1};
+        retries[pick(f, 0, &ex)]++;
+    }
+    assert_int_equal(retries[1], 0);
+    assert_true(dead_first > 0);
+    assert_true(retries[0] >= dead_first / 3);
+    assert_true(retries[2] >= dead_first / 3);
     fixture_free(f);
 }
 
@@ -292,7 +364,7 @@ static void test_all_excluded(void **state)
 
     /* Instance 1 is drained, the others are tried: nothing left. */
     struct instance_state *tried[] = {&f->states[0], &f->states[2]};
-    const struct lb_exclude ex = {.states = tried, .n = 2};
+    const struct exclude ex = {.states = tried, .n = 2};
     for (int k = 0; k < 10; k++)
         assert_int_equal(pick(f, 0, &ex), -1);
     fixture_free(f);
@@ -316,9 +388,13 @@ static void test_workers_independent(void **state)
     }
 
     struct fixture *f = fixture_new(lb, weights, 3, 2);
-    const size_t stride = f->set.scratch_stride;
+    const size_t stride = lb->scratch_size(3);
     unsigned char *before = malloc(stride);
     assert_non_null(before);
+    (void)pick(f, 1, NULL); /* prepares caller 1's scratch; its sequence starts over below */
+    f->sc[1].version = 0;
+    (void)pick(f, 0, NULL);
+    f->sc[0].version = 0;
     memcpy(before, scratch_of(f, 1), stride);
     for (int k = 0; k < 5; k++)
         mixed[0][k] = pick(f, 0, NULL);
@@ -410,7 +486,7 @@ static void test_lc_prefers_emptiest(void **state)
 
     /* Excluding the emptiest falls back to the next emptiest. */
     struct instance_state *tried[] = {&f->states[1]};
-    const struct lb_exclude ex = {.states = tried, .n = 1};
+    const struct exclude ex = {.states = tried, .n = 1};
     assert_int_equal(pick(f, 0, &ex), 2);
     fixture_free(f);
 }
@@ -585,9 +661,9 @@ static void test_wrr_proportional_and_smooth(void **state)
     fixture_free(f);
 }
 
-/* An excluded instance sits out like a peer nginx already tried: the others share by weight
- * (1:1 here, exactly 500 each of 1,000). Afterwards the shares recover; the current weights are
- * bounded, so over 7,000 further picks each count is within ±2 of 5000, 1000, 1000. */
+/* A retry excludes the tried instance and picks among the others by weight (1:1 here: 500 each
+ * of 1,000, within ±80 with this seed), without touching the current weights: the first picks
+ * that follow give nginx's shares exactly, 5000, 1000, 1000 of 7,000. */
 static void test_wrr_exclusion(void **state)
 {
     (void)state;
@@ -596,16 +672,16 @@ static void test_wrr_exclusion(void **state)
     unsigned counts[3];
 
     struct instance_state *tried[] = {&f->states[0]};
-    const struct lb_exclude ex = {.states = tried, .n = 1};
+    const struct exclude ex = {.states = tried, .n = 1};
     count_picks(f, &ex, 1000, counts);
     assert_int_equal(counts[0], 0);
-    assert_int_equal(counts[1], 500);
-    assert_int_equal(counts[2], 500);
+    assert_in_range(counts[1], 420, 580);
+    assert_in_range(counts[2], 420, 580);
 
     count_picks(f, NULL, 7000, counts);
-    assert_in_range(counts[0], 4998, 5002);
-    assert_in_range(counts[1], 998, 1002);
-    assert_in_range(counts[2], 998, 1002);
+    assert_int_equal(counts[0], 5000);
+    assert_int_equal(counts[1], 1000);
+    assert_int_equal(counts[2], 1000);
     fixture_free(f);
 }
 
@@ -637,7 +713,7 @@ static void test_wrr_workers_phase_shifted(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_balancer_for_maps_each_kind),
+        cmocka_unit_test(test_balancer_registry),
         cmocka_unit_test(test_balancer_eligible),
         LB_TESTS(test_ops_complete),
         LB_TESTS(test_scratch_size_aligned),
@@ -646,6 +722,8 @@ int main(void)
         LB_TESTS(test_equal_weights_share_evenly),
         LB_TESTS(test_weight_zero_never_picked),
         LB_TESTS(test_exclusion_skips_tried),
+        LB_TESTS(test_retry_keeps_rotation),
+        LB_TESTS(test_retry_spreads),
         LB_TESTS(test_all_excluded),
         LB_TESTS(test_workers_independent),
         LB_TESTS(test_workers_start_apart),

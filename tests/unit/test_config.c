@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "balancer.h"
 #include "config_fixture.h"
 #include "config.h"
 
@@ -25,7 +26,7 @@
     "[service:api]\n"                                                                              \
     "backends = 127.0.0.1:9001\n"
 
-static uint16_t addr_port(const struct config_addr *a)
+static uint16_t addr_port(const struct net_addr *a)
 {
     if (a->sa.ss_family == AF_INET6) {
         return ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port);
@@ -63,16 +64,16 @@ static void test_good_config_sets_every_field(void **state)
 
     assert_string_equal(cfg->path, load_text_path());
     assert_int_equal(cfg->workers, 3);
-    assert_int_equal(cfg->max_connections, 500);
+    assert_int_equal(cfg->stream.max_connections, 500);
     assert_int_equal(cfg->log_level, LOG_LEVEL_WARN);
     assert_int_equal(cfg->log_format, LOG_FORMAT_TEXT);
     assert_int_equal(cfg->shutdown_timeout_ms, 60000);
-    assert_int_equal(cfg->splice, CONFIG_SPLICE_ALWAYS);
-    assert_int_equal(cfg->pipe_size, 512 * 1024);
-    assert_int_equal(cfg->buffer_size, 4096);
+    assert_int_equal(cfg->stream.splice, SPLICE_ALWAYS);
+    assert_int_equal(cfg->stream.pipe_size, 512 * 1024);
+    assert_int_equal(cfg->stream.buffer_size, 4096);
 
     assert_int_equal(cfg->n_listeners, 1);
-    const struct config_listener *l = &cfg->listeners[0];
+    const struct listener_conf *l = &cfg->listeners[0];
     assert_string_equal(l->name, "web");
     assert_int_equal(l->line, 11);
     assert_string_equal(l->bind.text, "127.0.0.1:8080");
@@ -89,22 +90,22 @@ static void test_good_config_sets_every_field(void **state)
     assert_int_equal(cfg->n_services, 2);
     assert_string_equal(cfg->services[0].name, "other");
     assert_int_equal(cfg->services[0].line, 18);
-    assert_int_equal(cfg->services[0].balance, CONFIG_BALANCE_ROUND_ROBIN);
+    assert_ptr_equal(cfg->services[0].lb.balance, &lb_round_robin);
     const struct config_service *s = &cfg->services[1];
     assert_string_equal(s->name, "api");
     assert_int_equal(s->line, 20);
-    assert_int_equal(s->balance, CONFIG_BALANCE_LEAST_CONNECTIONS);
+    assert_ptr_equal(s->lb.balance, &lb_least_connections);
     assert_int_equal(s->discovery, CONFIG_DISCOVERY_STATIC);
-    assert_int_equal(s->n_backends, 3);
-    assert_string_equal(s->backends[0].addr.text, "127.0.0.1:9001");
-    assert_int_equal(s->backends[0].weight, 3);
-    assert_string_equal(s->backends[1].addr.text, "127.0.0.1:9002");
-    assert_int_equal(s->backends[1].weight, 1);
-    assert_string_equal(s->backends[2].addr.text, "[::1]:9003");
-    assert_int_equal(s->backends[2].addr.sa.ss_family, AF_INET6);
-    assert_int_equal(s->backends[2].addr.len, sizeof(struct sockaddr_in6));
-    assert_int_equal(addr_port(&s->backends[2].addr), 9003);
-    assert_int_equal(s->backends[2].weight, 0);
+    assert_int_equal(s->lb.backends.n, 3);
+    assert_string_equal(s->lb.backends.items[0].addr.text, "127.0.0.1:9001");
+    assert_int_equal(s->lb.backends.items[0].weight, 3);
+    assert_string_equal(s->lb.backends.items[1].addr.text, "127.0.0.1:9002");
+    assert_int_equal(s->lb.backends.items[1].weight, 1);
+    assert_string_equal(s->lb.backends.items[2].addr.text, "[::1]:9003");
+    assert_int_equal(s->lb.backends.items[2].addr.sa.ss_family, AF_INET6);
+    assert_int_equal(s->lb.backends.items[2].addr.len, sizeof(struct sockaddr_in6));
+    assert_int_equal(addr_port(&s->lb.backends.items[2].addr), 9003);
+    assert_int_equal(s->lb.backends.items[2].weight, 0);
     config_destroy(cfg);
 }
 
@@ -115,20 +116,20 @@ static void test_defaults(void **state)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 
     assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
-    assert_int_equal(cfg->max_connections, 10000);
+    assert_int_equal(cfg->stream.max_connections, 10000);
     assert_int_equal(cfg->log_level, LOG_LEVEL_INFO);
     assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
     assert_int_equal(cfg->shutdown_timeout_ms, 30000);
-    assert_int_equal(cfg->splice, CONFIG_SPLICE_AUTO);
-    assert_int_equal(cfg->pipe_size, 1024 * 1024);
-    assert_int_equal(cfg->buffer_size, 16 * 1024);
+    assert_int_equal(cfg->stream.splice, SPLICE_AUTO);
+    assert_int_equal(cfg->stream.pipe_size, 1024 * 1024);
+    assert_int_equal(cfg->stream.buffer_size, 16 * 1024);
     assert_int_equal(cfg->listeners[0].connect_timeout_ms, 2000);
     assert_int_equal(cfg->listeners[0].idle_timeout_ms, 300000);
     assert_int_equal(cfg->listeners[0].retries, 2);
     assert_int_equal(cfg->listeners[0].backlog, 4096);
-    assert_int_equal(cfg->services[0].balance, CONFIG_BALANCE_ROUND_ROBIN);
+    assert_ptr_equal(cfg->services[0].lb.balance, &lb_round_robin);
     assert_int_equal(cfg->services[0].discovery, CONFIG_DISCOVERY_STATIC);
-    assert_int_equal(cfg->services[0].backends[0].weight, 1);
+    assert_int_equal(cfg->services[0].lb.backends.items[0].weight, 1);
     config_destroy(cfg);
 }
 
@@ -158,7 +159,7 @@ static void test_number_ranges(void **state)
                                       "[listener:b]\nbind = 127.0.0.1:1\nservice = api\n"
                                       "retries = 100\nbacklog = 65535\n");
 
-    assert_int_equal(cfg->max_connections, 10000000);
+    assert_int_equal(cfg->stream.max_connections, 10000000);
     assert_int_equal(cfg->listeners[1].retries, 100);
     assert_int_equal(cfg->listeners[1].backlog, 65535);
     config_destroy(cfg);
@@ -201,7 +202,7 @@ static void test_sizes(void **state)
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         snprintf(text, sizeof(text), BASE "[sluice]\npipe_size = %s\n", good[i].text);
         struct config *cfg = load_ok(text);
-        assert_int_equal(cfg->pipe_size, good[i].bytes);
+        assert_int_equal(cfg->stream.pipe_size, good[i].bytes);
         config_destroy(cfg);
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -219,13 +220,13 @@ static void test_enums(void **state)
     struct config *cfg = load_ok(BASE "balance = weighted\n[sluice]\nlog_level = debug\n"
                                       "log_format = json\nsplice = off\n");
 
-    assert_int_equal(cfg->services[0].balance, CONFIG_BALANCE_WEIGHTED);
+    assert_ptr_equal(cfg->services[0].lb.balance, &lb_weighted);
     assert_int_equal(cfg->log_level, LOG_LEVEL_DEBUG);
     assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
-    assert_int_equal(cfg->splice, CONFIG_SPLICE_OFF);
+    assert_int_equal(cfg->stream.splice, SPLICE_OFF);
     config_destroy(cfg);
     cfg = load_ok(BASE "balance = round_robin\n[sluice]\nlog_level = error\n");
-    assert_int_equal(cfg->services[0].balance, CONFIG_BALANCE_ROUND_ROBIN);
+    assert_ptr_equal(cfg->services[0].lb.balance, &lb_round_robin);
     assert_int_equal(cfg->log_level, LOG_LEVEL_ERROR);
     config_destroy(cfg);
     EXPECT_ERRORS(BASE "balance = random\n",
@@ -280,14 +281,14 @@ static void test_duration_table(void **state)
 
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         ms = 12345;
-        if (config_parse_duration(good[i].text, &ms) != 0 || ms != good[i].ms) {
+        if (ini_parse_duration(good[i].text, &ms) != NULL || ms != good[i].ms) {
             print_message("duration \"%s\": got %llu\n", good[i].text, (unsigned long long)ms);
             fail();
         }
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ms = 12345;
-        if (config_parse_duration(bad[i], &ms) != -EINVAL || ms != 12345) {
+        if (ini_parse_duration(bad[i], &ms) == NULL || ms != 12345) {
             print_message("duration \"%s\" was accepted\n", bad[i]);
             fail();
         }
@@ -364,12 +365,12 @@ static void test_address_table(void **state)
         {":80", "host is missing"},
         {"[]:80", "host is missing"},
     };
-    struct config_addr addr;
+    struct net_addr addr;
     const char *err;
 
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         err = "unset";
-        assert_int_equal(config_parse_addr(good[i].text, &addr, &err), 0);
+        err = net_addr_parse(good[i].text, &addr);
         assert_null(err);
         assert_string_equal(addr.text, good[i].canonical);
         assert_int_equal(addr.sa.ss_family, good[i].family);
@@ -379,14 +380,15 @@ static void test_address_table(void **state)
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err = NULL;
-        if (config_parse_addr(bad[i].text, &addr, &err) != -EINVAL || err == NULL ||
-            strstr(err, bad[i].phrase) == NULL) {
+        err = net_addr_parse(bad[i].text, &addr);
+        if (err == NULL || strstr(err, bad[i].phrase) == NULL) {
             print_message("address \"%s\": got \"%s\", want \"%s\"\n", bad[i].text,
                           err != NULL ? err : "(accepted)", bad[i].phrase);
             fail();
         }
     }
-    assert_int_equal(config_parse_addr("nope", &addr, NULL), -EINVAL);
+    assert_non_null(net_addr_parse("nope", &addr));
+    assert_non_null(net_addr_parse(NULL, &addr));
 }
 
 static void test_bind_errors(void **state)
@@ -538,8 +540,8 @@ static void test_service_discovery(void **state)
                   {8, "backends", "only applies to discovery = static"});
     struct config *cfg = load_ok(BASE "[service:c]\ndiscovery = consul\n");
     assert_int_equal(cfg->services[1].discovery, CONFIG_DISCOVERY_CONSUL);
-    assert_int_equal(cfg->services[1].n_backends, 0);
-    assert_null(cfg->services[1].backends);
+    assert_int_equal(cfg->services[1].lb.backends.n, 0);
+    assert_null(cfg->services[1].lb.backends.items);
     config_destroy(cfg);
 }
 
@@ -550,11 +552,11 @@ static void test_backends(void **state)
                                       "10.0.0.2:1\tweight=0 ,  [::1]:5\n");
     const struct config_service *s = &cfg->services[1];
 
-    assert_int_equal(s->n_backends, 3);
-    assert_int_equal(s->backends[0].weight, 1000000);
-    assert_int_equal(s->backends[1].weight, 0);
-    assert_int_equal(s->backends[2].weight, 1);
-    assert_string_equal(s->backends[2].addr.text, "[::1]:5");
+    assert_int_equal(s->lb.backends.n, 3);
+    assert_int_equal(s->lb.backends.items[0].weight, 1000000);
+    assert_int_equal(s->lb.backends.items[1].weight, 0);
+    assert_int_equal(s->lb.backends.items[2].weight, 1);
+    assert_string_equal(s->lb.backends.items[2].addr.text, "[::1]:5");
     config_destroy(cfg);
 
     EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1, 10.0.0.2:1, 10.0.0.1:1\n",
@@ -595,8 +597,8 @@ static void test_comments_and_layout(void **state)
                                  "backends = 127.0.0.1:9001 weight=2 ; weight=5\n");
 
     assert_int_equal(cfg->workers, 7);
-    assert_int_equal(cfg->max_connections, 9);
-    assert_int_equal(cfg->services[0].backends[0].weight, 2);
+    assert_int_equal(cfg->stream.max_connections, 9);
+    assert_int_equal(cfg->services[0].lb.backends.items[0].weight, 2);
     config_destroy(cfg);
     /* The ';' glued to the port is part of the value, so the port is wrong (and the line
      * numbers count the CRLF lines). */
@@ -619,10 +621,10 @@ static void test_long_lines(void **state)
     }
     sprintf(p, "\nbalance = weighted\n");
     struct config *cfg = load_ok(text);
-    assert_int_equal(cfg->services[0].n_backends, n);
-    assert_string_equal(cfg->services[0].backends[n - 1].addr.text, "[2001:db8::96]:9001");
-    assert_int_equal(cfg->services[0].backends[n - 1].weight, n);
-    assert_int_equal(cfg->services[0].balance, CONFIG_BALANCE_WEIGHTED);
+    assert_int_equal(cfg->services[0].lb.backends.n, n);
+    assert_string_equal(cfg->services[0].lb.backends.items[n - 1].addr.text, "[2001:db8::96]:9001");
+    assert_int_equal(cfg->services[0].lb.backends.items[n - 1].weight, n);
+    assert_ptr_equal(cfg->services[0].lb.balance, &lb_weighted);
     config_destroy(cfg);
 
     sprintf(p, "\nbalance = nope\n");
@@ -632,7 +634,7 @@ static void test_long_lines(void **state)
 static void test_multiple_errors_are_all_reported(void **state)
 {
     (void)state;
-    struct config_errors errs = {0};
+    struct ini_errors errs = {0};
     struct config *cfg = NULL;
 
     /* Existing lines are kept: errors are appended. */
@@ -669,13 +671,13 @@ static void test_multiple_errors_are_all_reported(void **state)
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         assert_error_line(load_text_path(), errs.lines[i + 1], &want[i]);
     }
-    config_errors_clear(&errs);
+    ini_errors_clear(&errs);
 }
 
 static void test_missing_file(void **state)
 {
     (void)state;
-    struct config_errors errs = {0};
+    struct ini_errors errs = {0};
     struct config *cfg = (struct config *)&errs;
     const char *path = "/tmp/sluice_test_config_does_not_exist.ini";
 
@@ -685,20 +687,20 @@ static void test_missing_file(void **state)
     assert_int_equal(errs.n, 1);
     assert_string_equal(errs.lines[0], "/tmp/sluice_test_config_does_not_exist.ini:0: file: "
                                        "cannot be opened: No such file or directory");
-    config_errors_clear(&errs);
+    ini_errors_clear(&errs);
 }
 
 static void test_unreadable_file(void **state)
 {
     (void)state;
-    struct config_errors errs = {0};
+    struct ini_errors errs = {0};
     struct config *cfg = NULL;
 
     assert_int_equal(config_load("/tmp", &cfg, &errs), -EISDIR);
     assert_null(cfg);
     assert_int_equal(errs.n, 1);
     assert_string_equal(errs.lines[0], "/tmp:0: file: cannot be read: Is a directory");
-    config_errors_clear(&errs);
+    ini_errors_clear(&errs);
 }
 
 /* The demo config of `make run` must stay valid and say what the README promises. */
@@ -707,7 +709,7 @@ static void test_demo_config(void **state)
     (void)state;
     char path[4096];
     const char *slash = strrchr(__FILE__, '/');
-    struct config_errors errs = {0};
+    struct ini_errors errs = {0};
     struct config *cfg = NULL;
 
     snprintf(path, sizeof(path), "%.*s/../../config/sluice.ini",
@@ -718,27 +720,28 @@ static void test_demo_config(void **state)
     assert_string_equal(cfg->listeners[0].bind.text, "127.0.0.1:8080");
     assert_string_equal(cfg->listeners[0].service, "api");
     assert_int_equal(cfg->n_services, 1);
-    assert_int_equal(cfg->services[0].balance, CONFIG_BALANCE_LEAST_CONNECTIONS);
-    assert_int_equal(cfg->services[0].n_backends, 3);
-    assert_string_equal(cfg->services[0].backends[0].addr.text, "127.0.0.1:9001");
-    assert_int_equal(cfg->services[0].backends[0].weight, 3);
-    assert_string_equal(cfg->services[0].backends[1].addr.text, "127.0.0.1:9002");
-    assert_string_equal(cfg->services[0].backends[2].addr.text, "127.0.0.1:9003");
+    assert_ptr_equal(cfg->services[0].lb.balance, &lb_least_connections);
+    assert_int_equal(cfg->services[0].lb.backends.n, 3);
+    assert_string_equal(cfg->services[0].lb.backends.items[0].addr.text, "127.0.0.1:9001");
+    assert_int_equal(cfg->services[0].lb.backends.items[0].weight, 3);
+    assert_string_equal(cfg->services[0].lb.backends.items[1].addr.text, "127.0.0.1:9002");
+    assert_string_equal(cfg->services[0].lb.backends.items[2].addr.text, "127.0.0.1:9003");
     config_destroy(cfg);
 }
 
 static void test_helpers(void **state)
 {
     (void)state;
-    struct config_errors errs = {0};
+    struct ini_errors errs = {0};
 
-    assert_string_equal(config_balance_name(CONFIG_BALANCE_ROUND_ROBIN), "round_robin");
-    assert_string_equal(config_balance_name(CONFIG_BALANCE_LEAST_CONNECTIONS), "least_connections");
-    assert_string_equal(config_balance_name(CONFIG_BALANCE_WEIGHTED), "weighted");
-    assert_string_equal(config_balance_name((enum config_balance)42), "unknown");
+    assert_ptr_equal(balancer_find("round_robin"), &lb_round_robin);
+    assert_ptr_equal(balancer_find("least_connections"), &lb_least_connections);
+    assert_ptr_equal(balancer_find("weighted"), &lb_weighted);
+    assert_null(balancer_find("random"));
+    assert_null(balancer_find(NULL));
     config_destroy(NULL);
-    config_errors_clear(&errs);
-    config_errors_clear(NULL);
+    ini_errors_clear(&errs);
+    ini_errors_clear(NULL);
     assert_int_equal(errs.n, 0);
 }
 

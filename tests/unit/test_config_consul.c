@@ -37,7 +37,7 @@ static void test_consul_section(void **state)
                                       "stale = yes\n"                         /* 17 */
                                       "retry_min = 100ms\n"                   /* 18 */
                                       "retry_max = 10s\n");                   /* 19 */
-    const struct config_consul *c = &cfg->consul;
+    const struct consul_conf *c = &cfg->consul;
 
     assert_int_equal(c->line, 6);
     assert_string_equal(c->address, "https://consul.local:8501");
@@ -49,7 +49,7 @@ static void test_consul_section(void **state)
     assert_string_equal(c->cert_file, "/etc/hostname");
     assert_string_equal(c->key_file, "/etc/hostname");
     assert_string_equal(c->tls_server_name, "consul.dc2");
-    assert_int_equal(c->tls_skip_verify, CONFIG_FLAG_ON);
+    assert_int_equal(c->tls_skip_verify, INI_FLAG_ON);
     assert_int_equal(c->wait_ms, 30000);
     assert_int_equal(c->stale, 1);
     assert_int_equal(c->retry_min_ms, 100);
@@ -62,7 +62,7 @@ static void test_consul_defaults(void **state)
 {
     (void)state;
     struct config *cfg = load_ok(BASE);
-    const struct config_consul *c = &cfg->consul;
+    const struct consul_conf *c = &cfg->consul;
 
     assert_int_equal(c->line, 0);
     assert_null(c->address);
@@ -71,13 +71,13 @@ static void test_consul_defaults(void **state)
     assert_null(c->datacenter);
     assert_null(c->ca_file);
     assert_null(c->tls_server_name);
-    assert_int_equal(c->tls_skip_verify, CONFIG_FLAG_UNSET);
+    assert_int_equal(c->tls_skip_verify, INI_FLAG_UNSET);
     assert_int_equal(c->wait_ms, 55000);
     assert_int_equal(c->stale, 0);
     assert_int_equal(c->retry_min_ms, 250);
     assert_int_equal(c->retry_max_ms, 60000);
     assert_int_equal(cfg->registration.line, 0);
-    assert_int_equal(cfg->services[0].health, CONFIG_HEALTH_PASSING_AND_WARNING);
+    assert_int_equal(cfg->services[0].consul.health, CONSUL_HEALTH_MODE_PASSING_AND_WARNING);
     config_destroy(cfg);
 }
 
@@ -130,20 +130,20 @@ static void test_consul_service_keys(void **state)
                                       "discovery = consul\n");
     const struct config_service *s = &cfg->services[1];
 
-    assert_string_equal(s->consul_service, "web-v2");
-    assert_int_equal(s->consul_tags.n, 3);
-    assert_string_equal(s->consul_tags.items[0], "v2");
-    assert_string_equal(s->consul_tags.items[1], "canary");
-    assert_string_equal(s->consul_tags.items[2], "blue");
-    assert_string_equal(s->consul_datacenter, "dc3");
-    assert_int_equal(s->health, CONFIG_HEALTH_PASSING);
-    assert_string_equal(config_health_name(s->health), "passing");
+    assert_string_equal(s->consul.service, "web-v2");
+    assert_int_equal(s->consul.tags.n, 3);
+    assert_string_equal(s->consul.tags.items[0], "v2");
+    assert_string_equal(s->consul.tags.items[1], "canary");
+    assert_string_equal(s->consul.tags.items[2], "blue");
+    assert_string_equal(s->consul.datacenter, "dc3");
+    assert_int_equal(s->consul.health, CONSUL_HEALTH_MODE_PASSING);
+    assert_string_equal(consul_health_mode_name(s->consul.health), "passing");
     s = &cfg->services[2];
-    assert_string_equal(s->consul_service, "plain"); /* defaults to the section's NAME */
-    assert_int_equal(s->consul_tags.n, 0);
-    assert_string_equal(s->consul_datacenter, "");
-    assert_int_equal(s->health, CONFIG_HEALTH_PASSING_AND_WARNING);
-    assert_string_equal(config_health_name(s->health), "passing_and_warning");
+    assert_string_equal(s->consul.service, "plain"); /* defaults to the section's NAME */
+    assert_int_equal(s->consul.tags.n, 0);
+    assert_string_equal(s->consul.datacenter, "");
+    assert_int_equal(s->consul.health, CONSUL_HEALTH_MODE_PASSING_AND_WARNING);
+    assert_string_equal(consul_health_mode_name(s->consul.health), "passing_and_warning");
     config_destroy(cfg);
 }
 
@@ -186,7 +186,7 @@ static void test_registration_section(void **state)
                                  "check_timeout = 500ms\n"           /* 16 */
                                  "deregister_critical_after = 5m\n"  /* 17 */
                                  "anti_entropy = 1s\n");             /* 18 */
-    const struct config_registration *r = &cfg->registration;
+    const struct registration_conf *r = &cfg->registration;
 
     assert_int_equal(r->line, 9);
     assert_string_equal(r->name, "edge");
@@ -246,7 +246,7 @@ static void test_registration_errors(void **state)
 /* register / deregister only need [consul]: a file without listeners is fine for them. */
 static void test_load_consul_only(void **state)
 {
-    struct config_errors errs = {0};
+    struct ini_errors errs = {0};
     struct config *cfg = NULL;
     (void)state;
 
@@ -257,11 +257,11 @@ static void test_load_consul_only(void **state)
     assert_int_equal(load_text("[consul]\naddress = 127.0.0.1:8600\n", &cfg, &errs), -EINVAL);
     assert_int_equal(errs.n, 1);
     assert_true(strstr(errs.lines[0], "defines no listener") != NULL);
-    config_errors_clear(&errs);
+    ini_errors_clear(&errs);
     assert_int_equal(load_text_with(config_load_consul, "[consul]\nwait = 1ms\n", &cfg, &errs),
                      -EINVAL);
     assert_int_equal(errs.n, 1);
-    config_errors_clear(&errs);
+    ini_errors_clear(&errs);
 }
 
 int main(void)

@@ -26,7 +26,7 @@
 #define CRIT(id, sid) "{\"CheckID\":\"" id "\",\"Status\":\"critical\",\"ServiceID\":\"" sid "\"}"
 #define SERF          PASS("serfHealth", "")
 
-static const struct consul_filter both = {.mode = CONFIG_HEALTH_PASSING_AND_WARNING};
+static const struct consul_filter both = {.mode = CONSUL_HEALTH_MODE_PASSING_AND_WARNING};
 
 /* Parses text that must be a valid answer. */
 static void parse_ok(const char *text, const struct consul_filter *f, struct consul_parse_result *r)
@@ -42,97 +42,98 @@ static void parse_ok(const char *text, const struct consul_filter *f, struct con
 
 /* One fixture of the table: text, expected kept count, and the first instance's fields. */
 struct fixture {
-    const char *name;          /* what it shows */
-    const char *json;          /* the answer */
-    enum config_health mode;   /* filter mode */
-    size_t kept;               /* instances kept */
-    size_t invalid;            /* entries skipped as unusable */
-    const char *id;            /* first kept instance id (NULL: none kept) */
-    const char *addr;          /* its address */
-    uint32_t weight;           /* its weight */
-    enum consul_health health; /* its aggregated health */
+    const char *name;             /* what it shows */
+    const char *json;             /* the answer */
+    enum consul_health_mode mode; /* filter mode */
+    size_t kept;                  /* instances kept */
+    size_t invalid;               /* entries skipped as unusable */
+    const char *id;               /* first kept instance id (NULL: none kept) */
+    const char *addr;             /* its address */
+    uint32_t weight;              /* its weight */
+    enum consul_health health;    /* its aggregated health */
 };
 
 static const struct fixture fixtures[] = {
-    {"empty array", "[]", CONFIG_HEALTH_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
+    {"empty array", "[]", CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
     {"service address wins",
      "[" ENTRY("n1", "10.0.0.1", "api-1", "10.0.0.9", "8080", "", "[" SERF "]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 1, 0, "n1/api-1", "10.0.0.9:8080", 1,
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 1, 0, "n1/api-1", "10.0.0.9:8080", 1,
      CONSUL_HEALTH_PASSING},
     {"empty service address falls back to the node's",
      "[" ENTRY("n1", "10.0.0.1", "api-1", "", "8080", "", "[]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 1, 0, "n1/api-1", "10.0.0.1:8080", 1,
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 1, 0, "n1/api-1", "10.0.0.1:8080", 1,
      CONSUL_HEALTH_PASSING},
     {"IPv6 service address", "[" ENTRY("n1", "10.0.0.1", "a", "::1", "80", "", "null") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 1, 0, "n1/a", "[::1]:80", 1, CONSUL_HEALTH_PASSING},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 1, 0, "n1/a", "[::1]:80", 1, CONSUL_HEALTH_PASSING},
     {"host names are not resolved", "[" ENTRY("n1", "", "a", "api.local", "80", "", "[]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
     {"no address at all", "[" ENTRY("n1", "", "a", "", "80", "", "[]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
     {"port 0", "[" ENTRY("n1", "10.0.0.1", "a", "", "0", "", "[]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
     {"port too large", "[" ENTRY("n1", "10.0.0.1", "a", "", "70000", "", "[]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
     {"port not an integer", "[" ENTRY("n1", "10.0.0.1", "a", "", "80.5", "", "[]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
     {"port as a string", "[" ENTRY("n1", "10.0.0.1", "a", "", "\"80\"", "", "[]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
     {"no Node", "[{\"Service\":{\"ID\":\"a\",\"Address\":\"10.0.0.1\",\"Port\":1}}]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
     {"no Service", "[{\"Node\":{\"Node\":\"n\",\"Address\":\"10.0.0.1\"},\"Checks\":[]}]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
     {"no Service.ID", "[" ENTRY("n1", "10.0.0.1", "", "", "80", "", "[]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
-    {"entry that is not an object", "[1, \"x\", null]", CONFIG_HEALTH_PASSING_AND_WARNING, 0, 3,
-     NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 1, NULL, NULL, 0, 0},
+    {"entry that is not an object", "[1, \"x\", null]", CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0,
+     3, NULL, NULL, 0, 0},
     {"node check critical makes the instance critical",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "",
                "[" CRIT("serfHealth", "") "," PASS("service:a", "a") "]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
     {"warning instance gets Weights.Warning",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", ",\"Weights\":{\"Passing\":10,\"Warning\":3}",
                "[" SERF "," WARN("service:a", "a") "]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 1, 0, "n1/a", "10.0.0.1:80", 3, CONSUL_HEALTH_WARNING},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 1, 0, "n1/a", "10.0.0.1:80", 3, CONSUL_HEALTH_WARNING},
     {"passing instance gets Weights.Passing",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", ",\"Weights\":{\"Passing\":10,\"Warning\":3}",
                "[" SERF "]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 1, 0, "n1/a", "10.0.0.1:80", 10, CONSUL_HEALTH_PASSING},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 1, 0, "n1/a", "10.0.0.1:80", 10,
+     CONSUL_HEALTH_PASSING},
     {"warning dropped with health = passing",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "", "[" WARN("service:a", "a") "]") "]",
-     CONFIG_HEALTH_PASSING, 0, 0, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING, 0, 0, NULL, NULL, 0, 0},
     {"Warning weight 0 stays listed with weight 0",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", ",\"Weights\":{\"Passing\":1,\"Warning\":0}",
                "[" WARN("service:a", "a") "]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 1, 0, "n1/a", "10.0.0.1:80", 0, CONSUL_HEALTH_WARNING},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 1, 0, "n1/a", "10.0.0.1:80", 0, CONSUL_HEALTH_WARNING},
     {"node maintenance wins over passing checks",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "",
                "[" SERF ",{\"CheckID\":\"_node_maintenance\",\"Status\":\"critical\"}]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
     {"service maintenance",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "",
                "[{\"CheckID\":\"_service_maintenance:a\",\"Status\":\"critical\","
                "\"ServiceID\":\"a\"}]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
     {"unknown status is unhealthy",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "",
                "[{\"CheckID\":\"x\",\"Status\":\"flapping\",\"ServiceID\":\"a\"}]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
     {"check without status is unhealthy",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "",
                "[{\"CheckID\":\"x\",\"ServiceID\":\"a\"}]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
     {"another service's check on the node does not count",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "", "[" SERF "," CRIT("service:b", "b") "]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 1, 0, "n1/a", "10.0.0.1:80", 1, CONSUL_HEALTH_PASSING},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 1, 0, "n1/a", "10.0.0.1:80", 1, CONSUL_HEALTH_PASSING},
     {"Checks that is not an array is unhealthy",
-     "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "", "{}") "]", CONFIG_HEALTH_PASSING_AND_WARNING, 0,
-     0, NULL, NULL, 0, 0},
+     "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "", "{}") "]",
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
     {"a check that is not an object is unhealthy",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", "", "[" SERF ",7]") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 0, 0, NULL, NULL, 0, 0},
     {"unknown fields are ignored",
      "[" ENTRY("n1", "10.0.0.1", "a", "", "80", ",\"Future\":{\"x\":[1,2]}", "[],\"More\":1") "]",
-     CONFIG_HEALTH_PASSING_AND_WARNING, 1, 0, "n1/a", "10.0.0.1:80", 1, CONSUL_HEALTH_PASSING},
+     CONSUL_HEALTH_MODE_PASSING_AND_WARNING, 1, 0, "n1/a", "10.0.0.1:80", 1, CONSUL_HEALTH_PASSING},
 };
 
 static void test_fixtures(void **state)
@@ -203,7 +204,8 @@ static void test_not_nul_terminated(void **state)
 static void test_tags_filter(void **state)
 {
     char *tags[] = {"v2", "blue"};
-    struct consul_filter f = {.mode = CONFIG_HEALTH_PASSING_AND_WARNING, .tags = tags, .n_tags = 2};
+    struct consul_filter f = {
+        .mode = CONSUL_HEALTH_MODE_PASSING_AND_WARNING, .tags = tags, .n_tags = 2};
     struct consul_parse_result r;
     (void)state;
 

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "consul.h"
 #include "discovery.h"
 #include "registrar.h"
@@ -71,23 +72,23 @@ static void test_bucket_caps_churn(void **state)
 static void test_backoff(void **state)
 {
     (void)state;
-    assert_int_equal(discovery_backoff_ms(0, 250, 60000, 12345), 0); /* success resets */
+    assert_int_equal(backoff_ms(0, 250, 60000, 12345), 0); /* success resets */
     for (uint64_t r = 0; r < 2000; r += 7) {
-        uint64_t d1 = discovery_backoff_ms(1, 250, 60000, r);
-        uint64_t d3 = discovery_backoff_ms(3, 250, 60000, r);
-        uint64_t big = discovery_backoff_ms(40, 250, 60000, r);
+        uint64_t d1 = backoff_ms(1, 250, 60000, r);
+        uint64_t d3 = backoff_ms(3, 250, 60000, r);
+        uint64_t big = backoff_ms(40, 250, 60000, r);
         assert_true(d1 >= 125 && d1 <= 250);
         assert_true(d3 >= 500 && d3 <= 1000);
         assert_true(big >= 30000 && big <= 60000); /* capped */
     }
     /* jitter covers the whole range: both ends are reachable */
-    assert_int_equal(discovery_backoff_ms(2, 250, 60000, 0), 250);
-    assert_int_equal(discovery_backoff_ms(2, 250, 60000, 250), 500);
+    assert_int_equal(backoff_ms(2, 250, 60000, 0), 250);
+    assert_int_equal(backoff_ms(2, 250, 60000, 250), 500);
     /* no overflow for absurd failure counts or extreme randomness */
-    assert_true(discovery_backoff_ms(4000000000u, 250, 60000, UINT64_MAX) <= 60000);
-    assert_true(discovery_backoff_ms(70, 1, UINT64_MAX / 2, UINT64_MAX) <= UINT64_MAX / 2);
+    assert_true(backoff_ms(4000000000u, 250, 60000, UINT64_MAX) <= 60000);
+    assert_true(backoff_ms(70, 1, UINT64_MAX / 2, UINT64_MAX) <= UINT64_MAX / 2);
     /* the cap applies even when it is below the minimum */
-    assert_true(discovery_backoff_ms(1, 5000, 1000, 3) <= 1000);
+    assert_true(backoff_ms(1, 5000, 1000, 3) <= 1000);
 }
 
 static void test_timeouts(void **state)
@@ -142,7 +143,7 @@ static void env_clear(void)
 }
 
 /* Creates a client from cfg and returns its address text in out. */
-static int client_address(const struct config_consul *cfg, char *out, size_t len, int *token)
+static int client_address(const struct consul_conf *cfg, char *out, size_t len, int *token)
 {
     struct consul_client *c;
     char err[256];
@@ -162,7 +163,7 @@ static int client_address(const struct config_consul *cfg, char *out, size_t len
 
 static void test_client_env_fallbacks(void **state)
 {
-    struct config_consul cfg = {0};
+    struct consul_conf cfg = {0};
     char addr[256];
     int token = -1;
     (void)state;
@@ -194,7 +195,7 @@ static void test_client_env_fallbacks(void **state)
 
 static void test_client_token_file(void **state)
 {
-    struct config_consul cfg = {0};
+    struct consul_conf cfg = {0};
     char path[] = "/tmp/sluice_test_token_XXXXXX", addr[256];
     int fd = mkstemp(path), token = 0;
     (void)state;

@@ -1,0 +1,59 @@
+/* The daemon's state, shared by its own files (daemon.c: start, signals, drain; reload.c: what
+ * a SIGHUP may change). Main thread only. */
+#ifndef SLUICE_DAEMON_INT_H
+#define SLUICE_DAEMON_INT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "config.h"
+#include "discovery.h"
+#include "listener.h"
+#include "log.h"
+#include "owner.h"
+#include "registrar.h"
+#include "worker.h"
+
+#define DAEMON_SIGNALS 4 /* TERM, INT, HUP, USR1 */
+
+struct daemon {
+    struct config *cfg;                  /* running configuration, owned */
+    struct logger log;                   /* every event of this daemon */
+    const char *fault;                   /* start-up step made to fail (test hook), or NULL */
+    char step_error[512];                /* detail of a failed start-up step, "" if none */
+    uv_loop_t loop;                      /* the main thread's loop */
+    int loop_ready;                      /* loop initialised */
+    uv_signal_t signals[DAEMON_SIGNALS]; /* TERM, INT, HUP, USR1 */
+    unsigned n_signals;                  /* signal handles initialised */
+    uv_timer_t shutdown_timer;           /* shutdown_timeout */
+    uv_async_t worker_exited;            /* a worker ended */
+    uv_async_t unlistened;               /* a worker closed its listening sockets */
+    unsigned n_handles;                  /* of the three above, initialised */
+    struct owner **services;             /* one per cfg service, same order */
+    size_t n_services;                   /* owners created */
+    struct listener_rt *listeners;       /* one per cfg listener */
+    struct worker_shared shared;         /* what workers share */
+    struct worker *workers;              /* n_workers */
+    unsigned n_workers;                  /* workers */
+    unsigned n_inited;                   /* workers whose worker_init succeeded */
+    unsigned n_started;                  /* workers whose thread runs */
+    atomic_uint n_exited;                /* workers whose loop ended */
+    atomic_uint n_unlistened;            /* workers whose listening sockets are closed */
+    int draining;                        /* shutdown under way */
+    int said_unlistened;                 /* listeners_closed was logged */
+    struct discovery *discovery;         /* Consul watches; NULL without consul services */
+    struct registrar *registrar;         /* Consul registrations; NULL without [registration] */
+};
+
+/* Publishes the static backends of service cs into its owner (start and reload). 0 or -ENOMEM. */
+int daemon_publish_static(struct daemon *d, struct owner *o, const struct config_service *cs);
+
+/* Applies what a reload can change while running and names, in reload_needs_restart events,
+ * what needs a restart. */
+void reload_apply(struct daemon *d, const struct config *next);
+
+/* Reads the file again and applies it; a broken file is logged and ignored. */
+void reload_run(struct daemon *d);
+
+#endif

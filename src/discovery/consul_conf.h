@@ -1,0 +1,71 @@
+/* Consul's configuration: [consul] (how to reach the agent), the Consul keys of a
+ * [service:NAME] (what to watch) and [registration] (what to register). */
+#ifndef SLUICE_CONSUL_CONF_H
+#define SLUICE_CONSUL_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "addr.h"
+#include "inifile.h"
+
+/* health = ...: which Consul instances a discovered service keeps. */
+enum consul_health_mode {
+    CONSUL_HEALTH_MODE_PASSING_AND_WARNING, /* passing (Weights.Passing), warning (Weights.Warning)
+                                             */
+    CONSUL_HEALTH_MODE_PASSING,             /* passing instances only */
+};
+
+/* [consul]: how to reach the Consul agent. NULL strings and INI_FLAG_UNSET mean "not in the
+ * file": the consul module then falls back to the CONSUL_* environment variables. */
+struct consul_conf {
+    int line;                      /* line of the [consul] header; 0 = no such section */
+    char *address;                 /* address: host:port, http://, https:// or unix:///path */
+    char *token;                   /* token: ACL secret */
+    char *token_file;              /* token_file: file holding the ACL secret */
+    char *datacenter;              /* datacenter: default for every consul service */
+    char *ca_file;                 /* ca_file: CA bundle to verify the agent with */
+    char *ca_path;                 /* ca_path: directory of CA certificates */
+    char *cert_file;               /* cert_file: client certificate (mutual TLS) */
+    char *key_file;                /* key_file: key of cert_file */
+    char *tls_server_name;         /* tls_server_name: name to verify and send as SNI */
+    enum ini_flag tls_skip_verify; /* tls_skip_verify: do not verify the agent */
+    uint64_t wait_ms;              /* wait: blocking-query wait, default 55 s */
+    int stale;                     /* stale: allow any server to answer reads (0 or 1) */
+    uint64_t retry_min_ms;         /* retry_min: first backoff after an error, default 250 ms */
+    uint64_t retry_max_ms;         /* retry_max: backoff cap, default 1 min */
+};
+
+/* The Consul keys of a [service:NAME] with discovery = consul. */
+struct consul_watch_conf {
+    char service[INI_NAME_MAX];     /* consul_service, default NAME (the composer fills it) */
+    struct ini_list tags;           /* consul_tags: an instance must carry every one */
+    char datacenter[INI_NAME_MAX];  /* consul_datacenter; "" = [consul] datacenter */
+    enum consul_health_mode health; /* health = passing | passing_and_warning */
+};
+
+/* [registration]: sluice registers its listeners as Consul services. */
+struct registration_conf {
+    int line;                     /* line of the header; 0 = no section, nothing registered */
+    char name[INI_NAME_MAX];      /* name: service name; "" = each listener's NAME */
+    struct ini_list tags;         /* tags */
+    struct ini_list meta;         /* meta: "key=value" items */
+    char address[NET_ADDR_MAX];   /* address: IP to advertise; "" = the listener's bind IP */
+    struct ini_list listeners;    /* listeners: names to register; empty = all */
+    uint64_t check_interval_ms;   /* check_interval: TCP check interval, default 10 s */
+    uint64_t check_timeout_ms;    /* check_timeout: TCP check timeout, default 5 s */
+    uint64_t deregister_after_ms; /* deregister_critical_after, default 1 min; 0 = never */
+    uint64_t anti_entropy_ms;     /* anti_entropy: confirmation period, default 30 s */
+};
+
+/* Rows and own-section checks, for the composer's schema. */
+extern const struct ini_key consul_keys[];
+extern const struct ini_key consul_watch_keys[];
+extern const struct ini_key registration_keys[];
+void consul_conf_check(struct ini_file *f, const struct ini_section *sec, void *conf);
+void registration_conf_check(struct ini_file *f, const struct ini_section *sec, void *conf);
+
+/* Name of a health mode as written in the file ("passing", "passing_and_warning"). */
+const char *consul_health_mode_name(enum consul_health_mode mode);
+
+#endif

@@ -1,0 +1,40 @@
+/* Listening sockets and accept. */
+#include "listener.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int listener_socket(const struct listener_rt *rt, char *err, size_t err_len)
+{
+    int one = 1;
+    int fd = socket(rt->bind.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        goto fail;
+    /* accepted sockets inherit TCP_NODELAY: one setsockopt per listener, none per connection */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
+        bind(fd, (const struct sockaddr *)&rt->bind.sa, rt->bind.len) != 0 ||
+        listen(fd, rt->backlog) != 0)
+        goto fail;
+    return fd;
+fail:;
+    int e = errno;
+    snprintf(err, err_len, "listener %s: cannot listen on %s: %s", rt->name, rt->bind.text,
+             strerror(e));
+    if (fd >= 0)
+        close(fd);
+    return -e;
+}
+
+int listener_accept(int fd, struct sockaddr_storage *client, socklen_t *len)
+{
+    *len = sizeof(*client);
+    int c = accept4(fd, (struct sockaddr *)client, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    return c >= 0 ? c : -errno;
+}

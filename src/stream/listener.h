@@ -1,0 +1,37 @@
+/* A listener as the workers see it: where it binds, which service it feeds and its per-session
+ * settings; and the socket calls around it: one SO_REUSEPORT listening socket per worker, accept
+ * with the client's address. */
+#ifndef SLUICE_LISTENER_H
+#define SLUICE_LISTENER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "addr.h"
+
+struct owner;
+
+/* A listener; read-only while workers run. */
+struct listener_rt {
+    const char *name;            /* [listener:NAME] */
+    struct net_addr bind;        /* bind address */
+    int wildcard;                /* bind is 0.0.0.0 or ::: the local address is per connection */
+    struct owner *service;       /* where instances come from */
+    size_t service_index;        /* the service's number, for per-service caller state */
+    uint64_t connect_timeout_ms; /* per connect attempt */
+    uint64_t idle_timeout_ms;    /* 0 = never */
+    uint32_t retries;            /* other instances tried after a failed connect */
+    int backlog;                 /* listen(2) backlog */
+};
+
+/* A listening socket for rt, bound with SO_REUSEPORT so that every worker binds the same address
+ * and the kernel spreads connections over them (libuv 1.44 has no flag for it). Returns the
+ * descriptor, or -errno with a message naming the listener in err. */
+int listener_socket(const struct listener_rt *rt, char *err, size_t err_len);
+
+/* Accepts one non-blocking connection and the client's address. Returns the descriptor or
+ * -errno (EAGAIN when none is waiting). */
+int listener_accept(int fd, struct sockaddr_storage *client, socklen_t *len);
+
+#endif

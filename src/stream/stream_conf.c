@@ -1,0 +1,44 @@
+/* Key rows of the stream layer: [sluice] data-path settings and [listener:NAME]. */
+#include "stream_conf.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KIB 1024ULL
+#define MIB (1024ULL * 1024ULL)
+
+static const char *set_splice(void *field, const struct ini_key *key, const char *value, char *msg)
+{
+    static const char *const names[] = {"auto", "off", "always"};
+    int i = ini_name_index(names, sizeof(names) / sizeof(names[0]), value);
+
+    (void)key;
+    if (i < 0) {
+        return ini_phrase(msg, "\"%s\" is not a splice mode (use auto, off, always)", value);
+    }
+    *(enum splice_policy *)field = (enum splice_policy)i;
+    return NULL;
+}
+
+#define STREAM(field)   offsetof(struct stream_conf, field)
+#define LISTENER(field) offsetof(struct listener_conf, field)
+
+const struct ini_key stream_keys[] = {
+    INI_KEY("max_connections", STREAM(max_connections), ini_set_u32, 1, 10000000, "10000", false),
+    INI_KEY("splice", STREAM(splice), set_splice, 0, 0, "auto", false),
+    INI_KEY("pipe_size", STREAM(pipe_size), ini_set_size, 4 * KIB, 16 * MIB, "1m", false),
+    INI_KEY("buffer_size", STREAM(buffer_size), ini_set_size, 1 * KIB, 1 * MIB, "16k", false),
+    {.name = NULL},
+};
+
+const struct ini_key listener_keys[] = {
+    INI_KEY("bind", LISTENER(bind), ini_set_addr, 0, 0, NULL, true),
+    INI_KEY("service", LISTENER(service), ini_set_name, 0, 0, NULL, true),
+    INI_KEY("connect_timeout", LISTENER(connect_timeout_ms), ini_set_duration, 1, UINT64_MAX, "2s",
+            false),
+    INI_KEY("idle_timeout", LISTENER(idle_timeout_ms), ini_set_duration, 0, UINT64_MAX, "5m",
+            false),
+    INI_KEY("retries", LISTENER(retries), ini_set_u32, 0, 100, "2", false),
+    INI_KEY("backlog", LISTENER(backlog), ini_set_int, 1, 65535, "4096", false),
+    {.name = NULL},
+};

@@ -1,0 +1,38 @@
+/* The stream layer's configuration: the data-path keys of [sluice] and every key of a
+ * [listener:NAME] section. */
+#ifndef SLUICE_STREAM_CONF_H
+#define SLUICE_STREAM_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "addr.h"
+#include "inifile.h"
+#include "pump.h"
+
+/* Data-path keys of [sluice]. */
+struct stream_conf {
+    uint32_t max_connections;  /* global cap on open client connections */
+    enum splice_policy splice; /* splice = auto | off | always */
+    uint32_t pipe_size;        /* pipe_size: bytes per splice pipe, default 1 MiB */
+    uint32_t buffer_size;      /* buffer_size: bytes per copy buffer, default 16 KiB */
+};
+
+/* [listener:NAME]: one bind address proxied to one service. */
+struct listener_conf {
+    char name[INI_NAME_MAX];     /* NAME from the section header */
+    int line;                    /* line of the section header */
+    struct net_addr bind;        /* bind = ... */
+    char service[INI_NAME_MAX];  /* service = ... */
+    size_t service_index;        /* index of that service in the file's services (composer) */
+    uint64_t connect_timeout_ms; /* connect_timeout, default 2 s */
+    uint64_t idle_timeout_ms;    /* idle_timeout, default 5 min; 0 = never */
+    uint32_t retries;            /* retries, other instances tried after a failed connect */
+    int backlog;                 /* backlog for listen(2), default 4096 */
+};
+
+/* Rows of stream_conf (a [sluice] table) and of listener_conf. */
+extern const struct ini_key stream_keys[];
+extern const struct ini_key listener_keys[];
+
+#endif
