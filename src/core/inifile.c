@@ -102,6 +102,23 @@ void ini_error(struct ini_file *f, int line, const char *key, const char *fmt, .
     f->n_problems++;
 }
 
+/* Section and service names: the rule setters share too. */
+const char *ini_name_check(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len == 0) {
+        return "name is empty";
+    }
+    if (len >= INI_NAME_MAX) {
+        return "name is longer than 63 characters";
+    }
+    if (strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != len) {
+        return "name may only use letters, digits, '_', '.' and '-'";
+    }
+    return NULL;
+}
+
 /* --- schema geometry ----------------------------------------------------------------------- */
 
 static size_t table_len(const struct ini_table *t)

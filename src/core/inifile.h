@@ -28,6 +28,12 @@ typedef void (*ini_release)(void *field);
 /* Why one item (of a list, or a string) is refused, or NULL. */
 typedef const char *(*ini_check)(const char *item);
 
+/* One word an enum key accepts, and the value it stores. */
+struct ini_choice {
+    const char *word; /* as written in the file */
+    int value;        /* the enum value stored */
+};
+
 /* One key a subsystem understands. */
 struct ini_key {
     const char *name;    /* as written in the file */
@@ -39,6 +45,8 @@ struct ini_key {
     bool required;       /* the section is incomplete without it */
     ini_release release; /* frees what set stored; NULL when it stores nothing owned */
     ini_check check;     /* extra rule for each list item or string; NULL = none */
+    const struct ini_choice *choices; /* ini_set_enum: the words, ended by a NULL word */
+    const char *noun; /* ini_set_enum: what the words are ("splice mode"), for messages */
 };
 
 /* A row: INI_KEY("name", offset, setter, min, max, default, required[, .release = ..., ...]). */
@@ -193,6 +201,8 @@ const char *ini_set_addr(void *field, const struct ini_key *key, const char *val
                          char *msg); /* struct net_addr */
 const char *ini_set_ip(void *field, const struct ini_key *key, const char *value,
                        char *msg); /* char[NET_ADDR_MAX] */
+/* One of key->choices into an int-sized enum; otherwise "is not a <noun> (use ...)". */
+const char *ini_set_enum(void *field, const struct ini_key *key, const char *value, char *msg);
 
 /* Release functions for the owned setters. */
 void ini_release_string(void *field);

@@ -73,22 +73,6 @@ const char *ini_parse_duration(const char *text, uint64_t *ms)
     return "is not a duration (use ms, s, m, h)";
 }
 
-const char *ini_name_check(const char *name)
-{
-    size_t len = strlen(name);
-
-    if (len == 0) {
-        return "name is empty";
-    }
-    if (len >= INI_NAME_MAX) {
-        return "name is longer than 63 characters";
-    }
-    if (strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != len) {
-        return "name may only use letters, digits, '_', '.' and '-'";
-    }
-    return NULL;
-}
-
 int ini_name_index(const char *const *names, size_t n, const char *text)
 {
     for (size_t i = 0; text != NULL && i < n; i++) {
@@ -424,4 +408,22 @@ const char *ini_set_ip(void *field, const struct ini_key *key, const char *value
     }
     snprintf(field, NET_ADDR_MAX, "%s", value);
     return NULL;
+}
+
+const char *ini_set_enum(void *field, const struct ini_key *key, const char *value, char *msg)
+{
+    char words[256];
+    size_t used = 0;
+
+    for (const struct ini_choice *c = key->choices; c->word != NULL; c++) {
+        if (strcmp(c->word, value) == 0) {
+            *(int *)field = c->value;
+            return NULL;
+        }
+    }
+    words[0] = '\0';
+    for (const struct ini_choice *c = key->choices; c->word != NULL && used < sizeof(words); c++)
+        used += (size_t)snprintf(words + used, sizeof(words) - used, "%s%s",
+                                 c == key->choices ? "" : ", ", c->word);
+    return ini_phrase(msg, "\"%s\" is not a %s (use %s)", value, key->noun, words);
 }

@@ -1,6 +1,7 @@
 /* Per-worker pools of copy buffers and splice pipes. */
 #include "pool.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@ int pool_buffers_init(struct buffer_pool *pool, size_t size, size_t max_free)
 
 void pool_buffers_destroy(struct buffer_pool *pool)
 {
+    assert(pool->in_use == 0); /* every holder returned its buffer first */
     for (size_t i = 0; i < pool->n_free; i++)
         free(pool->free[i]);
     free(pool->free);
@@ -40,6 +42,7 @@ void pool_buffer_put(struct buffer_pool *pool, void *buf)
 {
     if (buf == NULL)
         return;
+    assert(pool->in_use > 0 && pool->n_free <= pool->max_free);
     pool->in_use--;
     if (pool->n_free < pool->max_free)
         pool->free[pool->n_free++] = buf;
@@ -63,6 +66,7 @@ static void pipe_close(struct pipe_pair *pipe)
 
 void pool_pipes_destroy(struct pipe_pool *pool)
 {
+    assert(pool->in_use == 0);
     for (size_t i = 0; i < pool->n_free; i++)
         pipe_close(&pool->free[i]);
     free(pool->free);
@@ -93,6 +97,7 @@ void pool_pipe_put(struct pipe_pool *pool, struct pipe_pair *pipe, int empty)
 {
     if (pipe->rd < 0)
         return;
+    assert(pool->in_use > 0 && pipe->wr >= 0);
     pool->in_use--;
     if (empty && pool->n_free < pool->max_free)
         pool->free[pool->n_free++] = *pipe;

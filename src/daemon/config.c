@@ -52,19 +52,10 @@ static const char *set_log_format(void *field, const struct ini_key *key, const 
     return NULL;
 }
 
-static const char *set_discovery(void *field, const struct ini_key *key, const char *value,
-                                 char *msg)
-{
-    static const char *const names[] = {"static", "consul"};
-    int i = ini_name_index(names, sizeof(names) / sizeof(names[0]), value);
+_Static_assert(sizeof(enum config_discovery) == sizeof(int), "ini_set_enum stores an int");
 
-    (void)key;
-    if (i < 0) {
-        return ini_phrase(msg, "\"%s\" is not a discovery method (use static, consul)", value);
-    }
-    *(enum config_discovery *)field = (enum config_discovery)i;
-    return NULL;
-}
+static const struct ini_choice discovery_words[] = {
+    {"static", CONFIG_DISCOVERY_STATIC}, {"consul", CONFIG_DISCOVERY_CONSUL}, {NULL, 0}};
 
 #define GLOBAL(field)  offsetof(struct config, field)
 #define SERVICE(field) offsetof(struct config_service, field)
@@ -79,7 +70,8 @@ static const struct ini_key daemon_keys[] = {
 };
 
 static const struct ini_key service_keys[] = {
-    INI_KEY("discovery", SERVICE(discovery), set_discovery, 0, 0, "static", false),
+    INI_KEY("discovery", SERVICE(discovery), ini_set_enum, 0, 0, "static", false,
+            .choices = discovery_words, .noun = "discovery method"),
     {.name = NULL},
 };
 

@@ -59,23 +59,6 @@ static uint32_t fit_max_connections(struct daemon *d)
 
 /* --- services and listeners --------------------------------------------------------------- */
 
-int daemon_publish_static(struct daemon *d, struct owner *o, const struct config_service *cs)
-{
-    const struct lb_backends *b = &cs->lb.backends;
-    struct owner_member *members = calloc(b->n ? b->n : 1, sizeof(*members));
-
-    if (members == NULL)
-        return -ENOMEM;
-    for (size_t i = 0; i < b->n; i++)
-        members[i] = (struct owner_member){.addr = b->items[i].addr, .weight = b->items[i].weight};
-    int rc = owner_set_members(o, members, b->n);
-    free(members);
-    if (rc > 0)
-        log_event(&d->log, LOG_LEVEL_INFO, "service_published", LOG_STR("service", cs->name),
-                  LOG_STR("balance", cs->lb.balance->name), LOG_INT("instances", b->n));
-    return rc < 0 ? rc : 0;
-}
-
 static int daemon_setup_services(struct daemon *d)
 {
     const struct config *cfg = d->cfg;
@@ -90,7 +73,7 @@ static int daemon_setup_services(struct daemon *d)
             return -ENOMEM;
         d->n_services++;
         if (cs->discovery == CONFIG_DISCOVERY_STATIC &&
-            daemon_publish_static(d, d->services[i], cs))
+            reload_static_service(d, d->services[i], cs))
             return -ENOMEM;
     }
     return 0;

@@ -1,5 +1,6 @@
-/* The daemon's state, shared by its own files (daemon.c: start, signals, drain; reload.c: what
- * a SIGHUP may change). Main thread only. */
+/* The daemon's state, shared by its own files: daemon.c (start, signals, drain) uses reload.c
+ * (applying a configuration: at start for the static services, then on every SIGHUP). Main
+ * thread only. */
 #ifndef SLUICE_DAEMON_INT_H
 #define SLUICE_DAEMON_INT_H
 
@@ -47,7 +48,7 @@ struct daemon {
 };
 
 /* Publishes the static backends of service cs into its owner (start and reload). 0 or -ENOMEM. */
-int daemon_publish_static(struct daemon *d, struct owner *o, const struct config_service *cs);
+int reload_static_service(struct daemon *d, struct owner *o, const struct config_service *cs);
 
 /* Applies what a reload can change while running and names, in reload_needs_restart events,
  * what needs a restart. */

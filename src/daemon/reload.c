@@ -1,9 +1,29 @@
 /* SIGHUP: what a reload applies while running (instances, weights and balancers, logging, the
  * shutdown timeout) and what it names as needing a restart, rather than half-applying it. */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "balancer.h"
 #include "daemon_int.h"
+
+/* Static services: the backends list is the owner's source, at start and on every reload. */
+int reload_static_service(struct daemon *d, struct owner *o, const struct config_service *cs)
+{
+    const struct lb_backends *b = &cs->lb.backends;
+    struct owner_member *members = calloc(b->n ? b->n : 1, sizeof(*members));
+
+    if (members == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < b->n; i++)
+        members[i] = (struct owner_member){.addr = b->items[i].addr, .weight = b->items[i].weight};
+    int rc = owner_set_members(o, members, b->n);
+    free(members);
+    if (rc > 0)
+        log_event(&d->log, LOG_LEVEL_INFO, "service_published", LOG_STR("service", cs->name),
+                  LOG_STR("balance", cs->lb.balance->name), LOG_INT("instances", b->n));
+    return rc < 0 ? rc : 0;
+}
 
 static void reload_needs_restart(struct daemon *d, const char *kind, const char *name,
                                  const char *why)
@@ -47,7 +67,7 @@ static void reload_services(struct daemon *d, const struct config *next)
         } else {
             (void)owner_set_balancer(d->services[j], cs->lb.balance);
             if (cs->discovery == CONFIG_DISCOVERY_STATIC)
-                (void)daemon_publish_static(d, d->services[j], cs);
+                (void)reload_static_service(d, d->services[j], cs);
         }
     }
     for (size_t i = 0; i < d->cfg->n_services; i++)

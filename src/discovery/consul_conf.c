@@ -18,18 +18,12 @@ const char *consul_health_mode_name(enum consul_health_mode mode)
     return health_names[mode];
 }
 
-static const char *set_health(void *field, const struct ini_key *key, const char *value, char *msg)
-{
-    int i = ini_name_index(health_names, sizeof(health_names) / sizeof(health_names[0]), value);
+_Static_assert(sizeof(enum consul_health_mode) == sizeof(int), "ini_set_enum stores an int");
 
-    (void)key;
-    if (i < 0) {
-        return ini_phrase(msg, "\"%s\" is not a health mode (use passing, passing_and_warning)",
-                          value);
-    }
-    *(enum consul_health_mode *)field = (enum consul_health_mode)i;
-    return NULL;
-}
+static const struct ini_choice health_words[] = {
+    {"passing", CONSUL_HEALTH_MODE_PASSING},
+    {"passing_and_warning", CONSUL_HEALTH_MODE_PASSING_AND_WARNING},
+    {NULL, 0}};
 
 /* host:port with an optional http://, https:// or unix:// prefix; host names are fine here
  * (libcurl resolves them), but the parts must be there. */
@@ -112,7 +106,8 @@ const struct ini_key consul_watch_keys[] = {
     INI_KEY("consul_service", WATCH(service), ini_set_name, 0, 0, NULL, false),
     INI_KEY("consul_tags", WATCH(tags), ini_set_list, 0, 64, NULL, false, LIST),
     INI_KEY("consul_datacenter", WATCH(datacenter), ini_set_label, 0, 0, NULL, false),
-    INI_KEY("health", WATCH(health), set_health, 0, 0, "passing_and_warning", false),
+    INI_KEY("health", WATCH(health), ini_set_enum, 0, 0, "passing_and_warning", false,
+            .choices = health_words, .noun = "health mode"),
     {.name = NULL},
 };
 

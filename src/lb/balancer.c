@@ -80,6 +80,17 @@ long balancer_pick_random(const struct instance_set *set, const struct lb_ctx *c
     return -1; /* not reached: the shares sum to total */
 }
 
+size_t balancer_cursor_size(size_t n)
+{
+    (void)n;
+    return sizeof(uint64_t);
+}
+
+void balancer_cursor_init(void *scratch, const struct instance_set *set, unsigned ordinal)
+{
+    *(uint64_t *)scratch = set->n > 0 ? ordinal % set->n : 0;
+}
+
 void lb_scratch_init(struct lb_scratch *sc, unsigned ordinal)
 {
     memset(sc, 0, sizeof(*sc));

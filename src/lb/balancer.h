@@ -77,6 +77,11 @@ long lb_pick(const struct instance_set *set, struct lb_scratch *sc, struct lb_ct
 /* Non-zero when instance i of set may be picked: weight > 0 and not tried. For lb_*.c. */
 int balancer_eligible(const struct instance_set *set, size_t i, const struct lb_ctx *ctx);
 
+/* A scratch that is one cursor (round_robin, least_connections): 8 bytes, starting at
+ * ordinal % n so that callers do not all begin with instance 0. For lb_*.c. */
+size_t balancer_cursor_size(size_t n);
+void balancer_cursor_init(void *scratch, const struct instance_set *set, unsigned ordinal);
+
 /* A random eligible instance: uniform, or in proportion to weight; -1 when none. Retries use
  * it, so that the instance after a dead one does not take every retry. For lb_*.c. */
 long balancer_pick_random(const struct instance_set *set, const struct lb_ctx *ctx, int weighted);

@@ -5,23 +5,7 @@
 #include "balancer.h"
 #include "clock.h"
 
-/* One caller's tie-breaking position. */
-struct lc_scratch {
-    uint64_t next; /* index scanned first by the next pick, < set->n when n > 0 */
-};
-
-static size_t lc_scratch_size(size_t n)
-{
-    (void)n;
-    return sizeof(struct lc_scratch);
-}
-
-static void lc_scratch_init(void *scratch, const struct instance_set *set, unsigned ordinal)
-{
-    struct lc_scratch *lc = scratch;
-
-    lc->next = set->n > 0 ? ordinal % set->n : 0;
-}
+/* The scratch is one cursor (balancer_cursor_*): the index a first attempt scans from. */
 
 static unsigned lc_active(const struct instance *inst)
 {
@@ -31,7 +15,7 @@ static unsigned lc_active(const struct instance *inst)
 
 static long lc_pick(const struct instance_set *set, const struct lb_ctx *ctx)
 {
-    struct lc_scratch *lc = ctx->scratch;
+    uint64_t *next = ctx->scratch;
     const size_t n = set->n;
     const int retry = ctx->n_tried > 0;
     long best = -1;
@@ -43,7 +27,7 @@ static long lc_pick(const struct instance_set *set, const struct lb_ctx *ctx)
      * instances take turns instead of the lowest index winning every tie. A retry leaves the
      * cursor alone and picks uniformly among the tied (reservoir sampling), so the instance
      * after a failed one does not take every retry. */
-    size_t i = retry ? 0 : (size_t)(lc->next % n);
+    size_t i = retry ? 0 : (size_t)(*next % n);
     for (size_t scanned = 0; scanned < n; scanned++, i = (i + 1) % n) {
         if (!balancer_eligible(set, i, ctx))
             continue;
@@ -62,13 +46,13 @@ static long lc_pick(const struct instance_set *set, const struct lb_ctx *ctx)
         }
     }
     if (best >= 0 && !retry)
-        lc->next = ((size_t)best + 1) % n;
+        *next = ((size_t)best + 1) % n;
     return best;
 }
 
 const struct lb_ops lb_least_connections = {
     .name = "least_connections",
-    .scratch_size = lc_scratch_size,
-    .scratch_init = lc_scratch_init,
+    .scratch_size = balancer_cursor_size,
+    .scratch_init = balancer_cursor_init,
     .pick = lc_pick,
 };

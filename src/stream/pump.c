@@ -1,6 +1,7 @@
 /* One direction of a session: copy path, splice path, backpressure and FIN propagation. */
 #include "pump.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -180,6 +181,8 @@ static enum step pump_step(struct pump_dir *d, int src, int dst, const struct pu
 
 int pump_run(struct pump_dir *d, int src, int dst, const struct pump_env *env)
 {
+    /* one chunk in flight at most: a buffer or a pipe, never both with bytes in them */
+    assert(src >= 0 && dst >= 0 && !(d->off < d->len && d->in_pipe > 0));
     size_t read_total = 0;
     enum step st;
     do {

@@ -7,25 +7,18 @@
 #define KIB 1024ULL
 #define MIB (1024ULL * 1024ULL)
 
-static const char *set_splice(void *field, const struct ini_key *key, const char *value, char *msg)
-{
-    static const char *const names[] = {"auto", "off", "always"};
-    int i = ini_name_index(names, sizeof(names) / sizeof(names[0]), value);
+_Static_assert(sizeof(enum splice_policy) == sizeof(int), "ini_set_enum stores an int");
 
-    (void)key;
-    if (i < 0) {
-        return ini_phrase(msg, "\"%s\" is not a splice mode (use auto, off, always)", value);
-    }
-    *(enum splice_policy *)field = (enum splice_policy)i;
-    return NULL;
-}
+static const struct ini_choice splice_words[] = {
+    {"auto", SPLICE_AUTO}, {"off", SPLICE_OFF}, {"always", SPLICE_ALWAYS}, {NULL, 0}};
 
 #define STREAM(field)   offsetof(struct stream_conf, field)
 #define LISTENER(field) offsetof(struct listener_conf, field)
 
 const struct ini_key stream_keys[] = {
     INI_KEY("max_connections", STREAM(max_connections), ini_set_u32, 1, 10000000, "10000", false),
-    INI_KEY("splice", STREAM(splice), set_splice, 0, 0, "auto", false),
+    INI_KEY("splice", STREAM(splice), ini_set_enum, 0, 0, "auto", false, .choices = splice_words,
+            .noun = "splice mode"),
     INI_KEY("pipe_size", STREAM(pipe_size), ini_set_size, 4 * KIB, 16 * MIB, "1m", false),
     INI_KEY("buffer_size", STREAM(buffer_size), ini_set_size, 1 * KIB, 1 * MIB, "16k", false),
     {.name = NULL},

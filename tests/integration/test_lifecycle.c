@@ -124,6 +124,39 @@ static void test_bind_in_use_fails_startup(void **state)
     close(blocker);
 }
 
+/* Every start-up step made to fail in turn (the SLUICE_FAULT test hook): a clean error naming
+ * the step, exit status 1, nothing started, and under the sanitizers no leak and no report. The
+ * config uses every step: two workers, a static and a Consul service, a registration. */
+static void test_each_startup_step_fails_cleanly(void **state)
+{
+    static const char *const steps[] = {"loop",    "services",       "listeners", "discovery",
+                                        "workers", "worker_threads", "registrar"};
+    char path[512], conf[1024], out[16384], fault[64], want[96];
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/fault-%d.ini", harness_tmpdir(), getpid());
+    snprintf(conf, sizeof(conf),
+             "[sluice]\nworkers = 2\n"
+             "[consul]\naddress = 127.0.0.1:1\nretry_min = 50ms\nretry_max = 100ms\n"
+             "[registration]\n"
+             "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\n"
+             "[listener:disc]\nbind = 127.0.0.1:%d\nservice = disc\n"
+             "[service:api]\nbackends = 127.0.0.1:%d\n"
+             "[service:disc]\ndiscovery = consul\n",
+             harness_free_port(), harness_free_port(), port_a);
+    write_file(path, conf);
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        snprintf(fault, sizeof(fault), "SLUICE_FAULT=%s", steps[i]);
+        char *argv[] = {"/usr/bin/env", fault, (char *)harness_bin("SLUICE_BIN"), "-c", path, NULL};
+        int status = run_capture(argv, out, sizeof(out));
+        snprintf(want, sizeof(want), "\"step\":\"%s\",\"error\":\"injected fault\"", steps[i]);
+        if (status != 1 || strstr(out, want) == NULL || strstr(out, "\"event\":\"started\"") ||
+            strstr(out, "Sanitizer") != NULL)
+            fail_msg("step %s: exit %d, output:\n%s", steps[i], status, out);
+        print_message("start-up step %-14s fails cleanly (exit 1)\n", steps[i]);
+    }
+}
+
 static int start_on(struct proc *p, const char *backend_line, const char *sluice_extra)
 {
     int port = harness_free_port();
@@ -258,6 +291,7 @@ int main(void)
         cmocka_unit_test(test_check_bad_config_lists_every_problem),
         cmocka_unit_test(test_help_and_version),
         cmocka_unit_test(test_bind_in_use_fails_startup),
+        cmocka_unit_test(test_each_startup_step_fails_cleanly),
         cmocka_unit_test(test_graceful_shutdown_finishes_transfer),
         cmocka_unit_test(test_shutdown_timeout_cuts_stragglers),
         cmocka_unit_test(test_reload_swaps_and_rejects_broken),
