@@ -11,7 +11,13 @@
     X(accepted, "client connections accepted")                                                     \
     X(accept_paused, "times accepting paused (max_connections, EMFILE, ENFILE)")                   \
     X(accept_errors, "accept(2) failures other than EAGAIN")                                       \
-    X(no_instance, "sessions closed because no instance could be picked")                          \
+    X(no_instance, "sessions closed because the service had no instance to use")                   \
+    X(all_failed, "sessions closed because every instance tried failed to connect")                \
+    X(all_full, "sessions closed because every instance was full and the queue off or full")       \
+    X(queued, "sessions that waited in a service queue")                                           \
+    X(queue_timeouts, "queued sessions closed by queue_timeout")                                   \
+    X(drained, "sessions closed by drain_timeout after their instance left the set")               \
+    X(lifetime_closed, "sessions closed by max_connection_lifetime")                               \
     X(connect_attempts, "upstream connect attempts")                                               \
     X(connect_failures, "upstream connects refused, failed or timed out")                          \
     X(connect_timeouts, "upstream connects that timed out")                                        \

@@ -121,6 +121,8 @@ static void check_service(struct ini_file *f, const struct ini_section *sec, voi
     struct config_service *svc = section;
     int backends_line = ini_key_line(sec, "backends");
 
+    lb_service_check(f, sec, &svc->lb);
+    health_conf_check(f, sec, &svc->check);
     if (svc->discovery == CONFIG_DISCOVERY_STATIC && backends_line == 0) {
         ini_error(f, ini_section_line(sec), ini_section_header(sec),
                   "static discovery needs backends = ADDRESS, ...");
@@ -202,6 +204,8 @@ static const struct ini_table listener_tables[] = {{listener_keys, 0}};
 static const struct ini_table service_tables[] = {
     {service_keys, 0},
     {lb_service_keys, offsetof(struct config_service, lb)},
+    {stream_service_keys, offsetof(struct config_service, stream)},
+    {health_keys, offsetof(struct config_service, check)},
     {consul_watch_keys, offsetof(struct config_service, consul)},
 };
 static const struct ini_table consul_tables[] = {{consul_keys, 0}};

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "consul_conf.h"
+#include "health_conf.h"
 #include "inifile.h"
 #include "lb_conf.h"
 #include "log.h"
@@ -19,11 +20,13 @@ enum config_discovery {
 
 /* [service:NAME]: where a service's instances come from and how they are balanced. */
 struct config_service {
-    char name[INI_NAME_MAX];         /* NAME from the section header */
-    int line;                        /* line of the section header */
-    enum config_discovery discovery; /* discovery = ... */
-    struct lb_service_conf lb;       /* balance, backends */
-    struct consul_watch_conf consul; /* consul_service, consul_tags, consul_datacenter, health */
+    char name[INI_NAME_MAX];           /* NAME from the section header */
+    int line;                          /* line of the section header */
+    enum config_discovery discovery;   /* discovery = ... */
+    struct lb_service_conf lb;         /* balance, backends, passive health, slow start, limits */
+    struct stream_service_conf stream; /* queue_size, queue_timeout, drain_timeout, lifetime */
+    struct health_conf check;          /* check, check_* (active health checks) */
+    struct consul_watch_conf consul;   /* consul_service, consul_tags, consul_datacenter, health */
 };
 
 /* The whole file. Owned by whoever called config_load; read-only once loaded. */

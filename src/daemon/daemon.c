@@ -68,7 +68,7 @@ static int daemon_setup_services(struct daemon *d)
         return -ENOMEM;
     for (size_t i = 0; i < cfg->n_services; i++) {
         const struct config_service *cs = &cfg->services[i];
-        d->services[i] = owner_create(cs->name, cs->lb.balance, &d->log);
+        d->services[i] = owner_create(cs->name, cs->lb.balance, &cs->lb.policy, &d->log);
         if (d->services[i] == NULL)
             return -ENOMEM;
         d->n_services++;
@@ -79,10 +79,35 @@ static int daemon_setup_services(struct daemon *d)
     return 0;
 }
 
+/* What sessions see of each service: its owner, queue, drain and lifetime settings. */
+static int daemon_setup_service_rts(struct daemon *d)
+{
+    const struct config *cfg = d->cfg;
+
+    d->service_rts = calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*d->service_rts));
+    if (d->service_rts == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const struct config_service *cs = &cfg->services[i];
+        struct service_rt *rt = &d->service_rts[i];
+        rt->name = cs->name;
+        rt->owner = d->services[i];
+        rt->index = i;
+        rt->queue_size = cs->stream.queue_size;
+        rt->queue_timeout_ms = cs->stream.queue_timeout_ms;
+        rt->drain_timeout_ms = cs->stream.drain_timeout_ms;
+        rt->lifetime_ms = cs->stream.lifetime_ms;
+        atomic_init(&rt->queued, 0);
+    }
+    return 0;
+}
+
 static int daemon_setup_listeners(struct daemon *d)
 {
     const struct config *cfg = d->cfg;
 
+    if (daemon_setup_service_rts(d) != 0)
+        return -ENOMEM;
     d->listeners = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*d->listeners));
     if (d->listeners == NULL)
         return -ENOMEM;
@@ -92,8 +117,7 @@ static int daemon_setup_listeners(struct daemon *d)
             .name = cl->name,
             .bind = cl->bind,
             .wildcard = net_addr_is_wildcard(&cl->bind),
-            .service = d->services[cl->service_index],
-            .service_index = cl->service_index,
+            .service = &d->service_rts[cl->service_index],
             .connect_timeout_ms = cl->connect_timeout_ms,
             .idle_timeout_ms = cl->idle_timeout_ms,
             .retries = cl->retries,
@@ -104,6 +128,7 @@ static int daemon_setup_listeners(struct daemon *d)
         .budget = {.max = fit_max_connections(d)},
         .listeners = d->listeners,
         .n_listeners = cfg->n_listeners,
+        .services = d->service_rts,
         .n_services = cfg->n_services,
         .splice = cfg->stream.splice,
         .pipe_size = cfg->stream.pipe_size,
@@ -197,6 +222,27 @@ static int daemon_start_discovery(struct daemon *d)
     return rc;
 }
 
+/* The health thread: active checks where configured, and every owner's ticks (passive health,
+ * slow start). Before the workers, so that their first failures already have a ticker. */
+static int daemon_start_health(struct daemon *d)
+{
+    const struct config *cfg = d->cfg;
+    struct health_target *targets = calloc(cfg->n_services + 1, sizeof(*targets));
+    int rc;
+
+    if (targets == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < cfg->n_services; i++)
+        targets[i] = (struct health_target){.name = cfg->services[i].name,
+                                            .owner = d->services[i],
+                                            .check = &cfg->services[i].check};
+    rc = health_create(targets, cfg->n_services, &d->log, &d->health);
+    free(targets);
+    if (rc == 0 && d->health != NULL)
+        rc = health_start(d->health);
+    return rc;
+}
+
 /* Registration after the listeners are bound, so that the agent's first TCP check can pass. */
 static int daemon_start_registrar(struct daemon *d)
 {
@@ -215,6 +261,17 @@ static int daemon_start_registrar(struct daemon *d)
     if (rc == 0 && d->registrar != NULL)
         rc = registrar_start(d->registrar);
     return rc;
+}
+
+static void daemon_log_health(struct daemon *d)
+{
+    struct health_stats st;
+
+    if (d->health == NULL)
+        return;
+    health_stats_get(d->health, &st);
+    log_event(&d->log, LOG_LEVEL_INFO, "health_stats", LOG_INT("checks", st.checks),
+              LOG_INT("failures", st.failures), LOG_INT("downs", st.downs), LOG_INT("ups", st.ups));
 }
 
 static void daemon_log_discovery(struct daemon *d)
@@ -292,6 +349,7 @@ static void daemon_drain(struct daemon *d, const char *signal_name)
               LOG_INT("timeout_ms", d->cfg->shutdown_timeout_ms));
     registrar_stop(d->registrar);
     discovery_stop(d->discovery);
+    health_stop(d->health);
     for (unsigned i = 0; i < d->n_started; i++)
         worker_command(&d->workers[i], WORKER_DRAIN);
     uv_timer_start(&d->shutdown_timer, on_shutdown_timeout, d->cfg->shutdown_timeout_ms, 0);
@@ -305,6 +363,7 @@ static void on_signal(uv_signal_t *h, int signum)
     } else if (signum == SIGUSR1) {
         daemon_log_stats(d, "stats");
         daemon_log_discovery(d);
+        daemon_log_health(d);
     } else if (signum == SIGTERM || signum == SIGINT) {
         daemon_drain(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
     }
@@ -348,6 +407,7 @@ static void daemon_teardown(struct daemon *d)
         worker_command(&d->workers[i], WORKER_STOP);
     registrar_destroy(d->registrar);
     discovery_destroy(d->discovery); /* before the owners: it hands them lists */
+    health_destroy(d->health);       /* likewise verdicts and ticks */
     for (unsigned i = 0; i < d->n_inited; i++) {
         if (i < d->n_started)
             worker_join(&d->workers[i]);
@@ -356,6 +416,7 @@ static void daemon_teardown(struct daemon *d)
     }
     free(d->workers);
     free(d->listeners);
+    free(d->service_rts);
     for (size_t i = 0; i < d->n_services; i++)
         owner_destroy(d->services[i]);
     free(d->services);
@@ -402,9 +463,13 @@ int daemon_run(struct config *cfg)
         const char *name;
         int (*run)(struct daemon *);
     } steps[] = {
-        {"loop", daemon_setup_loop},           {"services", daemon_setup_services},
-        {"listeners", daemon_setup_listeners}, {"discovery", daemon_start_discovery},
-        {"workers", daemon_init_workers},      {"worker_threads", daemon_start_workers},
+        {"loop", daemon_setup_loop},
+        {"services", daemon_setup_services},
+        {"listeners", daemon_setup_listeners},
+        {"discovery", daemon_start_discovery},
+        {"health", daemon_start_health},
+        {"workers", daemon_init_workers},
+        {"worker_threads", daemon_start_workers},
         {"registrar", daemon_start_registrar},
     };
     struct daemon *d = calloc(1, sizeof(*d));

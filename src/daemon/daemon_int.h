@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "discovery.h"
+#include "health.h"
 #include "listener.h"
 #include "log.h"
 #include "owner.h"
@@ -33,6 +34,7 @@ struct daemon {
     unsigned n_handles;                  /* of the three above, initialised */
     struct owner **services;             /* one per cfg service, same order */
     size_t n_services;                   /* owners created */
+    struct service_rt *service_rts;      /* one per cfg service: what sessions see of it */
     struct listener_rt *listeners;       /* one per cfg listener */
     struct worker_shared shared;         /* what workers share */
     struct worker *workers;              /* n_workers */
@@ -45,6 +47,7 @@ struct daemon {
     int said_unlistened;                 /* listeners_closed was logged */
     struct discovery *discovery;         /* Consul watches; NULL without consul services */
     struct registrar *registrar;         /* Consul registrations; NULL without [registration] */
+    struct health *health;               /* checks and owner ticks; NULL without services */
 };
 
 /* Publishes the static backends of service cs into its owner (start and reload). 0 or -ENOMEM. */

@@ -65,7 +65,14 @@ static void reload_services(struct daemon *d, const struct config *next)
         } else if (running->discovery != cs->discovery) {
             reload_needs_restart(d, "service", cs->name, "discovery changed");
         } else {
+            owner_set_policy(d->services[j], &cs->lb.policy);
             (void)owner_set_balancer(d->services[j], cs->lb.balance);
+            if (memcmp(&running->stream, &cs->stream, sizeof(cs->stream)) != 0)
+                reload_needs_restart(d, "service", cs->name,
+                                     "queue_size, queue_timeout, drain_timeout or "
+                                     "max_connection_lifetime changed");
+            if (!health_conf_equal(&running->check, &cs->check))
+                reload_needs_restart(d, "service", cs->name, "health check settings changed");
             if (cs->discovery == CONFIG_DISCOVERY_STATIC)
                 (void)reload_static_service(d, d->services[j], cs);
         }

@@ -191,7 +191,7 @@ static int tls_resolve(struct consul_client *c, const struct consul_conf *cfg)
     return 0;
 }
 
-static int curl_use(void)
+int consul_curl_use(void)
 {
     int rc = 0;
 
@@ -205,7 +205,7 @@ static int curl_use(void)
     return rc;
 }
 
-static void curl_unuse(void)
+void consul_curl_unuse(void)
 {
     pthread_mutex_lock(&curl_lock);
     if (curl_users > 0 && --curl_users == 0) {
@@ -232,7 +232,7 @@ int consul_client_create(const struct consul_conf *cfg, struct consul_client **o
     if (rc == 0) {
         rc = token_resolve(c, cfg, err, err_len);
     }
-    if (rc == 0 && (rc = curl_use()) != 0) {
+    if (rc == 0 && (rc = consul_curl_use()) != 0) {
         snprintf(err, err_len, "libcurl cannot be initialised");
     }
     c->curl_held = rc == 0;
@@ -260,7 +260,7 @@ void consul_client_destroy(struct consul_client *c)
     free(c->cert_file);
     free(c->key_file);
     if (c->curl_held) {
-        curl_unuse();
+        consul_curl_unuse();
     }
     free(c);
 }

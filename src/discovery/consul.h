@@ -23,6 +23,11 @@ struct consul_client;
 int consul_client_create(const struct consul_conf *cfg, struct consul_client **out, char *err,
                          size_t err_len);
 
+/* libcurl's process-wide initialisation, counted: the first user initialises it, the last one
+ * cleans it up (libcurl's global state is its own, not sluice's). 0 or -ENOMEM. Any thread. */
+int consul_curl_use(void);
+void consul_curl_unuse(void);
+
 /* Frees a client; NULL is fine. No call made with it may still be running. */
 void consul_client_destroy(struct consul_client *c);
 

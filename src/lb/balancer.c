@@ -2,6 +2,7 @@
 #include "balancer.h"
 
 #include <assert.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,9 +12,8 @@
 
 /* Every algorithm, in the order messages list them. Its name lives in its ops table only. */
 static const struct lb_ops *const balancers[] = {
-    &lb_round_robin,
-    &lb_least_connections,
-    &lb_weighted,
+    &lb_round_robin, &lb_least_connections, &lb_weighted, &lb_random_two,
+    &lb_maglev,      &lb_source_hash,
 };
 
 #define N_BALANCERS (sizeof(balancers) / sizeof(balancers[0]))
@@ -38,6 +38,16 @@ void balancer_names(char *out, size_t len)
     }
 }
 
+int lb_tried(const struct instance_set *set, size_t i, const struct lb_ctx *ctx)
+{
+    for (size_t k = 0; k < ctx->n_tried; k++) {
+        if (ctx->tried[k] == set->inst[i].state) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int balancer_eligible(const struct instance_set *set, size_t i, const struct lb_ctx *ctx)
 {
     const struct instance *inst = &set->inst[i];
@@ -45,13 +55,13 @@ int balancer_eligible(const struct instance_set *set, size_t i, const struct lb_
     if (inst->weight == 0) {
         return 0;
     }
-    /* By state identity, not by index: the set may have been swapped since the last try. */
-    for (size_t k = 0; k < ctx->n_tried; k++) {
-        if (ctx->tried[k] == inst->state) {
-            return 0;
-        }
+    /* at its connection limit: skipped like a tried one (the caller may queue) */
+    if (set->max_conns != 0 &&
+        atomic_load_explicit(&inst->state->active, memory_order_relaxed) >= set->max_conns) {
+        return 0;
     }
-    return 1;
+    /* By state identity, not by index: the set may have been swapped since the last try. */
+    return !lb_tried(set, i, ctx);
 }
 
 long balancer_pick_random(const struct instance_set *set, const struct lb_ctx *ctx, int weighted)
@@ -144,5 +154,17 @@ long lb_pick(const struct instance_set *set, struct lb_scratch *sc, struct lb_ct
     ctx->scratch = sc->area;
     i = set->lb->pick(set, ctx);
     assert(i < (long)set->n);
-    return i >= 0 ? i : -ENOENT;
+    return i >= 0 ? i : lb_all_full(set, ctx) ? -EBUSY : -ENOENT;
+}
+
+int lb_all_full(const struct instance_set *set, const struct lb_ctx *ctx)
+{
+    if (set->max_conns == 0)
+        return 0;
+    /* something would be eligible but for the limit: at least one untried, weighted instance */
+    for (size_t i = 0; i < set->n; i++) {
+        if (set->inst[i].weight > 0 && !lb_tried(set, i, ctx))
+            return 1;
+    }
+    return 0;
 }

@@ -43,6 +43,9 @@ struct lb_ops {
 extern const struct lb_ops lb_round_robin;
 extern const struct lb_ops lb_least_connections;
 extern const struct lb_ops lb_weighted;
+extern const struct lb_ops lb_random_two;
+extern const struct lb_ops lb_maglev;
+extern const struct lb_ops lb_source_hash;
 
 /* The algorithm called name (its ops table's own name, as the config writes it), or NULL. */
 const struct lb_ops *balancer_find(const char *name);
@@ -71,10 +74,19 @@ void lb_scratch_free(struct lb_scratch *sc);
 
 /* Picks from set for a caller: prepares sc for the set when it changed (the only allocation,
  * outside pick), points ctx->scratch at it and runs the set's balancer. Returns the index,
- * -ENOENT when nothing can be picked, or -ENOMEM. Inside a read section. */
+ * -EBUSY when every instance that could be picked is at its connection limit, -ENOENT when
+ * nothing can be picked, or -ENOMEM. Inside a read section. */
 long lb_pick(const struct instance_set *set, struct lb_scratch *sc, struct lb_ctx *ctx);
 
-/* Non-zero when instance i of set may be picked: weight > 0 and not tried. For lb_*.c. */
+/* Whether every instance that could take the caller is at the set's connection limit (so the
+ * caller may queue instead of failing). After a failed pick. */
+int lb_all_full(const struct instance_set *set, const struct lb_ctx *ctx);
+
+/* Non-zero when the caller already tried instance i of set. */
+int lb_tried(const struct instance_set *set, size_t i, const struct lb_ctx *ctx);
+
+/* Non-zero when instance i of set may be picked: weight > 0, under the connection limit and not
+ * tried. For lb_*.c. */
 int balancer_eligible(const struct instance_set *set, size_t i, const struct lb_ctx *ctx);
 
 /* A scratch that is one cursor (round_robin, least_connections): 8 bytes, starting at

@@ -192,6 +192,12 @@ static void release_backends(void *field)
 }
 
 #define LB(field) offsetof(struct lb_service_conf, field)
+#define MINUTE_MS (60ULL * 1000ULL)
+#define HOUR_MS   (60ULL * MINUTE_MS)
+
+_Static_assert(sizeof(int) == sizeof(((struct owner_policy *)0)->hash_with_port), "an int");
+
+static const struct ini_choice hash_words[] = {{"client_ip", 0}, {"client_ip_port", 1}, {NULL, 0}};
 
 /* For backends, min and max limit each weight. */
 const struct ini_key lb_service_keys[] = {
@@ -201,5 +207,27 @@ const struct ini_key lb_service_keys[] = {
      .set = set_backends,
      .max = LB_WEIGHT_MAX,
      .release = release_backends},
+    INI_KEY("hash_key", LB(policy.hash_with_port), ini_set_enum, 0, 0, "client_ip", false,
+            .choices = hash_words, .noun = "hash key"),
+    INI_KEY("max_connections", LB(policy.max_conns), ini_set_u32, 0, 10000000, "0", false),
+    INI_KEY("eject_after", LB(policy.eject_after), ini_set_u32, 0, 1000, "3", false),
+    INI_KEY("eject_time", LB(policy.eject_time_ms), ini_set_duration, 100, HOUR_MS, "10s", false),
+    INI_KEY("eject_max_time", LB(policy.eject_max_time_ms), ini_set_duration, 100, 24 * HOUR_MS,
+            "5m", false),
+    INI_KEY("max_ejection_percent", LB(policy.max_ejection_percent), ini_set_u32, 0, 100, "50",
+            false),
+    INI_KEY("slow_start", LB(policy.slow_start_ms), ini_set_duration, 0, HOUR_MS, "0", false),
     {.name = NULL},
 };
+
+void lb_service_check(struct ini_file *f, const struct ini_section *sec, void *conf)
+{
+    const struct lb_service_conf *c = conf;
+
+    if (c->policy.eject_max_time_ms < c->policy.eject_time_ms) {
+        int line = ini_key_line(sec, "eject_max_time");
+        const char *key = line != 0 ? "eject_max_time" : "eject_time";
+        ini_error(f, line != 0 ? line : ini_key_line(sec, "eject_time"), key, "%s",
+                  line != 0 ? "is shorter than eject_time" : "is longer than eject_max_time");
+    }
+}

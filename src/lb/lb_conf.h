@@ -8,6 +8,7 @@
 
 #include "addr.h"
 #include "inifile.h"
+#include "owner.h"
 
 struct lb_ops;
 
@@ -29,9 +30,12 @@ struct lb_backends {
 struct lb_service_conf {
     const struct lb_ops *balance; /* balance = ...; never NULL once loaded */
     struct lb_backends backends;  /* backends = ... (static discovery) */
+    struct owner_policy policy;   /* eject_*, max_ejection_percent, slow_start, max_connections,
+                                   * hash_key */
 };
 
-/* The rows of lb_service_conf, for the composer's [service:NAME] kind. */
+/* The rows of lb_service_conf and its own rules, for the composer's [service:NAME] kind. */
 extern const struct ini_key lb_service_keys[];
+void lb_service_check(struct ini_file *f, const struct ini_section *sec, void *conf);
 
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "balancer.h"
+#include "clock.h"
 #include "inifile.h"
 
 #define TABLE_MIN 64 /* buckets of a fresh state table */
@@ -39,6 +40,11 @@ struct owner {
     struct state_table table;     /* states by id */
     uint64_t version;             /* version of the newest set */
     atomic_ullong publishes;      /* sets published */
+    struct owner_policy policy;   /* ejection, slow start, limits */
+    int had_instances;            /* a non-empty set was published: newcomers ramp up */
+    void (*wake)(void *);         /* called after a report, to get a tick */
+    void *wake_arg;               /* for wake */
+    atomic_ullong warned_ms;      /* clock of the last "nothing left" warning */
 };
 
 /* --- state table --------------------------------------------------------------------------- */
@@ -118,6 +124,8 @@ static void table_prune(struct state_table *t, uint64_t version)
             *link = st->next;
             st->next = NULL;
             t->n--;
+            /* sessions still on it drain from now on (drain_timeout) */
+            atomic_store_explicit(&st->removed_ms, clock_ms(), memory_order_relaxed);
             instance_state_release(st);
         }
     }
@@ -125,32 +133,58 @@ static void table_prune(struct state_table *t, uint64_t version)
 
 /* --- merging and publishing ---------------------------------------------------------------- */
 
-/* The weight an instance gets in the next set: for now the source's own. Health verdicts,
- * ejection, slow start and admin overrides are further inputs merged here. */
-static uint32_t merged_weight(const struct member *m)
+/* The weight an instance gets in the next set: the source's, scaled; 0 while its check says
+ * down or passive health ejected it; ramping during a slow start. */
+static uint32_t merged_weight(const struct owner *o, const struct member *m,
+                              const struct instance_state *st, uint64_t now)
 {
-    return m->weight;
+    uint64_t w = (uint64_t)m->weight * OWNER_WEIGHT_SCALE;
+    uint64_t ramp = o->policy.slow_start_ms;
+
+    if (st != NULL && (st->health == INSTANCE_HEALTH_DOWN || st->ejected))
+        return 0;
+    if (st != NULL && st->ramp_since != 0 && ramp > 0 && now - st->ramp_since < ramp) {
+        /* linear from 10 % to 100 %, never 0 for a listed weight */
+        w = w * (10 + 90 * (now - st->ramp_since) / ramp) / 100;
+        w = w > 0 ? w : 1;
+    }
+    return (uint32_t)w;
 }
 
 /* Whether publishing the merged members would give the set already current. */
-static int merged_equals_current(const struct owner *o)
+static int merged_equals_current(const struct owner *o, uint64_t now)
 {
     const struct instance_set *cur = o->current;
 
-    if (cur->version == 0 || cur->lb != o->lb || cur->n != o->n_members)
+    if (cur->version == 0 || cur->lb != o->lb || cur->n != o->n_members ||
+        cur->max_conns != o->policy.max_conns || cur->eject_after != o->policy.eject_after ||
+        cur->hash_with_port != (o->policy.hash_with_port != 0))
         return 0;
     for (size_t i = 0; i < o->n_members; i++) {
         const struct member *m = &o->members[i];
         const struct instance *inst = &cur->inst[i];
         if (strcmp(inst->state->id, m->id) != 0 || strcmp(inst->addr.text, m->addr.text) != 0 ||
-            inst->weight != merged_weight(m))
+            inst->weight != merged_weight(o, m, inst->state, now))
             return 0;
     }
     return 1;
 }
 
+/* The state of member m for a new set; a newcomer to a service that had instances ramps up. */
+static struct instance_state *member_state(struct owner *o, const struct member *m, uint64_t now)
+{
+    struct instance_state *st = table_find(&o->table, m->id);
+
+    if (st != NULL)
+        return st;
+    st = table_get(&o->table, m->id);
+    if (st != NULL && o->had_instances && o->policy.slow_start_ms > 0)
+        st->ramp_since = now;
+    return st;
+}
+
 /* Builds the merged set; states are matched (or made) by id. NULL on ENOMEM. */
-static struct instance_set *merged_build(struct owner *o, uint64_t version)
+static struct instance_set *merged_build(struct owner *o, uint64_t version, uint64_t now)
 {
     struct instance_set *set = snapshot_set_create(o->lb, o->n_members);
 
@@ -158,16 +192,20 @@ static struct instance_set *merged_build(struct owner *o, uint64_t version)
         return NULL;
     for (size_t i = 0; i < o->n_members; i++) {
         const struct member *m = &o->members[i];
-        struct instance_state *st = table_get(&o->table, m->id);
+        struct instance_state *st = member_state(o, m, now);
         if (st == NULL) {
             set->n = i; /* snapshot_set_free releases only what was held */
             snapshot_set_free(set);
             return NULL;
         }
         instance_state_hold(st);
-        set->inst[i] = (struct instance){.addr = m->addr, .weight = merged_weight(m), .state = st};
+        set->inst[i] =
+            (struct instance){.addr = m->addr, .weight = merged_weight(o, m, st, now), .state = st};
     }
     set->version = version;
+    set->max_conns = o->policy.max_conns;
+    set->eject_after = o->policy.eject_after;
+    set->hash_with_port = o->policy.hash_with_port != 0;
     if (snapshot_set_seal(set) != 0) {
         snapshot_set_free(set);
         return NULL;
@@ -179,11 +217,13 @@ static struct instance_set *merged_build(struct owner *o, uint64_t version)
  * goes to *old, for unlock_and_retire (the grace period is waited for without the lock). */
 static int publish_locked(struct owner *o, struct instance_set **old)
 {
+    uint64_t now = clock_ms();
+
     *old = NULL;
-    if (merged_equals_current(o))
+    if (merged_equals_current(o, now))
         return 0;
     uint64_t version = o->version + 1;
-    struct instance_set *set = merged_build(o, version);
+    struct instance_set *set = merged_build(o, version, now);
     if (set == NULL) {
         table_prune(&o->table, o->version); /* states made for the failed set are listed nowhere */
         return -ENOMEM;
@@ -191,6 +231,7 @@ static int publish_locked(struct owner *o, struct instance_set **old)
     for (size_t i = 0; i < set->n; i++)
         set->inst[i].state->listed_in = version;
     o->version = version;
+    o->had_instances = o->had_instances || set->n > 0;
     *old = snapshot_swap(&o->current, set);
     table_prune(&o->table, version);
     atomic_fetch_add_explicit(&o->publishes, 1, memory_order_relaxed);
@@ -202,6 +243,164 @@ static void unlock_and_retire(struct owner *o, struct instance_set *old)
 {
     pthread_mutex_unlock(&o->lock);
     snapshot_retire(old);
+}
+
+/* --- active and passive health ------------------------------------------------------------- */
+
+/* A returning instance starts over: no failures counted, and a slow start when configured. */
+static void state_comes_back(struct owner *o, struct instance_state *st, uint64_t now)
+{
+    atomic_store_explicit(&st->fails_in_row, 0, memory_order_relaxed);
+    if (o->policy.slow_start_ms > 0)
+        st->ramp_since = now;
+}
+
+int owner_set_health(struct owner *o, const struct owner_verdict *v, size_t n)
+{
+    struct instance_set *old = NULL;
+    uint64_t now = clock_ms();
+
+    pthread_mutex_lock(&o->lock);
+    for (size_t i = 0; i < n; i++) {
+        struct instance_state *st = table_find(&o->table, v[i].id);
+        if (st == NULL || st->health == v[i].health)
+            continue;
+        if (st->health == INSTANCE_HEALTH_DOWN && v[i].health == INSTANCE_HEALTH_UP)
+            state_comes_back(o, st, now);
+        st->health = (uint8_t)v[i].health;
+    }
+    int rc = publish_locked(o, &old);
+    unlock_and_retire(o, old);
+    return rc;
+}
+
+void owner_report_failing(struct owner *o)
+{
+    /* the tick looks at every instance's failure count: nothing to queue, only to wake */
+    if (o->wake != NULL)
+        o->wake(o->wake_arg);
+}
+
+void owner_set_waker(struct owner *o, void (*wake)(void *), void *arg)
+{
+    o->wake = wake;
+    o->wake_arg = arg;
+}
+
+/* How many instances passive health may have out at once: max_ejection_percent of them, and at
+ * least one (as Envoy does) unless the percentage is 0. */
+static size_t ejection_cap(const struct owner *o)
+{
+    size_t pct = o->policy.max_ejection_percent;
+    size_t cap = o->current->n * pct / 100;
+
+    return pct > 0 && cap == 0 ? 1 : cap;
+}
+
+/* Ejects st for eject_time * 2^(k-1), capped at eject_max_time; a good connect since its last
+ * return resets k. */
+static void eject(struct owner *o, struct instance_state *st, uint64_t now)
+{
+    const struct owner_policy *p = &o->policy;
+
+    if (atomic_load(&st->connects) > st->connects_at_return)
+        st->ejected_in_row = 0;
+    st->ejected_in_row++;
+    uint64_t len = p->eject_time_ms;
+    for (uint32_t k = 1; k < st->ejected_in_row && len < p->eject_max_time_ms; k++)
+        len *= 2;
+    len = len < p->eject_max_time_ms ? len : p->eject_max_time_ms;
+    st->ejected = 1;
+    st->ejected_until = now + len;
+    atomic_fetch_add_explicit(&st->ejections, 1, memory_order_relaxed);
+    log_event(o->log, LOG_LEVEL_WARN, "instance_ejected", LOG_STR("service", o->name),
+              LOG_STR("instance", st->id), LOG_INT("failures", atomic_load(&st->fails_in_row)),
+              LOG_INT("for_ms", len), LOG_INT("ejections_in_row", st->ejected_in_row));
+}
+
+/* An ejection that is over: the instance comes back, its failures forgotten. */
+static void unject(struct owner *o, struct instance_state *st, uint64_t now)
+{
+    st->ejected = 0;
+    st->connects_at_return = atomic_load(&st->connects);
+    state_comes_back(o, st, now);
+    log_event(o->log, LOG_LEVEL_INFO, "instance_returned", LOG_STR("service", o->name),
+              LOG_STR("instance", st->id), LOG_INT("ejections_in_row", st->ejected_in_row));
+}
+
+/* Passive health over the listed instances: returns the ejections that ended, ejects those that
+ * failed eject_after connects in a row while the cap allows. 1 when anything changed. */
+static int tick_ejections(struct owner *o, uint64_t now, uint64_t *next)
+{
+    const struct instance_set *cur = o->current;
+    size_t out = 0, cap = ejection_cap(o);
+    int changed = 0;
+
+    for (size_t i = 0; i < cur->n; i++) {
+        struct instance_state *st = cur->inst[i].state;
+        if (st->ejected && now >= st->ejected_until) {
+            unject(o, st, now);
+            changed = 1;
+        }
+        out += st->ejected;
+    }
+    for (size_t i = 0; i < cur->n && o->policy.eject_after > 0; i++) {
+        struct instance_state *st = cur->inst[i].state;
+        if (!st->ejected && out < cap && atomic_load(&st->fails_in_row) >= o->policy.eject_after) {
+            eject(o, st, now);
+            out++;
+            changed = 1;
+        }
+        if (st->ejected && st->ejected_until < *next)
+            *next = st->ejected_until;
+    }
+    return changed;
+}
+
+/* Slow starts: a ramp is due a new weight every twentieth of slow_start (at most 10 a second). */
+static int tick_ramps(struct owner *o, uint64_t now, uint64_t *next)
+{
+    const struct instance_set *cur = o->current;
+    uint64_t step = o->policy.slow_start_ms / 20 > 100 ? o->policy.slow_start_ms / 20 : 100;
+    int changed = 0;
+
+    for (size_t i = 0; i < cur->n; i++) {
+        struct instance_state *st = cur->inst[i].state;
+        if (st->ramp_since == 0)
+            continue;
+        changed = 1;
+        if (now - st->ramp_since >= o->policy.slow_start_ms)
+            st->ramp_since = 0; /* this publish gives the full weight */
+        else if (now + step < *next)
+            *next = now + step;
+    }
+    return changed;
+}
+
+uint64_t owner_tick(struct owner *o, uint64_t now_ms)
+{
+    struct instance_set *old = NULL;
+    uint64_t next = UINT64_MAX;
+
+    pthread_mutex_lock(&o->lock);
+    int changed = tick_ejections(o, now_ms, &next);
+    changed |= tick_ramps(o, now_ms, &next);
+    if (changed)
+        (void)publish_locked(o, &old); /* publishes only when a weight really moved */
+    unlock_and_retire(o, old);
+    return next;
+}
+
+void owner_warn_nothing_left(struct owner *o, const char *why, uint64_t now_ms)
+{
+    uint64_t last = atomic_load_explicit(&o->warned_ms, memory_order_relaxed);
+
+    if (last != 0 && now_ms - last < 1000)
+        return;
+    if (!atomic_compare_exchange_strong(&o->warned_ms, &last, now_ms))
+        return; /* another worker warns this second */
+    log_event(o->log, LOG_LEVEL_WARN, "no_instance_available", LOG_STR("service", o->name),
+              LOG_STR("reason", why));
 }
 
 /* Copies the source's list; the old copy stays when memory runs out. */
@@ -249,7 +448,15 @@ int owner_set_balancer(struct owner *o, const struct lb_ops *lb)
 
 /* --- lifecycle and readers ----------------------------------------------------------------- */
 
-struct owner *owner_create(const char *name, const struct lb_ops *lb, struct logger *log)
+void owner_set_policy(struct owner *o, const struct owner_policy *policy)
+{
+    pthread_mutex_lock(&o->lock);
+    o->policy = *policy;
+    pthread_mutex_unlock(&o->lock);
+}
+
+struct owner *owner_create(const char *name, const struct lb_ops *lb,
+                           const struct owner_policy *policy, struct logger *log)
 {
     struct owner *o = calloc(1, sizeof(*o));
 
@@ -260,6 +467,8 @@ struct owner *owner_create(const char *name, const struct lb_ops *lb, struct log
     o->lb = lb;
     o->current = snapshot_empty();
     o->version = 1; /* new states start at listed_in 0: never mistaken for listed ones */
+    if (policy != NULL)
+        o->policy = *policy;
     pthread_mutex_init(&o->lock, NULL);
     return o;
 }

@@ -16,6 +16,27 @@
 
 struct lb_ops;
 
+#define OWNER_WEIGHT_SCALE                                                                         \
+    100 /* set weights are the source's times this, so slow start can ramp                         \
+         * even a weight of 1 in steps of a tenth */
+
+/* How a service treats failing, returning and full instances ([service:NAME] keys). */
+struct owner_policy {
+    uint32_t eject_after;          /* failed connects in a row that eject; 0 = passive health off */
+    uint64_t eject_time_ms;        /* first ejection's length; doubles with each one in a row */
+    uint64_t eject_max_time_ms;    /* cap of an ejection's length */
+    uint32_t max_ejection_percent; /* never more than this share of the instances out at once */
+    uint64_t slow_start_ms;        /* weight ramps 10 % -> 100 % over this after a (re)join */
+    uint32_t max_conns;            /* per-instance connection limit, 0 = none */
+    int hash_with_port;            /* hash_key = client_ip_port (else client_ip) */
+};
+
+/* A verdict of the active checks on one instance. */
+struct owner_verdict {
+    const char *id;              /* the instance */
+    enum instance_health health; /* INSTANCE_HEALTH_UP or INSTANCE_HEALTH_DOWN */
+};
+
 /* One instance as a source lists it. */
 struct owner_member {
     const char *id;       /* stable identity; NULL = addr.text */
@@ -26,9 +47,11 @@ struct owner_member {
 /* A service's owner; opaque. */
 struct owner;
 
-/* An owner for service name with balancer lb and an empty set. log (may be NULL) receives
- * service_published events. NULL on ENOMEM. */
-struct owner *owner_create(const char *name, const struct lb_ops *lb, struct logger *log);
+/* An owner for service name with balancer lb, policy (copied; NULL = no ejection, no slow start,
+ * no limits) and an empty set. log (may be NULL) receives ejection and "nothing left" events.
+ * NULL on ENOMEM. */
+struct owner *owner_create(const char *name, const struct lb_ops *lb,
+                           const struct owner_policy *policy, struct logger *log);
 
 /* Frees the owner, its set and its states. Only once no reader or source uses it. NULL is fine. */
 void owner_destroy(struct owner *o);
@@ -43,6 +66,30 @@ int owner_set_members(struct owner *o, const struct owner_member *members, size_
 
 /* Changes the balancer; publishes when it differs. Same returns as owner_set_members. */
 int owner_set_balancer(struct owner *o, const struct lb_ops *lb);
+
+/* Replaces the policy (reload); the next tick or input applies it. */
+void owner_set_policy(struct owner *o, const struct owner_policy *policy);
+
+/* Active-check verdicts (ids the current set lists; others are ignored). Publishes when an
+ * instance's eligibility changes. Same returns as owner_set_members. */
+int owner_set_health(struct owner *o, const struct owner_verdict *v, size_t n);
+
+/* Passive health, from a worker: an instance of this owner's set has just failed eject_after
+ * connects in a row (its fails_in_row says so). Never blocks: it wakes whoever ticks. */
+void owner_report_failing(struct owner *o);
+
+/* Who ticks this owner (the health thread): wake(arg) is called after a report. Set once,
+ * before workers run. */
+void owner_set_waker(struct owner *o, void (*wake)(void *), void *arg);
+
+/* Applies what time and failure counts decide: ejections (within max_ejection_percent),
+ * ejections that ended, slow-start ramps; publishes when a weight changed. Returns the clock_ms at
+ * which it wants the next tick (UINT64_MAX: only on a report). One thread. */
+uint64_t owner_tick(struct owner *o, uint64_t now_ms);
+
+/* Logs at most once a second per service (warn) that a connection found nothing to use; why is
+ * "no_instances", "all_failed" or "all_full". Any thread, lock-free. */
+void owner_warn_nothing_left(struct owner *o, const char *why, uint64_t now_ms);
 
 /* The current set; never NULL. Registered reader threads only, inside a read section. */
 const struct instance_set *owner_current(const struct owner *o);

@@ -14,15 +14,31 @@ struct lb_ops;
 
 #define SNAPSHOT_ID_MAX 192 /* longest instance id + 1 */
 
+/* Health of an instance as its active checks see it. */
+enum instance_health {
+    INSTANCE_HEALTH_UNKNOWN, /* no verdict yet (or no check): counts as healthy */
+    INSTANCE_HEALTH_UP,      /* the check passes */
+    INSTANCE_HEALTH_DOWN,    /* the check failed check_fall times in a row */
+};
+
 /* What must outlive a snapshot swap for one instance: found again by id in the next set, so a
- * swap never resets balancing. Shared by all threads; only atomics are written after creation,
- * except the two owner-only links. */
+ * swap never resets balancing. Shared by all threads. The atomics are written by workers and
+ * the owner; the fields below them are the owner's own, under its lock. */
 struct instance_state {
     char id[SNAPSHOT_ID_MAX];    /* stable identity ("ip:port", or Consul node + service id) */
     atomic_uint active;          /* sessions connecting to or connected to it, all workers */
     atomic_uint refs;            /* one for "known to the owner" + one per set or holder */
+    atomic_uint fails_in_row;    /* failed connects since the last good one (passive health) */
     atomic_ullong connects;      /* sessions that connected, for metrics */
     atomic_ullong failures;      /* failed connect attempts, for metrics */
+    atomic_ullong ejections;     /* times passive health ejected it, for metrics */
+    atomic_ullong removed_ms;    /* clock_ms when it left the set (draining); 0 while listed */
+    uint8_t health;              /* enum instance_health; owner only */
+    uint8_t ejected;             /* passive health keeps it out until ejected_until; owner only */
+    uint32_t ejected_in_row;     /* ejections without a good connect in between; owner only */
+    uint64_t ejected_until;      /* clock_ms when an ejection ends; owner only */
+    uint64_t connects_at_return; /* connects when it last came back; owner only */
+    uint64_t ramp_since;         /* clock_ms a slow start began, 0 = none; owner only */
     uint64_t listed_in;          /* version of the newest set listing it; owner only */
     struct instance_state *next; /* chain in the owner's table; owner only */
 };
@@ -42,6 +58,9 @@ struct instance_set {
     uint64_t total_weight;   /* sum of weights */
     uint64_t version;        /* increases with every publish of this service; 0 = empty start */
     void *lb_table;          /* the balancer's read-only table for this set, or NULL */
+    uint32_t max_conns;      /* per-instance connection limit, 0 = none (balancers skip full) */
+    uint32_t eject_after;    /* failed connects in a row that eject (passive health), 0 = off */
+    uint8_t hash_with_port;  /* hashing balancers hash the client's port too */
 };
 
 /* A set of n instances for lb, its instances zeroed for the caller to fill (each state held

@@ -4,6 +4,7 @@
 #ifndef SLUICE_LISTENER_H
 #define SLUICE_LISTENER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -12,13 +13,25 @@
 
 struct owner;
 
+/* A service as sessions see it: its owner and what they enforce. Read-only while workers run,
+ * but for queued. */
+struct service_rt {
+    const char *name;          /* [service:NAME] */
+    struct owner *owner;       /* where instances come from */
+    size_t index;              /* the service's number, for per-service caller state */
+    uint32_t queue_size;       /* clients that may wait when all instances are full */
+    uint64_t queue_timeout_ms; /* how long one may wait */
+    uint64_t drain_timeout_ms; /* sessions on a removed instance end after this; 0 = never */
+    uint64_t lifetime_ms;      /* sessions end after this (+ jitter); 0 = never */
+    atomic_uint queued;        /* clients waiting now, all workers */
+};
+
 /* A listener; read-only while workers run. */
 struct listener_rt {
     const char *name;            /* [listener:NAME] */
     struct net_addr bind;        /* bind address */
     int wildcard;                /* bind is 0.0.0.0 or ::: the local address is per connection */
-    struct owner *service;       /* where instances come from */
-    size_t service_index;        /* the service's number, for per-service caller state */
+    struct service_rt *service;  /* what it proxies to */
     uint64_t connect_timeout_ms; /* per connect attempt */
     uint64_t idle_timeout_ms;    /* 0 = never */
     uint32_t retries;            /* other instances tried after a failed connect */

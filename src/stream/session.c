@@ -31,7 +31,7 @@ struct session_local {
     uint8_t family; /* AF_INET or AF_INET6 */
 };
 
-_Static_assert(sizeof(struct session) <= 248, "a session must fit one 256-byte malloc chunk");
+_Static_assert(sizeof(struct session) <= 256, "a session must fit one 272-byte malloc chunk");
 
 static void session_finalize(struct session *s, const char *reason, enum close_how how);
 static void session_connect_next(struct session *s);
@@ -149,6 +149,20 @@ static void instance_drop(struct session *s)
     s->inst = NULL;
 }
 
+/* Passive health: one more failed connect in a row; the one that reaches the service's
+ * eject_after wakes the owner's ticker, which ejects. Only failures pay for this. */
+static void instance_count_failure(struct session *s, struct instance_state *st)
+{
+    unsigned fails = atomic_fetch_add_explicit(&st->fails_in_row, 1, memory_order_relaxed) + 1;
+    uint32_t eject_after;
+
+    snapshot_read_lock();
+    eject_after = owner_current(s->lst->service->owner)->eject_after;
+    snapshot_read_unlock();
+    if (eject_after != 0 && fails == eject_after)
+        owner_report_failing(s->lst->service->owner);
+}
+
 /* Moves the current instance to the tried list; it keeps its reference so the exclusion
  * pointer cannot be reused by a new state while this session still retries. */
 static int instance_mark_tried(struct session *s)
@@ -161,6 +175,7 @@ static int instance_mark_tried(struct session *s)
     }
     atomic_fetch_sub_explicit(&s->inst->active, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->inst->failures, 1, memory_order_relaxed);
+    instance_count_failure(s, s->inst);
     s->tried[s->n_tried++] = s->inst;
     s->inst = NULL;
     return 0;
@@ -175,27 +190,128 @@ static void tried_release(struct session *s)
     s->n_tried = 0;
 }
 
-/* Picks an instance inside a read section and copies its address out. 0, -ENOENT or -ENOMEM. */
+/* The bytes a hashing balancer hashes: the client's IP, and its port with hash_key =
+ * client_ip_port. Returns their length. */
+static size_t hash_key_of(const struct session *s, const struct instance_set *set, uint8_t key[18])
+{
+    size_t n = s->client_family == AF_INET6 ? 16 : 4;
+
+    memcpy(key, s->client_ip, n);
+    if (set->hash_with_port) {
+        key[n++] = (uint8_t)(s->client_port >> 8);
+        key[n++] = (uint8_t)s->client_port;
+    }
+    return n;
+}
+
+/* Picks an instance inside a read section and copies its address out. 0, -ENOENT (nothing to
+ * pick), -EBUSY (every instance is at its limit) or -ENOMEM. */
 static int instance_pick(struct session *s, struct net_addr *addr)
 {
     struct session_host *h = s->host;
+    const struct service_rt *svc = s->lst->service;
     struct lb_ctx ctx = {.rng = &h->rng, .tried = s->tried, .n_tried = s->n_tried};
     struct net_addr client;
+    uint8_t key[18];
     long i;
 
     snapshot_read_lock();
-    const struct instance_set *set = owner_current(s->lst->service);
+    const struct instance_set *set = owner_current(svc->owner);
     if (set->lb != NULL && set->lb->needs_client) {
+        ctx.key = key;
+        ctx.key_len = hash_key_of(s, set, key);
         session_client(s, &client);
         ctx.client = (const struct sockaddr *)&client.sa;
     }
-    i = lb_pick(set, &h->scratch[s->lst->service_index], &ctx);
+    i = lb_pick(set, &h->scratch[svc->index], &ctx);
     if (i >= 0) {
         *addr = set->inst[i].addr;
         instance_take(s, set->inst[i].state);
     }
     snapshot_read_unlock();
     return i >= 0 ? 0 : (int)i;
+}
+
+/* --- the queue ------------------------------------------------------------------------------- */
+
+static struct session_queue *queue_of(const struct session *s)
+{
+    return &s->host->queues[s->lst->service->index];
+}
+
+/* Puts s at the tail of its service's queue in this host: 0, or -ENOSPC when the service's
+ * queue_size (over every host) is reached. */
+static int queue_push(struct session *s)
+{
+    struct service_rt *svc = s->lst->service;
+    struct session_queue *q = queue_of(s);
+    unsigned before = atomic_fetch_add_explicit(&svc->queued, 1, memory_order_relaxed);
+
+    if (before >= svc->queue_size || q->len >= q->cap) {
+        atomic_fetch_sub_explicit(&svc->queued, 1, memory_order_relaxed);
+        return -ENOSPC;
+    }
+    uint32_t slot = (q->head + q->len) % q->cap;
+    q->slots[slot] = s;
+    q->len++;
+    s->t.queue_slot = slot;
+    return 0;
+}
+
+/* Takes s out of its queue (it leaves early or is served); holes at the head are skipped. */
+static void queue_remove(struct session *s)
+{
+    struct session_queue *q = queue_of(s);
+
+    assert(q->slots[s->t.queue_slot] == s);
+    q->slots[s->t.queue_slot] = NULL;
+    atomic_fetch_sub_explicit(&s->lst->service->queued, 1, memory_order_relaxed);
+    while (q->len > 0 && q->slots[q->head] == NULL) {
+        q->head = (q->head + 1) % q->cap;
+        q->len--;
+    }
+}
+
+/* Closes the holes of a queue whose slots ran out, keeping the order. */
+static void queue_compact(struct session_queue *q)
+{
+    uint32_t live = 0;
+
+    for (uint32_t k = 0; k < q->len; k++) {
+        struct session *t = q->slots[(q->head + k) % q->cap];
+        if (t == NULL)
+            continue;
+        uint32_t slot = (q->head + live++) % q->cap;
+        q->slots[slot] = t;
+        t->t.queue_slot = slot;
+    }
+    for (uint32_t k = live; k < q->len; k++)
+        q->slots[(q->head + k) % q->cap] = NULL;
+    q->len = live;
+}
+
+/* Every instance is full: the client waits (no buffer held) for queue_timeout, or is refused. */
+static void session_enqueue(struct session *s)
+{
+    struct session_host *h = s->host;
+    const struct service_rt *svc = s->lst->service;
+    struct session_queue *q = queue_of(s);
+
+    if (q->len == q->cap && q->cap > 0)
+        queue_compact(q);
+    if (svc->queue_size == 0 || queue_push(s) != 0) {
+        STATS_ADD(h->stats, all_full, 1);
+        owner_warn_nothing_left(svc->owner, "all_full", evloop_now(h->loop));
+        session_finalize(s, svc->queue_size == 0 ? "all_full" : "queue_full", CLOSE_FIN);
+        return;
+    }
+    STATS_ADD(h->stats, queued, 1);
+    s->state = SESSION_QUEUED;
+    evloop_timer_remove(h->loop, &s->timer);
+    evloop_timer_add(h->loop, &s->timer, evloop_now(h->loop) + svc->queue_timeout_ms);
+    /* a client that gives up while waiting is noticed (its FIN); nothing is read */
+    if (evloop_watch(h->loop, &s->client, EPOLLRDHUP) != 0)
+        session_finalize(s, "epoll_failed", CLOSE_RESET);
 }
 
 /* --- readiness ---------------------------------------------------------------------------- */
@@ -268,6 +384,10 @@ static void session_pump(struct session *s, int run_up, int run_down)
 static void on_client_event(struct watch *wt, uint32_t events)
 {
     struct session *s = container_of(wt, struct session, client);
+    if (s->state == SESSION_QUEUED) {
+        session_finalize(s, "client_fin", CLOSE_FIN); /* it left before an instance had room */
+        return;
+    }
     if (s->state != SESSION_ESTABLISHED)
         return;
     /* errors and hang-ups surface through the next read or write of the affected direction */
@@ -285,6 +405,9 @@ static void session_established(struct session *s)
     s->state = SESSION_ESTABLISHED;
     tried_release(s);
     atomic_fetch_add_explicit(&s->inst->connects, 1, memory_order_relaxed);
+    /* a good connect ends a run of failures; read first, so the usual case writes nothing */
+    if (atomic_load_explicit(&s->inst->fails_in_row, memory_order_relaxed) != 0)
+        atomic_store_explicit(&s->inst->fails_in_row, 0, memory_order_relaxed);
     STATS_ADD(h->stats, sessions_established, 1);
     pump_init(&s->up, &h->pump);
     pump_init(&s->down, &h->pump);
@@ -400,18 +523,43 @@ static void session_connect_next(struct session *s)
 {
     struct net_addr addr;
     int rc = instance_pick(s, &addr);
+    uint64_t now = evloop_now(s->host->loop);
 
-    if (rc == -ENOMEM) {
+    if (rc == 0) {
+        session_dial(s, &addr);
+    } else if (rc == -ENOMEM) {
         STATS_ADD(s->host->stats, alloc_failures, 1);
         session_finalize(s, "no_memory", CLOSE_RESET);
-    } else if (rc != 0 && s->n_tried > 0) {
-        session_finalize(s, "upstream_unavailable", CLOSE_FIN); /* every instance failed */
-    } else if (rc != 0) {
-        STATS_ADD(s->host->stats, no_instance, 1); /* there never was one to try */
-        session_finalize(s, "no_instance", CLOSE_FIN);
+    } else if (rc == -EBUSY) {
+        session_enqueue(s);
+    } else if (s->n_tried > 0) {
+        STATS_ADD(s->host->stats, all_failed, 1); /* every instance failed */
+        owner_warn_nothing_left(s->lst->service->owner, "all_failed", now);
+        session_finalize(s, "upstream_unavailable", CLOSE_FIN);
     } else {
-        session_dial(s, &addr);
+        STATS_ADD(s->host->stats, no_instance, 1); /* there is none to try */
+        owner_warn_nothing_left(s->lst->service->owner, "no_instances", now);
+        session_finalize(s, "no_instance", CLOSE_FIN);
     }
+}
+
+size_t session_serve_queue(struct session_host *h, size_t svc)
+{
+    struct session_queue *q = &h->queues[svc];
+
+    if (h->serving)
+        return q->len; /* a session of this pass ended: the pass goes on by itself */
+    h->serving = 1;
+    while (q->len > 0) {
+        struct session *s = q->slots[q->head];
+        queue_remove(s);
+        s->state = SESSION_CONNECTING;
+        session_connect_next(s);
+        if (s->state == SESSION_QUEUED)
+            break; /* still full: it went back in, at the tail; the rest wait too */
+    }
+    h->serving = 0;
+    return q->len;
 }
 
 /* An event of the current connect attempt (the loop dropped any of an earlier one): a failed
@@ -449,6 +597,11 @@ void session_on_timer(struct wheel_entry *e)
     struct session *s = container_of(e, struct session, timer);
     struct session_host *h = s->host;
 
+    if (s->state == SESSION_QUEUED) {
+        STATS_ADD(h->stats, queue_timeouts, 1);
+        session_finalize(s, "queue_timeout", CLOSE_FIN);
+        return;
+    }
     if (s->state == SESSION_CONNECTING) {
         if (s->upstream.fd < 0)
             session_connect_next(s); /* waited for a descriptor: try again */
@@ -506,6 +659,8 @@ static void session_finalize(struct session *s, const char *reason, enum close_h
 
     if (s->state == SESSION_CLOSED)
         return;
+    if (s->state == SESSION_QUEUED)
+        queue_remove(s);
     session_log_end(s, reason);
     if (how == CLOSE_RESET)
         STATS_ADD(h->stats, resets, 1);
@@ -516,10 +671,43 @@ static void session_finalize(struct session *s, const char *reason, enum close_h
     watch_close_how(&s->upstream, how);
     pump_release(&s->up, &h->pump);
     pump_release(&s->down, &h->pump);
+    int had_instance = s->inst != NULL;
     instance_drop(s);
     tried_release(s);
     host_unlink(h, s);
     conn_budget_give(h->budget);
+    /* a slot of this service freed up: the oldest waiting client of this host may have it */
+    if (had_instance && h->queues[s->lst->service->index].len > 0)
+        session_serve_queue(h, s->lst->service->index);
+}
+
+/* max_connection_lifetime plus up to 10 % jitter (from the client's port: steady per session),
+ * so sessions of one burst do not all end in the same second. */
+static uint64_t lifetime_of(const struct session *s)
+{
+    uint64_t life = s->lst->service->lifetime_ms;
+    return life + (life / 10 > 0 ? (uint64_t)s->client_port * 40503u % (life / 10 + 1) : 0);
+}
+
+void session_sweep(struct session_host *h, uint64_t now_ms, uint64_t loop_now)
+{
+    struct session *s, *next;
+
+    for (s = h->live; s != NULL; s = next) {
+        const struct service_rt *svc = s->lst->service;
+        next = s->next; /* finalizing moves s to the graveyard */
+        if (s->state != SESSION_ESTABLISHED)
+            continue;
+        uint64_t removed = atomic_load_explicit(&s->inst->removed_ms, memory_order_relaxed);
+        if (removed != 0 && svc->drain_timeout_ms != 0 &&
+            now_ms - removed >= svc->drain_timeout_ms) {
+            STATS_ADD(h->stats, drained, 1);
+            session_finalize(s, "drained", CLOSE_FIN);
+        } else if (svc->lifetime_ms != 0 && loop_now - s->started >= lifetime_of(s)) {
+            STATS_ADD(h->stats, lifetime_closed, 1);
+            session_finalize(s, "lifetime", CLOSE_FIN);
+        }
+    }
 }
 
 void session_abort(struct session *s)
@@ -565,6 +753,7 @@ int session_start(struct session_host *h, const struct listener_rt *lst, int fd,
     watch_init(&s->upstream, -1, on_upstream_event);
     s->up.pipe.rd = s->up.pipe.wr = s->down.pipe.rd = s->down.pipe.wr = -1;
     s->state = SESSION_CONNECTING;
+    s->started = evloop_now(h->loop);
     compact_addr(client, s->client_ip, &s->client_port, &s->client_family);
     if (lst->wildcard)
         session_record_local(s, fd);

@@ -33,29 +33,41 @@ void conn_budget_give(struct conn_budget *b);
 
 struct session;
 
+/* Clients of one service waiting in one host for an instance with room, oldest first. A ring of
+ * queue_size slots; a slot whose client left is NULL until the head passes it. */
+struct session_queue {
+    struct session **slots; /* ring storage, queue_size entries; NULL before first use */
+    uint32_t cap;           /* entries in slots */
+    uint32_t head;          /* oldest slot */
+    uint32_t len;           /* slots in use from head, holes included */
+};
+
 /* What a host lends its sessions. */
 struct session_host {
-    struct evloop *loop;        /* descriptors, timers, clock */
-    struct pump_env pump;       /* buffers, pipes, splice policy */
-    struct stats *stats;        /* the host thread's counters */
-    struct logger *log;         /* where events go */
-    struct conn_budget *budget; /* open-connection cap, shared by all hosts */
-    struct lb_scratch *scratch; /* balancer state, one per service (listener_rt.service_index) */
-    uint64_t rng;               /* random source for balancers; never 0 */
-    struct session *live;       /* open sessions (list head) */
-    size_t n_live;              /* entries in live */
-    struct session *graveyard;  /* sessions closed during this batch, freed after it */
+    struct evloop *loop;          /* descriptors, timers, clock */
+    struct pump_env pump;         /* buffers, pipes, splice policy */
+    struct stats *stats;          /* the host thread's counters */
+    struct logger *log;           /* where events go */
+    struct conn_budget *budget;   /* open-connection cap, shared by all hosts */
+    struct lb_scratch *scratch;   /* balancer state, one per service (service_rt.index) */
+    struct session_queue *queues; /* waiting clients, one queue per service (service_rt.index) */
+    uint64_t rng;                 /* random source for balancers; never 0 */
+    struct session *live;         /* open sessions (list head) */
+    size_t n_live;                /* entries in live */
+    struct session *graveyard;    /* sessions closed during this batch, freed after it */
+    int serving;                  /* session_serve_queue runs (it may end sessions itself) */
     /* Out of descriptors for an upstream socket: the host should stop accepting for a while. */
     void (*on_fd_shortage)(struct session_host *h, int err);
 };
 
 enum session_state {
+    SESSION_QUEUED,      /* every instance is full: waiting in the service's queue */
     SESSION_CONNECTING,  /* waiting for the upstream connect */
     SESSION_ESTABLISHED, /* pumping */
     SESSION_CLOSED,      /* finalized, waiting to be freed after the epoll batch */
 };
 
-/* 248 bytes on x86-64: one 256-byte malloc chunk per idle connection. Fields are ordered so
+/* 256 bytes on x86-64: one 272-byte malloc chunk per idle connection. Fields are ordered so
  * that the small ones share words; measure idle memory before adding any. */
 struct session {
     struct session_host *host;     /* the host it lives in */
@@ -65,9 +77,11 @@ struct session {
     struct pump_dir up;            /* client -> upstream */
     struct pump_dir down;          /* upstream -> client */
     struct wheel_entry timer;      /* connect or idle deadline */
+    uint64_t started;              /* loop time of the accept */
     union {
         uint64_t last_active;   /* established: loop time of the last byte moved */
         uint64_t fd_wait_since; /* connecting: loop time it first found no descriptor; 0 */
+        uint64_t queue_slot;    /* queued: its slot in the host's queue of its service */
     } t;
     struct instance_state *inst;   /* instance in use (held, counted in active) */
     struct instance_state **tried; /* instances that failed a connect (held); NULL if none */
@@ -96,6 +110,14 @@ void session_on_timer(struct wheel_entry *e);
 
 /* Frees sessions closed during the last epoll batch (events may still have named them). */
 void session_free_closed(struct session_host *h);
+
+/* Gives queued clients of service index svc the instances that have room now, oldest first;
+ * returns how many still wait here. */
+size_t session_serve_queue(struct session_host *h, size_t svc);
+
+/* Closes the established sessions of h whose instance left its set more than drain_timeout ago
+ * or that outlived max_connection_lifetime; now_ms is clock_ms(), loop_now the loop time. */
+void session_sweep(struct session_host *h, uint64_t now_ms, uint64_t loop_now);
 
 /* The client's address, and the local address it connected to. */
 void session_client(const struct session *s, struct net_addr *out);

@@ -13,6 +13,8 @@ static const struct ini_choice splice_words[] = {
     {"auto", SPLICE_AUTO}, {"off", SPLICE_OFF}, {"always", SPLICE_ALWAYS}, {NULL, 0}};
 
 #define STREAM(field)   offsetof(struct stream_conf, field)
+#define SERVICE(field)  offsetof(struct stream_service_conf, field)
+#define HOUR_MS         (60ULL * 60ULL * 1000ULL)
 #define LISTENER(field) offsetof(struct listener_conf, field)
 
 const struct ini_key stream_keys[] = {
@@ -33,5 +35,15 @@ const struct ini_key listener_keys[] = {
             false),
     INI_KEY("retries", LISTENER(retries), ini_set_u32, 0, 100, "2", false),
     INI_KEY("backlog", LISTENER(backlog), ini_set_int, 1, 65535, "4096", false),
+    {.name = NULL},
+};
+
+const struct ini_key stream_service_keys[] = {
+    INI_KEY("queue_size", SERVICE(queue_size), ini_set_u32, 0, 1000000, "0", false),
+    INI_KEY("queue_timeout", SERVICE(queue_timeout_ms), ini_set_duration, 1, HOUR_MS, "5s", false),
+    INI_KEY("drain_timeout", SERVICE(drain_timeout_ms), ini_set_duration, 0, 7 * 24 * HOUR_MS, "0",
+            false),
+    INI_KEY("max_connection_lifetime", SERVICE(lifetime_ms), ini_set_duration, 0, 7 * 24 * HOUR_MS,
+            "0", false),
     {.name = NULL},
 };

@@ -31,8 +31,17 @@ struct listener_conf {
     int backlog;                 /* backlog for listen(2), default 4096 */
 };
 
-/* Rows of stream_conf (a [sluice] table) and of listener_conf. */
+/* The keys of a [service:NAME] that sessions enforce. */
+struct stream_service_conf {
+    uint32_t queue_size;       /* clients that may wait when every instance is full; 0 = none */
+    uint64_t queue_timeout_ms; /* how long one may wait */
+    uint64_t drain_timeout_ms; /* connections to an instance that left the set: 0 = unlimited */
+    uint64_t lifetime_ms;      /* max_connection_lifetime (+ up to 10 % jitter); 0 = off */
+};
+
+/* Rows of stream_conf (a [sluice] table), listener_conf and stream_service_conf. */
 extern const struct ini_key stream_keys[];
 extern const struct ini_key listener_keys[];
+extern const struct ini_key stream_service_keys[];
 
 #endif

@@ -21,6 +21,8 @@
 #define WORKER_SPARE_BUFFERS 64   /* pooled copy buffers kept for reuse */
 #define WORKER_SPARE_PIPES   32   /* pooled pipes kept for reuse */
 
+static void worker_check_exit(struct worker *w);
+
 /* --- accepting ---------------------------------------------------------------------------- */
 
 static void worker_set_accepting(struct worker *w, int on)
@@ -106,11 +108,49 @@ static void on_listener_event(struct watch *wt, uint32_t events)
     }
 }
 
+/* --- upkeep ------------------------------------------------------------------------------- */
+
+#define WORKER_QUEUE_POLL_MS                                                                       \
+    20                       /* queued clients look for room this often (other workers free        \
+                              * slots this worker hears nothing of) */
+#define WORKER_SWEEP_MS 1000 /* drain_timeout and max_connection_lifetime resolution */
+
+/* What the sweep timer has to look after. */
+static int worker_needs_sweep(const struct worker_shared *sh, int *queues)
+{
+    int any = 0;
+
+    *queues = 0;
+    for (size_t i = 0; i < sh->n_services; i++) {
+        const struct service_rt *svc = &sh->services[i];
+        *queues |= svc->queue_size > 0;
+        any |= svc->queue_size > 0 || svc->drain_timeout_ms > 0 || svc->lifetime_ms > 0;
+    }
+    return any;
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    uint64_t now = evloop_now(&w->loop);
+
+    for (size_t i = 0; i < w->shared->n_services; i++)
+        if (w->host.queues[i].len > 0)
+            session_serve_queue(&w->host, i);
+    if (now - w->last_sweep >= WORKER_SWEEP_MS) {
+        w->last_sweep = now;
+        session_sweep(&w->host, clock_ms(), now);
+    }
+    session_free_closed(&w->host);
+    worker_check_exit(w);
+}
+
 /* --- lifecycle ----------------------------------------------------------------------------- */
 
 static void worker_close_handles(struct worker *w)
 {
     w->closing = 1;
+    uv_close((uv_handle_t *)&w->sweep, NULL);
     uv_close((uv_handle_t *)&w->resume, NULL);
     uv_close((uv_handle_t *)&w->wakeup, NULL);
     evloop_stop(&w->loop);
@@ -189,6 +229,11 @@ static void worker_main(void *arg)
 
 int worker_start(struct worker *w)
 {
+    int queues;
+
+    if (worker_needs_sweep(w->shared, &queues))
+        uv_timer_start(&w->sweep, on_sweep, queues ? WORKER_QUEUE_POLL_MS : WORKER_SWEEP_MS,
+                       queues ? WORKER_QUEUE_POLL_MS : WORKER_SWEEP_MS);
     worker_set_accepting(w, 1);
     return uv_thread_create(&w->thread, worker_main, w);
 }
@@ -236,24 +281,53 @@ static int worker_init_handles(struct worker *w)
     int rc = uv_timer_init(evloop_uv(&w->loop), &w->resume);
     if (rc != 0)
         return rc;
-    rc = uv_async_init(evloop_uv(&w->loop), &w->wakeup, on_wakeup);
-    if (rc != 0) {
+    if ((rc = uv_timer_init(evloop_uv(&w->loop), &w->sweep)) != 0) {
         uv_close((uv_handle_t *)&w->resume, NULL);
         return rc;
     }
-    w->resume.data = w->wakeup.data = w;
+    rc = uv_async_init(evloop_uv(&w->loop), &w->wakeup, on_wakeup);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&w->resume, NULL);
+        uv_close((uv_handle_t *)&w->sweep, NULL);
+        return rc;
+    }
+    w->resume.data = w->sweep.data = w->wakeup.data = w;
     w->handles = 1;
     return 0;
 }
 
-/* Balancer state per service and the rest of what sessions borrow. */
+/* A queue of queue_size slots for every service that has one. */
+static struct session_queue *worker_init_queues(const struct worker_shared *sh)
+{
+    struct session_queue *q = calloc(sh->n_services ? sh->n_services : 1, sizeof(*q));
+
+    for (size_t i = 0; q != NULL && i < sh->n_services; i++) {
+        q[i].cap = sh->services[i].queue_size;
+        if (q[i].cap > 0 && (q[i].slots = calloc(q[i].cap, sizeof(*q[i].slots))) == NULL) {
+            while (i-- > 0)
+                free(q[i].slots);
+            free(q);
+            return NULL;
+        }
+    }
+    return q;
+}
+
+/* Balancer state and queues per service, and the rest of what sessions borrow. */
 static int worker_init_host(struct worker *w)
 {
     const struct worker_shared *sh = w->shared;
     struct lb_scratch *scratch = calloc(sh->n_services ? sh->n_services : 1, sizeof(*scratch));
+    struct session_queue *queues = worker_init_queues(sh);
 
-    if (scratch == NULL)
+    if (scratch == NULL || queues == NULL) {
+        free(scratch);
+        if (queues != NULL)
+            for (size_t i = 0; i < sh->n_services; i++)
+                free(queues[i].slots);
+        free(queues);
         return -ENOMEM;
+    }
     for (size_t i = 0; i < sh->n_services; i++)
         lb_scratch_init(&scratch[i], w->id);
     w->host = (struct session_host){
@@ -266,6 +340,7 @@ static int worker_init_host(struct worker *w)
         .log = sh->log,
         .budget = w->budget,
         .scratch = scratch,
+        .queues = queues,
         .rng = rng_seed() + w->id,
         .on_fd_shortage = on_fd_shortage,
     };
@@ -312,8 +387,12 @@ void worker_destroy(struct worker *w)
     assert(w->host.n_live == 0 && w->host.graveyard == NULL);
     for (size_t i = 0; w->host.scratch != NULL && i < w->shared->n_services; i++)
         lb_scratch_free(&w->host.scratch[i]);
+    for (size_t i = 0; w->host.queues != NULL && i < w->shared->n_services; i++)
+        free(w->host.queues[i].slots);
     free(w->host.scratch);
+    free(w->host.queues);
     w->host.scratch = NULL;
+    w->host.queues = NULL;
     pool_buffers_destroy(&w->buffers);
     pool_pipes_destroy(&w->pipes);
     free(w->listeners);

@@ -23,7 +23,8 @@ struct worker_shared {
     struct conn_budget budget;           /* open-connection cap across workers */
     const struct listener_rt *listeners; /* n_listeners entries */
     size_t n_listeners;                  /* listeners */
-    size_t n_services;                   /* services the listeners point to (scratch slots) */
+    struct service_rt *services;         /* n_services entries; listeners point into it */
+    size_t n_services;                   /* services */
     enum splice_policy splice;           /* splice policy */
     uint32_t pipe_size;                  /* bytes per pipe */
     uint32_t buffer_size;                /* bytes per copy buffer */
@@ -53,6 +54,8 @@ struct worker {
     struct evloop loop;                    /* this thread's loop */
     uv_thread_t thread;                    /* the thread */
     uv_timer_t resume;                     /* re-enables accepting after a pause */
+    uv_timer_t sweep;                      /* drain, lifetime and queue upkeep */
+    uint64_t last_sweep;                   /* loop time of the last drain/lifetime sweep */
     uv_async_t wakeup;                     /* main thread's commands */
     atomic_int command;                    /* enum worker_command */
     struct worker_listener *listeners;     /* one per shared listener */

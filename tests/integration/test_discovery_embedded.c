@@ -39,7 +39,7 @@ static void side_start(struct side *s, struct logger *log)
     s->consul = (struct consul_conf){
         .address = s->address, .wait_ms = 2000, .retry_min_ms = 50, .retry_max_ms = 200};
     s->watch = (struct consul_watch_conf){.service = "api"};
-    s->owner = owner_create("api", &lb_round_robin, log);
+    s->owner = owner_create("api", &lb_round_robin, NULL, log);
     assert_non_null(s->owner);
     const struct discovery_target t = {.name = "api", .watch = &s->watch, .owner = s->owner};
     assert_int_equal(discovery_create(&s->consul, &t, 1, log, &s->discovery, err, sizeof(err)), 0);

@@ -116,7 +116,7 @@ static void test_refused_instance_is_retried(void **state)
     char line[256];
     int dead = harness_free_port();
     snprintf(line, sizeof(line), "127.0.0.1:%d, 127.0.0.1:%d", dead, backend_ports[1]);
-    int port = start_proxy(&p, line, "", "retries = 2\n", "");
+    int port = start_proxy(&p, line, "", "retries = 2\n", "eject_after = 0\n");
     for (int i = 0; i < 10; i++) {
         char hello[32];
         assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
@@ -144,7 +144,8 @@ static int dead_first_dials(struct proc *p, int port, int dead, int n, int n_liv
     return log_count_all(p, failed);
 }
 
-/* A retry picks another instance without moving the rotation that first attempts follow: the
+/* A retry picks another instance without moving the rotation that first attempts follow (passive
+ * health off, so that the dead instance stays in the rotation): the
  * dead one of two is dialled first on at most 55 of 100 connections, the dead one of three on
  * at most 40 (an even rotation gives 50 and 33; a retry that advanced the cursor sent every
  * connection to the dead one first). */
@@ -156,7 +157,7 @@ static void test_retries_do_not_skew_rotation(void **state)
     int dead = harness_free_port();
 
     snprintf(line, sizeof(line), "127.0.0.1:%d, 127.0.0.1:%d", backend_ports[0], dead);
-    int port = start_proxy(&p, line, "", "retries = 2\n", "");
+    int port = start_proxy(&p, line, "", "retries = 2\n", "eject_after = 0\n");
     int two = dead_first_dials(&p, port, dead, 100, 1);
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
     print_message("2 backends, 1 dead: dead dialled first on %d of 100 connections\n", two);
@@ -164,7 +165,7 @@ static void test_retries_do_not_skew_rotation(void **state)
 
     snprintf(line, sizeof(line), "127.0.0.1:%d, 127.0.0.1:%d, 127.0.0.1:%d", backend_ports[0], dead,
              backend_ports[1]);
-    port = start_proxy(&p, line, "", "retries = 2\n", "");
+    port = start_proxy(&p, line, "", "retries = 2\n", "eject_after = 0\n");
     int three = dead_first_dials(&p, port, dead, 100, 2);
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
     print_message("3 backends, 1 dead: dead dialled first on %d of 100 connections\n", three);

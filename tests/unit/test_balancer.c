@@ -135,7 +135,11 @@ static void test_balancer_registry(void **state)
     assert_string_equal(lb_least_connections.name, "least_connections");
     assert_string_equal(lb_weighted.name, "weighted");
     balancer_names(names, sizeof(names));
-    assert_string_equal(names, "round_robin, least_connections, weighted");
+    assert_string_equal(
+        names, "round_robin, least_connections, weighted, random_two, maglev, source_hash");
+    assert_ptr_equal(balancer_find("random_two"), &lb_random_two);
+    assert_ptr_equal(balancer_find("maglev"), &lb_maglev);
+    assert_ptr_equal(balancer_find("source_hash"), &lb_source_hash);
 }
 
 static void test_balancer_eligible(void **state)

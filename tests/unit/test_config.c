@@ -232,7 +232,7 @@ static void test_enums(void **state)
     EXPECT_ERRORS(BASE "balance = random\n",
                   {6, "balance",
                    "\"random\" is not a balance method (use round_robin, least_connections, "
-                   "weighted)"});
+                   "weighted, random_two, maglev, source_hash)"});
     EXPECT_ERRORS(BASE "discovery = dns\n",
                   {6, "discovery", "\"dns\" is not a discovery method (use static, consul)"});
     EXPECT_ERRORS(BASE "[sluice]\nlog_level = verbose\n",

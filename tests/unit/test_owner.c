@@ -38,7 +38,7 @@ static long pick_once(const struct instance_set *set)
 static void test_empty_service_has_no_instances(void **state)
 {
     (void)state;
-    struct owner *o = owner_create("api", &lb_round_robin, NULL);
+    struct owner *o = owner_create("api", &lb_round_robin, NULL, NULL);
     snapshot_reader_register();
     snapshot_read_lock();
     const struct instance_set *set = owner_current(o);
@@ -55,7 +55,7 @@ static void test_empty_service_has_no_instances(void **state)
 static void test_publish_copies_instances(void **state)
 {
     (void)state;
-    struct owner *o = owner_create("api", &lb_weighted, NULL);
+    struct owner *o = owner_create("api", &lb_weighted, NULL, NULL);
     struct owner_member m[] = {member("127.0.0.1:9001", 3), member("[::1]:9002", 1)};
     assert_int_equal(owner_set_members(o, m, 2), 1);
     snapshot_reader_register();
@@ -63,11 +63,11 @@ static void test_publish_copies_instances(void **state)
     const struct instance_set *set = owner_current(o);
     assert_int_equal(set->n, 2);
     assert_ptr_equal(set->lb, &lb_weighted);
-    assert_int_equal(set->total_weight, 4);
+    assert_int_equal(set->total_weight, 4 * OWNER_WEIGHT_SCALE);
     assert_string_equal(set->inst[0].addr.text, "127.0.0.1:9001");
     assert_string_equal(set->inst[1].addr.text, "[::1]:9002");
     assert_string_equal(set->inst[0].state->id, "127.0.0.1:9001");
-    assert_int_equal(set->inst[0].weight, 3);
+    assert_int_equal(set->inst[0].weight, 3 * OWNER_WEIGHT_SCALE);
     assert_int_equal(pick_once(set), 0); /* weight 3 first */
     snapshot_read_unlock();
     snapshot_reader_unregister();
@@ -79,7 +79,7 @@ static void test_publish_copies_instances(void **state)
 static void test_unchanged_input_publishes_nothing(void **state)
 {
     (void)state;
-    struct owner *o = owner_create("api", &lb_round_robin, NULL);
+    struct owner *o = owner_create("api", &lb_round_robin, NULL, NULL);
     struct owner_member a[] = {member("127.0.0.1:1", 1), member("127.0.0.1:2", 1)};
     assert_int_equal(owner_set_members(o, a, 2), 1);
     assert_int_equal(owner_set_members(o, a, 2), 0);
@@ -105,7 +105,7 @@ static void test_unchanged_input_publishes_nothing(void **state)
 static void test_state_survives_swap(void **state)
 {
     (void)state;
-    struct owner *o = owner_create("api", &lb_least_connections, NULL);
+    struct owner *o = owner_create("api", &lb_least_connections, NULL, NULL);
     struct owner_member a[] = {member("127.0.0.1:1", 1), member("127.0.0.1:2", 1)};
     assert_int_equal(owner_set_members(o, a, 2), 1);
     snapshot_reader_register();
@@ -124,7 +124,7 @@ static void test_state_survives_swap(void **state)
     assert_ptr_equal(set->inst[1].state, one);
     assert_int_equal(atomic_load(&set->inst[1].state->active), 7);
     assert_int_equal(atomic_load(&set->inst[0].state->active), 0);
-    assert_int_equal(set->inst[1].weight, 2);
+    assert_int_equal(set->inst[1].weight, 2 * OWNER_WEIGHT_SCALE);
     /* least-connections now prefers the new, empty instance */
     assert_int_equal(pick_once(set), 0);
     snapshot_read_unlock();
@@ -172,7 +172,7 @@ static void *reader(void *p)
 static void test_swaps_under_concurrent_readers(void **state)
 {
     (void)state;
-    struct owner *o = owner_create("api", &lb_weighted, NULL);
+    struct owner *o = owner_create("api", &lb_weighted, NULL, NULL);
     atomic_int stop = 0;
     struct reader_arg arg = {.o = o, .stop = &stop};
     pthread_t th;

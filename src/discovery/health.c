@@ -1,0 +1,583 @@
+/* The health thread: probes, rise/fall verdicts, owner ticks. */
+#include "health.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "consul.h"
+#include "owner.h"
+#include "snapshot.h"
+
+#define POLL_MAX_MS 1000        /* the loop wakes at least this often for owner ticks */
+#define URL_MAX     512         /* http://[v6]:port/path */
+#define BODY_MAX    (64 * 1024) /* bytes of a check's answer read before it is cut */
+
+/*
+ * How it works:
+ *  - Each service with a check has a probe per instance of its current set, kept sorted by id;
+ *    when the owner publishes a new set the probes are matched by id, so a probe's rise/fall
+ *    state survives the swap, and a new instance is probed at once.
+ *  - A probe is idle (next_ms says when) or in flight: a non-blocking TCP connect whose
+ *    descriptor rides on curl_multi_poll as an extra descriptor, or an HTTP GET in the multi
+ *    handle. Every probe is bounded by check_timeout.
+ *  - Results go through rise/fall; verdict changes of one pass are handed to the owner in one
+ *    call, which publishes only when an instance's eligibility changed.
+ *  - Until its first result an instance counts as healthy: failing closed would refuse every
+ *    connection of a fresh start until the first probes end, and the first probe runs at once,
+ *    so the window is at most check_timeout (and passive health covers it). The first result
+ *    decides alone; after that rise successes or fall failures in a row change the verdict.
+ */
+
+struct hc_service;
+
+/* One instance's probe. */
+struct probe {
+    struct hc_service *svc;       /* its service */
+    char id[SNAPSHOT_ID_MAX];     /* the instance */
+    struct net_addr addr;         /* what is probed (check_port applied) */
+    uint64_t next_ms;             /* when the next probe starts (idle) */
+    uint64_t started_ms;          /* when the probe in flight started */
+    int fd;                       /* TCP probe in flight, or -1 */
+    CURL *easy;                   /* HTTP handle (kept between probes), or NULL */
+    struct curl_slist *headers;   /* its Host header, or NULL */
+    int in_flight;                /* a probe runs */
+    uint32_t ok_in_row;           /* successes in a row */
+    uint32_t fail_in_row;         /* failures in a row */
+    enum instance_health verdict; /* UNKNOWN until the first result */
+    char why[160];                /* the last failure */
+};
+
+/* One service with a check. */
+struct hc_service {
+    struct health *h;          /* the thread */
+    struct health_target t;    /* what to check */
+    struct probe **probes;     /* sorted by id, owned */
+    size_t n;                  /* entries in probes */
+    uint64_t version;          /* set version the probes follow */
+    struct owner_verdict *out; /* verdict changes of this pass (n room) */
+    size_t n_out;              /* entries in out */
+};
+
+struct health {
+    struct logger *log;                         /* events */
+    struct health_target *targets;              /* every service, for ticks */
+    size_t n_targets;                           /* entries in targets */
+    struct hc_service *svcs;                    /* services with a check */
+    size_t n_svcs;                              /* entries in svcs */
+    CURLM *multi;                               /* HTTP probes */
+    struct curl_waitfd *waits;                  /* TCP probes in flight, for curl_multi_poll */
+    struct probe **waiting;                     /* the probe of each waits entry */
+    size_t cap_waits;                           /* room in waits and waiting */
+    uint64_t rng;                               /* jitter */
+    pthread_t thread;                           /* the thread */
+    int started;                                /* it runs */
+    int curl_held;                              /* counted in libcurl's users (consul_curl_use) */
+    atomic_int stop;                            /* health_stop was called */
+    atomic_ullong checks, failures, downs, ups; /* health_stats */
+};
+
+/* --- verdicts ------------------------------------------------------------------------------ */
+
+static void verdict_change(struct probe *p, enum instance_health v)
+{
+    struct hc_service *s = p->svc;
+    struct health *h = s->h;
+
+    p->verdict = v;
+    s->out[s->n_out++] = (struct owner_verdict){.id = p->id, .health = v};
+    if (v == INSTANCE_HEALTH_DOWN) {
+        atomic_fetch_add(&h->downs, 1);
+        log_event(h->log, LOG_LEVEL_WARN, "health_down", LOG_STR("service", s->t.name),
+                  LOG_STR("instance", p->id), LOG_STR("check", health_check_name(s->t.check->kind)),
+                  LOG_INT("failures", p->fail_in_row), LOG_STR("error", p->why));
+    } else {
+        atomic_fetch_add(&h->ups, 1);
+        log_event(h->log, LOG_LEVEL_INFO, "health_up", LOG_STR("service", s->t.name),
+                  LOG_STR("instance", p->id), LOG_INT("successes", p->ok_in_row));
+    }
+}
+
+/* One probe's result, through rise and fall; schedules the next one with jitter. */
+static void probe_result(struct probe *p, int ok, uint64_t now)
+{
+    const struct health_conf *c = p->svc->t.check;
+    struct health *h = p->svc->h;
+    uint64_t jitter = c->jitter_ms > 0 ? rng_next(&h->rng) % (2 * c->jitter_ms + 1) : 0;
+
+    atomic_fetch_add(&h->checks, 1);
+    p->in_flight = 0;
+    p->next_ms = now + c->interval_ms + jitter - c->jitter_ms;
+    if (ok) {
+        p->ok_in_row++;
+        p->fail_in_row = 0;
+    } else {
+        atomic_fetch_add(&h->failures, 1);
+        p->fail_in_row++;
+        p->ok_in_row = 0;
+    }
+    if (p->verdict == INSTANCE_HEALTH_UNKNOWN)
+        verdict_change(p, ok ? INSTANCE_HEALTH_UP : INSTANCE_HEALTH_DOWN);
+    else if (p->verdict == INSTANCE_HEALTH_UP && p->fail_in_row >= c->fall)
+        verdict_change(p, INSTANCE_HEALTH_DOWN);
+    else if (p->verdict == INSTANCE_HEALTH_DOWN && p->ok_in_row >= c->rise)
+        verdict_change(p, INSTANCE_HEALTH_UP);
+}
+
+/* --- TCP probes ---------------------------------------------------------------------------- */
+
+/* Closes with a reset: a health check leaves no TIME_WAIT behind on either side. */
+static void tcp_close(struct probe *p)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+    if (p->fd < 0)
+        return;
+    (void)setsockopt(p->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(p->fd);
+    p->fd = -1;
+}
+
+static void tcp_start(struct probe *p, uint64_t now)
+{
+    int fd = socket(p->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    p->started_ms = now;
+    p->in_flight = 1;
+    if (fd < 0) {
+        snprintf(p->why, sizeof(p->why), "socket: %s", strerror(errno));
+        probe_result(p, 0, now);
+        return;
+    }
+    p->fd = fd;
+    if (connect(fd, (const struct sockaddr *)&p->addr.sa, p->addr.len) == 0) {
+        tcp_close(p);
+        probe_result(p, 1, now);
+    } else if (errno != EINPROGRESS) {
+        snprintf(p->why, sizeof(p->why), "connect: %s", strerror(errno));
+        tcp_close(p);
+        probe_result(p, 0, now);
+    }
+}
+
+/* The connect of a TCP probe ended (writable or error) or timed out. */
+static void tcp_finish(struct probe *p, int timed_out, uint64_t now)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    if (timed_out) {
+        snprintf(p->why, sizeof(p->why), "no connect within %llu ms",
+                 (unsigned long long)p->svc->t.check->timeout_ms);
+        err = ETIMEDOUT;
+    } else if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+        snprintf(p->why, sizeof(p->why), "connect: %s", strerror(err != 0 ? err : errno));
+        err = err != 0 ? err : errno;
+    }
+    tcp_close(p);
+    probe_result(p, err == 0, now);
+}
+
+/* --- HTTP probes --------------------------------------------------------------------------- */
+
+static size_t http_discard(char *data, size_t size, size_t n, void *user)
+{
+    struct probe *p = user;
+    (void)data;
+    /* a check needs the status, not a large body: stop reading past BODY_MAX */
+    return p->in_flight && size * n <= BODY_MAX ? size * n : 0;
+}
+
+/* The URL and options of p's HTTP check; set once, the handle is reused. 0 or -ENOMEM. */
+static int http_prepare(struct probe *p)
+{
+    const struct health_conf *c = p->svc->t.check;
+    char url[URL_MAX], host[URL_MAX];
+
+    p->easy = curl_easy_init();
+    if (p->easy == NULL)
+        return -ENOMEM;
+    snprintf(url, sizeof(url), "http://%s%s", p->addr.text, c->http_path);
+    CURL *e = p->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PROXY, ""); /* never a proxy from the environment */
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L); /* each check proves a fresh connect works */
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_discard);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, p);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, p);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "sluice-health/" SLUICE_VERSION);
+    if (c->http_host != NULL) {
+        /* libcurl copies option strings but not a header list: it lives with the probe */
+        snprintf(host, sizeof(host), "Host: %s", c->http_host);
+        p->headers = curl_slist_append(NULL, host);
+        if (p->headers == NULL)
+            return -ENOMEM;
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->headers);
+    }
+    return 0;
+}
+
+static void http_start(struct probe *p, uint64_t now)
+{
+    struct health *h = p->svc->h;
+
+    p->started_ms = now;
+    p->in_flight = 1;
+    if ((p->easy == NULL && http_prepare(p) != 0) ||
+        curl_multi_add_handle(h->multi, p->easy) != CURLM_OK) {
+        snprintf(p->why, sizeof(p->why), "cannot start the check: out of memory");
+        probe_result(p, 0, now);
+    }
+}
+
+static void http_finish(struct probe *p, CURLcode result, uint64_t now)
+{
+    const struct health_conf *c = p->svc->t.check;
+    long status = 0;
+
+    curl_multi_remove_handle(p->svc->h->multi, p->easy);
+    curl_easy_getinfo(p->easy, CURLINFO_RESPONSE_CODE, &status);
+    int ok = result == CURLE_OK && health_status_expected(c, status);
+    if (result != CURLE_OK)
+        snprintf(p->why, sizeof(p->why), "%s", curl_easy_strerror(result));
+    else if (!ok)
+        snprintf(p->why, sizeof(p->why), "HTTP %ld", status);
+    probe_result(p, ok, now);
+}
+
+/* --- probes and the set --------------------------------------------------------------------- */
+
+static void probe_cancel(struct probe *p)
+{
+    if (p->in_flight && p->easy != NULL)
+        curl_multi_remove_handle(p->svc->h->multi, p->easy);
+    tcp_close(p);
+    p->in_flight = 0;
+}
+
+static void probe_free(struct probe *p)
+{
+    if (p == NULL)
+        return;
+    probe_cancel(p);
+    if (p->easy != NULL)
+        curl_easy_cleanup(p->easy);
+    curl_slist_free_all(p->headers);
+    free(p);
+}
+
+static int probe_order(const void *a, const void *b)
+{
+    return strcmp((*(struct probe *const *)a)->id, (*(struct probe *const *)b)->id);
+}
+
+/* The probe for instance i of set: the existing one with its id, or a new one due at once. */
+static struct probe *probe_for(struct hc_service *s, const struct instance *inst, uint64_t now)
+{
+    struct probe key, *keyp = &key, **found;
+
+    snprintf(key.id, sizeof(key.id), "%s", inst->state->id);
+    found = s->n > 0 ? bsearch(&keyp, s->probes, s->n, sizeof(*s->probes), probe_order) : NULL;
+    if (found != NULL && strcmp((*found)->addr.text, inst->addr.text) == 0 &&
+        s->t.check->port == 0) {
+        struct probe *p = *found;
+        *found = NULL; /* taken: the old list frees what is left */
+        return p;
+    }
+    struct probe *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->svc = s;
+    p->fd = -1;
+    snprintf(p->id, sizeof(p->id), "%s", inst->state->id);
+    p->addr = inst->addr;
+    if (s->t.check->port != 0) {
+        struct net_addr a = inst->addr;
+        if (a.sa.ss_family == AF_INET6)
+            ((struct sockaddr_in6 *)&a.sa)->sin6_port = htons((uint16_t)s->t.check->port);
+        else
+            ((struct sockaddr_in *)&a.sa)->sin_port = htons((uint16_t)s->t.check->port);
+        net_addr_from_sockaddr(&p->addr, (const struct sockaddr *)&a.sa, a.len);
+    }
+    p->next_ms = now;
+    return p;
+}
+
+/* Follows the owner's current set: one probe per instance, matched by id. -ENOMEM keeps the
+ * old probes. */
+static int service_sync(struct hc_service *s, uint64_t now)
+{
+    struct probe **next = NULL, **old = s->probes;
+    size_t n = 0, n_old = s->n;
+    int rc = 0;
+
+    snapshot_read_lock();
+    const struct instance_set *set = owner_current(s->t.owner);
+    if (set->version == s->version) {
+        snapshot_read_unlock();
+        return 0;
+    }
+    next = calloc(set->n + 1, sizeof(*next));
+    struct owner_verdict *out = calloc(set->n + 1, sizeof(*out));
+    for (size_t i = 0; next != NULL && out != NULL && i < set->n; i++) {
+        if ((next[n] = probe_for(s, &set->inst[i], now)) == NULL)
+            break;
+        n++;
+    }
+    uint64_t version = set->version;
+    int complete = next != NULL && out != NULL && n == set->n;
+    snapshot_read_unlock();
+    if (!complete) {
+        for (size_t i = 0; next != NULL && i < n; i++)
+            probe_free(next[i]); /* taken probes are lost; they are probed afresh next time */
+        free(next);
+        free(out);
+        return -ENOMEM;
+    }
+    qsort(next, n, sizeof(*next), probe_order);
+    for (size_t i = 0; i < n_old; i++)
+        probe_free(old[i]);
+    free(old);
+    free(s->out);
+    s->probes = next;
+    s->n = n;
+    s->out = out;
+    s->version = version;
+    return rc;
+}
+
+/* --- the loop ------------------------------------------------------------------------------ */
+
+/* Room for every in-flight TCP probe in the poll arrays. */
+static int waits_reserve(struct health *h, size_t n)
+{
+    if (n <= h->cap_waits)
+        return 0;
+    struct curl_waitfd *w = realloc(h->waits, n * sizeof(*w));
+    if (w != NULL)
+        h->waits = w;
+    struct probe **p = realloc(h->waiting, n * sizeof(*p));
+    if (p != NULL)
+        h->waiting = p;
+    if (w == NULL || p == NULL)
+        return -ENOMEM;
+    h->cap_waits = n;
+    return 0;
+}
+
+/* Starts due probes, times out late ones; returns when the service next needs attention. */
+static uint64_t service_pass(struct hc_service *s, uint64_t now)
+{
+    uint64_t next = UINT64_MAX;
+
+    for (size_t i = 0; i < s->n; i++) {
+        struct probe *p = s->probes[i];
+        uint64_t deadline = p->started_ms + s->t.check->timeout_ms;
+        if (p->in_flight && p->fd >= 0 && now >= deadline)
+            tcp_finish(p, 1, now); /* HTTP probes time out in libcurl */
+        if (!p->in_flight && now >= p->next_ms)
+            (s->t.check->kind == HEALTH_CHECK_TCP ? tcp_start : http_start)(p, now);
+        uint64_t due = p->in_flight ? p->started_ms + s->t.check->timeout_ms : p->next_ms;
+        next = due < next ? due : next;
+    }
+    return next;
+}
+
+/* Every TCP probe in flight, as extra descriptors for curl_multi_poll. */
+static size_t collect_waits(struct health *h)
+{
+    size_t n = 0, need = 0;
+
+    for (size_t k = 0; k < h->n_svcs; k++)
+        for (size_t i = 0; i < h->svcs[k].n; i++)
+            need += h->svcs[k].probes[i]->fd >= 0;
+    if (waits_reserve(h, need) != 0)
+        return 0; /* no room: they time out instead */
+    for (size_t k = 0; k < h->n_svcs; k++) {
+        for (size_t i = 0; i < h->svcs[k].n; i++) {
+            struct probe *p = h->svcs[k].probes[i];
+            if (p->fd < 0)
+                continue;
+            h->waits[n] = (struct curl_waitfd){.fd = p->fd, .events = CURL_WAIT_POLLOUT};
+            h->waiting[n++] = p;
+        }
+    }
+    return n;
+}
+
+static void collect_http(struct health *h, uint64_t now)
+{
+    CURLMsg *msg;
+    int left;
+
+    while ((msg = curl_multi_info_read(h->multi, &left)) != NULL) {
+        struct probe *p = NULL;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&p);
+        if (p != NULL && p->in_flight)
+            http_finish(p, msg->data.result, now);
+    }
+}
+
+/* Hands each service's verdict changes of this pass to its owner, in one call. */
+static void flush_verdicts(struct health *h)
+{
+    for (size_t k = 0; k < h->n_svcs; k++) {
+        struct hc_service *s = &h->svcs[k];
+        if (s->n_out > 0)
+            (void)owner_set_health(s->t.owner, s->out, s->n_out);
+        s->n_out = 0;
+    }
+}
+
+static uint64_t health_pass(struct health *h, uint64_t now)
+{
+    uint64_t next = now + POLL_MAX_MS;
+
+    for (size_t i = 0; i < h->n_targets; i++) {
+        uint64_t due = owner_tick(h->targets[i].owner, now);
+        next = due < next ? due : next;
+    }
+    for (size_t k = 0; k < h->n_svcs; k++) {
+        (void)service_sync(&h->svcs[k], now);
+        uint64_t due = service_pass(&h->svcs[k], now);
+        next = due < next ? due : next;
+    }
+    return next;
+}
+
+static void *health_main(void *arg)
+{
+    struct health *h = arg;
+    int running;
+
+    snapshot_reader_register();
+    while (!atomic_load(&h->stop)) {
+        uint64_t now = clock_ms(), next = health_pass(h, now);
+        curl_multi_perform(h->multi, &running);
+        collect_http(h, clock_ms());
+        flush_verdicts(h);
+        size_t n = collect_waits(h);
+        now = clock_ms();
+        int wait = next > now ? (int)(next - now) : 0;
+        curl_multi_poll(h->multi, h->waits, (unsigned)n, wait, NULL);
+        now = clock_ms();
+        for (size_t i = 0; i < n; i++)
+            if (h->waits[i].revents != 0 && h->waiting[i]->fd == h->waits[i].fd)
+                tcp_finish(h->waiting[i], 0, now);
+        flush_verdicts(h);
+    }
+    snapshot_reader_unregister();
+    return NULL;
+}
+
+/* --- lifecycle ----------------------------------------------------------------------------- */
+
+int health_create(const struct health_target *targets, size_t n, struct logger *log,
+                  struct health **out)
+{
+    struct health *h;
+
+    *out = NULL;
+    if (n == 0)
+        return 0;
+    h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return -ENOMEM;
+    h->log = log;
+    h->rng = rng_seed();
+    h->targets = calloc(n, sizeof(*h->targets));
+    h->svcs = calloc(n, sizeof(*h->svcs));
+    h->curl_held = consul_curl_use() == 0;
+    h->multi = h->curl_held ? curl_multi_init() : NULL;
+    if (h->targets == NULL || h->svcs == NULL || h->multi == NULL) {
+        health_destroy(h);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        h->targets[h->n_targets++] = targets[i];
+        owner_set_waker(targets[i].owner, health_wake, h);
+        if (targets[i].check != NULL && targets[i].check->kind != HEALTH_CHECK_NONE)
+            h->svcs[h->n_svcs++] = (struct hc_service){.h = h, .t = targets[i]};
+    }
+    *out = h;
+    return 0;
+}
+
+int health_start(struct health *h)
+{
+    int rc = pthread_create(&h->thread, NULL, health_main, h);
+
+    if (rc != 0)
+        return -rc;
+    pthread_setname_np(h->thread, "sluice-health");
+    h->started = 1;
+    log_event(h->log, LOG_LEVEL_INFO, "health_started", LOG_INT("services", h->n_targets),
+              LOG_INT("checked", h->n_svcs));
+    return 0;
+}
+
+void health_wake(void *arg)
+{
+    struct health *h = arg;
+    curl_multi_wakeup(h->multi);
+}
+
+void health_stop(struct health *h)
+{
+    if (h == NULL || !h->started)
+        return;
+    atomic_store(&h->stop, 1);
+    curl_multi_wakeup(h->multi);
+    pthread_join(h->thread, NULL);
+    h->started = 0;
+}
+
+void health_destroy(struct health *h)
+{
+    if (h == NULL)
+        return;
+    health_stop(h);
+    for (size_t i = 0; i < h->n_targets; i++)
+        owner_set_waker(h->targets[i].owner, NULL, NULL);
+    for (size_t k = 0; k < h->n_svcs; k++) {
+        for (size_t i = 0; i < h->svcs[k].n; i++)
+            probe_free(h->svcs[k].probes[i]);
+        free(h->svcs[k].probes);
+        free(h->svcs[k].out);
+    }
+    if (h->multi != NULL)
+        curl_multi_cleanup(h->multi);
+    if (h->curl_held)
+        consul_curl_unuse();
+    free(h->waits);
+    free(h->waiting);
+    free(h->svcs);
+    free(h->targets);
+    free(h);
+}
+
+void health_stats_get(const struct health *h, struct health_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (h == NULL)
+        return;
+    out->checks = atomic_load(&h->checks);
+    out->failures = atomic_load(&h->failures);
+    out->downs = atomic_load(&h->downs);
+    out->ups = atomic_load(&h->ups);
+}
