@@ -407,7 +407,11 @@ static int run(struct backend_opts *o)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    sigwait(&set, &sig);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    /* SIGUSR1 / SIGUSR2: http answers 503 / its own status again (health-check tests) */
+    while (sigwait(&set, &sig) == 0 && (sig == SIGUSR1 || sig == SIGUSR2))
+        atomic_store(&o->conf.http_down, sig == SIGUSR1);
     for (unsigned i = 0; i < o->threads; i++) {
         uint64_t one = 1;
         if (write(workers[i].wake_fd, &one, sizeof(one)) < 0)

@@ -3,6 +3,7 @@
 #define SLUICE_BENCH_BACKEND_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -30,6 +31,7 @@ struct backend_conf {
     const char *hello;      /* echo: greeting sent on accept, '\n' included, or NULL */
     size_t hello_len;       /* bytes in `hello` */
     int http_status;        /* http: status code of every answer */
+    atomic_int http_down;   /* http: answer 503 instead (SIGUSR1 sets, SIGUSR2 clears) */
 };
 
 /* One accepted connection, owned by the worker thread that accepted it. */

@@ -236,19 +236,22 @@ static const char *http_reason(int code)
 
 static enum backend_step http_answer(struct backend_worker *w, struct backend_conn *c)
 {
-    int code = w->conf->http_status;
+    int code = atomic_load(&w->conf->http_down) ? 503 : w->conf->http_status;
     const char *reason = http_reason(code);
-    char text[256];
+    char text[512], body[200];
     int len;
 
+    /* the body names the backend (--hello), so a client can tell who answered */
+    snprintf(body, sizeof(body), "%d %s%s%.*s\n", code, reason, w->conf->hello ? " " : "",
+             w->conf->hello ? (int)w->conf->hello_len - 1 : 0, w->conf->hello ? w->conf->hello : "");
     if (code == 204 || code == 304 || code < 200) /* these carry no body */
         len = snprintf(text, sizeof(text), "HTTP/1.1 %d %s\r\nConnection: close\r\n\r\n", code,
                        reason);
     else
         len = snprintf(text, sizeof(text),
                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                       "Connection: close\r\n\r\n%d %s\n",
-                       code, reason, strlen(reason) + 5, code, reason);
+                       "Connection: close\r\n\r\n%s",
+                       code, reason, strlen(body), body);
     return reply_and_finish(c, text, (size_t)len);
 }
 

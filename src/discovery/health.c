@@ -51,6 +51,8 @@ struct probe {
     CURL *easy;                   /* HTTP handle (kept between probes), or NULL */
     struct curl_slist *headers;   /* its Host header, or NULL */
     int in_flight;                /* a probe runs */
+    int taken;                    /* moved to the next probe list by service_sync */
+    char listed[NET_ADDR_MAX];    /* the instance's own address, to match it across sets */
     uint32_t ok_in_row;           /* successes in a row */
     uint32_t fail_in_row;         /* failures in a row */
     enum instance_health verdict; /* UNKNOWN until the first result */
@@ -291,11 +293,9 @@ static struct probe *probe_for(struct hc_service *s, const struct instance *inst
 
     snprintf(key.id, sizeof(key.id), "%s", inst->state->id);
     found = s->n > 0 ? bsearch(&keyp, s->probes, s->n, sizeof(*s->probes), probe_order) : NULL;
-    if (found != NULL && strcmp((*found)->addr.text, inst->addr.text) == 0 &&
-        s->t.check->port == 0) {
-        struct probe *p = *found;
-        *found = NULL; /* taken: the old list frees what is left */
-        return p;
+    if (found != NULL && !(*found)->taken && strcmp((*found)->listed, inst->addr.text) == 0) {
+        (*found)->taken = 1; /* the old list frees only what was not taken */
+        return *found;
     }
     struct probe *p = calloc(1, sizeof(*p));
     if (p == NULL)
@@ -304,6 +304,7 @@ static struct probe *probe_for(struct hc_service *s, const struct instance *inst
     p->fd = -1;
     snprintf(p->id, sizeof(p->id), "%s", inst->state->id);
     p->addr = inst->addr;
+    snprintf(p->listed, sizeof(p->listed), "%s", inst->addr.text);
     if (s->t.check->port != 0) {
         struct net_addr a = inst->addr;
         if (a.sa.ss_family == AF_INET6)
@@ -341,15 +342,22 @@ static int service_sync(struct hc_service *s, uint64_t now)
     int complete = next != NULL && out != NULL && n == set->n;
     snapshot_read_unlock();
     if (!complete) {
-        for (size_t i = 0; next != NULL && i < n; i++)
-            probe_free(next[i]); /* taken probes are lost; they are probed afresh next time */
+        for (size_t i = 0; next != NULL && i < n; i++) {
+            if (next[i]->taken)
+                next[i]->taken = 0; /* still in the old list */
+            else
+                probe_free(next[i]);
+        }
         free(next);
         free(out);
         return -ENOMEM;
     }
     qsort(next, n, sizeof(*next), probe_order);
     for (size_t i = 0; i < n_old; i++)
-        probe_free(old[i]);
+        if (!old[i]->taken)
+            probe_free(old[i]);
+    for (size_t i = 0; i < n; i++)
+        next[i]->taken = 0;
     free(old);
     free(s->out);
     s->probes = next;

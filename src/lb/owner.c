@@ -213,12 +213,11 @@ static struct instance_set *merged_build(struct owner *o, uint64_t version, uint
     return set;
 }
 
-/* Publishes the merged set unless it equals the current one. Under o->lock; the set it replaces
- * goes to *old, for unlock_and_retire (the grace period is waited for without the lock). */
-static int publish_locked(struct owner *o, struct instance_set **old)
+/* Publishes the merged set (weights as of now, clock_ms) unless it equals the current one. Under
+ * o->lock; the set it replaces goes to *old, for unlock_and_retire (the grace period is waited
+ * for without the lock). */
+static int publish_locked(struct owner *o, uint64_t now, struct instance_set **old)
 {
-    uint64_t now = clock_ms();
-
     *old = NULL;
     if (merged_equals_current(o, now))
         return 0;
@@ -269,7 +268,7 @@ int owner_set_health(struct owner *o, const struct owner_verdict *v, size_t n)
             state_comes_back(o, st, now);
         st->health = (uint8_t)v[i].health;
     }
-    int rc = publish_locked(o, &old);
+    int rc = publish_locked(o, now, &old);
     unlock_and_retire(o, old);
     return rc;
 }
@@ -386,7 +385,7 @@ uint64_t owner_tick(struct owner *o, uint64_t now_ms)
     int changed = tick_ejections(o, now_ms, &next);
     changed |= tick_ramps(o, now_ms, &next);
     if (changed)
-        (void)publish_locked(o, &old); /* publishes only when a weight really moved */
+        (void)publish_locked(o, now_ms, &old); /* publishes only when a weight really moved */
     unlock_and_retire(o, old);
     return next;
 }
@@ -429,7 +428,7 @@ int owner_set_members(struct owner *o, const struct owner_member *members, size_
     pthread_mutex_lock(&o->lock);
     int rc = members_replace(o, members, n);
     if (rc == 0)
-        rc = publish_locked(o, &old);
+        rc = publish_locked(o, clock_ms(), &old);
     unlock_and_retire(o, old);
     return rc;
 }
@@ -441,7 +440,7 @@ int owner_set_balancer(struct owner *o, const struct lb_ops *lb)
     assert(lb != NULL);
     pthread_mutex_lock(&o->lock);
     o->lb = lb;
-    int rc = publish_locked(o, &old);
+    int rc = publish_locked(o, clock_ms(), &old);
     unlock_and_retire(o, old);
     return rc;
 }

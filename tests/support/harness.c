@@ -173,6 +173,15 @@ int backend_start(struct proc *p, const char *mode, const char *const *extra)
     return spawn_listening(p, head, extra);
 }
 
+int backend_start_on(struct proc *p, int port, const char *mode, const char *const *extra)
+{
+    char listen[32];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+    const char *head[] = {
+        harness_bin("SLUICE_BACKEND_BIN"), "--listen", listen, "--mode", mode, NULL};
+    return spawn_listening(p, head, extra);
+}
+
 size_t log_size(const struct proc *p)
 {
     struct stat st;

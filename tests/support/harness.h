@@ -34,6 +34,10 @@ uint64_t harness_scale(uint64_t bytes);
  * NULL) and returns its port; waits until it listens. */
 int backend_start(struct proc *p, const char *mode, const char *const *extra);
 
+/* Like backend_start on the given port (to bring a stopped backend back where it was). Returns
+ * the port, or -1. */
+int backend_start_on(struct proc *p, int port, const char *mode, const char *const *extra);
+
 /* Writes config text to a file (the "%PORT" style is the caller's job) and starts sluice -c on it;
  * waits until its log says "started". Returns 0, or -1 when it exited first (log kept). */
 int sluice_start(struct proc *p, const char *config_text);

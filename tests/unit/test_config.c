@@ -745,6 +745,89 @@ static void test_helpers(void **state)
     assert_int_equal(errs.n, 0);
 }
 
+/* Health, ejection, slow start, limits, queue and drain keys: defaults, values, and every error
+ * with its FILE:LINE. BASE is 5 lines; appended keys start at line 6 in [service:api]. */
+static void test_health_and_resilience_keys(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(BASE);
+    const struct config_service *s = &cfg->services[0];
+    assert_int_equal(s->check.kind, HEALTH_CHECK_NONE);
+    assert_int_equal(s->check.interval_ms, 2000);
+    assert_int_equal(s->check.timeout_ms, 1000);
+    assert_int_equal(s->check.rise, 2);
+    assert_int_equal(s->check.fall, 3);
+    assert_int_equal(s->check.jitter_ms, 200); /* 10 % of the interval */
+    assert_string_equal(s->check.http_path, "/");
+    assert_int_equal(s->check.n_expect, 1);
+    assert_true(health_status_expected(&s->check, 200) && health_status_expected(&s->check, 399));
+    assert_false(health_status_expected(&s->check, 404));
+    assert_int_equal(s->lb.policy.eject_after, 3);
+    assert_int_equal(s->lb.policy.eject_time_ms, 10000);
+    assert_int_equal(s->lb.policy.eject_max_time_ms, 300000);
+    assert_int_equal(s->lb.policy.max_ejection_percent, 50);
+    assert_int_equal(s->lb.policy.slow_start_ms, 0);
+    assert_int_equal(s->lb.policy.max_conns, 0);
+    assert_int_equal(s->lb.policy.hash_with_port, 0);
+    assert_int_equal(s->stream.queue_size, 0);
+    assert_int_equal(s->stream.queue_timeout_ms, 5000);
+    assert_int_equal(s->stream.drain_timeout_ms, 0);
+    assert_int_equal(s->stream.lifetime_ms, 0);
+    config_destroy(cfg);
+
+    cfg = load_ok(BASE "check = http\ncheck_interval = 5s\ncheck_http_path = /health\n"
+                       "check_http_host = api.internal\ncheck_http_expect = 200, 204, 300-302\n"
+                       "check_port = 8081\nbalance = maglev\nhash_key = client_ip_port\n"
+                       "max_connections = 10\nqueue_size = 5\nqueue_timeout = 250ms\n"
+                       "slow_start = 30s\ndrain_timeout = 1m\nmax_connection_lifetime = 1h\n");
+    s = &cfg->services[0];
+    assert_int_equal(s->check.kind, HEALTH_CHECK_HTTP);
+    assert_int_equal(s->check.jitter_ms, 500);
+    assert_string_equal(s->check.http_host, "api.internal");
+    assert_int_equal(s->check.port, 8081);
+    assert_int_equal(s->check.n_expect, 3);
+    assert_true(health_status_expected(&s->check, 204) && health_status_expected(&s->check, 301));
+    assert_false(health_status_expected(&s->check, 201) || health_status_expected(&s->check, 303));
+    assert_ptr_equal(s->lb.balance, &lb_maglev);
+    assert_int_equal(s->lb.policy.hash_with_port, 1);
+    assert_int_equal(s->lb.policy.max_conns, 10);
+    assert_int_equal(s->stream.queue_size, 5);
+    assert_int_equal(s->stream.queue_timeout_ms, 250);
+    assert_int_equal(s->lb.policy.slow_start_ms, 30000);
+    assert_int_equal(s->stream.lifetime_ms, 3600000);
+    config_destroy(cfg);
+
+    EXPECT_ERRORS(BASE "check = ping\n",
+                  {6, "check", "\"ping\" is not a check kind (use none, tcp, http)"});
+    EXPECT_ERRORS(BASE "check_interval = 1s\n",
+                  {6, "check_interval", "only applies with check = tcp or http"});
+    EXPECT_ERRORS(BASE "check = tcp\ncheck_http_path = /x\n",
+                  {7, "check_http_path", "only applies with check = http"});
+    EXPECT_ERRORS(BASE "check = tcp\ncheck_interval = 10ms\n",
+                  {7, "check_interval", "is too short (at least 100ms)"});
+    EXPECT_ERRORS(BASE "check = tcp\ncheck_jitter = 2s\n",
+                  {7, "check_jitter", "must be shorter than check_interval"});
+    EXPECT_ERRORS(BASE "check = tcp\ncheck_fall = 0\n", {7, "check_fall", "out of range (1..100)"});
+    EXPECT_ERRORS(BASE "check = http\ncheck_http_path = health\n",
+                  {7, "check_http_path", "is not an absolute URL path"});
+    EXPECT_ERRORS(BASE "check = http\ncheck_http_expect = 200-99\n",
+                  {7, "check_http_expect", "\"200-99\" is not within 100-599, low to high"});
+    EXPECT_ERRORS(BASE "check = http\ncheck_http_expect = ok\n",
+                  {7, "check_http_expect", "\"ok\" is not a status or a range"});
+    EXPECT_ERRORS(BASE "check = tcp\ncheck_port = 70000\n",
+                  {7, "check_port", "out of range (1..65535)"});
+    EXPECT_ERRORS(BASE "eject_time = 1m\neject_max_time = 30s\n",
+                  {7, "eject_max_time", "is shorter than eject_time"});
+    EXPECT_ERRORS(BASE "max_ejection_percent = 101\n",
+                  {6, "max_ejection_percent", "out of range (0..100)"});
+    EXPECT_ERRORS(BASE "hash_key = port\n",
+                  {6, "hash_key", "\"port\" is not a hash key (use client_ip, client_ip_port)"});
+    EXPECT_ERRORS(BASE "slow_start = 2h\n", {6, "slow_start", "is too long (at most 3600000ms)"});
+    EXPECT_ERRORS(BASE "queue_timeout = 0\n", {6, "queue_timeout", "is too short"});
+    EXPECT_ERRORS(BASE "[sluice]\ncheck = tcp\n",
+                  {7, "check", "does not belong in [sluice] (it goes in [service:NAME])"});
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -775,6 +858,7 @@ int main(void)
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_unreadable_file),
         cmocka_unit_test(test_demo_config),
+        cmocka_unit_test(test_health_and_resilience_keys),
         cmocka_unit_test(test_helpers),
     };
 

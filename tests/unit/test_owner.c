@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "balancer.h"
+#include "clock.h"
 #include "owner.h"
 #include "snapshot.h"
 
@@ -196,6 +197,138 @@ static void test_swaps_under_concurrent_readers(void **state)
     owner_destroy(o);
 }
 
+/* The weights of the current set, read as a worker would. */
+static void current_weights(struct owner *o, uint32_t *w, size_t n)
+{
+    snapshot_read_lock();
+    const struct instance_set *set = owner_current(o);
+    assert_int_equal(set->n, n);
+    for (size_t i = 0; i < n; i++)
+        w[i] = set->inst[i].weight;
+    snapshot_read_unlock();
+}
+
+static struct instance_state *state_of(struct owner *o, size_t i)
+{
+    snapshot_read_lock();
+    struct instance_state *st = owner_current(o)->inst[i].state;
+    snapshot_read_unlock();
+    return st;
+}
+
+/* Passive health: eject_after failures in a row eject (weight 0) for eject_time, doubling with
+ * each ejection in a row up to eject_max_time; a good connect since the return resets the
+ * doubling; max_ejection_percent caps how many are out (50 % of 4 = 2). */
+static void test_ejection_policy(void **state)
+{
+    (void)state;
+    const struct owner_policy p = {.eject_after = 3,
+                                   .eject_time_ms = 1000,
+                                   .eject_max_time_ms = 3000,
+                                   .max_ejection_percent = 50};
+    struct owner *o = owner_create("api", &lb_round_robin, &p, NULL);
+    struct owner_member m[] = {member("127.0.0.1:1", 1), member("127.0.0.1:2", 1),
+                               member("127.0.0.1:3", 1), member("127.0.0.1:4", 1)};
+    uint32_t w[4];
+    uint64_t t = clock_ms();
+
+    snapshot_reader_register();
+    assert_int_equal(owner_set_members(o, m, 4), 1);
+    atomic_store(&state_of(o, 0)->fails_in_row, 2);
+    assert_int_equal(owner_tick(o, t), UINT64_MAX); /* 2 < eject_after: nothing */
+    for (size_t i = 0; i < 4; i++)
+        atomic_store(&state_of(o, i)->fails_in_row, 3);
+    assert_int_equal(owner_tick(o, t), t + 1000);
+    current_weights(o, w, 4);
+    assert_int_equal(w[0] + w[1] + w[2] + w[3], 2 * OWNER_WEIGHT_SCALE); /* only 2 of 4 out */
+    assert_int_equal(w[0], 0);
+    assert_int_equal(w[1], 0);
+    /* the ejection ends: back with its failures forgotten; the next two may go now */
+    owner_tick(o, t + 1000);
+    current_weights(o, w, 4);
+    assert_int_equal(w[0], OWNER_WEIGHT_SCALE);
+    assert_int_equal(atomic_load(&state_of(o, 0)->fails_in_row), 0);
+    assert_int_equal(w[2] + w[3], 0);
+    /* failing again without a good connect: twice as long, then capped */
+    atomic_store(&state_of(o, 0)->fails_in_row, 3);
+    owner_tick(o, t + 2000); /* 2 and 3 return, 0 goes for 2 s */
+    assert_int_equal(state_of(o, 0)->ejected_until, t + 2000 + 2000);
+    atomic_store(&state_of(o, 0)->fails_in_row, 3);
+    owner_tick(o, t + 4000);
+    atomic_store(&state_of(o, 0)->fails_in_row, 3);
+    owner_tick(o, t + 4000);
+    assert_int_equal(state_of(o, 0)->ejected_until, t + 4000 + 3000); /* 4 s capped at 3 s */
+    /* a good connect since it came back resets the doubling */
+    owner_tick(o, t + 7000);
+    atomic_fetch_add(&state_of(o, 0)->connects, 1);
+    atomic_store(&state_of(o, 0)->fails_in_row, 3);
+    owner_tick(o, t + 7000);
+    assert_int_equal(state_of(o, 0)->ejected_until, t + 7000 + 1000);
+    assert_int_equal(atomic_load(&state_of(o, 0)->ejections), 4);
+    snapshot_reader_unregister();
+    owner_destroy(o);
+}
+
+/* Active checks: a down verdict takes the instance out (weight 0), up brings it back; only a
+ * change of eligibility publishes. */
+static void test_health_verdicts(void **state)
+{
+    (void)state;
+    struct owner *o = owner_create("api", &lb_round_robin, NULL, NULL);
+    struct owner_member m[] = {member("127.0.0.1:1", 1), member("127.0.0.1:2", 1)};
+    uint32_t w[2];
+
+    snapshot_reader_register();
+    assert_int_equal(owner_set_members(o, m, 2), 1);
+    struct owner_verdict up = {.id = "127.0.0.1:2", .health = INSTANCE_HEALTH_UP};
+    assert_int_equal(owner_set_health(o, &up, 1), 0); /* unknown counts as up: no change */
+    struct owner_verdict down = {.id = "127.0.0.1:2", .health = INSTANCE_HEALTH_DOWN};
+    assert_int_equal(owner_set_health(o, &down, 1), 1);
+    current_weights(o, w, 2);
+    assert_int_equal(w[1], 0);
+    assert_int_equal(owner_set_health(o, &down, 1), 0);
+    struct owner_verdict unknown_id = {.id = "10.9.9.9:9", .health = INSTANCE_HEALTH_DOWN};
+    assert_int_equal(owner_set_health(o, &unknown_id, 1), 0);
+    assert_int_equal(owner_set_health(o, &up, 1), 1);
+    current_weights(o, w, 2);
+    assert_int_equal(w[1], OWNER_WEIGHT_SCALE);
+    snapshot_reader_unregister();
+    owner_destroy(o);
+}
+
+/* Slow start: a newcomer to a service that had instances, and one returning to health, ramp
+ * 10 % -> 100 % of their weight over slow_start (here 1,000 ms; weight 2 = 200 full). The
+ * first set does not ramp. */
+static void test_slow_start_ramp(void **state)
+{
+    (void)state;
+    const struct owner_policy p = {.slow_start_ms = 1000};
+    struct owner *o = owner_create("api", &lb_weighted, &p, NULL);
+    struct owner_member m[] = {member("127.0.0.1:1", 2), member("127.0.0.1:2", 2)};
+    uint32_t w[2];
+
+    snapshot_reader_register();
+    assert_int_equal(owner_set_members(o, m, 1), 1);
+    current_weights(o, w, 1);
+    assert_int_equal(w[0], 200);
+    assert_int_equal(owner_set_members(o, m, 2), 1);
+    uint64_t t0 = state_of(o, 1)->ramp_since;
+    assert_true(t0 != 0);
+    current_weights(o, w, 2);
+    assert_int_equal(w[0], 200);
+    assert_true(w[1] >= 20 && w[1] <= 40); /* 10 %, plus what a few ms of ramp add */
+    uint64_t next = owner_tick(o, t0 + 500);
+    assert_true(next > t0 + 500 && next <= t0 + 600); /* the next step is due soon */
+    current_weights(o, w, 2);
+    assert_int_equal(w[1], 2 * (10 + 90 * 500 / 1000)); /* 55 % */
+    owner_tick(o, t0 + 1000);
+    current_weights(o, w, 2);
+    assert_int_equal(w[1], 200);
+    assert_int_equal(state_of(o, 1)->ramp_since, 0);
+    snapshot_reader_unregister();
+    owner_destroy(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -204,6 +337,9 @@ int main(void)
         cmocka_unit_test(test_unchanged_input_publishes_nothing),
         cmocka_unit_test(test_state_survives_swap),
         cmocka_unit_test(test_swaps_under_concurrent_readers),
+        cmocka_unit_test(test_ejection_policy),
+        cmocka_unit_test(test_health_verdicts),
+        cmocka_unit_test(test_slow_start_ramp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
