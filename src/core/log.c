@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -95,45 +96,53 @@ static const char *json_escape(unsigned char c, char tmp[8])
     return NULL;
 }
 
-/* The value was cut before s[i]. When s[i] continues a UTF-8 sequence, drops the part of that
- * sequence already copied, so a cut value never ends in half a character. Bytes >= 0x80 are
- * copied one to one, so they map straight to the end of the line. */
-static void line_drop_partial_utf8(struct log_line *l, const char *s, size_t i)
+/* Length of the well-formed UTF-8 sequence at p (2 to 4 bytes), or 0 when the bytes there are
+ * not one: a stray continuation byte, a truncated, overlong or surrogate sequence, or a code
+ * point above U+10FFFF. Such bytes come from binary config files, Consul answers or clients. */
+static size_t utf8_sequence(const unsigned char *p)
 {
-    size_t start = i;
+    size_t n = p[0] >= 0xF0 ? 4 : p[0] >= 0xE0 ? 3 : p[0] >= 0xC2 ? 2 : 0;
+    uint32_t cp;
 
-    while (start > 0 && ((unsigned char)s[start] & 0xC0) == 0x80) {
-        start--;
+    if (n == 0 || p[0] > 0xF4)
+        return 0;
+    cp = p[0] & (0x7F >> n);
+    for (size_t k = 1; k < n; k++) {
+        if ((p[k] & 0xC0) != 0x80)
+            return 0; /* also stops at the terminating NUL */
+        cp = cp << 6 | (p[k] & 0x3F);
     }
-    if (((unsigned char)s[start] & 0xC0) != 0xC0) {
-        start++; /* not a lead byte: only stray continuation bytes to drop */
-    }
-    if (start < i) {
-        l->len -= i - start;
-    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
 }
 
-/* Appends s escaped, without quotes. Stops early (and sets truncated) when the line is full,
- * keeping one byte for the closing quote the caller adds. */
+/* Appends s escaped, without quotes: JSON escapes for '"', '\\' and control characters, whole
+ * UTF-8 sequences as they are, and every byte that is not valid UTF-8 as \u00XX, so the line
+ * stays valid JSON whatever the value held. Stops early (and sets truncated) when the line is
+ * full, never inside a sequence, keeping one byte for the closing quote the caller adds. */
 static void line_put_escaped(struct log_line *l, const char *s)
 {
+    const unsigned char *u = (const unsigned char *)s;
     char tmp[8];
 
-    for (size_t i = 0; s[i] != '\0'; i++) {
-        const char *esc = json_escape((unsigned char)s[i], tmp);
-        size_t n = esc != NULL ? strlen(esc) : 1;
-
+    for (size_t i = 0; u[i] != '\0';) {
+        size_t seq = u[i] < 0x80 ? 1 : utf8_sequence(u + i);
+        const char *esc = u[i] < 0x80 ? json_escape(u[i], tmp) : NULL;
+        if (seq == 0) {
+            snprintf(tmp, sizeof(tmp), "\\u%04x", u[i]);
+            esc = tmp;
+            seq = 1;
+        }
+        size_t n = esc != NULL ? strlen(esc) : seq;
         if (n + 1 > l->limit - l->len) {
             l->truncated = 1;
-            line_drop_partial_utf8(l, s, i);
             return;
         }
-        if (esc != NULL) {
-            memcpy(l->buf + l->len, esc, n);
-        } else {
-            l->buf[l->len] = s[i];
-        }
+        memcpy(l->buf + l->len, esc != NULL ? esc : s + i, n);
         l->len += n;
+        i += seq;
     }
 }
 
@@ -223,7 +232,8 @@ static int text_needs_quotes(const char *s)
     }
     for (; *s != '\0'; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c <= ' ' || c == '=' || c == '"' || c == '\\' || c == 0x7f) {
+        /* bytes >= 0x80 too: an invalid one goes out escaped, which needs the quotes */
+        if (c <= ' ' || c == '=' || c == '"' || c == '\\' || c >= 0x7f) {
             return 1;
         }
     }

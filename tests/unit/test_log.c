@@ -196,6 +196,56 @@ static void test_json_escaping(void **state)
     free(out);
 }
 
+static int utf8_valid(const unsigned char *s);
+
+/* Bytes that are not valid UTF-8 (from a binary config file, a Consul answer, a client) go out
+ * as \u00XX, never raw: every line stays valid JSON, in both formats; valid sequences (2, 3 and 4
+ * bytes) go out as they are. */
+static void test_invalid_utf8_is_escaped(void **state)
+{
+    static const struct {
+        const char *raw;     /* the value logged */
+        const char *decoded; /* what a JSON parser reads back (UTF-8) */
+    } cases[] = {
+        {"ok \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", "ok \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"},
+        {"\xff\xfe", "\xc3\xbf\xc3\xbe"},                         /* never valid: U+00FF U+00FE */
+        {"cut \xc3", "cut \xc3\x83"},                             /* a lead byte without its tail */
+        {"\x80stray", "\xc2\x80stray"},                           /* a lone continuation byte */
+        {"\xc0\xaf", "\xc3\x80\xc2\xaf"},                         /* an overlong '/' */
+        {"\xed\xa0\x80", "\xc3\xad\xc2\xa0\xc2\x80"},             /* a UTF-16 surrogate */
+        {"\xf4\x90\x80\x80", "\xc3\xb4\xc2\x90\xc2\x80\xc2\x80"}, /* above U+10FFFF */
+    };
+
+    (void)state;
+    for (int format = LOG_FORMAT_JSON; format <= LOG_FORMAT_TEXT; format++) {
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            struct capture c;
+            log_configure(&lg, LOG_LEVEL_DEBUG, (enum log_format)format);
+            capture_start(&c);
+            log_event(&lg, LOG_LEVEL_INFO, "bytes", LOG_STR("v", cases[i].raw));
+            char *out = capture_end(&c);
+            if (format == LOG_FORMAT_JSON) {
+                cJSON *json = cJSON_Parse(out);
+                assert_non_null(json);
+                assert_string_equal(cJSON_GetObjectItemCaseSensitive(json, "v")->valuestring,
+                                    cases[i].decoded);
+                cJSON_Delete(json);
+            } else {
+                /* the value is quoted and JSON-escaped: parse the quoted part */
+                char *q = strstr(out, "v=\"");
+                assert_non_null(q);
+                q[strlen(q) - 1] = '\0'; /* the newline */
+                cJSON *json = cJSON_Parse(q + 2);
+                assert_non_null(json);
+                assert_string_equal(json->valuestring, cases[i].decoded);
+                cJSON_Delete(json);
+            }
+            assert_true(utf8_valid((const unsigned char *)out));
+            free(out);
+        }
+    }
+}
+
 static void test_text_quoting(void **state)
 {
     (void)state;
@@ -542,6 +592,7 @@ int main(void)
         cmocka_unit_test(test_json_levels),
         cmocka_unit_test(test_json_escaping),
         cmocka_unit_test(test_text_quoting),
+        cmocka_unit_test(test_invalid_utf8_is_escaped),
         cmocka_unit_test(test_numbers),
         cmocka_unit_test(test_level_filtering),
         cmocka_unit_test(test_no_fields_and_nulls),
