@@ -303,19 +303,15 @@ static void write_all(int fd, const char *buf, size_t len)
     }
 }
 
-void log_emit(const struct logger *lg, enum log_level level, const char *event,
-              const struct log_field *fields, size_t n_fields)
+/* Builds the line of one event into line (format and level as lg says). */
+static void line_build(const struct logger *lg, struct log_line *line, enum log_level level,
+                       const char *event, const struct log_field *fields, size_t n_fields)
 {
-    struct log_line line; /* no initializer: zeroing 4 KiB per event would be wasted */
     char ts[32];
-    int saved_errno = errno; /* callers often log and then look at errno */
 
-    if (!log_enabled(lg, level)) {
-        return;
-    }
-    line.len = 0;
-    line.limit = LOG_LINE_MAX - LOG_RESERVE;
-    line.truncated = 0;
+    line->len = 0;
+    line->limit = LOG_LINE_MAX - LOG_RESERVE;
+    line->truncated = 0;
     if ((int)level > LOG_LEVEL_ERROR) {
         level = LOG_LEVEL_ERROR;
     }
@@ -327,12 +323,37 @@ void log_emit(const struct logger *lg, enum log_level level, const char *event,
         n_fields = 0;
     }
     if (atomic_load_explicit(&lg->format, memory_order_relaxed) == LOG_FORMAT_TEXT) {
-        text_build(&line, ts, level, event, fields, n_fields);
+        text_build(line, ts, level, event, fields, n_fields);
     } else {
-        json_build(&line, ts, level, event, fields, n_fields);
+        json_build(line, ts, level, event, fields, n_fields);
     }
+}
+
+void log_emit(const struct logger *lg, enum log_level level, const char *event,
+              const struct log_field *fields, size_t n_fields)
+{
+    struct log_line line;    /* no initializer: zeroing 4 KiB per event would be wasted */
+    int saved_errno = errno; /* callers often log and then look at errno */
+
+    if (!log_enabled(lg, level)) {
+        return;
+    }
+    line_build(lg, &line, level, event, fields, n_fields);
     write_all(lg->fd, line.buf, line.len);
     errno = saved_errno;
+}
+
+size_t log_format(const struct logger *lg, enum log_level level, const char *event,
+                  const struct log_field *fields, size_t n_fields, char *out, size_t out_len)
+{
+    struct log_line line;
+
+    line_build(lg, &line, level, event, fields, n_fields);
+    if (line.len > out_len) {
+        return 0;
+    }
+    memcpy(out, line.buf, line.len);
+    return line.len;
 }
 
 /* Index of text in names, or -1. */

@@ -47,6 +47,13 @@ int log_enabled(const struct logger *lg, enum log_level level);
 void log_emit(const struct logger *lg, enum log_level level, const char *event,
               const struct log_field *fields, size_t n_fields);
 
+/* Builds the line log_emit would write (lg's format; the level is not filtered) into out and
+ * returns its length, or 0 when it does not fit out_len (LOG_LINE_BYTES always does). */
+size_t log_format(const struct logger *lg, enum log_level level, const char *event,
+                  const struct log_field *fields, size_t n_fields, char *out, size_t out_len);
+
+#define LOG_LINE_BYTES 4096 /* the longest line: a buffer this size always holds one */
+
 /* log_event(lg, LOG_LEVEL_INFO, "listener_started", LOG_STR("listener", name), ...) */
 #define log_event(lg, level, event, ...)                                                           \
     do {                                                                                           \

@@ -118,6 +118,8 @@ static int daemon_setup_listeners(struct daemon *d)
             .bind = cl->bind,
             .wildcard = net_addr_is_wildcard(&cl->bind),
             .service = &d->service_rts[cl->service_index],
+            .index = i,
+            .log_access = cl->log_access,
             .connect_timeout_ms = cl->connect_timeout_ms,
             .idle_timeout_ms = cl->idle_timeout_ms,
             .retries = cl->retries,
@@ -134,8 +136,29 @@ static int daemon_setup_listeners(struct daemon *d)
         .pipe_size = cfg->stream.pipe_size,
         .buffer_size = cfg->stream.buffer_size,
         .log = &d->log,
+        .access = d->access_on ? &d->access : NULL,
     };
     return 0;
+}
+
+#define ACCESS_RING_BYTES (512 * 1024) /* per worker: lines beyond it are dropped, not waited for  \
+                                        */
+
+/* The access log: one ring per worker and a writer thread, when some listener asks for it. */
+static int daemon_setup_access_log(struct daemon *d)
+{
+    int rc;
+
+    for (size_t i = 0; i < d->cfg->n_listeners; i++)
+        d->access_on |= d->cfg->listeners[i].log_access;
+    if (!d->access_on)
+        return 0;
+    if ((rc = log_writer_init(&d->access, STDERR_FILENO, d->n_workers, ACCESS_RING_BYTES)) != 0 ||
+        (rc = log_writer_start(&d->access)) != 0) {
+        log_writer_destroy(&d->access);
+        d->access_on = 0;
+    }
+    return rc;
 }
 
 /* --- workers ------------------------------------------------------------------------------ */
@@ -415,6 +438,8 @@ static void daemon_teardown(struct daemon *d)
             worker_destroy(&d->workers[i]);
     }
     free(d->workers);
+    if (d->access_on)
+        log_writer_destroy(&d->access); /* after the workers: their last lines are written */
     free(d->listeners);
     free(d->service_rts);
     for (size_t i = 0; i < d->n_services; i++)
@@ -465,6 +490,7 @@ int daemon_run(struct config *cfg)
     } steps[] = {
         {"loop", daemon_setup_loop},
         {"services", daemon_setup_services},
+        {"access_log", daemon_setup_access_log},
         {"listeners", daemon_setup_listeners},
         {"discovery", daemon_start_discovery},
         {"health", daemon_start_health},

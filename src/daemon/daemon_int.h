@@ -47,6 +47,8 @@ struct daemon {
     int said_unlistened;                 /* listeners_closed was logged */
     struct discovery *discovery;         /* Consul watches; NULL without consul services */
     struct registrar *registrar;         /* Consul registrations; NULL without [registration] */
+    struct log_writer access;            /* access-log rings and their writer thread */
+    int access_on;                       /* some listener logs access; access is set up */
     struct health *health;               /* checks and owner ticks; NULL without services */
 };
 

@@ -32,6 +32,9 @@ struct instance_state {
     atomic_ullong connects;      /* sessions that connected, for metrics */
     atomic_ullong failures;      /* failed connect attempts, for metrics */
     atomic_ullong ejections;     /* times passive health ejected it, for metrics */
+    atomic_ullong timeouts;      /* connect attempts that timed out, for metrics */
+    atomic_ullong bytes_up;      /* bytes sent to it by sessions that ended */
+    atomic_ullong bytes_down;    /* bytes received from it by sessions that ended */
     atomic_ullong removed_ms;    /* clock_ms when it left the set (draining); 0 while listed */
     uint8_t health;              /* enum instance_health; owner only */
     uint8_t ejected;             /* passive health keeps it out until ejected_until; owner only */

@@ -32,6 +32,8 @@ struct listener_rt {
     struct net_addr bind;        /* bind address */
     int wildcard;                /* bind is 0.0.0.0 or ::: the local address is per connection */
     struct service_rt *service;  /* what it proxies to */
+    size_t index;                /* the listener's number, for per-listener counters */
+    int log_access;              /* one access-log line per closed connection */
     uint64_t connect_timeout_ms; /* per connect attempt */
     uint64_t idle_timeout_ms;    /* 0 = never */
     uint32_t retries;            /* other instances tried after a failed connect */

@@ -160,6 +160,7 @@ static enum step pump_step(struct pump_dir *d, int src, int dst, const struct pu
                            size_t *read_total)
 {
     enum step st = flush(d, dst);
+    d->err_dst = 1; /* until a read: flushing and passing FIN act on dst */
     if (st != STEP_MORE)
         return st;
     if (d->eof)
@@ -168,6 +169,7 @@ static enum step pump_step(struct pump_dir *d, int src, int dst, const struct pu
         return STEP_WAIT; /* fairness, or the source is drained: polling brings us back */
     size_t got = 0;
     int drained = 0;
+    d->err_dst = 0;
     st = d->mode == PUMP_SPLICE ? splice_read(d, src, env, &got, &drained)
                                 : copy_read(d, src, env, &got, &drained);
     if (st != STEP_MORE)
@@ -189,6 +191,7 @@ int pump_run(struct pump_dir *d, int src, int dst, const struct pump_env *env)
         st = pump_step(d, src, dst, env, &read_total);
     } while (st == STEP_MORE);
     int err = st == STEP_ERROR ? errno : 0;
+    d->failed = err != 0;
     /* a failed socket is dropped whole: the session releases the rest */
     if (err == 0)
         release_drained(d, env);

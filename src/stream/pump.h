@@ -32,6 +32,9 @@ struct pump_dir {
     uint8_t shut;          /* FIN passed on to the destination */
     uint8_t streak;        /* full reads in a row (copy) or small ones in a row (splice) */
     uint8_t fin_by_close;  /* the other way is over: close(2) will send the FIN, skip shutdown */
+    uint8_t eof_first;     /* this direction's FIN came before the other's (access log) */
+    uint8_t err_dst;       /* after an error: it was the destination's socket, not the source's */
+    uint8_t failed;        /* pump_run returned an error for this direction */
     uint64_t bytes;        /* bytes written to the destination */
     uint64_t spliced;      /* of which moved by splice */
 };

@@ -13,6 +13,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "logring.h"
 #include "owner.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -31,10 +33,41 @@ struct session_local {
     uint8_t family; /* AF_INET or AF_INET6 */
 };
 
-_Static_assert(sizeof(struct session) <= 256, "a session must fit one 272-byte malloc chunk");
+/* 264 bytes + glibc's 8-byte header = one 272-byte chunk; 256 B before connect times, the
+ * access log and lifetimes needed their fields */
+_Static_assert(sizeof(struct session) <= 264, "a session must fit one 272-byte malloc chunk");
 
-static void session_finalize(struct session *s, const char *reason, enum close_how how);
+static void session_finalize(struct session *s, enum session_end end, const char *reason,
+                             enum close_how how);
 static void session_connect_next(struct session *s);
+static enum session_end session_end_of_reset(const struct session *s);
+
+/* --- names, histograms ------------------------------------------------------------------- */
+
+#define SESSION_END_NAME(name, text) text,
+static const char *const end_names[] = {SESSION_END_LIST(SESSION_END_NAME)};
+#undef SESSION_END_NAME
+
+const char *session_end_name(enum session_end end)
+{
+    return (unsigned)end < SESSION_END_COUNT ? end_names[end] : "unknown";
+}
+
+const uint64_t session_connect_bounds_us[SESSION_HIST_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 500000, 2000000};
+const uint64_t session_duration_bounds_us[SESSION_HIST_BUCKETS] = {
+    1000,     10000,    100000,    1000000,   5000000,    10000000,
+    30000000, 60000000, 300000000, 900000000, 1800000000, 3600000000};
+
+/* One observation into a histogram of this thread (counts are cumulative, as Prometheus wants
+ * them: a value lands in every bucket whose bound it does not exceed). */
+static void hist_add(struct session_hist *hist, const uint64_t *bounds, uint64_t us)
+{
+    for (size_t i = SESSION_HIST_BUCKETS; i-- > 0 && us <= bounds[i];)
+        STATS_ADD(hist, le[i], 1);
+    STATS_ADD(hist, count, 1);
+    STATS_ADD(hist, sum_us, us);
+}
 
 /* --- connection budget -------------------------------------------------------------------- */
 
@@ -302,7 +335,8 @@ static void session_enqueue(struct session *s)
     if (svc->queue_size == 0 || queue_push(s) != 0) {
         STATS_ADD(h->stats, all_full, 1);
         owner_warn_nothing_left(svc->owner, "all_full", evloop_now(h->loop));
-        session_finalize(s, svc->queue_size == 0 ? "all_full" : "queue_full", CLOSE_FIN);
+        session_finalize(s, SESSION_END_REJECTED, svc->queue_size == 0 ? "all_full" : "queue_full",
+                         CLOSE_FIN);
         return;
     }
     STATS_ADD(h->stats, queued, 1);
@@ -311,7 +345,7 @@ static void session_enqueue(struct session *s)
     evloop_timer_add(h->loop, &s->timer, evloop_now(h->loop) + svc->queue_timeout_ms);
     /* a client that gives up while waiting is noticed (its FIN); nothing is read */
     if (evloop_watch(h->loop, &s->client, EPOLLRDHUP) != 0)
-        session_finalize(s, "epoll_failed", CLOSE_RESET);
+        session_finalize(s, SESSION_END_RESOURCES, "epoll_failed", CLOSE_RESET);
 }
 
 /* --- readiness ---------------------------------------------------------------------------- */
@@ -364,6 +398,9 @@ static void session_pump(struct session *s, int run_up, int run_down)
         rc = pump_run(&s->up, s->client.fd, s->upstream.fd, env);
     if (rc == 0 && run_down)
         rc = pump_run(&s->down, s->upstream.fd, s->client.fd, env);
+    /* who sent the first FIN names how a clean session ended */
+    if (!s->up.eof_first && !s->down.eof_first)
+        s->up.eof_first = s->up.eof, s->down.eof_first = s->down.eof && !s->up.eof;
     session_count_bytes(s, up0, down0, sp_up0, sp_down0);
     if (s->up.mode != up_mode && s->up.mode == PUMP_SPLICE)
         STATS_ADD(st, splice_switches, 1);
@@ -371,13 +408,14 @@ static void session_pump(struct session *s, int run_up, int run_down)
         STATS_ADD(st, splice_switches, 1);
     if (rc == -ENOMEM || rc == -EMFILE || rc == -ENFILE) {
         STATS_ADD(st, alloc_failures, 1);
-        session_finalize(s, "no_memory", CLOSE_RESET);
+        session_finalize(s, SESSION_END_RESOURCES, "no_memory", CLOSE_RESET);
     } else if (rc != 0) {
-        session_finalize(s, "reset", CLOSE_RESET);
+        session_finalize(s, session_end_of_reset(s), "reset", CLOSE_RESET);
     } else if (pump_done(&s->up) && pump_done(&s->down)) {
-        session_finalize(s, "done", CLOSE_FIN);
+        session_finalize(s, s->up.eof_first ? SESSION_END_CLIENT_FIN : SESSION_END_SERVER_FIN,
+                         "done", CLOSE_FIN);
     } else if (session_update_interest(s) != 0) {
-        session_finalize(s, "epoll_failed", CLOSE_RESET);
+        session_finalize(s, SESSION_END_RESOURCES, "epoll_failed", CLOSE_RESET);
     }
 }
 
@@ -385,7 +423,8 @@ static void on_client_event(struct watch *wt, uint32_t events)
 {
     struct session *s = container_of(wt, struct session, client);
     if (s->state == SESSION_QUEUED) {
-        session_finalize(s, "client_fin", CLOSE_FIN); /* it left before an instance had room */
+        session_finalize(s, SESSION_END_CLIENT_FIN, "client_fin",
+                         CLOSE_FIN); /* it left before an instance had room */
         return;
     }
     if (s->state != SESSION_ESTABLISHED)
@@ -403,6 +442,9 @@ static void session_established(struct session *s)
 
     assert(s->state == SESSION_CONNECTING && s->inst != NULL);
     s->state = SESSION_ESTABLISHED;
+    uint64_t took = clock_us() - s->started_us;
+    s->connect_us = took < UINT32_MAX ? (uint32_t)took : UINT32_MAX;
+    hist_add(&h->connect_time, session_connect_bounds_us, took);
     tried_release(s);
     atomic_fetch_add_explicit(&s->inst->connects, 1, memory_order_relaxed);
     /* a good connect ends a run of failures; read first, so the usual case writes nothing */
@@ -444,11 +486,11 @@ static void session_connect_failed(struct session *s, int err, int timed_out)
         STATS_ADD(st, connect_timeouts, 1);
     session_log_connect_failed(s, err, timed_out);
     if (instance_mark_tried(s) != 0) {
-        session_finalize(s, "no_memory", CLOSE_RESET);
+        session_finalize(s, SESSION_END_RESOURCES, "no_memory", CLOSE_RESET);
         return;
     }
     if (s->attempts > s->lst->retries) {
-        session_finalize(s, "upstream_unavailable", CLOSE_FIN);
+        session_finalize(s, SESSION_END_CONNECT_FAILED, "upstream_unavailable", CLOSE_FIN);
         return;
     }
     STATS_ADD(st, retries, 1);
@@ -484,7 +526,7 @@ static void session_wait_for_descriptor(struct session *s, int err)
         s->t.fd_wait_since = now;
     if (now - s->t.fd_wait_since >= s->lst->connect_timeout_ms) {
         STATS_ADD(h->stats, alloc_failures, 1);
-        session_finalize(s, "no_descriptors", CLOSE_RESET);
+        session_finalize(s, SESSION_END_RESOURCES, "no_descriptors", CLOSE_RESET);
         return;
     }
     evloop_timer_add(h->loop, &s->timer, now + SESSION_FD_WAIT_MS);
@@ -510,10 +552,10 @@ static void session_dial(struct session *s, const struct net_addr *addr)
     } else if (rc == -EINPROGRESS) {
         evloop_timer_add(h->loop, &s->timer, evloop_now(h->loop) + s->lst->connect_timeout_ms);
         if (evloop_watch(h->loop, &s->upstream, EPOLLOUT) != 0)
-            session_finalize(s, "epoll_failed", CLOSE_RESET);
+            session_finalize(s, SESSION_END_RESOURCES, "epoll_failed", CLOSE_RESET);
     } else if (rc == -ENOBUFS || rc == -ENOMEM) {
         STATS_ADD(h->stats, alloc_failures, 1);
-        session_finalize(s, "no_memory", CLOSE_RESET);
+        session_finalize(s, SESSION_END_RESOURCES, "no_memory", CLOSE_RESET);
     } else {
         session_connect_failed(s, -rc, 0);
     }
@@ -529,17 +571,17 @@ static void session_connect_next(struct session *s)
         session_dial(s, &addr);
     } else if (rc == -ENOMEM) {
         STATS_ADD(s->host->stats, alloc_failures, 1);
-        session_finalize(s, "no_memory", CLOSE_RESET);
+        session_finalize(s, SESSION_END_RESOURCES, "no_memory", CLOSE_RESET);
     } else if (rc == -EBUSY) {
         session_enqueue(s);
     } else if (s->n_tried > 0) {
         STATS_ADD(s->host->stats, all_failed, 1); /* every instance failed */
         owner_warn_nothing_left(s->lst->service->owner, "all_failed", now);
-        session_finalize(s, "upstream_unavailable", CLOSE_FIN);
+        session_finalize(s, SESSION_END_CONNECT_FAILED, "upstream_unavailable", CLOSE_FIN);
     } else {
         STATS_ADD(s->host->stats, no_instance, 1); /* there is none to try */
         owner_warn_nothing_left(s->lst->service->owner, "no_instances", now);
-        session_finalize(s, "no_instance", CLOSE_FIN);
+        session_finalize(s, SESSION_END_NO_INSTANCE, "no_instance", CLOSE_FIN);
     }
 }
 
@@ -599,7 +641,7 @@ void session_on_timer(struct wheel_entry *e)
 
     if (s->state == SESSION_QUEUED) {
         STATS_ADD(h->stats, queue_timeouts, 1);
-        session_finalize(s, "queue_timeout", CLOSE_FIN);
+        session_finalize(s, SESSION_END_QUEUE_TIMEOUT, "queue_timeout", CLOSE_FIN);
         return;
     }
     if (s->state == SESSION_CONNECTING) {
@@ -616,12 +658,12 @@ void session_on_timer(struct wheel_entry *e)
         return;
     }
     STATS_ADD(h->stats, idle_timeouts, 1);
-    session_finalize(s, "idle_timeout", CLOSE_FIN);
+    session_finalize(s, SESSION_END_IDLE_TIMEOUT, "idle_timeout", CLOSE_FIN);
 }
 
 /* --- lifecycle ---------------------------------------------------------------------------- */
 
-static void session_log_end(const struct session *s, const char *reason)
+static void session_log_end(const struct session *s, enum session_end end, const char *reason)
 {
     struct net_addr client, local;
 
@@ -632,9 +674,9 @@ static void session_log_end(const struct session *s, const char *reason)
     log_event(s->host->log, LOG_LEVEL_DEBUG, "session_end", LOG_STR("listener", s->lst->name),
               LOG_STR("client", client.text), LOG_STR("local", local.text),
               LOG_STR("instance", s->inst != NULL ? s->inst->id : ""), LOG_STR("reason", reason),
-              LOG_INT("attempts", s->attempts), LOG_INT("bytes_up", s->up.bytes),
-              LOG_INT("bytes_down", s->down.bytes), LOG_INT("spliced_up", s->up.spliced),
-              LOG_INT("spliced_down", s->down.spliced));
+              LOG_STR("end", session_end_name(end)), LOG_INT("attempts", s->attempts),
+              LOG_INT("bytes_up", s->up.bytes), LOG_INT("bytes_down", s->down.bytes),
+              LOG_INT("spliced_up", s->up.spliced), LOG_INT("spliced_down", s->down.spliced));
 }
 
 static void host_unlink(struct session_host *h, struct session *s)
@@ -653,7 +695,66 @@ static void host_unlink(struct session_host *h, struct session *s)
 }
 
 /* The one way every session ends. Memory is freed after the current epoll batch. */
-static void session_finalize(struct session *s, const char *reason, enum close_how how)
+/* Which side's socket failed, from the direction that reported the error. */
+static enum session_end session_end_of_reset(const struct session *s)
+{
+    if (s->up.failed) /* client -> upstream: reading the client, or writing the instance */
+        return s->up.err_dst ? SESSION_END_SERVER_RESET : SESSION_END_CLIENT_RESET;
+    return s->down.err_dst ? SESSION_END_CLIENT_RESET : SESSION_END_SERVER_RESET;
+}
+
+/* Counters of a session that ends: its listener's, its instance's bytes, its duration. */
+static void session_count_end(struct session *s, enum session_end end)
+{
+    struct session_host *h = s->host;
+    struct listener_stats *ls = &h->lstats[s->lst->index];
+
+    STATS_ADD(ls, ended[end], 1);
+    atomic_store_explicit(&ls->open, atomic_load_explicit(&ls->open, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+    hist_add(&h->duration, session_duration_bounds_us, clock_us() - s->started_us);
+    if (s->inst != NULL && (s->up.bytes | s->down.bytes) != 0) {
+        /* one shared add per direction per session: the instance's line is written anyway */
+        atomic_fetch_add_explicit(&s->inst->bytes_up, s->up.bytes, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->inst->bytes_down, s->down.bytes, memory_order_relaxed);
+    }
+}
+
+/* The access-log line of a session that ends; dropped (and counted) when its ring is full. */
+static void session_log_access(const struct session *s, enum session_end end)
+{
+    struct net_addr client, upstream = {.text = ""};
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char line[LOG_LINE_BYTES];
+
+    session_client(s, &client);
+    /* the instance's address from its socket: only sessions of log_access listeners pay */
+    if (s->upstream.fd >= 0 && getpeername(s->upstream.fd, (struct sockaddr *)&ss, &len) == 0)
+        net_addr_from_sockaddr(&upstream, (struct sockaddr *)&ss, len);
+    char ip[NET_ADDR_MAX];
+    net_addr_ip_text(&client, ip, sizeof(ip));
+    const struct log_field f[] = {
+        LOG_STR("listener", s->lst->name),
+        LOG_STR("client", ip),
+        LOG_INT("client_port", s->client_port),
+        LOG_STR("instance", s->inst != NULL ? s->inst->id : ""),
+        LOG_STR("instance_addr", upstream.text),
+        LOG_INT("bytes_up", s->up.bytes),
+        LOG_INT("bytes_down", s->down.bytes),
+        LOG_INT("duration_us", clock_us() - s->started_us),
+        LOG_INT("connect_us", s->connect_us),
+        LOG_INT("retries", s->attempts > 1 ? s->attempts - 1 : 0),
+        LOG_STR("reason", session_end_name(end)),
+    };
+    size_t n = log_format(s->host->log, LOG_LEVEL_INFO, "access", f, sizeof(f) / sizeof(f[0]), line,
+                          sizeof(line));
+    if (n > 0)
+        (void)logring_put(s->host->access, line, n);
+}
+
+static void session_finalize(struct session *s, enum session_end end, const char *reason,
+                             enum close_how how)
 {
     struct session_host *h = s->host;
 
@@ -661,7 +762,10 @@ static void session_finalize(struct session *s, const char *reason, enum close_h
         return;
     if (s->state == SESSION_QUEUED)
         queue_remove(s);
-    session_log_end(s, reason);
+    session_log_end(s, end, reason);
+    session_count_end(s, end);
+    if (s->lst->log_access && h->access != NULL)
+        session_log_access(s, end);
     if (how == CLOSE_RESET)
         STATS_ADD(h->stats, resets, 1);
     STATS_ADD(h->stats, sessions_closed, 1);
@@ -689,7 +793,7 @@ static uint64_t lifetime_of(const struct session *s)
     return life + (life / 10 > 0 ? (uint64_t)s->client_port * 40503u % (life / 10 + 1) : 0);
 }
 
-void session_sweep(struct session_host *h, uint64_t now_ms, uint64_t loop_now)
+void session_sweep(struct session_host *h, uint64_t now_ms, uint64_t now_us)
 {
     struct session *s, *next;
 
@@ -702,17 +806,17 @@ void session_sweep(struct session_host *h, uint64_t now_ms, uint64_t loop_now)
         if (removed != 0 && svc->drain_timeout_ms != 0 &&
             now_ms - removed >= svc->drain_timeout_ms) {
             STATS_ADD(h->stats, drained, 1);
-            session_finalize(s, "drained", CLOSE_FIN);
-        } else if (svc->lifetime_ms != 0 && loop_now - s->started >= lifetime_of(s)) {
+            session_finalize(s, SESSION_END_DRAINED, "drained", CLOSE_FIN);
+        } else if (svc->lifetime_ms != 0 && now_us - s->started_us >= lifetime_of(s) * 1000) {
             STATS_ADD(h->stats, lifetime_closed, 1);
-            session_finalize(s, "lifetime", CLOSE_FIN);
+            session_finalize(s, SESSION_END_LIFETIME, "lifetime", CLOSE_FIN);
         }
     }
 }
 
 void session_abort(struct session *s)
 {
-    session_finalize(s, "shutdown", CLOSE_RESET);
+    session_finalize(s, SESSION_END_SHUTDOWN, "shutdown", CLOSE_RESET);
 }
 
 void session_free_closed(struct session_host *h)
@@ -753,7 +857,9 @@ int session_start(struct session_host *h, const struct listener_rt *lst, int fd,
     watch_init(&s->upstream, -1, on_upstream_event);
     s->up.pipe.rd = s->up.pipe.wr = s->down.pipe.rd = s->down.pipe.wr = -1;
     s->state = SESSION_CONNECTING;
-    s->started = evloop_now(h->loop);
+    s->started_us = clock_us();
+    STATS_ADD(&h->lstats[lst->index], accepted, 1);
+    STATS_ADD(&h->lstats[lst->index], open, 1);
     compact_addr(client, s->client_ip, &s->client_port, &s->client_family);
     if (lst->wildcard)
         session_record_local(s, fd);

@@ -42,20 +42,69 @@ struct session_queue {
     uint32_t len;           /* slots in use from head, holes included */
 };
 
+/* How sessions end, as the access log and the per-listener counters name it: X(NAME, "name"). */
+#define SESSION_END_LIST(X)                                                                        \
+    X(CLIENT_FIN, "client_fin")         /* the client closed first, cleanly */                     \
+    X(SERVER_FIN, "server_fin")         /* the instance closed first, cleanly */                   \
+    X(CLIENT_RESET, "client_reset")     /* the client's socket failed */                           \
+    X(SERVER_RESET, "server_reset")     /* the instance's socket failed */                         \
+    X(IDLE_TIMEOUT, "idle_timeout")     /* no traffic for idle_timeout */                          \
+    X(CONNECT_FAILED, "connect_failed") /* every attempt to connect failed */                      \
+    X(NO_INSTANCE, "no_instance")       /* the service had nothing to pick */                      \
+    X(QUEUE_TIMEOUT, "queue_timeout")   /* it waited for a free instance too long */               \
+    X(DRAINED, "drained")               /* its instance left the set drain_timeout ago */          \
+    X(LIFETIME, "lifetime")             /* it outlived max_connection_lifetime */                  \
+    X(SHUTDOWN, "shutdown")             /* sluice stopped */                                       \
+    X(REJECTED, "rejected")             /* refused: every instance full, no room in the queue */   \
+    X(RESOURCES, "resources")           /* out of memory or descriptors on sluice's side */
+
+#define SESSION_END_ENUM(name, text) SESSION_END_##name,
+enum session_end { SESSION_END_LIST(SESSION_END_ENUM) SESSION_END_COUNT };
+#undef SESSION_END_ENUM
+
+/* "client_fin", ... */
+const char *session_end_name(enum session_end end);
+
+/* One listener's counters in one host (summed over hosts when read). Host thread writes. */
+struct listener_stats {
+    atomic_ullong accepted;                 /* connections accepted */
+    atomic_ullong open;                     /* connections open now */
+    atomic_ullong ended[SESSION_END_COUNT]; /* connections ended, by how */
+};
+
+#define SESSION_HIST_BUCKETS 12 /* finite buckets of each latency histogram */
+
+/* Bounds (µs) of the connect-time and session-duration buckets. */
+extern const uint64_t session_connect_bounds_us[SESSION_HIST_BUCKETS];
+extern const uint64_t session_duration_bounds_us[SESSION_HIST_BUCKETS];
+
+/* A latency histogram written by one thread: counts per bucket (<= its bound), total, sum. */
+struct session_hist {
+    atomic_ullong le[SESSION_HIST_BUCKETS]; /* observations at most the bucket's bound */
+    atomic_ullong count;                    /* every observation (the +Inf bucket) */
+    atomic_ullong sum_us;                   /* their sum */
+};
+
+struct logring;
+
 /* What a host lends its sessions. */
 struct session_host {
-    struct evloop *loop;          /* descriptors, timers, clock */
-    struct pump_env pump;         /* buffers, pipes, splice policy */
-    struct stats *stats;          /* the host thread's counters */
-    struct logger *log;           /* where events go */
-    struct conn_budget *budget;   /* open-connection cap, shared by all hosts */
-    struct lb_scratch *scratch;   /* balancer state, one per service (service_rt.index) */
-    struct session_queue *queues; /* waiting clients, one queue per service (service_rt.index) */
-    uint64_t rng;                 /* random source for balancers; never 0 */
-    struct session *live;         /* open sessions (list head) */
-    size_t n_live;                /* entries in live */
-    struct session *graveyard;    /* sessions closed during this batch, freed after it */
-    int serving;                  /* session_serve_queue runs (it may end sessions itself) */
+    struct evloop *loop;           /* descriptors, timers, clock */
+    struct pump_env pump;          /* buffers, pipes, splice policy */
+    struct stats *stats;           /* the host thread's counters */
+    struct logger *log;            /* where events go */
+    struct conn_budget *budget;    /* open-connection cap, shared by all hosts */
+    struct lb_scratch *scratch;    /* balancer state, one per service (service_rt.index) */
+    struct session_queue *queues;  /* waiting clients, one queue per service (service_rt.index) */
+    uint64_t rng;                  /* random source for balancers; never 0 */
+    struct session *live;          /* open sessions (list head) */
+    size_t n_live;                 /* entries in live */
+    struct session *graveyard;     /* sessions closed during this batch, freed after it */
+    int serving;                   /* session_serve_queue runs (it may end sessions itself) */
+    struct listener_stats *lstats; /* per listener (listener_rt.index) */
+    struct session_hist connect_time; /* accept -> upstream connected */
+    struct session_hist duration;     /* accept -> end */
+    struct logring *access;           /* where access-log lines go (log_access listeners) */
     /* Out of descriptors for an upstream socket: the host should stop accepting for a while. */
     void (*on_fd_shortage)(struct session_host *h, int err);
 };
@@ -67,7 +116,7 @@ enum session_state {
     SESSION_CLOSED,      /* finalized, waiting to be freed after the epoll batch */
 };
 
-/* 256 bytes on x86-64: one 272-byte malloc chunk per idle connection. Fields are ordered so
+/* 264 bytes on x86-64: one 272-byte malloc chunk per idle connection. Fields are ordered so
  * that the small ones share words; measure idle memory before adding any. */
 struct session {
     struct session_host *host;     /* the host it lives in */
@@ -77,7 +126,7 @@ struct session {
     struct pump_dir up;            /* client -> upstream */
     struct pump_dir down;          /* upstream -> client */
     struct wheel_entry timer;      /* connect or idle deadline */
-    uint64_t started;              /* loop time of the accept */
+    uint64_t started_us;           /* monotonic µs of the accept */
     union {
         uint64_t last_active;   /* established: loop time of the last byte moved */
         uint64_t fd_wait_since; /* connecting: loop time it first found no descriptor; 0 */
@@ -91,6 +140,7 @@ struct session {
     uint8_t client_family;         /* AF_INET or AF_INET6 */
     uint16_t client_port;          /* client's port, host order */
     uint8_t client_ip[16];         /* client's address (4 bytes used for IPv4) */
+    uint32_t connect_us;           /* accept -> upstream connected, µs (retries included) */
     struct session *prev;          /* host's live list */
     struct session *next;          /* host's live list, or graveyard link */
     /* a listener bound to a wildcard address: the local address follows (session_local) */
@@ -116,8 +166,8 @@ void session_free_closed(struct session_host *h);
 size_t session_serve_queue(struct session_host *h, size_t svc);
 
 /* Closes the established sessions of h whose instance left its set more than drain_timeout ago
- * or that outlived max_connection_lifetime; now_ms is clock_ms(), loop_now the loop time. */
-void session_sweep(struct session_host *h, uint64_t now_ms, uint64_t loop_now);
+ * or that outlived max_connection_lifetime; now_ms and now_us are clock_ms() and clock_us(). */
+void session_sweep(struct session_host *h, uint64_t now_ms, uint64_t now_us);
 
 /* The client's address, and the local address it connected to. */
 void session_client(const struct session *s, struct net_addr *out);

@@ -35,6 +35,7 @@ const struct ini_key listener_keys[] = {
             false),
     INI_KEY("retries", LISTENER(retries), ini_set_u32, 0, 100, "2", false),
     INI_KEY("backlog", LISTENER(backlog), ini_set_int, 1, 65535, "4096", false),
+    INI_KEY("log_access", LISTENER(log_access), ini_set_bool, 0, 0, "off", false),
     {.name = NULL},
 };
 

@@ -29,6 +29,7 @@ struct listener_conf {
     uint64_t idle_timeout_ms;    /* idle_timeout, default 5 min; 0 = never */
     uint32_t retries;            /* retries, other instances tried after a failed connect */
     int backlog;                 /* backlog for listen(2), default 4096 */
+    int log_access;              /* log_access: one line per closed connection (0 or 1) */
 };
 
 /* The keys of a [service:NAME] that sessions enforce. */

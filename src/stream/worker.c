@@ -139,7 +139,7 @@ static void on_sweep(uv_timer_t *t)
             session_serve_queue(&w->host, i);
     if (now - w->last_sweep >= WORKER_SWEEP_MS) {
         w->last_sweep = now;
-        session_sweep(&w->host, clock_ms(), now);
+        session_sweep(&w->host, clock_ms(), clock_us());
     }
     session_free_closed(&w->host);
     worker_check_exit(w);
@@ -319,9 +319,11 @@ static int worker_init_host(struct worker *w)
     const struct worker_shared *sh = w->shared;
     struct lb_scratch *scratch = calloc(sh->n_services ? sh->n_services : 1, sizeof(*scratch));
     struct session_queue *queues = worker_init_queues(sh);
+    struct listener_stats *lstats = calloc(sh->n_listeners ? sh->n_listeners : 1, sizeof(*lstats));
 
-    if (scratch == NULL || queues == NULL) {
+    if (scratch == NULL || queues == NULL || lstats == NULL) {
         free(scratch);
+        free(lstats);
         if (queues != NULL)
             for (size_t i = 0; i < sh->n_services; i++)
                 free(queues[i].slots);
@@ -341,6 +343,8 @@ static int worker_init_host(struct worker *w)
         .budget = w->budget,
         .scratch = scratch,
         .queues = queues,
+        .lstats = lstats,
+        .access = sh->access != NULL ? &sh->access->rings[w->id] : NULL,
         .rng = rng_seed() + w->id,
         .on_fd_shortage = on_fd_shortage,
     };
@@ -391,6 +395,8 @@ void worker_destroy(struct worker *w)
         free(w->host.queues[i].slots);
     free(w->host.scratch);
     free(w->host.queues);
+    free(w->host.lstats);
+    w->host.lstats = NULL;
     w->host.scratch = NULL;
     w->host.queues = NULL;
     pool_buffers_destroy(&w->buffers);

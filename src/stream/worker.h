@@ -12,6 +12,7 @@
 #include "evloop.h"
 #include "listener.h"
 #include "log.h"
+#include "logring.h"
 #include "pool.h"
 #include "pump.h"
 #include "session.h"
@@ -29,6 +30,7 @@ struct worker_shared {
     uint32_t pipe_size;                  /* bytes per pipe */
     uint32_t buffer_size;                /* bytes per copy buffer */
     struct logger *log;                  /* where events go */
+    struct log_writer *access;           /* access-log rings, one per worker; NULL = none */
 };
 
 struct worker;

@@ -129,8 +129,9 @@ static void test_bind_in_use_fails_startup(void **state)
  * config uses every step: two workers, a static and a Consul service, a registration. */
 static void test_each_startup_step_fails_cleanly(void **state)
 {
-    static const char *const steps[] = {"loop",    "services",       "listeners", "discovery",
-                                        "workers", "worker_threads", "registrar"};
+    static const char *const steps[] = {"loop",      "services",       "access_log",
+                                        "listeners", "discovery",      "health",
+                                        "workers",   "worker_threads", "registrar"};
     char path[512], conf[1024], out[16384], fault[64], want[96];
 
     (void)state;
@@ -139,7 +140,7 @@ static void test_each_startup_step_fails_cleanly(void **state)
              "[sluice]\nworkers = 2\n"
              "[consul]\naddress = 127.0.0.1:1\nretry_min = 50ms\nretry_max = 100ms\n"
              "[registration]\n"
-             "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\n"
+             "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\nlog_access = on\n"
              "[listener:disc]\nbind = 127.0.0.1:%d\nservice = disc\n"
              "[service:api]\nbackends = 127.0.0.1:%d\n"
              "[service:disc]\ndiscovery = consul\n",
