@@ -141,8 +141,9 @@ static int daemon_setup_listeners(struct daemon *d)
     return 0;
 }
 
-#define ACCESS_RING_BYTES (512 * 1024) /* per worker: lines beyond it are dropped, not waited for  \
-                                        */
+#define ACCESS_RING_BYTES                                                                          \
+    (512 * 1024) /* per worker: lines beyond it are dropped, not waited for                        \
+                  */
 
 /* The access log: one ring per worker and a writer thread, when some listener asks for it. */
 static int daemon_setup_access_log(struct daemon *d)

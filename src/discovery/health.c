@@ -67,6 +67,7 @@ struct hc_service {
     size_t n;                  /* entries in probes */
     uint64_t version;          /* set version the probes follow */
     struct owner_verdict *out; /* verdict changes of this pass (n room) */
+    struct probe **out_probe;  /* the probe of each of them */
     size_t n_out;              /* entries in out */
 };
 
@@ -90,23 +91,28 @@ struct health {
 
 /* --- verdicts ------------------------------------------------------------------------------ */
 
+/* A verdict changed: it goes to the owner with the others of this pass (flush_verdicts). */
 static void verdict_change(struct probe *p, enum instance_health v)
 {
     struct hc_service *s = p->svc;
-    struct health *h = s->h;
 
     p->verdict = v;
+    s->out_probe[s->n_out] = p;
     s->out[s->n_out++] = (struct owner_verdict){.id = p->id, .health = v};
-    if (v == INSTANCE_HEALTH_DOWN) {
-        atomic_fetch_add(&h->downs, 1);
-        log_event(h->log, LOG_LEVEL_WARN, "health_down", LOG_STR("service", s->t.name),
+    atomic_fetch_add(v == INSTANCE_HEALTH_DOWN ? &s->h->downs : &s->h->ups, 1);
+}
+
+/* Logs a verdict once the owner applied it: a client that connects after reading the line
+ * meets the new set. */
+static void verdict_log(const struct hc_service *s, const struct probe *p)
+{
+    if (p->verdict == INSTANCE_HEALTH_DOWN)
+        log_event(s->h->log, LOG_LEVEL_WARN, "health_down", LOG_STR("service", s->t.name),
                   LOG_STR("instance", p->id), LOG_STR("check", health_check_name(s->t.check->kind)),
                   LOG_INT("failures", p->fail_in_row), LOG_STR("error", p->why));
-    } else {
-        atomic_fetch_add(&h->ups, 1);
-        log_event(h->log, LOG_LEVEL_INFO, "health_up", LOG_STR("service", s->t.name),
+    else
+        log_event(s->h->log, LOG_LEVEL_INFO, "health_up", LOG_STR("service", s->t.name),
                   LOG_STR("instance", p->id), LOG_INT("successes", p->ok_in_row));
-    }
 }
 
 /* One probe's result, through rise and fall; schedules the next one with jitter. */
@@ -333,13 +339,14 @@ static int service_sync(struct hc_service *s, uint64_t now)
     }
     next = calloc(set->n + 1, sizeof(*next));
     struct owner_verdict *out = calloc(set->n + 1, sizeof(*out));
+    struct probe **out_probe = calloc(set->n + 1, sizeof(*out_probe));
     for (size_t i = 0; next != NULL && out != NULL && i < set->n; i++) {
         if ((next[n] = probe_for(s, &set->inst[i], now)) == NULL)
             break;
         n++;
     }
     uint64_t version = set->version;
-    int complete = next != NULL && out != NULL && n == set->n;
+    int complete = next != NULL && out != NULL && out_probe != NULL && n == set->n;
     snapshot_read_unlock();
     if (!complete) {
         for (size_t i = 0; next != NULL && i < n; i++) {
@@ -350,6 +357,7 @@ static int service_sync(struct hc_service *s, uint64_t now)
         }
         free(next);
         free(out);
+        free(out_probe);
         return -ENOMEM;
     }
     qsort(next, n, sizeof(*next), probe_order);
@@ -360,9 +368,11 @@ static int service_sync(struct hc_service *s, uint64_t now)
         next[i]->taken = 0;
     free(old);
     free(s->out);
+    free(s->out_probe);
     s->probes = next;
     s->n = n;
     s->out = out;
+    s->out_probe = out_probe;
     s->version = version;
     return rc;
 }
@@ -448,6 +458,8 @@ static void flush_verdicts(struct health *h)
         struct hc_service *s = &h->svcs[k];
         if (s->n_out > 0)
             (void)owner_set_health(s->t.owner, s->out, s->n_out);
+        for (size_t i = 0; i < s->n_out; i++)
+            verdict_log(s, s->out_probe[i]);
         s->n_out = 0;
     }
 }
@@ -567,6 +579,7 @@ void health_destroy(struct health *h)
             probe_free(h->svcs[k].probes[i]);
         free(h->svcs[k].probes);
         free(h->svcs[k].out);
+        free(h->svcs[k].out_probe);
     }
     if (h->multi != NULL)
         curl_multi_cleanup(h->multi);

@@ -311,10 +311,29 @@ static void eject(struct owner *o, struct instance_state *st, uint64_t now)
     len = len < p->eject_max_time_ms ? len : p->eject_max_time_ms;
     st->ejected = 1;
     st->ejected_until = now + len;
+    st->announce = 1;
     atomic_fetch_add_explicit(&st->ejections, 1, memory_order_relaxed);
-    log_event(o->log, LOG_LEVEL_WARN, "instance_ejected", LOG_STR("service", o->name),
-              LOG_STR("instance", st->id), LOG_INT("failures", atomic_load(&st->fails_in_row)),
-              LOG_INT("for_ms", len), LOG_INT("ejections_in_row", st->ejected_in_row));
+}
+
+/* Logs the ejections and returns of the last tick, once the published set shows them: a client
+ * that connects after reading the line gets the new set. */
+static void announce(struct owner *o, uint64_t now)
+{
+    const struct instance_set *cur = o->current;
+
+    for (size_t i = 0; i < cur->n; i++) {
+        struct instance_state *st = cur->inst[i].state;
+        if (st->announce == 1)
+            log_event(o->log, LOG_LEVEL_WARN, "instance_ejected", LOG_STR("service", o->name),
+                      LOG_STR("instance", st->id),
+                      LOG_INT("failures", atomic_load(&st->fails_in_row)),
+                      LOG_INT("for_ms", st->ejected_until - now),
+                      LOG_INT("ejections_in_row", st->ejected_in_row));
+        else if (st->announce == 2)
+            log_event(o->log, LOG_LEVEL_INFO, "instance_returned", LOG_STR("service", o->name),
+                      LOG_STR("instance", st->id), LOG_INT("ejections_in_row", st->ejected_in_row));
+        st->announce = 0;
+    }
 }
 
 /* An ejection that is over: the instance comes back, its failures forgotten. */
@@ -323,8 +342,7 @@ static void unject(struct owner *o, struct instance_state *st, uint64_t now)
     st->ejected = 0;
     st->connects_at_return = atomic_load(&st->connects);
     state_comes_back(o, st, now);
-    log_event(o->log, LOG_LEVEL_INFO, "instance_returned", LOG_STR("service", o->name),
-              LOG_STR("instance", st->id), LOG_INT("ejections_in_row", st->ejected_in_row));
+    st->announce = 2;
 }
 
 /* Passive health over the listed instances: returns the ejections that ended, ejects those that
@@ -386,6 +404,7 @@ uint64_t owner_tick(struct owner *o, uint64_t now_ms)
     changed |= tick_ramps(o, now_ms, &next);
     if (changed)
         (void)publish_locked(o, now_ms, &old); /* publishes only when a weight really moved */
+    announce(o, now_ms);
     unlock_and_retire(o, old);
     return next;
 }

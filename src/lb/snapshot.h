@@ -25,21 +25,22 @@ enum instance_health {
  * swap never resets balancing. Shared by all threads. The atomics are written by workers and
  * the owner; the fields below them are the owner's own, under its lock. */
 struct instance_state {
-    char id[SNAPSHOT_ID_MAX];    /* stable identity ("ip:port", or Consul node + service id) */
-    atomic_uint active;          /* sessions connecting to or connected to it, all workers */
-    atomic_uint refs;            /* one for "known to the owner" + one per set or holder */
-    atomic_uint fails_in_row;    /* failed connects since the last good one (passive health) */
-    atomic_ullong connects;      /* sessions that connected, for metrics */
-    atomic_ullong failures;      /* failed connect attempts, for metrics */
-    atomic_ullong ejections;     /* times passive health ejected it, for metrics */
-    atomic_ullong timeouts;      /* connect attempts that timed out, for metrics */
-    atomic_ullong bytes_up;      /* bytes sent to it by sessions that ended */
-    atomic_ullong bytes_down;    /* bytes received from it by sessions that ended */
-    atomic_ullong removed_ms;    /* clock_ms when it left the set (draining); 0 while listed */
-    uint8_t health;              /* enum instance_health; owner only */
-    uint8_t ejected;             /* passive health keeps it out until ejected_until; owner only */
-    uint32_t ejected_in_row;     /* ejections without a good connect in between; owner only */
-    uint64_t ejected_until;      /* clock_ms when an ejection ends; owner only */
+    char id[SNAPSHOT_ID_MAX]; /* stable identity ("ip:port", or Consul node + service id) */
+    atomic_uint active;       /* sessions connecting to or connected to it, all workers */
+    atomic_uint refs;         /* one for "known to the owner" + one per set or holder */
+    atomic_uint fails_in_row; /* failed connects since the last good one (passive health) */
+    atomic_ullong connects;   /* sessions that connected, for metrics */
+    atomic_ullong failures;   /* failed connect attempts, for metrics */
+    atomic_ullong ejections;  /* times passive health ejected it, for metrics */
+    atomic_ullong timeouts;   /* connect attempts that timed out, for metrics */
+    atomic_ullong bytes_up;   /* bytes sent to it by sessions that ended */
+    atomic_ullong bytes_down; /* bytes received from it by sessions that ended */
+    atomic_ullong removed_ms; /* clock_ms when it left the set (draining); 0 while listed */
+    uint8_t health;           /* enum instance_health; owner only */
+    uint8_t ejected;          /* passive health keeps it out until ejected_until; owner only */
+    uint8_t announce;         /* 1 ejected, 2 returned: logged once the set shows it; owner only */
+    uint32_t ejected_in_row;  /* ejections without a good connect in between; owner only */
+    uint64_t ejected_until;   /* clock_ms when an ejection ends; owner only */
     uint64_t connects_at_return; /* connects when it last came back; owner only */
     uint64_t ramp_since;         /* clock_ms a slow start began, 0 = none; owner only */
     uint64_t listed_in;          /* version of the newest set listing it; owner only */

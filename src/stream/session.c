@@ -561,14 +561,13 @@ static void session_dial(struct session *s, const struct net_addr *addr)
     }
 }
 
-static void session_connect_next(struct session *s)
+/* Acts on a pick: dial it, queue, or end the session with the reason. */
+static void session_picked(struct session *s, int rc, const struct net_addr *addr)
 {
-    struct net_addr addr;
-    int rc = instance_pick(s, &addr);
     uint64_t now = evloop_now(s->host->loop);
 
     if (rc == 0) {
-        session_dial(s, &addr);
+        session_dial(s, addr);
     } else if (rc == -ENOMEM) {
         STATS_ADD(s->host->stats, alloc_failures, 1);
         session_finalize(s, SESSION_END_RESOURCES, "no_memory", CLOSE_RESET);
@@ -585,20 +584,30 @@ static void session_connect_next(struct session *s)
     }
 }
 
+static void session_connect_next(struct session *s)
+{
+    struct net_addr addr;
+
+    session_picked(s, instance_pick(s, &addr), &addr);
+}
+
 size_t session_serve_queue(struct session_host *h, size_t svc)
 {
     struct session_queue *q = &h->queues[svc];
+    struct net_addr addr;
 
     if (h->serving)
         return q->len; /* a session of this pass ended: the pass goes on by itself */
     h->serving = 1;
     while (q->len > 0) {
         struct session *s = q->slots[q->head];
+        int rc = instance_pick(s, &addr);
+        if (rc == -EBUSY)
+            break; /* still full: the head keeps its place, its timer and its count */
         queue_remove(s);
         s->state = SESSION_CONNECTING;
-        session_connect_next(s);
-        if (s->state == SESSION_QUEUED)
-            break; /* still full: it went back in, at the tail; the rest wait too */
+        evloop_timer_remove(h->loop, &s->timer);
+        session_picked(s, rc, &addr);
     }
     h->serving = 0;
     return q->len;
