@@ -90,6 +90,28 @@ long balancer_pick_random(const struct instance_set *set, const struct lb_ctx *c
     return -1; /* not reached: the shares sum to total */
 }
 
+uint64_t balancer_mix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+uint64_t balancer_hash(const void *data, size_t len, uint64_t seed)
+{
+    const unsigned char *p = data;
+    uint64_t h = seed;
+
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return balancer_mix(h);
+}
+
 size_t balancer_cursor_size(size_t n)
 {
     (void)n;

@@ -89,6 +89,16 @@ int lb_tried(const struct instance_set *set, size_t i, const struct lb_ctx *ctx)
  * tried. For lb_*.c. */
 int balancer_eligible(const struct instance_set *set, size_t i, const struct lb_ctx *ctx);
 
+/* The hash every hashing balancer uses: 64-bit FNV-1a from seed, then murmur3's fmix64, so keys
+ * that differ in one byte (the last octet of an address) spread over the whole range before a
+ * modulo. Fixed: every worker and every restart maps a key the same way. For lb_*.c. */
+uint64_t balancer_hash(const void *data, size_t len, uint64_t seed);
+
+/* murmur3's 64-bit finaliser. */
+uint64_t balancer_mix(uint64_t h);
+
+#define BALANCER_HASH_SEED 0xcbf29ce484222325ULL /* FNV-1a's own offset basis */
+
 /* A scratch that is one cursor (round_robin, least_connections): 8 bytes, starting at
  * ordinal % n so that callers do not all begin with instance 0. For lb_*.c. */
 size_t balancer_cursor_size(size_t n);

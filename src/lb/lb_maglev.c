@@ -32,25 +32,6 @@ struct maglev_table {
     struct maglev_peer peer[]; /* one per instance with weight > 0, sorted by id */
 };
 
-/* 64-bit FNV-1a from seed, then murmur3's fmix64: FNV alone leaves the low bits of short,
- * similar strings ("10.0.0.1:80", "10.0.0.2:80") too alike for a modulo. */
-static uint64_t maglev_hash(const void *data, size_t len, uint64_t seed)
-{
-    const unsigned char *p = data;
-    uint64_t h = seed;
-
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
-}
-
 static size_t maglev_table_size(size_t n)
 {
     return sizeof(struct maglev_table) + n * sizeof(struct maglev_peer);
@@ -117,8 +98,8 @@ static size_t maglev_peers(struct maglev_peer *p, const struct instance_set *set
         }
         const char *id = inst->state->id;
         const size_t len = strnlen(id, sizeof(inst->state->id));
-        const uint64_t offset = maglev_hash(id, len, MAGLEV_SEED_OFFSET);
-        const uint64_t skip = maglev_hash(id, len, MAGLEV_SEED_SKIP);
+        const uint64_t offset = balancer_hash(id, len, MAGLEV_SEED_OFFSET);
+        const uint64_t skip = balancer_hash(id, len, MAGLEV_SEED_SKIP);
         p[np] = (struct maglev_peer){
             .idx = (uint32_t)i,
             .pos = (uint32_t)(offset % MAGLEV_M),
@@ -208,7 +189,7 @@ static long maglev_pick(const struct instance_set *set, const struct lb_ctx *ctx
         return -1;
     }
     assert(t->n == set->n);
-    uint32_t slot = (uint32_t)(maglev_hash(key, key_len, MAGLEV_SEED_KEY) % MAGLEV_M);
+    uint32_t slot = (uint32_t)(balancer_hash(key, key_len, MAGLEV_SEED_KEY) % MAGLEV_M);
     uint32_t rejected = MAGLEV_EMPTY; /* last instance found ineligible: skipped without a test */
     for (uint32_t step = 0; step < MAGLEV_M; step++, slot = (slot + 1) % MAGLEV_M) {
         const uint32_t e = t->entry[slot];
