@@ -11,7 +11,7 @@
 #define WORKERS_MAX 256 /* upper limit of workers, also the cap of "auto" */
 
 /* Kinds in the order messages list them; indexes for the checks below. */
-enum { KIND_SLUICE, KIND_LISTENER, KIND_SERVICE, KIND_CONSUL, KIND_REGISTRATION };
+enum { KIND_SLUICE, KIND_LISTENER, KIND_SERVICE, KIND_CONSUL, KIND_REGISTRATION, KIND_ADMIN };
 
 /* "auto" follows the CPUs online now; capped by the row's limit. */
 static const char *set_workers(void *field, const struct ini_key *key, const char *value, char *msg)
@@ -210,6 +210,7 @@ static const struct ini_table service_tables[] = {
 };
 static const struct ini_table consul_tables[] = {{consul_keys, 0}};
 static const struct ini_table registration_tables[] = {{registration_keys, 0}};
+static const struct ini_table admin_tables[] = {{admin_keys, 0}};
 
 #define TABLES(t) t, sizeof(t) / sizeof((t)[0])
 
@@ -228,6 +229,8 @@ static const struct ini_kind kinds[] = {
     [KIND_REGISTRATION] = {"registration", false, TABLES(registration_tables),
                            offsetof(struct config, registration), 0, 0, 0,
                            offsetof(struct registration_conf, line), check_registration},
+    [KIND_ADMIN] = {"admin", false, TABLES(admin_tables), offsetof(struct config, admin), 0, 0, 0,
+                    offsetof(struct admin_conf, line), admin_conf_check},
 };
 
 static const struct ini_schema schema = {

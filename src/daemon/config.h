@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "admin_conf.h"
 #include "consul_conf.h"
 #include "health_conf.h"
 #include "inifile.h"
@@ -43,6 +44,7 @@ struct config {
     size_t n_services;                     /* entries in services */
     struct consul_conf consul;             /* [consul] */
     struct registration_conf registration; /* [registration] */
+    struct admin_conf admin;               /* [admin] */
 };
 
 /* Reads and validates FILE. On success returns 0 and *out owns a new config. On problems

@@ -10,7 +10,9 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "admin.h"
 #include "balancer.h"
+#include "clock.h"
 #include "daemon_int.h"
 #include "stats.h"
 
@@ -322,7 +324,7 @@ static void daemon_close_handles(struct daemon *d)
     for (unsigned i = 0; i < d->n_signals; i++)
         uv_close((uv_handle_t *)&d->signals[i], NULL);
     uv_handle_t *handles[] = {(uv_handle_t *)&d->shutdown_timer, (uv_handle_t *)&d->worker_exited,
-                              (uv_handle_t *)&d->unlistened};
+                              (uv_handle_t *)&d->unlistened, (uv_handle_t *)&d->reload_async};
     for (unsigned i = 0; i < d->n_handles; i++)
         uv_close(handles[i], NULL);
     d->n_signals = d->n_handles = 0;
@@ -362,12 +364,12 @@ static void on_shutdown_timeout(uv_timer_t *t)
  * watching), then drains. */
 static void daemon_drain(struct daemon *d, const char *signal_name)
 {
-    if (d->draining) {
+    if (atomic_load(&d->draining)) {
         /* a second signal: the operator does not want to wait */
         on_shutdown_timeout(&d->shutdown_timer);
         return;
     }
-    d->draining = 1;
+    atomic_store(&d->draining, 1);
     log_event(&d->log, LOG_LEVEL_INFO, "shutdown_started", LOG_STR("signal", signal_name),
               LOG_INT("open", atomic_load(&d->shared.budget.open)),
               LOG_INT("timeout_ms", d->cfg->shutdown_timeout_ms));
@@ -382,8 +384,8 @@ static void daemon_drain(struct daemon *d, const char *signal_name)
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct daemon *d = h->data;
-    if (signum == SIGHUP && !d->draining) {
-        reload_run(d);
+    if (signum == SIGHUP && !atomic_load(&d->draining)) {
+        reload_run(d, NULL);
     } else if (signum == SIGUSR1) {
         daemon_log_stats(d, "stats");
         daemon_log_discovery(d);
@@ -391,6 +393,72 @@ static void on_signal(uv_signal_t *h, int signum)
     } else if (signum == SIGTERM || signum == SIGINT) {
         daemon_drain(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
     }
+}
+
+/* --- reloads asked for by the admin thread ------------------------------------------------ */
+
+static void on_reload_asked(uv_async_t *a)
+{
+    struct daemon *d = a->data;
+    struct ini_errors errs = {0};
+
+    pthread_mutex_lock(&d->reload_lock);
+    int pending = d->reload_pending;
+    pthread_mutex_unlock(&d->reload_lock);
+    if (!pending)
+        return;
+    /* the reload runs without the lock: the admin thread only waits on it */
+    int rc = atomic_load(&d->draining) ? -EBUSY : reload_run(d, &errs);
+    pthread_mutex_lock(&d->reload_lock);
+    ini_errors_clear(&d->reload_errs); /* an answer nobody waited for */
+    d->reload_errs = errs;
+    d->reload_rc = rc;
+    d->reload_pending = 0;
+    d->reload_done = 1;
+    pthread_cond_broadcast(&d->reload_cond);
+    pthread_mutex_unlock(&d->reload_lock);
+}
+
+int daemon_reload_from_admin(struct daemon *d, struct ini_errors *errs, uint64_t timeout_ms)
+{
+    struct timespec until;
+    int rc = 0;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(timeout_ms / 1000);
+    pthread_mutex_lock(&d->reload_lock);
+    if (atomic_load(&d->draining)) {
+        pthread_mutex_unlock(&d->reload_lock);
+        return -EBUSY;
+    }
+    d->reload_pending = 1;
+    d->reload_done = 0;
+    uv_async_send(&d->reload_async);
+    while (!d->reload_done && rc == 0)
+        rc = pthread_cond_timedwait(&d->reload_cond, &d->reload_lock, &until);
+    if (d->reload_done) {
+        rc = d->reload_rc;
+        *errs = d->reload_errs;
+        d->reload_errs = (struct ini_errors){0};
+        d->reload_done = 0;
+    } else {
+        rc = -ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&d->reload_lock);
+    return rc;
+}
+
+/* The admin server, after the workers: it reports on them. */
+static int daemon_start_admin(struct daemon *d)
+{
+    return admin_start(d, &d->admin, d->step_error, sizeof(d->step_error));
+}
+
+static double wall_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* The main loop and its handles; each one counted as it is initialised, so that a failure
@@ -418,7 +486,11 @@ static int daemon_setup_loop(struct daemon *d)
     if ((rc = uv_async_init(&d->loop, &d->unlistened, on_unlistened)) != 0)
         return rc;
     d->n_handles++;
+    if ((rc = uv_async_init(&d->loop, &d->reload_async, on_reload_asked)) != 0)
+        return rc;
+    d->n_handles++;
     d->shutdown_timer.data = d->worker_exited.data = d->unlistened.data = d;
+    d->reload_async.data = d;
     return 0;
 }
 
@@ -427,6 +499,7 @@ static int daemon_setup_loop(struct daemon *d)
 /* Undoes every start-up step that was done, in reverse order. */
 static void daemon_teardown(struct daemon *d)
 {
+    admin_stop(d->admin); /* first: it reads what the rest frees */
     for (unsigned i = 0; i < d->n_started; i++)
         worker_command(&d->workers[i], WORKER_STOP);
     registrar_destroy(d->registrar);
@@ -453,6 +526,9 @@ static void daemon_teardown(struct daemon *d)
         assert(rc == 0);
         (void)rc;
     }
+    ini_errors_clear(&d->reload_errs);
+    pthread_cond_destroy(&d->reload_cond);
+    pthread_mutex_destroy(&d->reload_lock);
     config_destroy(d->cfg);
 }
 
@@ -497,6 +573,7 @@ int daemon_run(struct config *cfg)
         {"health", daemon_start_health},
         {"workers", daemon_init_workers},
         {"worker_threads", daemon_start_workers},
+        {"admin", daemon_start_admin},
         {"registrar", daemon_start_registrar},
     };
     struct daemon *d = calloc(1, sizeof(*d));
@@ -509,11 +586,16 @@ int daemon_run(struct config *cfg)
     d->cfg = cfg;
     d->n_workers = cfg->workers;
     d->fault = getenv(FAULT_ENV);
+    d->started_ms = clock_ms();
+    d->started_wall = wall_seconds();
+    pthread_mutex_init(&d->reload_lock, NULL);
+    pthread_cond_init(&d->reload_cond, NULL);
     log_init(&d->log, STDERR_FILENO);
     log_configure(&d->log, cfg->log_level, cfg->log_format);
     for (size_t i = 0; rc == 0 && i < sizeof(steps) / sizeof(steps[0]); i++)
         rc = daemon_step(d, steps[i].name, steps[i].run);
     if (rc == 0) {
+        atomic_store(&d->serving, 1);
         daemon_log_started(d);
         uv_run(&d->loop, UV_RUN_DEFAULT);
         daemon_log_stats(d, "stopped");

@@ -6,6 +6,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <uv.h>
 
 #include "config.h"
@@ -43,7 +44,18 @@ struct daemon {
     unsigned n_started;                  /* workers whose thread runs */
     atomic_uint n_exited;                /* workers whose loop ended */
     atomic_uint n_unlistened;            /* workers whose listening sockets are closed */
-    int draining;                        /* shutdown under way */
+    atomic_int draining;                 /* shutdown under way (the admin thread reads it) */
+    atomic_int serving;                  /* start-up finished */
+    uint64_t started_ms;                 /* clock_ms at start */
+    double started_wall;                 /* seconds since the epoch at start */
+    uv_async_t reload_async;             /* the admin thread asks for a reload */
+    pthread_mutex_t reload_lock;         /* guards the reload_* request below */
+    pthread_cond_t reload_cond;          /* signalled when the main thread has reloaded */
+    int reload_pending;                  /* asked, not yet done */
+    int reload_done;                     /* done: reload_rc and reload_errs are the answer */
+    int reload_rc;                       /* its result */
+    struct ini_errors reload_errs;       /* a broken file's errors */
+    struct admin *admin;                 /* the admin server; NULL without [admin] */
     int said_unlistened;                 /* listeners_closed was logged */
     struct discovery *discovery;         /* Consul watches; NULL without consul services */
     struct registrar *registrar;         /* Consul registrations; NULL without [registration] */
@@ -59,7 +71,12 @@ int reload_static_service(struct daemon *d, struct owner *o, const struct config
  * what needs a restart. */
 void reload_apply(struct daemon *d, const struct config *next);
 
-/* Reads the file again and applies it; a broken file is logged and ignored. */
-void reload_run(struct daemon *d);
+/* Reads the file again and applies it; a broken file is logged and ignored. Returns 0 or the
+ * loader's error; the error lines go to errs when it is not NULL. */
+int reload_run(struct daemon *d, struct ini_errors *errs);
+
+/* From the admin thread: has the main thread reload, waits up to timeout_ms for it. 0, the
+ * loader's error (errs holds the file's problems), -ETIMEDOUT or -EBUSY (shutting down). */
+int daemon_reload_from_admin(struct daemon *d, struct ini_errors *errs, uint64_t timeout_ms);
 
 #endif

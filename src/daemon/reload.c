@@ -129,7 +129,7 @@ void reload_apply(struct daemon *d, const struct config *next)
     reload_listeners(d, next);
 }
 
-void reload_run(struct daemon *d)
+int reload_run(struct daemon *d, struct ini_errors *out)
 {
     struct config *next = NULL;
     struct ini_errors errs = {0};
@@ -141,10 +141,14 @@ void reload_run(struct daemon *d)
             log_event(&d->log, LOG_LEVEL_ERROR, "config_error", LOG_STR("error", errs.lines[i]));
         log_event(&d->log, LOG_LEVEL_ERROR, "reload_failed", LOG_STR("config", d->cfg->path),
                   LOG_INT("errors", errs.n), LOG_STR("action", "keeping the running config"));
-        ini_errors_clear(&errs);
-        return;
+        if (out != NULL)
+            *out = errs; /* the caller frees them */
+        else
+            ini_errors_clear(&errs);
+        return rc;
     }
     reload_apply(d, next);
     config_destroy(next);
     log_event(&d->log, LOG_LEVEL_INFO, "reload_done", LOG_STR("config", d->cfg->path));
+    return 0;
 }

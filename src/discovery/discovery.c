@@ -41,6 +41,7 @@ struct discovery_state_ {
         rate_limited;                  /* discovery_status counters */
     unsigned watches, synced, failing; /* see discovery_status */
     uint64_t degraded_since_ms;        /* clock when the degraded period began */
+    struct discovery_totals totals;    /* for metrics */
     unsigned long long failed_calls;   /* failures during the current degraded period */
     char last_error[256];              /* last failure */
 };
@@ -65,8 +66,15 @@ struct watch {
     int synced;                          /* a good answer has been published */
     int failing;                         /* the last query failed */
     int acl_empty_warned;                /* warned about an empty list under ACL deny */
-    size_t invalid_logged;               /* invalid entries count last logged */
-    char error[256];                     /* last failure logged for this watch */
+    uint64_t contact_ms;     /* clock of the last answer of any kind; 0 = none (g lock) */
+    uint64_t good_ms;        /* clock of the last good answer; 0 = none (g lock) */
+    uint64_t status_index;   /* what status shows of index (g lock) */
+    int status_synced;       /* ... of synced (g lock) */
+    int status_failing;      /* ... of failing (g lock) */
+    size_t status_instances; /* ... of n_current (g lock) */
+    char status_error[256];  /* ... of error (g lock) */
+    size_t invalid_logged;   /* invalid entries count last logged */
+    char error[256];         /* last failure logged for this watch */
 };
 
 struct discovery {
@@ -133,6 +141,41 @@ const char *discovery_state_name(enum discovery_state state)
 {
     return (unsigned)state < sizeof(state_names) / sizeof(state_names[0]) ? state_names[state]
                                                                           : "unknown";
+}
+
+size_t discovery_watches(struct discovery *d, struct discovery_watch_status *out, size_t cap)
+{
+    uint64_t now = clock_ms();
+
+    if (d == NULL)
+        return 0;
+    pthread_mutex_lock(&d->g.lock);
+    for (size_t i = 0; i < d->n && i < cap; i++) {
+        const struct watch *w = &d->watches[i];
+        out[i] = (struct discovery_watch_status){
+            .index = w->status_index,
+            .synced = w->status_synced,
+            .failing = w->status_failing,
+            .instances = w->status_instances,
+            .contact_ago_ms = w->contact_ms != 0 ? now - w->contact_ms : UINT64_MAX,
+            .stale_ms = w->good_ms != 0 ? now - w->good_ms : UINT64_MAX,
+        };
+        snprintf(out[i].service, sizeof(out[i].service), "%s", w->name);
+        snprintf(out[i].consul_service, sizeof(out[i].consul_service), "%s", w->cfg->service);
+        snprintf(out[i].last_error, sizeof(out[i].last_error), "%s", w->status_error);
+    }
+    pthread_mutex_unlock(&d->g.lock);
+    return d->n;
+}
+
+void discovery_totals_get(struct discovery *d, struct discovery_totals *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (d == NULL)
+        return;
+    pthread_mutex_lock(&d->g.lock);
+    *out = d->g.totals;
+    pthread_mutex_unlock(&d->g.lock);
 }
 
 enum discovery_state discovery_state_get(const struct discovery *d)
@@ -220,8 +263,10 @@ static int watch_publish(struct watch *w, struct consul_parse_result *r, uint64_
         return -ENOMEM;
     }
     for (size_t i = 0; i < r->n; i++) {
-        members[i] = (struct owner_member){
-            .id = r->inst[i].id, .addr = r->inst[i].addr, .weight = r->inst[i].weight};
+        members[i] = (struct owner_member){.id = r->inst[i].id,
+                                           .addr = r->inst[i].addr,
+                                           .weight = r->inst[i].weight,
+                                           .warning = r->inst[i].health == CONSUL_HEALTH_WARNING};
     }
     rc = owner_set_members(w->owner, members, r->n);
     free(members);
@@ -345,6 +390,9 @@ static void watch_ok(struct watch *w, uint64_t now)
     uint64_t next = discovery_index_next(w->index, received);
 
     if (next == 0) {
+        pthread_mutex_lock(&w->d->g.lock);
+        w->d->g.totals.index_resets++;
+        pthread_mutex_unlock(&w->d->g.lock);
         log_event(w->d->log, LOG_LEVEL_INFO, "discovery_index_reset", LOG_STR("service", w->name),
                   LOG_INT("sent", w->index), LOG_INT("received", received),
                   LOG_STR("action", "full resync"));
@@ -380,6 +428,42 @@ static void watch_overdue(struct watch *w, uint64_t now, const char *by)
 }
 
 /* A transfer of the multi handle ended. */
+const uint64_t discovery_duration_bounds_ms[DISCOVERY_HIST_BUCKETS] = {
+    5, 25, 100, 250, 1000, 5000, 15000, 30000, 60000, 120000};
+
+/* Totals of one finished request: its duration, and what kind of error it was. */
+static void watch_account(struct watch *w, enum consul_outcome outcome, int parsed, uint64_t now)
+{
+    struct discovery_totals *t = &w->d->g.totals;
+    uint64_t took = now - w->started_ms;
+
+    pthread_mutex_lock(&w->d->g.lock);
+    for (size_t i = 0; i < DISCOVERY_HIST_BUCKETS; i++)
+        t->duration_le[i] += took <= discovery_duration_bounds_ms[i];
+    t->duration_count++;
+    t->duration_sum_ms += took;
+    t->unreachable += outcome == CONSUL_UNREACHABLE;
+    t->rejected += outcome == CONSUL_REJECTED;
+    t->invalid += outcome == CONSUL_OK && !parsed;
+    if (outcome != CONSUL_UNREACHABLE)
+        w->contact_ms = now;
+    if (outcome == CONSUL_OK && parsed)
+        w->good_ms = now;
+    pthread_mutex_unlock(&w->d->g.lock);
+}
+
+/* Copies what status shows of w (after each answer). */
+static void watch_publish_status(struct watch *w)
+{
+    pthread_mutex_lock(&w->d->g.lock);
+    w->status_index = w->index;
+    w->status_synced = w->synced;
+    w->status_failing = w->failing;
+    w->status_instances = w->n_current;
+    snprintf(w->status_error, sizeof(w->status_error), "%s", w->error);
+    pthread_mutex_unlock(&w->d->g.lock);
+}
+
 static void watch_done(struct watch *w, CURLcode result, uint64_t now)
 {
     enum consul_outcome outcome = consul_call_done(&w->call, result);
@@ -387,7 +471,9 @@ static void watch_done(struct watch *w, CURLcode result, uint64_t now)
 
     curl_multi_remove_handle(w->d->multi, w->call.easy);
     w->in_flight = 0;
-    if (outcome == CONSUL_OK && watch_answer(w, why, sizeof(why)) == 0) {
+    int parsed = outcome == CONSUL_OK && watch_answer(w, why, sizeof(why)) == 0;
+    watch_account(w, outcome, parsed, now);
+    if (parsed) {
         watch_ok(w, now);
     } else if (outcome == CONSUL_OK) {
         watch_fail(w, CONSUL_REJECTED, why, now);
@@ -404,6 +490,7 @@ static void watch_done(struct watch *w, CURLcode result, uint64_t now)
         }
         watch_fail(w, outcome, why, now);
     }
+    watch_publish_status(w);
     consul_call_cleanup(&w->call);
 }
 
@@ -501,7 +588,7 @@ static void *discovery_main(void *arg)
 
 /* --- lifecycle ---------------------------------------------------------------------------- */
 
-static int discovery_watches(struct discovery *d, const struct discovery_target *targets, size_t n)
+static int watches_prepare(struct discovery *d, const struct discovery_target *targets, size_t n)
 {
     d->watches = calloc(n + 1, sizeof(*d->watches));
     if (d->watches == NULL) {
@@ -537,7 +624,7 @@ int discovery_create(const struct consul_conf *ccfg, const struct discovery_targ
     d->ccfg = ccfg;
     d->log = log;
     pthread_mutex_init(&d->g.lock, NULL);
-    rc = discovery_watches(d, targets, n);
+    rc = watches_prepare(d, targets, n);
     if (rc == 0) {
         rc = consul_client_create(ccfg, &d->client, err, err_len);
     }

@@ -41,6 +41,35 @@ struct discovery_status {
     char last_error[256];            /* last failure, "" before any */
 };
 
+#define DISCOVERY_HIST_BUCKETS 10 /* finite buckets of the request-duration histogram */
+
+/* Bounds (ms) of the request-duration buckets (blocking queries last up to wait). */
+extern const uint64_t discovery_duration_bounds_ms[DISCOVERY_HIST_BUCKETS];
+
+/* Totals across watches, for metrics. */
+struct discovery_totals {
+    unsigned long long index_resets;                        /* X-Consul-Index went backwards */
+    unsigned long long unreachable;                         /* errors: no answer */
+    unsigned long long rejected;                            /* errors: an error status */
+    unsigned long long invalid;                             /* errors: an answer not understood */
+    unsigned long long duration_le[DISCOVERY_HIST_BUCKETS]; /* requests per bucket (cumulative) */
+    unsigned long long duration_count;                      /* requests that ended */
+    unsigned long long duration_sum_ms;                     /* their total duration */
+};
+
+/* One watch as status shows it. */
+struct discovery_watch_status {
+    char service[64];        /* the service's NAME */
+    char consul_service[64]; /* what it watches */
+    uint64_t index;          /* index sent next (0: a full read is due) */
+    int synced;              /* a good answer was published */
+    int failing;             /* the last query failed */
+    size_t instances;        /* in the last good answer */
+    uint64_t contact_ago_ms; /* since the agent last answered anything; UINT64_MAX: never */
+    uint64_t stale_ms;       /* since the last good answer; UINT64_MAX: never */
+    char last_error[256];    /* last failure, "" when none since the last success */
+};
+
 /* The running discovery; opaque. */
 struct discovery;
 struct owner;
@@ -72,6 +101,12 @@ void discovery_destroy(struct discovery *d);
 
 /* The state and counters of d (NULL: DISCOVERY_OFF, all zero). Any thread. */
 void discovery_status_get(struct discovery *d, struct discovery_status *out);
+
+/* Every watch's status: fills at most cap entries and returns how many watches there are. */
+size_t discovery_watches(struct discovery *d, struct discovery_watch_status *out, size_t cap);
+
+/* The totals (zero for NULL). Any thread. */
+void discovery_totals_get(struct discovery *d, struct discovery_totals *out);
 
 /* Just the state (NULL: DISCOVERY_OFF). Any thread, lock-free. */
 enum discovery_state discovery_state_get(const struct discovery *d);

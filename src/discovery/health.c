@@ -44,6 +44,8 @@ struct hc_service;
 struct probe {
     struct hc_service *svc;       /* its service */
     char id[SNAPSHOT_ID_MAX];     /* the instance */
+    struct instance_state *st;    /* its state (held): the last result is shown there */
+    int code;                     /* HTTP status of the last answer, 0 for TCP */
     struct net_addr addr;         /* what is probed (check_port applied) */
     uint64_t next_ms;             /* when the next probe starts (idle) */
     uint64_t started_ms;          /* when the probe in flight started */
@@ -123,6 +125,8 @@ static void probe_result(struct probe *p, int ok, uint64_t now)
     uint64_t jitter = c->jitter_ms > 0 ? rng_next(&h->rng) % (2 * c->jitter_ms + 1) : 0;
 
     atomic_fetch_add(&h->checks, 1);
+    atomic_store_explicit(&p->st->last_check, ok ? 1 : 2, memory_order_relaxed);
+    atomic_store_explicit(&p->st->last_check_code, p->code, memory_order_relaxed);
     p->in_flight = 0;
     p->next_ms = now + c->interval_ms + jitter - c->jitter_ms;
     if (ok) {
@@ -258,6 +262,7 @@ static void http_finish(struct probe *p, CURLcode result, uint64_t now)
 
     curl_multi_remove_handle(p->svc->h->multi, p->easy);
     curl_easy_getinfo(p->easy, CURLINFO_RESPONSE_CODE, &status);
+    p->code = (int)status;
     int ok = result == CURLE_OK && health_status_expected(c, status);
     if (result != CURLE_OK)
         snprintf(p->why, sizeof(p->why), "%s", curl_easy_strerror(result));
@@ -284,6 +289,8 @@ static void probe_free(struct probe *p)
     if (p->easy != NULL)
         curl_easy_cleanup(p->easy);
     curl_slist_free_all(p->headers);
+    if (p->st != NULL)
+        instance_state_release(p->st);
     free(p);
 }
 
@@ -300,8 +307,14 @@ static struct probe *probe_for(struct hc_service *s, const struct instance *inst
     snprintf(key.id, sizeof(key.id), "%s", inst->state->id);
     found = s->n > 0 ? bsearch(&keyp, s->probes, s->n, sizeof(*s->probes), probe_order) : NULL;
     if (found != NULL && !(*found)->taken && strcmp((*found)->listed, inst->addr.text) == 0) {
-        (*found)->taken = 1; /* the old list frees only what was not taken */
-        return *found;
+        struct probe *p = *found;
+        p->taken = 1;               /* the old list frees only what was not taken */
+        if (p->st != inst->state) { /* the instance left and came back: a new state */
+            instance_state_release(p->st);
+            p->st = inst->state;
+            instance_state_hold(p->st);
+        }
+        return p;
     }
     struct probe *p = calloc(1, sizeof(*p));
     if (p == NULL)
@@ -309,6 +322,8 @@ static struct probe *probe_for(struct hc_service *s, const struct instance *inst
     p->svc = s;
     p->fd = -1;
     snprintf(p->id, sizeof(p->id), "%s", inst->state->id);
+    p->st = inst->state;
+    instance_state_hold(p->st);
     p->addr = inst->addr;
     snprintf(p->listed, sizeof(p->listed), "%s", inst->addr.text);
     if (s->t.check->port != 0) {

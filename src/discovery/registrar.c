@@ -384,6 +384,7 @@ struct registration {
     unsigned failures;             /* failed attempts in a row */
     uint64_t next_ms;              /* when to register or confirm next */
     char error[REGISTRAR_MSG_MAX]; /* last failure logged */
+    struct registrar_status shown; /* what status shows: copied under status_lock */
 };
 
 struct registrar {
@@ -399,6 +400,9 @@ struct registrar {
     atomic_int stop;                     /* ends the thread and calls in flight */
     uint64_t rng;                        /* jitter for retries */
     struct logger *log;                  /* where events go */
+    pthread_mutex_t status_lock;         /* guards every registration's shown copy */
+    atomic_ullong successes;             /* registrations (and restores) that succeeded */
+    atomic_ullong failed;                /* attempts that failed */
 };
 
 /* Logs a failure once per distinct reason and schedules a retry with backoff. */
@@ -406,6 +410,7 @@ static void reg_failed(struct registrar *r, struct registration *g, const char *
                        const char *why, uint64_t now)
 {
     g->failures++;
+    atomic_fetch_add(&r->failed, 1);
     g->next_ms =
         now + backoff_ms(g->failures, RETRY_MIN_MS, r->cfg->anti_entropy_ms, rng_next(&r->rng));
     if (strcmp(g->error, why) != 0) {
@@ -434,6 +439,19 @@ static void reg_register(struct registrar *r, struct registration *g, uint64_t n
     g->failures = 0;
     g->error[0] = '\0';
     g->next_ms = now + r->cfg->anti_entropy_ms;
+    atomic_fetch_add(&r->successes, 1);
+}
+
+/* Copies what status shows of g. */
+static void reg_show(struct registrar *r, struct registration *g)
+{
+    pthread_mutex_lock(&r->status_lock);
+    snprintf(g->shown.id, sizeof(g->shown.id), "%s", g->id);
+    snprintf(g->shown.service, sizeof(g->shown.service), "%s", g->name);
+    g->shown.registered = g->registered;
+    g->shown.failures = g->failures;
+    snprintf(g->shown.last_error, sizeof(g->shown.last_error), "%.255s", g->error);
+    pthread_mutex_unlock(&r->status_lock);
 }
 
 /* Anti-entropy: does the agent still know the service? An agent restart forgets it. */
@@ -467,6 +485,7 @@ static void *registrar_main(void *arg)
             struct registration *g = &r->regs[i];
             if (clock_ms() >= g->next_ms) {
                 (g->registered ? reg_confirm : reg_register)(r, g, clock_ms());
+                reg_show(r, g);
             }
             next = g->next_ms < next ? g->next_ms : next;
         }
@@ -569,6 +588,7 @@ int registrar_create(const struct consul_conf *ccfg, const struct registration_c
     r->log = log;
     r->rng = rng_seed();
     pthread_mutex_init(&r->lock, NULL);
+    pthread_mutex_init(&r->status_lock, NULL);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&r->cond, &attr);
@@ -639,6 +659,28 @@ void registrar_destroy(struct registrar *r)
     consul_client_destroy(r->client);
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->lock);
+    pthread_mutex_destroy(&r->status_lock);
     free(r->regs);
     free(r);
+}
+
+size_t registrar_status(struct registrar *r, struct registrar_status *out, size_t cap,
+                        unsigned long long *successes, unsigned long long *failures)
+{
+    if (r == NULL)
+        return 0;
+    pthread_mutex_lock(&r->status_lock);
+    for (size_t i = 0; i < r->n && i < cap; i++) {
+        out[i] = r->regs[i].shown;
+        if (out[i].id[0] == '\0') /* not tried yet */
+            snprintf(out[i].id, sizeof(out[i].id), "%s", r->regs[i].id);
+        if (out[i].service[0] == '\0')
+            snprintf(out[i].service, sizeof(out[i].service), "%s", r->regs[i].name);
+    }
+    pthread_mutex_unlock(&r->status_lock);
+    if (successes != NULL)
+        *successes = atomic_load(&r->successes);
+    if (failures != NULL)
+        *failures = atomic_load(&r->failed);
+    return r->n;
 }

@@ -68,6 +68,20 @@ int registrar_check_id(char *out, size_t len, const char *service_id, size_t i, 
 /* The daemon's registrations; opaque. */
 struct registrar;
 
+/* One of the daemon's registrations as status shows it. */
+struct registrar_status {
+    char id[REGISTRAR_ID_MAX]; /* service ID */
+    char service[64];          /* service name */
+    int registered;            /* the agent confirmed it last time */
+    unsigned failures;         /* failed attempts in a row */
+    char last_error[256];      /* the last failure, "" since a success */
+};
+
+/* Fills at most cap registrations and returns how many there are; successes and failures get
+ * the totals (either may be NULL). NULL r: 0. Any thread. */
+size_t registrar_status(struct registrar *r, struct registrar_status *out, size_t cap,
+                        unsigned long long *successes, unsigned long long *failures);
+
 /* A listener the daemon may register: its NAME and bind address. */
 struct registrar_listener {
     const char *name;            /* [listener:NAME] */

@@ -27,6 +27,7 @@ struct member {
     char id[SNAPSHOT_ID_MAX]; /* stable identity */
     struct net_addr addr;     /* address to dial */
     uint32_t weight;          /* the source's weight */
+    int warning;              /* the source rates it warning */
 };
 
 struct owner {
@@ -90,16 +91,35 @@ static struct instance_state *table_find(const struct state_table *t, const char
     return st;
 }
 
-/* Returns the state for id; a new one starts with the table's own reference. NULL on ENOMEM. */
-static struct instance_state *table_get(struct state_table *t, const char *id)
+/* Takes st out of the table (it drains: the newest set does not list it as it is). */
+static void table_unlink(struct state_table *t, struct instance_state *st)
+{
+    struct instance_state **link = &t->buckets[hash_id(st->id) & (t->n_buckets - 1)];
+
+    while (*link != st)
+        link = &(*link)->next;
+    *link = st->next;
+    st->next = NULL;
+    t->n--;
+    atomic_store_explicit(&st->removed_ms, clock_ms(), memory_order_relaxed);
+    instance_state_release(st);
+}
+
+/* Returns the state for id at addr; a new one starts with the table's own reference (an id at
+ * a new address is a new instance: its counters start over, the old one drains). NULL on
+ * ENOMEM. */
+static struct instance_state *table_get(struct state_table *t, const char *id,
+                                        const struct net_addr *addr)
 {
     struct instance_state *st = table_find(t, id);
 
-    if (st != NULL)
+    if (st != NULL && strcmp(st->addr.text, addr->text) == 0)
         return st;
+    if (st != NULL)
+        table_unlink(t, st);
     if (t->n >= t->n_buckets && table_grow(t) != 0)
         return NULL;
-    st = instance_state_create(id);
+    st = instance_state_create(id, addr);
     if (st == NULL)
         return NULL;
     size_t b = hash_id(id) & (t->n_buckets - 1);
@@ -138,10 +158,11 @@ static void table_prune(struct state_table *t, uint64_t version)
 static uint32_t merged_weight(const struct owner *o, const struct member *m,
                               const struct instance_state *st, uint64_t now)
 {
-    uint64_t w = (uint64_t)m->weight * OWNER_WEIGHT_SCALE;
+    uint64_t w = (uint64_t)(st != NULL && st->has_override ? st->override_weight : m->weight) *
+                 OWNER_WEIGHT_SCALE;
     uint64_t ramp = o->policy.slow_start_ms;
 
-    if (st != NULL && (st->health == INSTANCE_HEALTH_DOWN || st->ejected))
+    if (st != NULL && (st->health == INSTANCE_HEALTH_DOWN || st->ejected || st->admin))
         return 0;
     if (st != NULL && st->ramp_since != 0 && ramp > 0 && now - st->ramp_since < ramp) {
         /* linear from 10 % to 100 %, never 0 for a listed weight */
@@ -163,8 +184,10 @@ static int merged_equals_current(const struct owner *o, uint64_t now)
     for (size_t i = 0; i < o->n_members; i++) {
         const struct member *m = &o->members[i];
         const struct instance *inst = &cur->inst[i];
-        if (strcmp(inst->state->id, m->id) != 0 || strcmp(inst->addr.text, m->addr.text) != 0 ||
-            inst->weight != merged_weight(o, m, inst->state, now))
+        const struct instance_state *st = inst->state;
+        if (strcmp(st->id, m->id) != 0 || strcmp(inst->addr.text, m->addr.text) != 0 ||
+            inst->weight != merged_weight(o, m, st, now) || st->warning != (m->warning != 0) ||
+            (st->has_override && st->override_src != m->weight))
             return 0;
     }
     return 1;
@@ -175,12 +198,22 @@ static struct instance_state *member_state(struct owner *o, const struct member 
 {
     struct instance_state *st = table_find(&o->table, m->id);
 
-    if (st != NULL)
+    if (st != NULL && strcmp(st->addr.text, m->addr.text) == 0)
         return st;
-    st = table_get(&o->table, m->id);
+    st = table_get(&o->table, m->id, &m->addr);
     if (st != NULL && o->had_instances && o->policy.slow_start_ms > 0)
         st->ramp_since = now;
     return st;
+}
+
+/* What the owner keeps of the source's view of an instance; a source change of its weight or
+ * address ends an admin weight override. */
+static void member_note(struct instance_state *st, const struct member *m)
+{
+    if (st->has_override && st->override_src != m->weight)
+        st->has_override = 0; /* an address change makes a new state: no override to end */
+    st->src_weight = m->weight;
+    st->warning = (uint8_t)(m->warning != 0);
 }
 
 /* Builds the merged set; states are matched (or made) by id. NULL on ENOMEM. */
@@ -199,6 +232,7 @@ static struct instance_set *merged_build(struct owner *o, uint64_t version, uint
             return NULL;
         }
         instance_state_hold(st);
+        member_note(st, m);
         set->inst[i] =
             (struct instance){.addr = m->addr, .weight = merged_weight(o, m, st, now), .state = st};
     }
@@ -433,6 +467,7 @@ static int members_replace(struct owner *o, const struct owner_member *in, size_
         snprintf(copy[i].id, sizeof(copy[i].id), "%s", id);
         copy[i].addr = in[i].addr;
         copy[i].weight = in[i].weight;
+        copy[i].warning = in[i].warning;
     }
     free(o->members);
     o->members = copy;
@@ -511,6 +546,123 @@ const char *owner_name(const struct owner *o)
 const struct instance_set *owner_current(const struct owner *o)
 {
     return snapshot_load(&o->current);
+}
+
+/* --- the admin API and status ------------------------------------------------------------- */
+
+/* The state of id in the current set, under o->lock; NULL when it lists no such instance. */
+static struct instance_state *listed_state(struct owner *o, const char *id)
+{
+    struct instance_state *st = table_find(&o->table, id);
+    return st != NULL && st->listed_in == o->version ? st : NULL;
+}
+
+int owner_admin(struct owner *o, const char *id, enum owner_admin action)
+{
+    struct instance_set *old = NULL;
+    uint64_t now = clock_ms();
+    int rc = -ENOENT;
+
+    pthread_mutex_lock(&o->lock);
+    struct instance_state *st = listed_state(o, id);
+    if (st != NULL) {
+        st->admin = (uint8_t)action;
+        if (action == OWNER_ADMIN_NONE)
+            st->has_override = 0; /* enable ends a weight override too */
+        /* a drained instance's sessions end after drain_timeout, as when it leaves the set */
+        atomic_store_explicit(&st->removed_ms, action == OWNER_ADMIN_DRAIN ? now : 0,
+                              memory_order_relaxed);
+        rc = publish_locked(o, now, &old);
+        rc = rc < 0 ? rc : 0;
+    }
+    unlock_and_retire(o, old);
+    return rc;
+}
+
+int owner_admin_weight(struct owner *o, const char *id, uint32_t weight)
+{
+    struct instance_set *old = NULL;
+    uint64_t now = clock_ms();
+    int rc = -ENOENT;
+
+    pthread_mutex_lock(&o->lock);
+    struct instance_state *st = listed_state(o, id);
+    if (st != NULL) {
+        st->has_override = 1;
+        st->override_weight = weight;
+        st->override_src = st->src_weight;
+        rc = publish_locked(o, now, &old);
+        rc = rc < 0 ? rc : 0;
+    }
+    unlock_and_retire(o, old);
+    return rc;
+}
+
+/* The one word status gives an instance, the most important first. */
+static const char *state_word(const struct owner *o, const struct instance_state *st, uint64_t now)
+{
+    if (st->admin == OWNER_ADMIN_DISABLE)
+        return "disabled";
+    if (st->admin == OWNER_ADMIN_DRAIN)
+        return "draining";
+    if (st->ejected)
+        return "ejected";
+    if (st->health == INSTANCE_HEALTH_DOWN)
+        return "unhealthy";
+    if (st->ramp_since != 0 && now - st->ramp_since < o->policy.slow_start_ms)
+        return "slow_start";
+    return st->warning ? "warning" : "healthy";
+}
+
+static void instance_info(const struct owner *o, const struct instance *inst, uint64_t now,
+                          struct owner_instance_info *out)
+{
+    const struct instance_state *st = inst->state;
+    int check = atomic_load_explicit(&st->last_check, memory_order_relaxed);
+
+    *out = (struct owner_instance_info){
+        .effective = inst->weight,
+        .state = state_word(o, st, now),
+        .active = atomic_load_explicit(&st->active, memory_order_relaxed),
+        .connects = atomic_load_explicit(&st->connects, memory_order_relaxed),
+        .failures = atomic_load_explicit(&st->failures, memory_order_relaxed),
+        .timeouts = atomic_load_explicit(&st->timeouts, memory_order_relaxed),
+        .ejections = atomic_load_explicit(&st->ejections, memory_order_relaxed),
+        .bytes_up = atomic_load_explicit(&st->bytes_up, memory_order_relaxed),
+        .bytes_down = atomic_load_explicit(&st->bytes_down, memory_order_relaxed),
+        .check = check == 1   ? "passed"
+                 : check == 2 ? "failed"
+                              : "none",
+        .check_code = atomic_load_explicit(&st->last_check_code, memory_order_relaxed),
+        .ejected_ms = st->ejected && st->ejected_until > now ? st->ejected_until - now : 0,
+    };
+    snprintf(out->id, sizeof(out->id), "%s", st->id);
+    snprintf(out->addr, sizeof(out->addr), "%s", inst->addr.text);
+}
+
+size_t owner_instances(struct owner *o, struct owner_instance_info *out, size_t cap)
+{
+    uint64_t now = clock_ms();
+
+    pthread_mutex_lock(&o->lock);
+    /* the current set cannot be swapped or freed while the lock is held */
+    const struct instance_set *cur = o->current;
+    size_t n = cur->n;
+    for (size_t i = 0; i < n && i < cap; i++) {
+        instance_info(o, &cur->inst[i], now, &out[i]);
+        const struct instance_state *st = cur->inst[i].state;
+        out[i].weight = st->has_override ? st->override_weight : st->src_weight;
+    }
+    pthread_mutex_unlock(&o->lock);
+    return n;
+}
+
+void owner_summary(struct owner *o, uint64_t *version, size_t *n)
+{
+    pthread_mutex_lock(&o->lock);
+    *version = o->current->version;
+    *n = o->current->n;
+    pthread_mutex_unlock(&o->lock);
 }
 
 uint64_t owner_publishes(const struct owner *o)

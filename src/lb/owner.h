@@ -42,6 +42,34 @@ struct owner_member {
     const char *id;       /* stable identity; NULL = addr.text */
     struct net_addr addr; /* address to dial */
     uint32_t weight;      /* the source's weight; 0 = listed but drained */
+    int warning;          /* the source rates it "warning" (Consul); only shown in status */
+};
+
+/* An operator's decision on one instance (admin API). */
+enum owner_admin {
+    OWNER_ADMIN_NONE,    /* none: the instance follows its sources */
+    OWNER_ADMIN_DRAIN,   /* no new connections; open ones end after drain_timeout */
+    OWNER_ADMIN_DISABLE, /* no new connections; open ones stay */
+};
+
+/* One instance as the status endpoint shows it. */
+struct owner_instance_info {
+    char id[SNAPSHOT_ID_MAX];      /* stable identity */
+    char addr[NET_ADDR_MAX];       /* address */
+    uint32_t weight;               /* the source's weight (or the admin's while one is set) */
+    uint32_t effective;            /* weight in the set, OWNER_WEIGHT_SCALE = the configured 1 */
+    const char *state;             /* healthy | warning | unhealthy | ejected | draining |
+                                    * disabled | slow_start */
+    unsigned active;               /* connections now */
+    unsigned long long connects;   /* connected sessions */
+    unsigned long long failures;   /* failed connect attempts */
+    unsigned long long timeouts;   /* of which timed out */
+    unsigned long long ejections;  /* passive-health ejections */
+    unsigned long long bytes_up;   /* bytes sent to it (ended sessions) */
+    unsigned long long bytes_down; /* bytes received from it (ended sessions) */
+    const char *check;             /* last active check: none | passed | failed */
+    int check_code;                /* its HTTP status, 0 for TCP or none */
+    unsigned long long ejected_ms; /* ejection time left, 0 when not ejected */
 };
 
 /* A service's owner; opaque. */
@@ -90,6 +118,21 @@ uint64_t owner_tick(struct owner *o, uint64_t now_ms);
 /* Logs at most once a second per service (warn) that a connection found nothing to use; why is
  * "no_instances", "all_failed" or "all_full". Any thread, lock-free. */
 void owner_warn_nothing_left(struct owner *o, const char *why, uint64_t now_ms);
+
+/* An operator's drain, disable or enable (which also ends a weight override) of instance id.
+ * Publishes at once. 0, -ENOENT for an id the current set does not list, -ENOMEM. */
+int owner_admin(struct owner *o, const char *id, enum owner_admin action);
+
+/* An operator's weight for instance id (0..LB_WEIGHT_MAX), until the source changes the
+ * instance's weight or enable. Same returns. */
+int owner_admin_weight(struct owner *o, const char *id, uint32_t weight);
+
+/* The instances of the current set as status shows them: fills at most cap entries of out and
+ * returns how many there are. Any thread; takes the owner's lock briefly. */
+size_t owner_instances(struct owner *o, struct owner_instance_info *out, size_t cap);
+
+/* The current set's version and size, for metrics. Any thread. */
+void owner_summary(struct owner *o, uint64_t *version, size_t *n);
 
 /* The current set; never NULL. Registered reader threads only, inside a read section. */
 const struct instance_set *owner_current(const struct owner *o);

@@ -18,7 +18,7 @@ struct instance_set *snapshot_empty(void)
     return &empty_set;
 }
 
-struct instance_state *instance_state_create(const char *id)
+struct instance_state *instance_state_create(const char *id, const struct net_addr *addr)
 {
     struct instance_state *st = calloc(1, sizeof(*st));
 
@@ -26,6 +26,7 @@ struct instance_state *instance_state_create(const char *id)
         return NULL;
     }
     snprintf(st->id, sizeof(st->id), "%s", id);
+    st->addr = *addr;
     atomic_init(&st->refs, 1);
     return st;
 }

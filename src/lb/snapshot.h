@@ -25,22 +25,31 @@ enum instance_health {
  * swap never resets balancing. Shared by all threads. The atomics are written by workers and
  * the owner; the fields below them are the owner's own, under its lock. */
 struct instance_state {
-    char id[SNAPSHOT_ID_MAX]; /* stable identity ("ip:port", or Consul node + service id) */
-    atomic_uint active;       /* sessions connecting to or connected to it, all workers */
-    atomic_uint refs;         /* one for "known to the owner" + one per set or holder */
-    atomic_uint fails_in_row; /* failed connects since the last good one (passive health) */
-    atomic_ullong connects;   /* sessions that connected, for metrics */
-    atomic_ullong failures;   /* failed connect attempts, for metrics */
-    atomic_ullong ejections;  /* times passive health ejected it, for metrics */
-    atomic_ullong timeouts;   /* connect attempts that timed out, for metrics */
-    atomic_ullong bytes_up;   /* bytes sent to it by sessions that ended */
-    atomic_ullong bytes_down; /* bytes received from it by sessions that ended */
-    atomic_ullong removed_ms; /* clock_ms when it left the set (draining); 0 while listed */
-    uint8_t health;           /* enum instance_health; owner only */
-    uint8_t ejected;          /* passive health keeps it out until ejected_until; owner only */
-    uint8_t announce;         /* 1 ejected, 2 returned: logged once the set shows it; owner only */
-    uint32_t ejected_in_row;  /* ejections without a good connect in between; owner only */
-    uint64_t ejected_until;   /* clock_ms when an ejection ends; owner only */
+    char id[SNAPSHOT_ID_MAX];   /* stable identity ("ip:port", or Consul node + service id) */
+    struct net_addr addr;       /* where it is: fixed, a new address is a new state */
+    atomic_uint active;         /* sessions connecting to or connected to it, all workers */
+    atomic_uint refs;           /* one for "known to the owner" + one per set or holder */
+    atomic_uint fails_in_row;   /* failed connects since the last good one (passive health) */
+    atomic_ullong connects;     /* sessions that connected, for metrics */
+    atomic_ullong failures;     /* failed connect attempts, for metrics */
+    atomic_ullong ejections;    /* times passive health ejected it, for metrics */
+    atomic_ullong timeouts;     /* connect attempts that timed out, for metrics */
+    atomic_ullong bytes_up;     /* bytes sent to it by sessions that ended */
+    atomic_ullong bytes_down;   /* bytes received from it by sessions that ended */
+    atomic_ullong removed_ms;   /* clock_ms when it left the set (draining); 0 while listed */
+    uint8_t health;             /* enum instance_health; owner only */
+    uint8_t ejected;            /* passive health keeps it out until ejected_until; owner only */
+    atomic_int last_check;      /* 0 none yet, 1 passed, 2 failed (written by the health thread) */
+    atomic_int last_check_code; /* HTTP status of the last HTTP check, 0 otherwise */
+    uint8_t admin;              /* OWNER_ADMIN_DRAIN / _DISABLE in force, 0 none; owner only */
+    uint8_t warning;            /* the source says warning (Consul); owner only */
+    uint8_t has_override;       /* an admin weight is in force; owner only */
+    uint32_t override_weight;   /* that weight; owner only */
+    uint32_t override_src;      /* the source's weight when it was set: a change ends it */
+    uint32_t src_weight;        /* the source's weight in the newest set; owner only */
+    uint8_t announce;        /* 1 ejected, 2 returned: logged once the set shows it; owner only */
+    uint32_t ejected_in_row; /* ejections without a good connect in between; owner only */
+    uint64_t ejected_until;  /* clock_ms when an ejection ends; owner only */
     uint64_t connects_at_return; /* connects when it last came back; owner only */
     uint64_t ramp_since;         /* clock_ms a slow start began, 0 = none; owner only */
     uint64_t listed_in;          /* version of the newest set listing it; owner only */
@@ -93,7 +102,7 @@ const struct instance_set *snapshot_load(struct instance_set *const *slot);
 
 /* Takes / drops a reference on an instance state so it outlives the sets that list it.
  * Any thread; the last release frees it. */
-struct instance_state *instance_state_create(const char *id);
+struct instance_state *instance_state_create(const char *id, const struct net_addr *addr);
 void instance_state_hold(struct instance_state *st);
 void instance_state_release(struct instance_state *st);
 

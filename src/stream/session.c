@@ -482,8 +482,10 @@ static void session_connect_failed(struct session *s, int err, int timed_out)
     struct stats *st = s->host->stats;
 
     STATS_ADD(st, connect_failures, 1);
-    if (timed_out)
+    if (timed_out) {
         STATS_ADD(st, connect_timeouts, 1);
+        atomic_fetch_add_explicit(&s->inst->timeouts, 1, memory_order_relaxed);
+    }
     session_log_connect_failed(s, err, timed_out);
     if (instance_mark_tried(s) != 0) {
         session_finalize(s, SESSION_END_RESOURCES, "no_memory", CLOSE_RESET);
@@ -732,15 +734,10 @@ static void session_count_end(struct session *s, enum session_end end)
 /* The access-log line of a session that ends; dropped (and counted) when its ring is full. */
 static void session_log_access(const struct session *s, enum session_end end)
 {
-    struct net_addr client, upstream = {.text = ""};
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
+    struct net_addr client;
     char line[LOG_LINE_BYTES];
 
     session_client(s, &client);
-    /* the instance's address from its socket: only sessions of log_access listeners pay */
-    if (s->upstream.fd >= 0 && getpeername(s->upstream.fd, (struct sockaddr *)&ss, &len) == 0)
-        net_addr_from_sockaddr(&upstream, (struct sockaddr *)&ss, len);
     char ip[NET_ADDR_MAX];
     net_addr_ip_text(&client, ip, sizeof(ip));
     const struct log_field f[] = {
@@ -748,7 +745,7 @@ static void session_log_access(const struct session *s, enum session_end end)
         LOG_STR("client", ip),
         LOG_INT("client_port", s->client_port),
         LOG_STR("instance", s->inst != NULL ? s->inst->id : ""),
-        LOG_STR("instance_addr", upstream.text),
+        LOG_STR("instance_addr", s->inst != NULL ? s->inst->addr.text : ""),
         LOG_INT("bytes_up", s->up.bytes),
         LOG_INT("bytes_down", s->down.bytes),
         LOG_INT("duration_us", clock_us() - s->started_us),
