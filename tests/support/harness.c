@@ -597,15 +597,21 @@ static ssize_t http_read_all(int fd, char **buf)
 int http_request(int port, const char *method, const char *path, const char *body, char *out,
                  size_t out_len)
 {
+    return http_request_with(port, method, path, NULL, body, body != NULL ? strlen(body) : 0,
+                             out, out_len);
+}
+
+int http_request_with(int port, const char *method, const char *path, const char *headers,
+                      const char *body, size_t blen, char *out, size_t out_len)
+{
     int fd = tcp_connect(port);
     if (fd < 0)
         return -1;
-    char head[4096];
-    size_t blen = body != NULL ? strlen(body) : 0;
+    char head[8192];
     int n = snprintf(head, sizeof(head),
-                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                     method, path, blen);
+                     method, path, headers != NULL ? headers : "", blen);
     char *resp = NULL;
     ssize_t len = -1;
     if (n > 0 && (size_t)n < sizeof(head) && write_all(fd, head, (size_t)n) == 0 &&

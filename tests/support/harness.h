@@ -151,6 +151,11 @@ int emulator_start(struct proc *p, const char *const *extra);
 int http_request(int port, const char *method, const char *path, const char *body, char *out,
                  size_t out_len);
 
+/* Like http_request with extra header lines (each ending in "\r\n", e.g. "Authorization: Bearer
+ * T\r\n"; may be NULL) and a body of blen bytes (may hold NULs). */
+int http_request_with(int port, const char *method, const char *path, const char *headers,
+                      const char *body, size_t blen, char *out, size_t out_len);
+
 /* Wall-clock time in seconds, comparable with the emulator's request log "time". */
 double harness_wall_time(void);
 
