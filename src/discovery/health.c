@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,21 +23,31 @@
 #define POLL_MAX_MS 1000        /* the loop wakes at least this often for owner ticks */
 #define URL_MAX     512         /* http://[v6]:port/path */
 #define BODY_MAX    (64 * 1024) /* bytes of a check's answer read before it is cut */
+#define PASS_MIN_MS 10          /* probes due within this start together: one scan per tick */
+#define EVENTS_MAX  256         /* epoll events taken per wait */
 
 /*
  * How it works:
  *  - Each service with a check has a probe per instance of its current set, kept sorted by id;
  *    when the owner publishes a new set the probes are matched by id, so a probe's rise/fall
  *    state survives the swap, and a new instance is probed at once.
- *  - A probe is idle (next_ms says when) or in flight: a non-blocking TCP connect whose
- *    descriptor rides on curl_multi_poll as an extra descriptor, or an HTTP GET in the multi
- *    handle. Every probe is bounded by check_timeout.
+ *  - A probe is idle (next_ms says when) or in flight: a non-blocking TCP connect in the
+ *    thread's epoll set, or an HTTP GET in the multi handle, driven by libcurl's socket
+ *    interface (its sockets in an epoll set of their own, nested in the thread's). Each event
+ *    costs only the transfer it belongs to: curl_multi_perform and curl_multi_poll walk every
+ *    transfer on each call and fell behind at 5,000 HTTP checks a second.
+ *  - Probes are started and TCP probes timed out by a scan over the probes at most once per
+ *    PASS_MIN_MS, so the scan costs N x 100 visits a second at worst, whatever the event rate.
+ *    Every probe is bounded by check_timeout.
  *  - Results go through rise/fall; verdict changes of one pass are handed to the owner in one
  *    call, which publishes only when an instance's eligibility changed.
  *  - Until its first result an instance counts as healthy: failing closed would refuse every
  *    connection of a fresh start until the first probes end, and the first probe runs at once,
  *    so the window is at most check_timeout (and passive health covers it). The first result
  *    decides alone; after that rise successes or fall failures in a row change the verdict.
+ *  - The probe after the first comes at a random point of one interval: instances that
+ *    appeared together (a start, a Consul answer) are not probed in one burst ever after,
+ *    which jitter alone would take many intervals to undo.
  */
 
 struct hc_service;
@@ -80,9 +92,13 @@ struct health {
     struct hc_service *svcs;                    /* services with a check */
     size_t n_svcs;                              /* entries in svcs */
     CURLM *multi;                               /* HTTP probes */
-    struct curl_waitfd *waits;                  /* TCP probes in flight, for curl_multi_poll */
-    struct probe **waiting;                     /* the probe of each waits entry */
-    size_t cap_waits;                           /* room in waits and waiting */
+    int ep;                                     /* TCP probes, ep_curl, wake_fd */
+    int ep_curl;                                /* libcurl's sockets (curl_socket) */
+    int wake_fd;                                /* eventfd: stop or a new set (health_wake) */
+    uint64_t curl_due;                          /* libcurl's timer (curl_timer), or never */
+    uint64_t pass_due;                          /* the next scan over the probes is due */
+    uint64_t last_pass;                         /* when the last one ran */
+    int woken;                                  /* health_wake: a pass at once, no tick wait */
     uint64_t rng;                               /* jitter */
     pthread_t thread;                           /* the thread */
     int started;                                /* it runs */
@@ -128,7 +144,12 @@ static void probe_result(struct probe *p, int ok, uint64_t now)
     atomic_store_explicit(&p->st->last_check, ok ? 1 : 2, memory_order_relaxed);
     atomic_store_explicit(&p->st->last_check_code, p->code, memory_order_relaxed);
     p->in_flight = 0;
-    p->next_ms = now + c->interval_ms + jitter - c->jitter_ms;
+    if (p->verdict == INSTANCE_HEALTH_UNKNOWN) /* the first result: a random phase from now on */
+        p->next_ms = now + 1 + rng_next(&h->rng) % c->interval_ms;
+    else
+        p->next_ms = now + c->interval_ms + jitter - c->jitter_ms;
+    if (p->next_ms < h->pass_due) /* a result outside a pass: the scan must come for it */
+        h->pass_due = p->next_ms;
     if (ok) {
         p->ok_in_row++;
         p->fail_in_row = 0;
@@ -171,11 +192,16 @@ static void tcp_start(struct probe *p, uint64_t now)
         return;
     }
     p->fd = fd;
+    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = p};
     if (connect(fd, (const struct sockaddr *)&p->addr.sa, p->addr.len) == 0) {
         tcp_close(p);
         probe_result(p, 1, now);
     } else if (errno != EINPROGRESS) {
         snprintf(p->why, sizeof(p->why), "connect: %s", strerror(errno));
+        tcp_close(p);
+        probe_result(p, 0, now);
+    } else if (epoll_ctl(p->svc->h->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        snprintf(p->why, sizeof(p->why), "epoll: %s", strerror(errno));
         tcp_close(p);
         probe_result(p, 0, now);
     }
@@ -227,6 +253,9 @@ static int http_prepare(struct probe *p)
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms);
     curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L); /* each check proves a fresh connect works */
     curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    /* no name cache: libcurl 7.88 walks the whole cache before each transfer to prune it, and
+     * one entry per instance made that the cost of a check at 5,000 instances */
+    curl_easy_setopt(e, CURLOPT_DNS_CACHE_TIMEOUT, 0L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_discard);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, p);
     curl_easy_setopt(e, CURLOPT_PRIVATE, p);
@@ -394,23 +423,6 @@ static int service_sync(struct hc_service *s, uint64_t now)
 
 /* --- the loop ------------------------------------------------------------------------------ */
 
-/* Room for every in-flight TCP probe in the poll arrays. */
-static int waits_reserve(struct health *h, size_t n)
-{
-    if (n <= h->cap_waits)
-        return 0;
-    struct curl_waitfd *w = realloc(h->waits, n * sizeof(*w));
-    if (w != NULL)
-        h->waits = w;
-    struct probe **p = realloc(h->waiting, n * sizeof(*p));
-    if (p != NULL)
-        h->waiting = p;
-    if (w == NULL || p == NULL)
-        return -ENOMEM;
-    h->cap_waits = n;
-    return 0;
-}
-
 /* Starts due probes, times out late ones; returns when the service next needs attention. */
 static uint64_t service_pass(struct hc_service *s, uint64_t now)
 {
@@ -427,28 +439,6 @@ static uint64_t service_pass(struct hc_service *s, uint64_t now)
         next = due < next ? due : next;
     }
     return next;
-}
-
-/* Every TCP probe in flight, as extra descriptors for curl_multi_poll. */
-static size_t collect_waits(struct health *h)
-{
-    size_t n = 0, need = 0;
-
-    for (size_t k = 0; k < h->n_svcs; k++)
-        for (size_t i = 0; i < h->svcs[k].n; i++)
-            need += h->svcs[k].probes[i]->fd >= 0;
-    if (waits_reserve(h, need) != 0)
-        return 0; /* no room: they time out instead */
-    for (size_t k = 0; k < h->n_svcs; k++) {
-        for (size_t i = 0; i < h->svcs[k].n; i++) {
-            struct probe *p = h->svcs[k].probes[i];
-            if (p->fd < 0)
-                continue;
-            h->waits[n] = (struct curl_waitfd){.fd = p->fd, .events = CURL_WAIT_POLLOUT};
-            h->waiting[n++] = p;
-        }
-    }
-    return n;
 }
 
 static void collect_http(struct health *h, uint64_t now)
@@ -479,7 +469,8 @@ static void flush_verdicts(struct health *h)
     }
 }
 
-static uint64_t health_pass(struct health *h, uint64_t now)
+/* Owner ticks, new sets, due probes; sets when the next pass is due. */
+static void health_pass(struct health *h, uint64_t now)
 {
     uint64_t next = now + POLL_MAX_MS;
 
@@ -492,7 +483,83 @@ static uint64_t health_pass(struct health *h, uint64_t now)
         uint64_t due = service_pass(&h->svcs[k], now);
         next = due < next ? due : next;
     }
-    return next;
+    h->pass_due = next;
+    h->last_pass = now;
+    h->woken = 0;
+}
+
+/* libcurl says which events of socket fd it waits for (CURLMOPT_SOCKETFUNCTION). */
+static int curl_socket(CURL *easy, curl_socket_t fd, int what, void *arg, void *socketp)
+{
+    struct health *h = arg;
+    struct epoll_event ev = {.events = 0, .data.fd = fd};
+    (void)easy;
+    (void)socketp;
+
+    if (what == CURL_POLL_REMOVE) {
+        (void)epoll_ctl(h->ep_curl, EPOLL_CTL_DEL, fd, NULL);
+        return 0;
+    }
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+    if (epoll_ctl(h->ep_curl, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
+        (void)epoll_ctl(h->ep_curl, EPOLL_CTL_ADD, fd, &ev);
+    return 0;
+}
+
+/* libcurl wants to be called in timeout_ms, or not at all for -1 (CURLMOPT_TIMERFUNCTION). */
+static int curl_timer(CURLM *multi, long timeout_ms, void *arg)
+{
+    struct health *h = arg;
+    (void)multi;
+
+    h->curl_due = timeout_ms < 0 ? UINT64_MAX : clock_ms() + (uint64_t)timeout_ms;
+    return 0;
+}
+
+/* The libcurl sockets that are ready, each handed to libcurl on its own. */
+static void curl_sockets_ready(struct health *h)
+{
+    struct epoll_event evs[EVENTS_MAX];
+    int running, n = epoll_wait(h->ep_curl, evs, EVENTS_MAX, 0);
+
+    for (int i = 0; i < n; i++) {
+        int mask = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                   (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                   (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+        curl_multi_socket_action(h->multi, evs[i].data.fd, mask, &running);
+    }
+}
+
+/* One wait of the thread's epoll set and what it brought: connects ended, libcurl's sockets
+ * ready, a wake-up (which asks for a pass at once). */
+static void health_wait(struct health *h, int timeout)
+{
+    struct epoll_event evs[EVENTS_MAX];
+    int n = epoll_wait(h->ep, evs, EVENTS_MAX, timeout);
+    uint64_t now = clock_ms(), count;
+
+    for (int i = 0; i < n; i++) {
+        struct probe *p = evs[i].data.ptr;
+        if (p == NULL) {
+            (void)!read(h->wake_fd, &count, sizeof(count)); /* resets it; empty is fine too */
+            h->woken = 1; /* an ejection or a new set should not wait for the tick */
+        } else if ((void *)p == (void *)h) {
+            curl_sockets_ready(h);
+        } else if (p->in_flight && p->fd >= 0) {
+            tcp_finish(p, 0, now);
+        }
+    }
+}
+
+/* When the next pass runs: at once when woken, else when due but not sooner than PASS_MIN_MS
+ * after the last one. */
+static uint64_t pass_at(const struct health *h)
+{
+    uint64_t soonest = h->last_pass + PASS_MIN_MS;
+
+    if (h->woken)
+        return 0;
+    return h->pass_due > soonest ? h->pass_due : soonest;
 }
 
 static void *health_main(void *arg)
@@ -502,18 +569,19 @@ static void *health_main(void *arg)
 
     snapshot_reader_register();
     while (!atomic_load(&h->stop)) {
-        uint64_t now = clock_ms(), next = health_pass(h, now);
-        curl_multi_perform(h->multi, &running);
+        uint64_t now = clock_ms();
+        if (now >= pass_at(h))
+            health_pass(h, now);
+        if (now >= h->curl_due) {
+            h->curl_due = UINT64_MAX; /* libcurl sets it again if it must */
+            curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
         collect_http(h, clock_ms());
         flush_verdicts(h);
-        size_t n = collect_waits(h);
+        uint64_t due = pass_at(h) < h->curl_due ? pass_at(h) : h->curl_due;
         now = clock_ms();
-        int wait = next > now ? (int)(next - now) : 0;
-        curl_multi_poll(h->multi, h->waits, (unsigned)n, wait, NULL);
-        now = clock_ms();
-        for (size_t i = 0; i < n; i++)
-            if (h->waits[i].revents != 0 && h->waiting[i]->fd == h->waits[i].fd)
-                tcp_finish(h->waiting[i], 0, now);
+        health_wait(h, due > now ? (int)(due - now) : 0);
+        collect_http(h, clock_ms());
         flush_verdicts(h);
     }
     snapshot_reader_unregister();
@@ -521,6 +589,27 @@ static void *health_main(void *arg)
 }
 
 /* --- lifecycle ----------------------------------------------------------------------------- */
+
+/* The epoll sets, the wake-up eventfd and libcurl's socket interface. 0 or -errno. */
+static int health_events(struct health *h)
+{
+    struct epoll_event curl_ev = {.events = EPOLLIN, .data.ptr = h};
+    struct epoll_event wake_ev = {.events = EPOLLIN, .data.ptr = NULL};
+
+    h->curl_due = UINT64_MAX;
+    h->ep = epoll_create1(EPOLL_CLOEXEC);
+    h->ep_curl = epoll_create1(EPOLL_CLOEXEC);
+    h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (h->ep < 0 || h->ep_curl < 0 || h->wake_fd < 0 ||
+        epoll_ctl(h->ep, EPOLL_CTL_ADD, h->ep_curl, &curl_ev) != 0 ||
+        epoll_ctl(h->ep, EPOLL_CTL_ADD, h->wake_fd, &wake_ev) != 0)
+        return -errno;
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, curl_socket);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, curl_timer);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    return 0;
+}
 
 int health_create(const struct health_target *targets, size_t n, struct logger *log,
                   struct health **out)
@@ -535,11 +624,12 @@ int health_create(const struct health_target *targets, size_t n, struct logger *
         return -ENOMEM;
     h->log = log;
     h->rng = rng_seed();
+    h->ep = h->ep_curl = h->wake_fd = -1;
     h->targets = calloc(n, sizeof(*h->targets));
     h->svcs = calloc(n, sizeof(*h->svcs));
     h->curl_held = consul_curl_use() == 0;
     h->multi = h->curl_held ? curl_multi_init() : NULL;
-    if (h->targets == NULL || h->svcs == NULL || h->multi == NULL) {
+    if (h->targets == NULL || h->svcs == NULL || h->multi == NULL || health_events(h) != 0) {
         health_destroy(h);
         return -ENOMEM;
     }
@@ -569,7 +659,10 @@ int health_start(struct health *h)
 void health_wake(void *arg)
 {
     struct health *h = arg;
-    curl_multi_wakeup(h->multi);
+    uint64_t one = 1;
+
+    /* the counter only grows: a failed write means a wake-up is already pending */
+    (void)!write(h->wake_fd, &one, sizeof(one));
 }
 
 void health_stop(struct health *h)
@@ -577,7 +670,7 @@ void health_stop(struct health *h)
     if (h == NULL || !h->started)
         return;
     atomic_store(&h->stop, 1);
-    curl_multi_wakeup(h->multi);
+    health_wake(h);
     pthread_join(h->thread, NULL);
     h->started = 0;
 }
@@ -600,8 +693,10 @@ void health_destroy(struct health *h)
         curl_multi_cleanup(h->multi);
     if (h->curl_held)
         consul_curl_unuse();
-    free(h->waits);
-    free(h->waiting);
+    int fds[] = {h->ep, h->ep_curl, h->wake_fd};
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
     free(h->svcs);
     free(h->targets);
     free(h);
