@@ -126,12 +126,14 @@ static void test_bind_in_use_fails_startup(void **state)
 
 /* Every start-up step made to fail in turn (the SLUICE_FAULT test hook): a clean error naming
  * the step, exit status 1, nothing started, and under the sanitizers no leak and no report. The
- * config uses every step: two workers, a static and a Consul service, a registration. */
+ * config uses every step: two workers, a static service with a check and a Consul service, an
+ * access log, the admin server and a registration. */
 static void test_each_startup_step_fails_cleanly(void **state)
 {
     static const char *const steps[] = {"loop",      "services",       "access_log",
                                         "listeners", "discovery",      "health",
-                                        "workers",   "worker_threads", "registrar"};
+                                        "workers",   "worker_threads", "admin",
+                                        "registrar"};
     char path[512], conf[1024], out[16384], fault[64], want[96];
 
     (void)state;
@@ -140,11 +142,12 @@ static void test_each_startup_step_fails_cleanly(void **state)
              "[sluice]\nworkers = 2\n"
              "[consul]\naddress = 127.0.0.1:1\nretry_min = 50ms\nretry_max = 100ms\n"
              "[registration]\n"
+             "[admin]\nbind = 127.0.0.1:%d\n"
              "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\nlog_access = on\n"
              "[listener:disc]\nbind = 127.0.0.1:%d\nservice = disc\n"
-             "[service:api]\nbackends = 127.0.0.1:%d\n"
+             "[service:api]\nbackends = 127.0.0.1:%d\ncheck = tcp\n"
              "[service:disc]\ndiscovery = consul\n",
-             harness_free_port(), harness_free_port(), port_a);
+             harness_free_port(), harness_free_port(), harness_free_port(), port_a);
     write_file(path, conf);
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         snprintf(fault, sizeof(fault), "SLUICE_FAULT=%s", steps[i]);
