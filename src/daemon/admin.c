@@ -202,10 +202,12 @@ static long weight_of(const struct request *rq, const char **why)
 
     if (o == NULL)
         *why = "the body is not JSON (want {\"weight\": N})";
-    else if (!cJSON_IsNumber(w) || w->valuedouble != (double)(long)w->valuedouble)
+    else if (!cJSON_IsNumber(w))
         *why = "\"weight\" must be a whole number";
-    else if (w->valuedouble < 0 || w->valuedouble > LB_WEIGHT_MAX)
+    else if (w->valuedouble < 0 || w->valuedouble > LB_WEIGHT_MAX) /* before any cast to long */
         *why = "\"weight\" must be between 0 and 1000000";
+    else if (w->valuedouble != (double)(long)w->valuedouble)
+        *why = "\"weight\" must be a whole number";
     else
         v = (long)w->valuedouble;
     cJSON_Delete(o);
@@ -335,6 +337,8 @@ static enum MHD_Result route(struct admin *a, struct MHD_Connection *c, const ch
     int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
 
     if (strcmp(url, "/healthz") == 0) {
+        if (!get)
+            return answer_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "this path takes GET");
         const char *word = report_health_word(a->d);
         return answer(c, strcmp(word, "ok") == 0 ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
                       "text/plain", word, strlen(word));

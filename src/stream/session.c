@@ -740,12 +740,16 @@ static void session_log_access(const struct session *s, enum session_end end)
     session_client(s, &client);
     char ip[NET_ADDR_MAX];
     net_addr_ip_text(&client, ip, sizeof(ip));
+    /* the instance served, or else the last one dialled (a failed connect names it) */
+    const struct instance_state *in = s->inst != NULL ? s->inst
+                                      : s->n_tried > 0 ? s->tried[s->n_tried - 1]
+                                                       : NULL;
     const struct log_field f[] = {
         LOG_STR("listener", s->lst->name),
         LOG_STR("client", ip),
         LOG_INT("client_port", s->client_port),
-        LOG_STR("instance", s->inst != NULL ? s->inst->id : ""),
-        LOG_STR("instance_addr", s->inst != NULL ? s->inst->addr.text : ""),
+        LOG_STR("instance", in != NULL ? in->id : ""),
+        LOG_STR("instance_addr", in != NULL ? in->addr.text : ""),
         LOG_INT("bytes_up", s->up.bytes),
         LOG_INT("bytes_down", s->down.bytes),
         LOG_INT("duration_us", clock_us() - s->started_us),
