@@ -16,18 +16,16 @@ Three parts, each a list of records like bench/run's ({"part", "round", "config"
             connrate runs of bench/run (scenarios.measure_rr / measure_connrate).
 """
 
-import datetime
 import json
-import math
 import os
 import random
 import signal
-import socket
-import statistics
-import subprocess
 import time
 
-from . import contenders, procs, report, scenarios
+from . import fleet, procs, scenarios
+# shared with bench/observe; kept under their old names for bench/health
+from .fleet import (BASE_PORT, START_TIMEOUT, Fleet, Tail, cell, dist, max_port,  # noqa: F401
+                    sched_ns, spread, ts_ms)
 
 COUNTS = [100, 1000, 5000]
 KINDS = ["tcp", "http"]
@@ -35,130 +33,13 @@ INTERVAL_S = 1.0   # check_interval
 TIMEOUT_S = 1.0    # check_timeout
 JITTER_S = 0.1     # sluice's default check_jitter: 10 % of the interval, either way
 RISE = 2           # check_rise (default)
-BASE_PORT = 20001  # instances bind the first free ports from here, below the ephemeral range
 DATAPATH_COUNT = 1000
 DATAPATH_ORDER = ["direct", "sluice", "sluice+check", "haproxy", "haproxy+check"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-START_TIMEOUT = 20
 STATS_TIMEOUT = 5
 
 
-def multi_listen(bindir):
-    return os.path.join(bindir, "bench", "multi-listen")
-
-
-def max_port():
-    """The highest port below the ephemeral range, so no client's connect() can take one."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            lo = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        lo = 32768
-    return max(BASE_PORT, lo - 1)
-
-
-# ---- the instances ----
-
-class Fleet:
-    """N listening sockets in one multi-listen process, commanded through its stdin."""
-
-    def __init__(self, ctx, n, mode, tag):
-        self.n, self.mode = n, mode
-        self.proc = procs.Proc(f"fleet-{tag}", [multi_listen(ctx.bindir), "--count", str(n),
-                                                "--mode", mode, "--base-port", str(BASE_PORT),
-                                                "--max-port", str(max_port())],
-                               ctx.tmpdir, stdin=subprocess.PIPE)
-        self.proc.wait_line("listening ", START_TIMEOUT)
-        self.ports = [int(p) for p in self.proc.wait_line("ports", 1).split()]
-        if len(self.ports) != n:
-            raise procs.ProcError(f"multi-listen: {len(self.ports)} ports, want {n}")
-        self.seq = 0
-        self.tail = Tail(self.proc.out_path)
-
-    def addrs(self):
-        return [f"127.0.0.1:{p}" for p in self.ports]
-
-    def command(self, verb, ports=(), timeout=5.0):
-        """Sends one command; returns its answer's words (after verb and sequence number)."""
-        self.seq += 1
-        want = f"{verb} {self.seq} "
-        try:
-            self.proc.popen.stdin.write((" ".join([verb] + [str(p) for p in ports]) + "\n")
-                                        .encode())
-            self.proc.popen.stdin.flush()
-        except OSError as e:
-            raise procs.ProcError(f"multi-listen: cannot send '{verb}': {e}: "
-                                  f"{self.proc.log_tail()}") from e
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.tail.lines():
-                if line.startswith(want):
-                    return line[len(want):].split()
-            if not self.proc.alive():
-                raise procs.ProcError(f"multi-listen died: {self.proc.log_tail()}")
-            time.sleep(0.002)
-        raise procs.ProcError(f"multi-listen: no answer to '{verb}' within {timeout} s")
-
-    def act(self, verb, ports):
-        """close / stall / reopen; returns the wall-clock ms when every port was done."""
-        words = self.command(verb, ports)
-        done = int(words[2].split("=")[1])
-        if done != len(ports):
-            raise procs.ProcError(f"multi-listen: {verb} did {done} of {len(ports)}: {words}")
-        return float(words[1])
-
-    def stats(self):
-        """Counters; "phase" = accepts per 50 ms slot of the wall-clock second since the last
-        stats call."""
-        words = self.command("stats")
-        out = {}
-        for k, v in (w.split("=") for w in words):
-            out[k] = [int(x) for x in v.split(",")] if k == "phase" else int(v)
-        return out
-
-    def stop(self):
-        self.proc.stop()
-
-
-class Tail:
-    """Complete lines appended to a file since the last call."""
-
-    def __init__(self, path):
-        self.path, self.off, self.rest = path, 0, ""
-
-    def lines(self):
-        try:
-            with open(self.path, "r", errors="replace") as f:
-                f.seek(self.off)
-                data = f.read()
-                self.off = f.tell()
-        except OSError:
-            return []
-        data = self.rest + data
-        parts = data.split("\n")
-        self.rest = parts.pop()
-        return parts
-
-
-def sched_ns(pid):
-    """On-CPU ns of every live thread of pid (schedstat: sum_exec_runtime), or None."""
-    total = 0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return total
-
-
 # ---- sluice with checks ----
-
-def ts_ms(text):
-    """sluice's log ts (2026-12-01T20:31:05.123Z, UTC) as ms since the epoch."""
-    dt = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
-    return dt.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000.0
-
 
 class SluiceRun:
     """One sluice process over a fleet, its JSON log followed as events."""
@@ -427,85 +308,22 @@ def detect(ctx, rec, run, fleet, mode, fall, rng):
 
 # ---- datapath ----
 
-class ManySluice(contenders.Contender):
+class ManySluice(fleet.ManySluice):
     """sluice, one listener, one service over every fleet address; TCP checks or none."""
 
     def __init__(self, ctx, label, addrs, check):
-        super().__init__(ctx.bindir, ctx.tmpdir, ctx.threads)
-        self.name, self.addrs, self.check = label, addrs, check
-        self.threads_note = f"workers = {ctx.threads}"
-
-    def _start(self, backends):
-        d = self._workdir()
-        listen = f"127.0.0.1:{procs.free_port()}"
-        lines = sluice_lines(listen, self.addrs, "tcp" if self.check else "none", None,
-                             log_level="info", eject_after=None, threads=self.threads)
-        cfg = os.path.join(d, "sluice.ini")
-        with open(cfg, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        p = procs.Proc(f"{self.name}-{self.starts}",
-                       [os.path.join(self.bindir, "sluice"), "-c", cfg], d)
-        self.procs.append(p)
-        p.wait_listening([listen], START_TIMEOUT)
-        return {"echo": listen}
+        super().__init__(ctx, label, lambda listen: sluice_lines(
+            listen, addrs, "tcp" if check else "none", None, log_level="info",
+            eject_after=None, threads=ctx.threads))
+        self.addrs, self.check = addrs, check
 
 
-class ManyHAProxy(contenders.Contender):
+class ManyHAProxy(fleet.ManyHAProxy):
     """HAProxy 'listen' with one server line per fleet address; 'check inter 1s' or none."""
 
     def __init__(self, ctx, label, addrs, check):
-        super().__init__(ctx.bindir, ctx.tmpdir, ctx.threads)
-        self.name, self.addrs, self.check = label, addrs, check
-        self.threads_note = f"nbthread {ctx.threads}"
-        self.sock = None
-
-    def _start(self, backends):
-        d = self._workdir()
-        listen = f"127.0.0.1:{procs.free_port()}"
-        self.sock = os.path.join(d, "stats.sock")
-        chk = f" check inter {INTERVAL_S * 1000:.0f}ms" if self.check else ""
-        lines = ["global", f"    nbthread {self.threads}",
-                 f"    maxconn {contenders.HAPROXY_MAXCONN}",
-                 f"    stats socket {self.sock} mode 600 level user", "",
-                 "defaults", "    mode tcp", "    option splice-auto",
-                 f"    maxconn {contenders.HAPROXY_MAXCONN}", "    timeout connect 5s",
-                 "    timeout client 10m", "    timeout server 10m",
-                 f"    timeout check {TIMEOUT_S * 1000:.0f}ms", "",
-                 "listen api", f"    bind {listen}", "    balance roundrobin"]
-        lines += [f"    server s{i} {a}{chk}" for i, a in enumerate(self.addrs)]
-        cfg = os.path.join(d, "haproxy.cfg")
-        with open(cfg, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        p = procs.Proc(f"{self.name}-{self.starts}", ["haproxy", "-db", "-f", cfg], d)
-        self.procs.append(p)
-        p.wait_listening([listen], START_TIMEOUT)
-        return {"echo": listen}
-
-    def show_stat(self):
-        """{status: servers} from 'show stat' on the stats socket, or None."""
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(5)
-                s.connect(self.sock)
-                s.sendall(b"show stat\n")
-                data = b""
-                while chunk := s.recv(65536):
-                    data += chunk
-        except OSError:
-            return None
-        rows = data.decode(errors="replace").splitlines()
-        if not rows or not rows[0].startswith("# "):
-            return None
-        head = rows[0][2:].split(",")
-        out = {}
-        for row in rows[1:]:
-            f = dict(zip(head, row.split(",")))
-            if f.get("svname", "") in ("FRONTEND", "BACKEND", ""):
-                continue
-            # "* L4OK": a check of that server is running right now, the last one passed
-            key = f"{f.get('status')}/{(f.get('check_status') or '-').lstrip('* ')}"
-            out[key] = out.get(key, 0) + 1
-        return out
+        super().__init__(ctx, label, addrs, check, check_inter_ms=INTERVAL_S * 1000,
+                         check_timeout_ms=TIMEOUT_S * 1000)
 
 
 def health_ns(run):
@@ -600,14 +418,11 @@ def measure_datapath(ctx, rnd, label, fleet, sctx):
             c.stop()
 
 
-class LoadCtx(scenarios.Context):
+class LoadCtx(fleet.LoadCtx):
     """scenarios.Context for measure_rr / measure_connrate."""
 
-    def __init__(self, ctx):  # noqa: super() wants bench/run's args; set what is used
-        self.bindir, self.tmpdir, self.threads = ctx.bindir, ctx.tmpdir, ctx.threads
-        self.rounds, self.duration, self.log = ctx.rounds, ctx.duration, ctx.log
-        self.contenders, self.scenarios, self.idle_connections = DATAPATH_ORDER, ["rr"], 0
-        self.records = []
+    def __init__(self, ctx):
+        super().__init__(ctx, DATAPATH_ORDER)
 
 
 # ---- the run ----
@@ -669,26 +484,6 @@ def run(ctx):
 
 # ---- summary and tables ----
 
-def spread(values):
-    values = [v for v in values if v is not None]
-    return report._spread(values) if values else None
-
-
-def pct(sorted_values, p):
-    """Nearest-rank percentile: the smallest value with at least p % of samples at or below."""
-    if not sorted_values:
-        return None
-    return sorted_values[max(0, math.ceil(p / 100.0 * len(sorted_values)) - 1)]
-
-
-def dist(values):
-    v = sorted(values)
-    if not v:
-        return None
-    return {"n": len(v), "p50": pct(v, 50), "p90": pct(v, 90), "p99": pct(v, 99),
-            "min": v[0], "max": v[-1], "mean": statistics.fmean(v)}
-
-
 CPU_ROWS = ["checks/s", "cpu ms/s", "cpu %", "us/check", "sched ms/s", "sched us/check",
             "sluice ms/s", "fleet ms/s", "failures", "busiest 50ms %"]
 
@@ -744,47 +539,18 @@ def summarize(ctx):
                                for x in r["extra"].get("detect", []) if x["mode"] == mode),
             "invalid_runs": 0}
     # datapath: cells per contender, per-round ratios
-    recs = ctx.load_records
-    for mid in () if not recs else ("rr req/s", "connrate", "rr cpu", "rr cpu excl health",
-                                    "connrate cpu", "connrate cpu excl health", "rr p50",
-                                    "rr p99"):
-        scen = "rr" if mid.startswith("rr") else "connrate"
-        cells = {}
-        for name in DATAPATH_ORDER:
-            rs = [r for r in recs if r["scenario"] == scen and r["contender"] == name]
-            vals = [r["metrics"].get(mid) for r in rs if r["valid"]]
-            cells[name] = {"spread": spread(vals), "runs": len(rs),
-                           "invalid": sum(not r["valid"] for r in rs),
-                           "problems": sorted({p for r in rs for p in r["problems"]})}
-        ratios = {}
-        for label, a, b in (("sluice/haproxy, no checks", "sluice", "haproxy"),
-                            ("sluice/haproxy, checks", "sluice+check", "haproxy+check"),
-                            ("sluice checks/none", "sluice+check", "sluice"),
-                            ("haproxy checks/none", "haproxy+check", "haproxy")):
-            per = []
-            for rnd in range(ctx.rounds):
-                va = scenarios_round(recs, scen, rnd, a, mid)
-                vb = scenarios_round(recs, scen, rnd, b, mid)
-                if va is not None and vb:
-                    per.append(va / vb)
-            ratios[label] = spread(per)
-        s["datapath"][mid] = {"cells": cells, "ratios": ratios}
+    s["datapath"] = fleet.load_summary(
+        ctx.load_records, DATAPATH_ORDER,
+        ("rr req/s", "connrate", "rr cpu", "rr cpu excl health", "connrate cpu",
+         "connrate cpu excl health", "rr p50", "rr p99"),
+        (("sluice/haproxy, no checks", "sluice", "haproxy"),
+         ("sluice/haproxy, checks", "sluice+check", "haproxy+check"),
+         ("sluice checks/none", "sluice+check", "sluice"),
+         ("haproxy checks/none", "haproxy+check", "haproxy")), ctx.rounds)
     return s
 
 
-def scenarios_round(recs, scen, rnd, name, mid):
-    for r in recs:
-        if (r["scenario"] == scen and r["round"] == rnd and r["contender"] == name
-                and r["valid"] and r["metrics"].get(mid) is not None):
-            return r["metrics"][mid]
-    return None
-
-
-def cell(sp, dec):
-    if not sp:
-        return "—"
-    f = report.fmt
-    return f"{f(sp['median'], dec)} ({f(sp['min'], dec)}–{f(sp['max'], dec)})"
+scenarios_round = fleet.round_value
 
 
 def tables(ctx, s):
@@ -856,20 +622,9 @@ def tables(ctx, s):
                                          "sluice-health thread", 2),
                   "connrate cpu excl health": ("connrate: sluice CPU µs per connection without "
                                                "the sluice-health thread", 1)}
-        for mid, v in s["datapath"].items():
-            label, dec = labels[mid]
-            cells = []
-            for name in DATAPATH_ORDER:
-                cl = v["cells"][name]
-                if (name == "direct" and "cpu" in mid) or (name.startswith("haproxy")
-                                                           and mid.endswith("excl health")):
-                    cells.append("n/a")
-                    continue
-                txt = cell(cl["spread"], dec)
-                if cl["invalid"]:
-                    txt = f"**INVALID** {cl['invalid']}/{cl['runs']}; valid: {txt}"
-                cells.append(txt)
-            rat = [report.fmt_ratio(v["ratios"][k]) for k in v["ratios"]]
-            out.append(f"| {label} | " + " | ".join(cells + rat) + " |")
+        out += fleet.load_rows(
+            s["datapath"], DATAPATH_ORDER, labels,
+            lambda name, mid: (name == "direct" and "cpu" in mid)
+            or (name.startswith("haproxy") and mid.endswith("excl health")))
         out.append("")
     return "\n".join(out)
