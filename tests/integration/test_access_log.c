@@ -322,7 +322,7 @@ static void check_metrics(void)
 /* One sluice, twelve listeners with log_access = on, one connection ending each way: client_fin
  * ("hello" echoed after the 3-byte greeting: up 5, down 8), server_fin (a 1000-byte download
  * after the 7-byte request "1000 7\n": up 7, down 1000), client_reset, server_reset (the test's
- * own socket accepts and resets), idle_timeout (300 ms), connect_failed, no_instance (weight 0),
+ * own socket accepts, sends a byte and resets), idle_timeout (300 ms), connect_failed, no_instance (weight 0),
  * queue_timeout (300 ms, behind a held client), drained (API drain, drain_timeout = 1s),
  * lifetime (1 s), rejected (queue_size = 0, behind a held client) and shutdown (SIGTERM,
  * shutdown_timeout = 500ms); the two held clients close first (client_fin). Every one of the 14
@@ -359,9 +359,13 @@ static void test_every_end_reason_is_logged(void **state)
     assert_int_equal(poll(&pfd, 1, HARNESS_WAIT_MS), 1);
     int upstream = accept(own_listener, NULL, NULL);
     assert_true(upstream >= 0);
+    /* one byte through first: a reset racing sluice's connect completion would be a failed
+     * connect, not a server reset */
+    assert_int_equal(write_all(upstream, "x", 1), 0);
+    assert_int_equal(read_exact(fd, back, 1), 0);
     close_reset(upstream);
     expect_closed(L_SRST, fd);
-    expect_line(L_SRST, "server_reset", fd, own_addr, 0, 0);
+    expect_line(L_SRST, "server_reset", fd, own_addr, 0, 1);
     close(fd);
 
     fd = connect_hello(L_IDLE);
