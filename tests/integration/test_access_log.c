@@ -322,9 +322,9 @@ static void check_metrics(void)
 /* One sluice, twelve listeners with log_access = on, one connection ending each way: client_fin
  * ("hello" echoed after the 3-byte greeting: up 5, down 8), server_fin (a 1000-byte download
  * after the 7-byte request "1000 7\n": up 7, down 1000), client_reset, server_reset (the test's
- * own socket accepts, sends a byte and resets), idle_timeout (300 ms), connect_failed, no_instance (weight 0),
- * queue_timeout (300 ms, behind a held client), drained (API drain, drain_timeout = 1s),
- * lifetime (1 s), rejected (queue_size = 0, behind a held client) and shutdown (SIGTERM,
+ * own socket accepts, sends a byte and resets), idle_timeout (300 ms), connect_failed, no_instance
+ * (weight 0), queue_timeout (300 ms, behind a held client), drained (API drain, drain_timeout =
+ * 1s), lifetime (1 s), rejected (queue_size = 0, behind a held client) and shutdown (SIGTERM,
  * shutdown_timeout = 500ms); the two held clients close first (client_fin). Every one of the 14
  * access lines is JSON with client 127.0.0.1, the client's own port, the instance where there
  * was one ("" where none was picked), duration_us > 0 and retries 0 after one good attempt; each
