@@ -75,18 +75,23 @@ struct watch {
     char status_error[256];  /* ... of error (g lock) */
     size_t invalid_logged;   /* invalid entries count last logged */
     char error[256];         /* last failure logged for this watch */
+    uint64_t rng;            /* xorshift64 state for backoff jitter: the watch's own, so a
+                              * first query run by the thread that adds it races nothing */
 };
 
 struct discovery {
     const struct consul_conf *ccfg; /* [consul] */
     struct consul_client *client;   /* resolved settings */
     CURLM *multi;                   /* all transfers */
-    struct watch *watches;          /* one per consul service */
+    struct watch **watches;         /* one per consul service: the thread's (status: g lock) */
     size_t n;                       /* entries in watches */
+    size_t cap;                     /* room in watches */
+    struct watch **pending;         /* added by discovery_add, not yet the thread's (g lock) */
+    size_t n_pending;               /* entries in pending */
+    size_t cap_pending;             /* room in pending */
     pthread_t thread;               /* the discovery thread */
     int started;                    /* thread is running (or joinable) */
     atomic_int stop;                /* discovery_stop was called */
-    uint64_t rng;                   /* xorshift64 state for backoff jitter */
     struct logger *log;             /* where events go */
     struct discovery_state_ g;      /* state and counters for other threads */
 };
@@ -150,8 +155,9 @@ size_t discovery_watches(struct discovery *d, struct discovery_watch_status *out
     if (d == NULL)
         return 0;
     pthread_mutex_lock(&d->g.lock);
-    for (size_t i = 0; i < d->n && i < cap; i++) {
-        const struct watch *w = &d->watches[i];
+    size_t total = d->n + d->n_pending;
+    for (size_t i = 0; i < total && i < cap; i++) {
+        const struct watch *w = i < d->n ? d->watches[i] : d->pending[i - d->n];
         out[i] = (struct discovery_watch_status){
             .index = w->status_index,
             .synced = w->status_synced,
@@ -165,7 +171,7 @@ size_t discovery_watches(struct discovery *d, struct discovery_watch_status *out
         snprintf(out[i].last_error, sizeof(out[i].last_error), "%s", w->status_error);
     }
     pthread_mutex_unlock(&d->g.lock);
-    return d->n;
+    return total;
 }
 
 void discovery_totals_get(struct discovery *d, struct discovery_totals *out)
@@ -369,7 +375,7 @@ static void watch_fail(struct watch *w, enum consul_outcome outcome, const char 
      * back) is read afresh. */
     w->index = 0;
     w->next_ms = now + backoff_ms(w->failures, w->d->ccfg->retry_min_ms, w->d->ccfg->retry_max_ms,
-                                  rng_next(&w->d->rng));
+                                  rng_next(&w->rng));
     if (strcmp(why, w->error) != 0) {
         /* Unreachable agents are reported once per outage by the discovery state; errors that
          * the agent answered are worth one line per watch and per distinct error. */
@@ -427,7 +433,7 @@ static void watch_overdue(struct watch *w, uint64_t now, const char *by)
     watch_fail(w, CONSUL_UNREACHABLE, why, now);
 }
 
-/* A transfer of the multi handle ended. */
+/* Bounds of the request-duration histogram. */
 const uint64_t discovery_duration_bounds_ms[DISCOVERY_HIST_BUCKETS] = {
     5, 25, 100, 250, 1000, 5000, 15000, 30000, 60000, 120000};
 
@@ -464,12 +470,12 @@ static void watch_publish_status(struct watch *w)
     pthread_mutex_unlock(&w->d->g.lock);
 }
 
-static void watch_done(struct watch *w, CURLcode result, uint64_t now)
+/* A query ended (on the thread, or on the caller of discovery_add): publish, fail, account. */
+static void watch_finished(struct watch *w, enum consul_outcome outcome, CURLcode result,
+                           uint64_t now)
 {
-    enum consul_outcome outcome = consul_call_done(&w->call, result);
     char why[640], what[400];
 
-    curl_multi_remove_handle(w->d->multi, w->call.easy);
     w->in_flight = 0;
     int parsed = outcome == CONSUL_OK && watch_answer(w, why, sizeof(why)) == 0;
     watch_account(w, outcome, parsed, now);
@@ -494,37 +500,61 @@ static void watch_done(struct watch *w, CURLcode result, uint64_t now)
     consul_call_cleanup(&w->call);
 }
 
-/* Starts the query of an idle watch whose time has come, unless its bucket is dry. */
-static void watch_start(struct watch *w, uint64_t now)
+/* A transfer of the multi handle ended. */
+static void watch_done(struct watch *w, CURLcode result, uint64_t now)
 {
-    struct discovery_state_ *g = &w->d->g;
+    enum consul_outcome outcome = consul_call_done(&w->call, result);
+
+    curl_multi_remove_handle(w->d->multi, w->call.easy);
+    watch_finished(w, outcome, result, now);
+}
+
+/* Prepares the query of w (its index decides whether it blocks), bounded by timeout_ms (0: the
+ * blocking wait's own bound). 0, or the watch failed and retries later. */
+static int watch_prepare(struct watch *w, uint64_t now, uint64_t timeout_ms)
+{
     struct discovery *d = w->d;
-    uint64_t delay = discovery_bucket_take(&w->bucket, now, DISCOVERY_RATE_MS, DISCOVERY_BURST);
     uint64_t wait_ms = w->index > 0 ? d->ccfg->wait_ms : 0;
     char path[PATH_MAX_LEN];
 
-    if (delay > 0) {
-        atomic_fetch_add(&g->rate_limited, 1);
-        w->next_ms = now + delay;
-        return;
-    }
     if (consul_health_path(path, sizeof(path), w->cfg->service, w->dc, w->cfg->tags.items,
                            w->cfg->tags.n, d->ccfg->stale, w->index, wait_ms) != 0) {
         watch_fail(w, CONSUL_REJECTED, "the query is too long (too many or too long tags)", now);
+        return -ENAMETOOLONG;
+    }
+    uint64_t bound = discovery_http_timeout_ms(wait_ms);
+    if (consul_call_init(&w->call, d->client, "GET", path, NULL,
+                         timeout_ms > 0 && timeout_ms < bound ? timeout_ms : bound) != 0) {
+        consul_call_cleanup(&w->call);
+        watch_fail(w, CONSUL_UNREACHABLE, "cannot start a query: out of memory", now);
+        return -ENOMEM;
+    }
+    atomic_fetch_add(&d->g.requests, 1);
+    w->call.data = w;
+    w->started_ms = now;
+    w->deadline_ms = now + discovery_watchdog_ms(wait_ms);
+    return 0;
+}
+
+/* Starts the query of an idle watch whose time has come, unless its bucket is dry. */
+static void watch_start(struct watch *w, uint64_t now)
+{
+    struct discovery *d = w->d;
+    uint64_t delay = discovery_bucket_take(&w->bucket, now, DISCOVERY_RATE_MS, DISCOVERY_BURST);
+
+    if (delay > 0) {
+        atomic_fetch_add(&d->g.rate_limited, 1);
+        w->next_ms = now + delay;
         return;
     }
-    if (consul_call_init(&w->call, d->client, "GET", path, NULL,
-                         discovery_http_timeout_ms(wait_ms)) != 0 ||
-        curl_multi_add_handle(d->multi, w->call.easy) != CURLM_OK) {
+    if (watch_prepare(w, now, 0) != 0)
+        return;
+    if (curl_multi_add_handle(d->multi, w->call.easy) != CURLM_OK) {
         consul_call_cleanup(&w->call);
         watch_fail(w, CONSUL_UNREACHABLE, "cannot start a query: out of memory", now);
         return;
     }
-    atomic_fetch_add(&g->requests, 1);
-    w->call.data = w;
     w->in_flight = 1;
-    w->started_ms = now;
-    w->deadline_ms = now + discovery_watchdog_ms(wait_ms);
 }
 
 /* Starts a due watch or aborts an overdue one; returns when it next needs attention. */
@@ -560,22 +590,50 @@ static void discovery_collect(struct discovery *d)
     }
 }
 
+/* Room for n watches in *arr (cap entries now). 0 or -ENOMEM. */
+static int watches_reserve(struct watch ***arr, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return 0;
+    size_t want = *cap > 0 ? *cap * 2 : 8;
+    want = want < n ? n : want;
+    struct watch **grown = realloc(*arr, want * sizeof(**arr));
+    if (grown == NULL)
+        return -ENOMEM;
+    *arr = grown;
+    *cap = want;
+    return 0;
+}
+
+/* The watches discovery_add handed over become the thread's. */
+static void discovery_adopt(struct discovery *d)
+{
+    pthread_mutex_lock(&d->g.lock);
+    if (d->n_pending > 0 && watches_reserve(&d->watches, &d->cap, d->n + d->n_pending) == 0) {
+        memcpy(d->watches + d->n, d->pending, d->n_pending * sizeof(*d->pending));
+        d->n += d->n_pending;
+        d->n_pending = 0;
+    }
+    pthread_mutex_unlock(&d->g.lock);
+}
+
 static void *discovery_main(void *arg)
 {
     struct discovery *d = arg;
     int running;
 
     while (!atomic_load(&d->stop)) {
+        discovery_adopt(d);
         uint64_t now = clock_ms(), next = now + POLL_MAX_MS;
         for (size_t i = 0; i < d->n; i++) {
-            uint64_t due = watch_tick(&d->watches[i], now);
+            uint64_t due = watch_tick(d->watches[i], now);
             next = due < next ? due : next;
         }
         curl_multi_perform(d->multi, &running);
         discovery_collect(d);
         now = clock_ms();
         for (size_t i = 0; i < d->n; i++) { /* answers handled above may be due again now */
-            const struct watch *w = &d->watches[i];
+            const struct watch *w = d->watches[i];
             uint64_t due = w->in_flight ? w->deadline_ms : w->next_ms;
             next = due < next ? due : next;
         }
@@ -588,43 +646,62 @@ static void *discovery_main(void *arg)
 
 /* --- lifecycle ---------------------------------------------------------------------------- */
 
-static int watches_prepare(struct discovery *d, const struct discovery_target *targets, size_t n)
+static struct watch *watch_new(struct discovery *d, const struct discovery_target *t)
 {
-    d->watches = calloc(n + 1, sizeof(*d->watches));
-    if (d->watches == NULL) {
-        return -ENOMEM;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const struct discovery_target *t = &targets[i];
-        struct watch *w = &d->watches[d->n++];
-        w->d = d;
-        w->name = t->name;
-        w->cfg = t->watch;
-        w->owner = t->owner;
-        w->dc = t->watch->datacenter[0] != '\0' ? t->watch->datacenter : d->ccfg->datacenter;
-    }
-    return 0;
+    struct watch *w = calloc(1, sizeof(*w));
+
+    if (w == NULL)
+        return NULL;
+    w->d = d;
+    w->name = t->name;
+    w->cfg = t->watch;
+    w->owner = t->owner;
+    w->dc = t->watch->datacenter[0] != '\0' ? t->watch->datacenter : d->ccfg->datacenter;
+    w->rng = rng_seed() ^ (uint64_t)(uintptr_t)w;
+    w->rng = w->rng != 0 ? w->rng : 1;
+    return w;
+}
+
+static void watch_free(struct watch *w)
+{
+    if (w == NULL)
+        return;
+    consul_call_cleanup(&w->call);
+    free(w->current);
+    free(w);
+}
+
+/* Counts w among the watches (the state goes back to starting until it has an answer). */
+static void watch_count(struct watch *w)
+{
+    pthread_mutex_lock(&w->d->g.lock);
+    w->d->g.watches++;
+    state_update_locked(w->d);
+    pthread_mutex_unlock(&w->d->g.lock);
 }
 
 int discovery_create(const struct consul_conf *ccfg, const struct discovery_target *targets,
                      size_t n, struct logger *log, struct discovery **out, char *err,
                      size_t err_len)
 {
-    struct discovery *d;
-    int rc;
+    struct discovery *d = calloc(1, sizeof(*d));
+    int rc = 0;
 
     *out = NULL;
-    if (n == 0) {
-        return 0;
-    }
-    d = calloc(1, sizeof(*d));
     if (d == NULL) {
         return -ENOMEM;
     }
     d->ccfg = ccfg;
     d->log = log;
     pthread_mutex_init(&d->g.lock, NULL);
-    rc = watches_prepare(d, targets, n);
+    if (watches_reserve(&d->watches, &d->cap, n) != 0)
+        rc = -ENOMEM;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if ((d->watches[d->n] = watch_new(d, &targets[i])) == NULL)
+            rc = -ENOMEM;
+        else
+            d->n++;
+    }
     if (rc == 0) {
         rc = consul_client_create(ccfg, &d->client, err, err_len);
     }
@@ -635,9 +712,45 @@ int discovery_create(const struct consul_conf *ccfg, const struct discovery_targ
         discovery_destroy(d);
         return rc;
     }
-    d->rng = rng_seed();
+    d->g.watches = (unsigned)d->n;
     *out = d;
     return 0;
+}
+
+int discovery_add(struct discovery *d, const struct discovery_target *t, uint64_t sync_ms,
+                  char *err, size_t err_len)
+{
+    struct watch *w = watch_new(d, t);
+    int rc = 0;
+
+    if (w == NULL)
+        return -ENOMEM;
+    watch_count(w);
+    if (sync_ms > 0) {
+        /* the first query on the caller's thread: it knows at once what Consul said */
+        uint64_t now = clock_ms();
+        (void)discovery_bucket_take(&w->bucket, now, DISCOVERY_RATE_MS, DISCOVERY_BURST);
+        rc = watch_prepare(w, now, sync_ms);
+        if (rc == 0) {
+            consul_call_cancel_on(&w->call, &d->stop);
+            enum consul_outcome outcome = consul_call_perform(&w->call);
+            watch_finished(w, outcome, w->call.result, clock_ms());
+            rc = w->synced ? 0 : outcome == CONSUL_UNREACHABLE ? -EHOSTUNREACH : -EPROTO;
+        }
+        snprintf(err, err_len, "%s", w->synced ? "" : w->error);
+    }
+    pthread_mutex_lock(&d->g.lock);
+    int room = watches_reserve(&d->pending, &d->cap_pending, d->n_pending + 1) == 0;
+    if (room)
+        d->pending[d->n_pending++] = w;
+    pthread_mutex_unlock(&d->g.lock);
+    if (!room) {
+        watch_free(w);
+        return -ENOMEM;
+    }
+    if (d->multi != NULL)
+        curl_multi_wakeup(d->multi);
+    return rc;
 }
 
 int discovery_start(struct discovery *d)
@@ -646,10 +759,9 @@ int discovery_start(struct discovery *d)
     int rc;
 
     pthread_mutex_lock(&g->lock);
-    g->watches = (unsigned)d->n;
     g->synced = g->failing = 0;
     g->last_error[0] = '\0';
-    atomic_store(&g->state, DISCOVERY_STARTING);
+    state_update_locked(d);
     pthread_mutex_unlock(&g->lock);
     rc = pthread_create(&d->thread, NULL, discovery_main, d);
     if (rc != 0) {
@@ -672,8 +784,9 @@ void discovery_stop(struct discovery *d)
     curl_multi_wakeup(d->multi);
     pthread_join(d->thread, NULL);
     d->started = 0;
+    discovery_adopt(d);
     for (size_t i = 0; i < d->n; i++) {
-        struct watch *w = &d->watches[i];
+        struct watch *w = d->watches[i];
         if (w->in_flight) {
             curl_multi_remove_handle(d->multi, w->call.easy);
             w->in_flight = 0;
@@ -689,10 +802,12 @@ void discovery_destroy(struct discovery *d)
         return;
     }
     discovery_stop(d);
+    discovery_adopt(d);
     for (size_t i = 0; i < d->n; i++) {
-        free(d->watches[i].current);
+        watch_free(d->watches[i]);
     }
     free(d->watches);
+    free(d->pending);
     if (d->multi != NULL) {
         curl_multi_cleanup(d->multi);
     }

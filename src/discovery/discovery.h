@@ -82,12 +82,22 @@ struct discovery_target {
 };
 
 /* Prepares one watch per target (copied; what they point to must outlive the discovery) on the
- * agent of ccfg (which must outlive it too). Returns 0 with *out (NULL when n is 0), or -errno
- * with a reason in err (for example an unreadable token file). Any thread, before
- * discovery_start; several discoveries may live in one process. */
+ * agent of ccfg (which must outlive it too); n may be 0 (watches come with discovery_add).
+ * Returns 0 with *out, or -errno with a reason in err (for example an unreadable token file).
+ * Any thread, before discovery_start; several discoveries may live in one process. */
 int discovery_create(const struct consul_conf *ccfg, const struct discovery_target *targets,
                      size_t n, struct logger *log, struct discovery **out, char *err,
                      size_t err_len);
+
+/* One more watch (target copied; what it points to must outlive d), before or after
+ * discovery_start. With sync_ms > 0 its first query runs on the calling thread, bounded by
+ * sync_ms, and a good answer is published to the owner before this returns; the discovery
+ * thread then goes on from that answer's index. Returns 0 (a good first answer, or sync_ms 0),
+ * -EHOSTUNREACH (no answer from the agent), -EPROTO (the agent refused, or answered something
+ * unusable) with the reason in err, or -ENOMEM (nothing added). Except for -ENOMEM the watch
+ * stays and keeps retrying with backoff. Any thread, never with discovery_stop or _destroy. */
+int discovery_add(struct discovery *d, const struct discovery_target *t, uint64_t sync_ms,
+                  char *err, size_t err_len);
 
 /* Starts the thread. 0 or -errno. */
 int discovery_start(struct discovery *d);
