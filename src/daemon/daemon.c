@@ -240,8 +240,9 @@ static int daemon_start_discovery(struct daemon *d)
                                                      .watch = &cfg->services[i].consul,
                                                      .owner = d->services[i]};
     }
-    rc = discovery_create(&cfg->consul, targets, n, &d->log, &d->discovery, d->step_error,
-                          sizeof(d->step_error));
+    rc = n == 0 ? 0 /* no service uses Consul: no discovery */
+                : discovery_create(&cfg->consul, targets, n, &d->log, &d->discovery, d->step_error,
+                                   sizeof(d->step_error));
     free(targets);
     if (rc == 0 && d->discovery != NULL)
         rc = discovery_start(d->discovery);
