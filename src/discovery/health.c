@@ -89,8 +89,12 @@ struct health {
     struct logger *log;                         /* events */
     struct health_target *targets;              /* every service, for ticks */
     size_t n_targets;                           /* entries in targets */
-    struct hc_service *svcs;                    /* services with a check */
+    size_t cap_targets;                         /* room in targets */
+    struct hc_service **svcs;                   /* services with a check (probes point here) */
     size_t n_svcs;                              /* entries in svcs */
+    pthread_mutex_t add_lock;                   /* guards pending */
+    struct health_target *pending;              /* added by health_add, not yet the thread's */
+    size_t n_pending, cap_pending;              /* entries and room in pending */
     CURLM *multi;                               /* HTTP probes */
     int ep;                                     /* TCP probes, ep_curl, wake_fd */
     int ep_curl;                                /* libcurl's sockets (curl_socket) */
@@ -460,7 +464,7 @@ static void collect_http(struct health *h, uint64_t now)
 static void flush_verdicts(struct health *h)
 {
     for (size_t k = 0; k < h->n_svcs; k++) {
-        struct hc_service *s = &h->svcs[k];
+        struct hc_service *s = h->svcs[k];
         if (s->n_out > 0)
             (void)owner_set_health(s->t.owner, s->out, s->n_out);
         for (size_t i = 0; i < s->n_out; i++)
@@ -469,18 +473,21 @@ static void flush_verdicts(struct health *h)
     }
 }
 
+static void targets_adopt(struct health *h);
+
 /* Owner ticks, new sets, due probes; sets when the next pass is due. */
 static void health_pass(struct health *h, uint64_t now)
 {
     uint64_t next = now + POLL_MAX_MS;
 
+    targets_adopt(h);
     for (size_t i = 0; i < h->n_targets; i++) {
         uint64_t due = owner_tick(h->targets[i].owner, now);
         next = due < next ? due : next;
     }
     for (size_t k = 0; k < h->n_svcs; k++) {
-        (void)service_sync(&h->svcs[k], now);
-        uint64_t due = service_pass(&h->svcs[k], now);
+        (void)service_sync(h->svcs[k], now);
+        uint64_t due = service_pass(h->svcs[k], now);
         next = due < next ? due : next;
     }
     h->pass_due = next;
@@ -590,6 +597,46 @@ static void *health_main(void *arg)
 
 /* --- lifecycle ----------------------------------------------------------------------------- */
 
+/* t becomes one of the thread's targets (and a checked service when it has a check). 0 or
+ * -ENOMEM (nothing changed). */
+static int target_adopt(struct health *h, const struct health_target *t)
+{
+    int checked = t->check != NULL && t->check->kind != HEALTH_CHECK_NONE;
+
+    if (h->n_targets == h->cap_targets) {
+        size_t cap = h->cap_targets > 0 ? h->cap_targets * 2 : 8;
+        struct health_target *grown = realloc(h->targets, cap * sizeof(*grown));
+        struct hc_service **svcs = realloc(h->svcs, cap * sizeof(*svcs));
+        h->targets = grown != NULL ? grown : h->targets;
+        h->svcs = svcs != NULL ? svcs : h->svcs;
+        if (grown == NULL || svcs == NULL)
+            return -ENOMEM;
+        h->cap_targets = cap;
+    }
+    if (checked) {
+        struct hc_service *s = calloc(1, sizeof(*s));
+        if (s == NULL)
+            return -ENOMEM;
+        *s = (struct hc_service){.h = h, .t = *t};
+        h->svcs[h->n_svcs++] = s;
+    }
+    h->targets[h->n_targets++] = *t;
+    return 0;
+}
+
+/* The targets health_add handed over become the thread's (one that finds no room stays
+ * pending until the next pass). */
+static void targets_adopt(struct health *h)
+{
+    pthread_mutex_lock(&h->add_lock);
+    size_t done = 0;
+    while (done < h->n_pending && target_adopt(h, &h->pending[done]) == 0)
+        done++;
+    memmove(h->pending, h->pending + done, (h->n_pending - done) * sizeof(*h->pending));
+    h->n_pending -= done;
+    pthread_mutex_unlock(&h->add_lock);
+}
+
 /* The epoll sets, the wake-up eventfd and libcurl's socket interface. 0 or -errno. */
 static int health_events(struct health *h)
 {
@@ -614,33 +661,55 @@ static int health_events(struct health *h)
 int health_create(const struct health_target *targets, size_t n, struct logger *log,
                   struct health **out)
 {
-    struct health *h;
+    struct health *h = calloc(1, sizeof(*h));
 
     *out = NULL;
-    if (n == 0)
-        return 0;
-    h = calloc(1, sizeof(*h));
     if (h == NULL)
         return -ENOMEM;
     h->log = log;
     h->rng = rng_seed();
     h->ep = h->ep_curl = h->wake_fd = -1;
-    h->targets = calloc(n, sizeof(*h->targets));
-    h->svcs = calloc(n, sizeof(*h->svcs));
+    pthread_mutex_init(&h->add_lock, NULL);
     h->curl_held = consul_curl_use() == 0;
     h->multi = h->curl_held ? curl_multi_init() : NULL;
-    if (h->targets == NULL || h->svcs == NULL || h->multi == NULL || health_events(h) != 0) {
+    if (h->multi == NULL || health_events(h) != 0) {
         health_destroy(h);
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
-        h->targets[h->n_targets++] = targets[i];
+        if (target_adopt(h, &targets[i]) != 0) {
+            health_destroy(h);
+            return -ENOMEM;
+        }
         owner_set_waker(targets[i].owner, health_wake, h);
-        if (targets[i].check != NULL && targets[i].check->kind != HEALTH_CHECK_NONE)
-            h->svcs[h->n_svcs++] = (struct hc_service){.h = h, .t = targets[i]};
     }
     *out = h;
     return 0;
+}
+
+int health_add(struct health *h, const struct health_target *t)
+{
+    int rc = 0;
+
+    /* the waker is set here, before the caller shares the owner: workers read it unlocked */
+    owner_set_waker(t->owner, health_wake, h);
+    pthread_mutex_lock(&h->add_lock);
+    if (h->n_pending == h->cap_pending) {
+        size_t cap = h->cap_pending > 0 ? h->cap_pending * 2 : 8;
+        struct health_target *grown = realloc(h->pending, cap * sizeof(*grown));
+        if (grown != NULL) {
+            h->pending = grown;
+            h->cap_pending = cap;
+        }
+    }
+    if (h->n_pending < h->cap_pending)
+        h->pending[h->n_pending++] = *t;
+    else
+        rc = -ENOMEM;
+    pthread_mutex_unlock(&h->add_lock);
+    if (rc == 0)
+        health_wake(h);
+    return rc;
 }
 
 int health_start(struct health *h)
@@ -682,12 +751,15 @@ void health_destroy(struct health *h)
     health_stop(h);
     for (size_t i = 0; i < h->n_targets; i++)
         owner_set_waker(h->targets[i].owner, NULL, NULL);
+    for (size_t i = 0; i < h->n_pending; i++)
+        owner_set_waker(h->pending[i].owner, NULL, NULL);
     for (size_t k = 0; k < h->n_svcs; k++) {
-        for (size_t i = 0; i < h->svcs[k].n; i++)
-            probe_free(h->svcs[k].probes[i]);
-        free(h->svcs[k].probes);
-        free(h->svcs[k].out);
-        free(h->svcs[k].out_probe);
+        for (size_t i = 0; i < h->svcs[k]->n; i++)
+            probe_free(h->svcs[k]->probes[i]);
+        free(h->svcs[k]->probes);
+        free(h->svcs[k]->out);
+        free(h->svcs[k]->out_probe);
+        free(h->svcs[k]);
     }
     if (h->multi != NULL)
         curl_multi_cleanup(h->multi);
@@ -699,6 +771,8 @@ void health_destroy(struct health *h)
             close(fds[i]);
     free(h->svcs);
     free(h->targets);
+    free(h->pending);
+    pthread_mutex_destroy(&h->add_lock);
     free(h);
 }
 

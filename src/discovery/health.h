@@ -31,10 +31,15 @@ struct health_stats {
 /* The thread and its probes; opaque. */
 struct health;
 
-/* Prepares the thread for n targets (copied; what they point to must outlive it) and makes it
- * the waker of every target's owner. Returns 0 with *out (NULL when n is 0), or -ENOMEM. */
+/* Prepares the thread for n targets (copied; what they point to must outlive it; n may be 0)
+ * and makes it the waker of every target's owner. Returns 0 with *out, or -ENOMEM. */
 int health_create(const struct health_target *targets, size_t n, struct logger *log,
                   struct health **out);
+
+/* One more target (copied, same rules), before or after health_start: the thread becomes its
+ * owner's waker at once (call before the owner is shared) and takes it on its next pass (woken
+ * now). 0 or -ENOMEM. Any thread. */
+int health_add(struct health *h, const struct health_target *t);
 
 /* Starts the thread ("sluice-health"). 0 or -errno. */
 int health_start(struct health *h);
