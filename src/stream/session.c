@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "instance_use.h"
 #include "logring.h"
 #include "owner.h"
 
@@ -168,8 +169,7 @@ static void watch_close_how(struct watch *wt, enum close_how how)
 
 static void instance_take(struct session *s, struct instance_state *st)
 {
-    instance_state_hold(st);
-    atomic_fetch_add_explicit(&st->active, 1, memory_order_relaxed);
+    instance_use_begin(st);
     s->inst = st;
 }
 
@@ -177,23 +177,8 @@ static void instance_drop(struct session *s)
 {
     if (s->inst == NULL)
         return;
-    atomic_fetch_sub_explicit(&s->inst->active, 1, memory_order_relaxed);
-    instance_state_release(s->inst);
+    instance_use_end(s->inst);
     s->inst = NULL;
-}
-
-/* Passive health: one more failed connect in a row; the one that reaches the service's
- * eject_after wakes the owner's ticker, which ejects. Only failures pay for this. */
-static void instance_count_failure(struct session *s, struct instance_state *st)
-{
-    unsigned fails = atomic_fetch_add_explicit(&st->fails_in_row, 1, memory_order_relaxed) + 1;
-    uint32_t eject_after;
-
-    snapshot_read_lock();
-    eject_after = owner_current(s->lst->service->owner)->eject_after;
-    snapshot_read_unlock();
-    if (eject_after != 0 && fails == eject_after)
-        owner_report_failing(s->lst->service->owner);
 }
 
 /* Moves the current instance to the tried list; it keeps its reference so the exclusion
@@ -207,8 +192,7 @@ static int instance_mark_tried(struct session *s)
             return -ENOMEM;
     }
     atomic_fetch_sub_explicit(&s->inst->active, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->inst->failures, 1, memory_order_relaxed);
-    instance_count_failure(s, s->inst);
+    instance_use_failed(s->lst->service->owner, s->inst); /* it keeps the session's hold */
     s->tried[s->n_tried++] = s->inst;
     s->inst = NULL;
     return 0;
@@ -446,10 +430,7 @@ static void session_established(struct session *s)
     s->connect_us = took < UINT32_MAX ? (uint32_t)took : UINT32_MAX;
     hist_add(&h->connect_time, session_connect_bounds_us, took);
     tried_release(s);
-    atomic_fetch_add_explicit(&s->inst->connects, 1, memory_order_relaxed);
-    /* a good connect ends a run of failures; read first, so the usual case writes nothing */
-    if (atomic_load_explicit(&s->inst->fails_in_row, memory_order_relaxed) != 0)
-        atomic_store_explicit(&s->inst->fails_in_row, 0, memory_order_relaxed);
+    instance_use_connected(s->inst);
     STATS_ADD(h->stats, sessions_established, 1);
     pump_init(&s->up, &h->pump);
     pump_init(&s->down, &h->pump);
