@@ -52,6 +52,7 @@ struct watch {
     const char *name;                    /* the service's NAME, for logs */
     const struct consul_watch_conf *cfg; /* what to ask Consul */
     struct owner *owner;                 /* where its instance lists go */
+    atomic_int *synced_flag;             /* the target's synced flag, or NULL */
     const char *dc;                      /* datacenter to ask; NULL = the agent's */
     uint64_t index;                      /* index to send; 0 = non-blocking full read */
     struct discovery_bucket bucket;      /* query rate limit */
@@ -407,6 +408,8 @@ static void watch_ok(struct watch *w, uint64_t now)
     w->failures = 0;
     w->failing = 0;
     w->synced = 1;
+    if (w->synced_flag != NULL)
+        atomic_store(w->synced_flag, 1);
     w->error[0] = '\0';
     w->next_ms = now;
     if (failing_before) {
@@ -656,6 +659,7 @@ static struct watch *watch_new(struct discovery *d, const struct discovery_targe
     w->name = t->name;
     w->cfg = t->watch;
     w->owner = t->owner;
+    w->synced_flag = t->synced;
     w->dc = t->watch->datacenter[0] != '\0' ? t->watch->datacenter : d->ccfg->datacenter;
     w->rng = rng_seed() ^ (uint64_t)(uintptr_t)w;
     w->rng = w->rng != 0 ? w->rng : 1;

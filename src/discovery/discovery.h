@@ -4,6 +4,7 @@
 #ifndef SLUICE_DISCOVERY_H
 #define SLUICE_DISCOVERY_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,6 +80,7 @@ struct discovery_target {
     const char *name;                      /* the service's NAME, for logs */
     const struct consul_watch_conf *watch; /* what to ask Consul for */
     struct owner *owner;                   /* where its instance lists go */
+    atomic_int *synced;                    /* set to 1 after the first good answer; may be NULL */
 };
 
 /* Prepares one watch per target (copied; what they point to must outlive the discovery) on the

@@ -115,6 +115,21 @@ const struct instance_set *snapshot_load(struct instance_set *const *slot)
     return rcu_dereference(*slot);
 }
 
+void *snapshot_ptr_swap(void **slot, void *p)
+{
+    return rcu_xchg_pointer(slot, p);
+}
+
+void *snapshot_ptr_load(void *const *slot)
+{
+    return rcu_dereference(*slot);
+}
+
+void snapshot_grace(void)
+{
+    synchronize_rcu();
+}
+
 void snapshot_reader_register(void)
 {
     rcu_register_thread();

@@ -100,6 +100,15 @@ void snapshot_retire(struct instance_set *old);
 /* The set in *slot; never NULL. Registered reader threads only, inside a read section. */
 const struct instance_set *snapshot_load(struct instance_set *const *slot);
 
+/* Any other read-mostly pointer, published and read the same way (a library's table of
+ * services): swap returns the old pointer, which may be freed after snapshot_grace. */
+void *snapshot_ptr_swap(void **slot, void *p);
+void *snapshot_ptr_load(void *const *slot);
+
+/* Waits until no reader can still see what was swapped out before the call. Never from inside
+ * a read section. */
+void snapshot_grace(void);
+
 /* Takes / drops a reference on an instance state so it outlives the sets that list it.
  * Any thread; the last release frees it. */
 struct instance_state *instance_state_create(const char *id, const struct net_addr *addr);
