@@ -6,6 +6,8 @@
  * Registers SERVICE at HOST:PORT with a TCP check, waits until Consul lists it as passing,
  * connects to the instance it gets, sends "hello\n", prints what comes back, and deregisters.
  * Exit status 0 when all of that worked. */
+#define _POSIX_C_SOURCE 200809L /* nanosleep; the example builds as strict C11 */
+
 #include <sluice.h>
 
 #include <stdio.h>
