@@ -270,7 +270,8 @@ static int daemon_start_health(struct daemon *d)
     return rc;
 }
 
-/* Registration after the listeners are bound, so that the agent's first TCP check can pass. */
+/* Registration after the listeners are bound and the admin server runs, so that the agent's
+ * first TCP check (and a fleet's HTTP check on /healthz) can pass. */
 static int daemon_start_registrar(struct daemon *d)
 {
     const struct config *cfg = d->cfg;
@@ -282,8 +283,9 @@ static int daemon_start_registrar(struct daemon *d)
     for (size_t i = 0; i < cfg->n_listeners; i++)
         ls[i] = (struct registrar_listener){.name = cfg->listeners[i].name,
                                             .bind = &cfg->listeners[i].bind};
-    rc = registrar_create(&cfg->consul, &cfg->registration, ls, cfg->n_listeners, &d->log,
-                          &d->registrar, d->step_error, sizeof(d->step_error));
+    rc = registrar_create(&cfg->consul, &cfg->registration, ls, cfg->n_listeners,
+                          cfg->admin.line != 0 ? &cfg->admin.bind : NULL, &d->log, &d->registrar,
+                          d->step_error, sizeof(d->step_error));
     free(ls);
     if (rc == 0 && d->registrar != NULL)
         rc = registrar_start(d->registrar);

@@ -124,8 +124,53 @@ const struct ini_key registration_keys[] = {
     INI_KEY("deregister_critical_after", REG(deregister_after_ms), ini_set_duration, 0, UINT64_MAX,
             "1m", false),
     INI_KEY("anti_entropy", REG(anti_entropy_ms), ini_set_duration, 1000, UINT64_MAX, "30s", false),
+    INI_KEY("fleet", REG(fleet), ini_set_name, 0, 0, NULL, false),
+    INI_KEY("fleet_id", REG(fleet_id), ini_set_label, 0, 0, NULL, false),
+    INI_KEY("fleet_address", REG(fleet_address), ini_set_ip, 0, 0, NULL, false),
+    INI_KEY("fleet_port", REG(fleet_port), ini_set_int, 1, 65535, NULL, false),
+    INI_KEY("fleet_tags", REG(fleet_tags), ini_set_list, 0, 64, NULL, false, LIST),
     {.name = NULL},
 };
+
+bool registration_conf_chooses(const struct registration_conf *r, const char *listener)
+{
+    for (size_t i = 0; i < r->listeners.n; i++) {
+        if (strcmp(r->listeners.items[i], listener) == 0) {
+            return true;
+        }
+    }
+    return r->listeners.n == 0 && r->fleet[0] == '\0';
+}
+
+/* The fleet's health check is the admin server's /healthz, so fleet needs [admin]. That section
+ * belongs to the daemon; the INI engine lets us look for its header without knowing its keys. */
+static bool file_has_admin(const struct ini_file *f)
+{
+    for (size_t i = 0; i < ini_section_count(f); i++) {
+        if (strcmp(ini_section_header(ini_section_at(f, i)), "[admin]") == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void fleet_check(struct ini_file *f, const struct ini_section *sec,
+                        const struct registration_conf *r)
+{
+    static const char *const fleet_only[] = {"fleet_id", "fleet_address", "fleet_port",
+                                             "fleet_tags"};
+
+    for (size_t i = 0; r->fleet[0] == '\0' && i < sizeof(fleet_only) / sizeof(fleet_only[0]); i++) {
+        int line = ini_key_line(sec, fleet_only[i]);
+        if (line != 0) {
+            ini_error(f, line, fleet_only[i], "only applies with fleet = NAME");
+        }
+    }
+    if (r->fleet[0] != '\0' && !file_has_admin(f)) {
+        ini_error(f, ini_key_line(sec, "fleet"), "fleet",
+                  "needs an [admin] section: its /healthz is the fleet's health check");
+    }
+}
 
 void consul_conf_check(struct ini_file *f, const struct ini_section *sec, void *conf)
 {
@@ -156,4 +201,5 @@ void registration_conf_check(struct ini_file *f, const struct ini_section *sec, 
         ini_error(f, ini_key_line(sec, "deregister_critical_after"), "deregister_critical_after",
                   "is shorter than Consul's minimum of 1m");
     }
+    fleet_check(f, sec, r);
 }

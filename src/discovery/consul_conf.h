@@ -3,6 +3,7 @@
 #ifndef SLUICE_CONSUL_CONF_H
 #define SLUICE_CONSUL_CONF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,18 +45,25 @@ struct consul_watch_conf {
     enum consul_health_mode health; /* health = passing | passing_and_warning */
 };
 
-/* [registration]: sluice registers its listeners as Consul services. */
+/* [registration]: sluice registers its listeners as Consul services, and with fleet itself as
+ * one instance of a fleet of sluice processes (checked on its admin /healthz). */
 struct registration_conf {
     int line;                     /* line of the header; 0 = no section, nothing registered */
     char name[INI_NAME_MAX];      /* name: service name; "" = each listener's NAME */
     struct ini_list tags;         /* tags */
-    struct ini_list meta;         /* meta: "key=value" items */
+    struct ini_list meta;         /* meta: "key=value" items (fleet registration too) */
     char address[NET_ADDR_MAX];   /* address: IP to advertise; "" = the listener's bind IP */
-    struct ini_list listeners;    /* listeners: names to register; empty = all */
-    uint64_t check_interval_ms;   /* check_interval: TCP check interval, default 10 s */
-    uint64_t check_timeout_ms;    /* check_timeout: TCP check timeout, default 5 s */
+    struct ini_list listeners;    /* listeners: names to register; empty = all (none with fleet) */
+    uint64_t check_interval_ms;   /* check_interval: check interval, default 10 s */
+    uint64_t check_timeout_ms;    /* check_timeout: check timeout, default 5 s */
     uint64_t deregister_after_ms; /* deregister_critical_after, default 1 min; 0 = never */
     uint64_t anti_entropy_ms;     /* anti_entropy: confirmation period, default 30 s */
+    char fleet[INI_NAME_MAX];     /* fleet: service name of the fleet of sluices; "" = off */
+    char fleet_id[INI_NAME_MAX];  /* fleet_id; "" = <fleet>-<hostname>-<admin port> */
+    char fleet_address[NET_ADDR_MAX]; /* fleet_address: IP to advertise; "" = address, else the
+                                       * fleet listener's bind IP, else the agent's node address */
+    int fleet_port;                   /* fleet_port; 0 = the fleet listener's port */
+    struct ini_list fleet_tags;       /* fleet_tags: tags of the fleet registration */
 };
 
 /* Rows and own-section checks, for the composer's schema. */
@@ -64,6 +72,10 @@ extern const struct ini_key consul_watch_keys[];
 extern const struct ini_key registration_keys[];
 void consul_conf_check(struct ini_file *f, const struct ini_section *sec, void *conf);
 void registration_conf_check(struct ini_file *f, const struct ini_section *sec, void *conf);
+
+/* Whether [registration] registers listener NAME as a service of its own: listeners names it, or
+ * listeners is left out and there is no fleet (a fleet registers the process instead). Pure. */
+bool registration_conf_chooses(const struct registration_conf *r, const char *listener);
 
 /* Name of a health mode as written in the file ("passing", "passing_and_warning"). */
 const char *consul_health_mode_name(enum consul_health_mode mode);

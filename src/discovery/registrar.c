@@ -372,12 +372,12 @@ enum registrar_result registrar_deregister(const struct consul_client *c, const 
 
 /* --- the daemon's registrations ----------------------------------------------------------- */
 
-/* One listener registered by the daemon. */
+/* One of the daemon's registrations: a listener, or the process as a member of its fleet. */
 struct registration {
     char id[REGISTRAR_ID_MAX];     /* <name>-<hostname>-<port> */
     char name[INI_NAME_MAX];       /* service name */
-    char address[NET_ADDR_MAX];    /* advertised IP */
-    char tcp[NET_ADDR_MAX + 8];    /* TCP check target */
+    char address[NET_ADDR_MAX];    /* advertised IP; "" = the agent's node address */
+    char check[NET_ADDR_MAX + 32]; /* check target: host:port (TCP) or URL (HTTP) */
     struct registrar_spec spec;    /* what is registered; points into the above and cfg */
     int registered;                /* the agent confirmed it last time we asked */
     int lost;                      /* the agent forgot it; the next success is a restore */
@@ -390,7 +390,7 @@ struct registration {
 struct registrar {
     const struct registration_conf *cfg; /* [registration] */
     struct consul_client *client;        /* Consul settings */
-    struct registration *regs;           /* one per registered listener */
+    struct registration *regs;           /* one per registered listener, then the fleet's */
     size_t n;                            /* entries in regs */
     pthread_t thread;                    /* anti-entropy thread */
     int started;                         /* the thread runs */
@@ -433,7 +433,7 @@ static void reg_register(struct registrar *r, struct registration *g, uint64_t n
     }
     log_event(r->log, LOG_LEVEL_INFO, g->lost ? "registration_restored" : "registration_added",
               LOG_STR("id", g->id), LOG_STR("service", g->name), LOG_STR("address", g->address),
-              LOG_INT("port", g->spec.port), LOG_STR("check", g->tcp));
+              LOG_INT("port", g->spec.port), LOG_STR("check", g->check));
     g->registered = 1;
     g->lost = 0;
     g->failures = 0;
@@ -510,17 +510,23 @@ static void host_port_text(char *out, size_t len, const char *ip, int port)
     snprintf(out, len, strchr(ip, ':') != NULL ? "[%s]:%d" : "%s:%d", ip, port);
 }
 
-static int listener_chosen(const struct registration_conf *rc, const char *name)
+/* The spec every registration shares: what [registration] says about checks and meta. The
+ * caller adds the check target (tcp_check or http_check) and its own tags. */
+static struct registrar_spec reg_spec(const struct registration *g,
+                                      const struct registration_conf *rc, int port)
 {
-    for (size_t i = 0; i < rc->listeners.n; i++) {
-        if (strcmp(rc->listeners.items[i], name) == 0) {
-            return 1;
-        }
-    }
-    return rc->listeners.n == 0;
+    return (struct registrar_spec){.id = g->id,
+                                   .name = g->name,
+                                   .address = g->address,
+                                   .port = port,
+                                   .meta = rc->meta.items,
+                                   .n_meta = rc->meta.n,
+                                   .interval_ms = rc->check_interval_ms,
+                                   .timeout_ms = rc->check_timeout_ms,
+                                   .deregister_after_ms = rc->deregister_after_ms};
 }
 
-/* Fills one registration for listener l. */
+/* Fills one registration for listener l, with a TCP check on the advertised address. */
 static void reg_fill(struct registration *g, const struct registration_conf *rc,
                      const struct registrar_listener *l, const char *host)
 {
@@ -533,25 +539,62 @@ static void reg_fill(struct registration *g, const struct registration_conf *rc,
     } else {
         net_addr_ip_text(l->bind, g->address, sizeof(g->address));
     }
-    host_port_text(g->tcp, sizeof(g->tcp), g->address, port);
-    g->spec = (struct registrar_spec){.id = g->id,
-                                      .name = g->name,
-                                      .address = g->address,
-                                      .port = port,
-                                      .tags = rc->tags.items,
-                                      .n_tags = rc->tags.n,
-                                      .meta = rc->meta.items,
-                                      .n_meta = rc->meta.n,
-                                      .tcp_check = g->tcp,
-                                      .interval_ms = rc->check_interval_ms,
-                                      .timeout_ms = rc->check_timeout_ms,
-                                      .deregister_after_ms = rc->deregister_after_ms};
+    host_port_text(g->check, sizeof(g->check), g->address, port);
+    g->spec = reg_spec(g, rc, port);
+    g->spec.tags = rc->tags.items;
+    g->spec.n_tags = rc->tags.n;
+    g->spec.tcp_check = g->check;
 }
 
+/* Fills the fleet registration: this process as one instance of service rc->fleet. Clients dial
+ * the fleet listener front (its port, and its IP unless it binds a wildcard: then the agent's
+ * node address); Consul checks the admin server's /healthz (on the advertised IP when the admin
+ * server binds a wildcard, or loopback when nothing is advertised: the agent runs next to us). */
+static void fleet_fill(struct registration *g, const struct registration_conf *rc,
+                       const struct net_addr *admin, const struct net_addr *front, const char *host)
+{
+    int admin_port = net_addr_port(admin);
+    char check_ip[NET_ADDR_MAX], hp[NET_ADDR_MAX + 8];
+
+    snprintf(g->name, sizeof(g->name), "%s", rc->fleet);
+    if (rc->fleet_id[0] != '\0') {
+        snprintf(g->id, sizeof(g->id), "%s", rc->fleet_id);
+    } else {
+        snprintf(g->id, sizeof(g->id), "%s-%s-%d", g->name, host, admin_port);
+    }
+    if (rc->fleet_address[0] != '\0' || rc->address[0] != '\0') {
+        snprintf(g->address, sizeof(g->address), "%s",
+                 rc->fleet_address[0] != '\0' ? rc->fleet_address : rc->address);
+    } else if (front != NULL && !net_addr_is_wildcard(front)) {
+        net_addr_ip_text(front, g->address, sizeof(g->address));
+    }
+    if (!net_addr_is_wildcard(admin)) {
+        net_addr_ip_text(admin, check_ip, sizeof(check_ip));
+    } else {
+        snprintf(check_ip, sizeof(check_ip), "%s",
+                 g->address[0] != '\0'             ? g->address
+                 : admin->sa.ss_family == AF_INET6 ? "::1"
+                                                   : "127.0.0.1");
+    }
+    host_port_text(hp, sizeof(hp), check_ip, admin_port);
+    snprintf(g->check, sizeof(g->check), "http://%s/healthz", hp);
+    g->spec = reg_spec(g, rc,
+                       rc->fleet_port != 0 ? rc->fleet_port
+                       : front != NULL     ? net_addr_port(front)
+                                           : 0);
+    g->spec.tags = rc->fleet_tags.items;
+    g->spec.n_tags = rc->fleet_tags.n;
+    g->spec.http_check = g->check;
+}
+
+/* One registration per chosen listener, then the fleet's (whose port is that of the first
+ * listener registered, or else of the first listener). */
 static int registrar_fill(struct registrar *r, const struct registration_conf *rc,
-                          const struct registrar_listener *listeners, size_t n)
+                          const struct registrar_listener *listeners, size_t n,
+                          const struct net_addr *admin, char *err, size_t err_len)
 {
     char host[128] = "localhost";
+    const struct net_addr *front = n > 0 ? listeners[0].bind : NULL;
 
     if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
         snprintf(host, sizeof(host), "localhost");
@@ -561,16 +604,36 @@ static int registrar_fill(struct registrar *r, const struct registration_conf *r
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
-        if (listener_chosen(rc, listeners[i].name)) {
+        if (registration_conf_chooses(rc, listeners[i].name)) {
+            front = r->n == 0 ? listeners[i].bind : front;
             reg_fill(&r->regs[r->n++], rc, &listeners[i], host);
         }
     }
+    if (rc->fleet[0] == '\0') {
+        return 0;
+    }
+    if (admin == NULL) {
+        snprintf(err, err_len, "[registration] fleet needs an [admin] section to check");
+        return -EINVAL;
+    }
+    fleet_fill(&r->regs[r->n], rc, admin, front, host);
+    for (size_t i = 0; i < r->n; i++) {
+        if (strcmp(r->regs[i].id, r->regs[r->n].id) == 0) {
+            snprintf(err, err_len,
+                     "[registration] fleet_id %s is also the ID of a listener's "
+                     "registration; set another fleet_id",
+                     r->regs[i].id);
+            return -EINVAL;
+        }
+    }
+    r->n++;
     return 0;
 }
 
 int registrar_create(const struct consul_conf *ccfg, const struct registration_conf *rcfg,
                      const struct registrar_listener *listeners, size_t n_listeners,
-                     struct logger *log, struct registrar **out, char *err, size_t err_len)
+                     const struct net_addr *admin, struct logger *log, struct registrar **out,
+                     char *err, size_t err_len)
 {
     struct registrar *r;
     pthread_condattr_t attr;
@@ -593,7 +656,7 @@ int registrar_create(const struct consul_conf *ccfg, const struct registration_c
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&r->cond, &attr);
     pthread_condattr_destroy(&attr);
-    rc = registrar_fill(r, rcfg, listeners, n_listeners);
+    rc = registrar_fill(r, rcfg, listeners, n_listeners, admin, err, err_len);
     if (rc == 0) {
         rc = consul_client_create(ccfg, &r->client, err, err_len);
     }

@@ -1,7 +1,9 @@
 /* Consul registration: register and deregister calls (used by the daemon and by the
- * "sluice register / deregister" commands), and the daemon's listeners as Consul services (with a
- * TCP check, anti-entropy and deregistration at shutdown). No call ever leaves a half-registered
- * service behind: a failure after the agent may have added it rolls the registration back. */
+ * "sluice register / deregister" commands), and the daemon's registrations: its listeners as
+ * Consul services (with a TCP check) and, with [registration] fleet, the process itself as one
+ * member of a fleet of sluices (with an HTTP check on its admin /healthz); all with anti-entropy
+ * and deregistration at shutdown. No call ever leaves a half-registered service behind: a failure
+ * after the agent may have added it rolls the registration back. */
 #ifndef SLUICE_REGISTRAR_H
 #define SLUICE_REGISTRAR_H
 
@@ -88,12 +90,17 @@ struct registrar_listener {
     const struct net_addr *bind; /* where it accepts */
 };
 
-/* Prepares one registration per listener chosen by rcfg ([registration] listeners, default all);
- * *out is NULL when rcfg->line is 0 (no [registration]). ccfg and rcfg must outlive it;
- * listeners are copied. 0 or -errno with a reason in err. Main thread. */
+/* Prepares one registration per listener chosen by rcfg (registration_conf_chooses: the
+ * [registration] listeners, default all, or none with a fleet), then with rcfg->fleet one for the
+ * process: service rcfg->fleet, port fleet_port or that of the first listener registered (else
+ * the first listener), an HTTP check on http://<admin>/healthz. admin is the admin server's bind
+ * address (NULL without [admin]; a fleet then fails with -EINVAL). *out is NULL when rcfg->line
+ * is 0 (no [registration]). ccfg, rcfg and the addresses must outlive it; the listener array is
+ * copied. 0 or -errno with a reason in err. Main thread. */
 int registrar_create(const struct consul_conf *ccfg, const struct registration_conf *rcfg,
                      const struct registrar_listener *listeners, size_t n_listeners,
-                     struct logger *log, struct registrar **out, char *err, size_t err_len);
+                     const struct net_addr *admin, struct logger *log, struct registrar **out,
+                     char *err, size_t err_len);
 
 /* Starts the thread that registers, then confirms every anti_entropy period that the agent
  * still knows each service (GET /v1/agent/service/<id>) and registers again what it forgot.

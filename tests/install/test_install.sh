@@ -5,6 +5,7 @@
 # hello, and deregister.  Usage: test_install.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1 src=$2
+mkdir -p "${SLUICE_TEST_TMP:-/tmp}"
 work=$(mktemp -d "${SLUICE_TEST_TMP:-/tmp}/install.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

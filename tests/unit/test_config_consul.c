@@ -1,5 +1,6 @@
-/* Unit tests for the Consul parts of config: [consul], [registration] and the consul keys of
- * [service:NAME], their defaults, and every FILE:LINE: key: error they can produce. */
+/* Unit tests for the Consul parts of config: [consul], [registration] (its fleet keys included)
+ * and the consul keys of [service:NAME], their defaults, and every FILE:LINE: key: error they can
+ * produce. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -7,6 +8,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "config_fixture.h"
@@ -243,6 +245,101 @@ static void test_registration_errors(void **state)
     config_destroy(cfg);
 }
 
+/* An admin server on loopback in 2 lines, for the fleet keys (its /healthz is their check). */
+#define ADMIN                                                                                      \
+    "[admin]\n"                                                                                    \
+    "bind = 127.0.0.1:9090\n"
+
+static void test_registration_fleet(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(BASE ADMIN "[registration]\n"    /* 8 */
+                                            "fleet = edge\n"      /* 9 */
+                                            "fleet_id = edge-a\n" /* 10 */
+                                            "fleet_address = 10.0.0.5\n"
+                                            "fleet_port = 443\n"
+                                            "fleet_tags = l4, blue\n");
+    const struct registration_conf *r = &cfg->registration;
+
+    assert_int_equal(r->line, 8);
+    assert_string_equal(r->fleet, "edge");
+    assert_string_equal(r->fleet_id, "edge-a");
+    assert_string_equal(r->fleet_address, "10.0.0.5");
+    assert_int_equal(r->fleet_port, 443);
+    assert_int_equal(r->fleet_tags.n, 2);
+    assert_string_equal(r->fleet_tags.items[0], "l4");
+    assert_string_equal(r->fleet_tags.items[1], "blue");
+    assert_int_equal(r->tags.n, 0);                    /* fleet_tags are the fleet's own */
+    assert_false(registration_conf_chooses(r, "web")); /* fleet alone: no listener registered */
+    config_destroy(cfg);
+
+    /* defaults: every fleet key but fleet is left to the registrar */
+    cfg = load_ok(BASE ADMIN "[registration]\nfleet = edge\n");
+    r = &cfg->registration;
+    assert_string_equal(r->fleet_id, "");
+    assert_string_equal(r->fleet_address, "");
+    assert_int_equal(r->fleet_port, 0);
+    assert_int_equal(r->fleet_tags.n, 0);
+    assert_int_equal(r->check_interval_ms, 10000);
+    config_destroy(cfg);
+
+    /* with listeners = ..., the fleet and the named listeners are registered */
+    cfg = load_ok("[listener:web]\nbind = 127.0.0.1:8080\nservice = api\n"
+                  "[listener:db]\nbind = 127.0.0.1:8081\nservice = api\n"
+                  "[service:api]\nbackends = 127.0.0.1:9001\n" ADMIN
+                  "[registration]\nfleet = edge\nlisteners = db\n");
+    assert_false(registration_conf_chooses(&cfg->registration, "web"));
+    assert_true(registration_conf_chooses(&cfg->registration, "db"));
+    config_destroy(cfg);
+
+    /* without fleet nothing changed: every listener, no [admin] needed */
+    cfg = load_ok(BASE "[registration]\n");
+    assert_string_equal(cfg->registration.fleet, "");
+    assert_true(registration_conf_chooses(&cfg->registration, "web"));
+    config_destroy(cfg);
+}
+
+static void test_registration_fleet_errors(void **state)
+{
+    (void)state;
+    struct ini_errors errs = {0};
+    struct config *cfg = NULL;
+    char want[512];
+
+    /* the exact line sluice -t prints */
+    assert_int_equal(load_text(BASE "[registration]\nfleet = edge\n", &cfg, &errs), -EINVAL);
+    assert_null(cfg);
+    assert_int_equal(errs.n, 1);
+    snprintf(want, sizeof(want),
+             "%s:7: fleet: needs an [admin] section: its /healthz is the fleet's health check",
+             load_text_path());
+    assert_string_equal(errs.lines[0], want);
+    ini_errors_clear(&errs);
+
+    EXPECT_ERRORS(BASE "[registration]\ntags = a\nfleet = edge\nfleet_tags = b\n",
+                  {8, "fleet", "needs an [admin] section"});
+    EXPECT_ERRORS(BASE "[registration]\nfleet_id = x\nfleet_address = 10.0.0.1\n"
+                       "fleet_port = 80\nfleet_tags = a\n",
+                  {7, "fleet_id", "only applies with fleet = NAME"},
+                  {8, "fleet_address", "only applies with fleet = NAME"},
+                  {9, "fleet_port", "only applies with fleet = NAME"},
+                  {10, "fleet_tags", "only applies with fleet = NAME"});
+    EXPECT_ERRORS(BASE ADMIN "[registration]\nfleet = a:b\n",
+                  {9, "fleet", "\"a:b\" is not a service name"});
+    EXPECT_ERRORS(BASE ADMIN "[registration]\nfleet = edge\nfleet_id = a/b\n",
+                  {10, "fleet_id", "\"a/b\" is not valid"});
+    EXPECT_ERRORS(BASE ADMIN "[registration]\nfleet = edge\nfleet_address = 0.0.0.0\n",
+                  {10, "fleet_address", "cannot be reached by anyone"});
+    EXPECT_ERRORS(BASE ADMIN "[registration]\nfleet = edge\nfleet_address = edge.local\n",
+                  {10, "fleet_address", "is not an IP address"});
+    EXPECT_ERRORS(BASE ADMIN "[registration]\nfleet = edge\nfleet_port = 0\n",
+                  {10, "fleet_port", "\"0\" is out of range (1..65535)"});
+    EXPECT_ERRORS(BASE ADMIN "[registration]\nfleet = edge\nfleet_port = 65536\n",
+                  {10, "fleet_port", "is out of range"});
+    EXPECT_ERRORS(BASE ADMIN "[registration]\nfleet = edge\nfleet_tags = a, a\n",
+                  {10, "fleet_tags", "\"a\" is listed twice"});
+}
+
 /* register / deregister only need [consul]: a file without listeners is fine for them. */
 static void test_load_consul_only(void **state)
 {
@@ -267,10 +364,16 @@ static void test_load_consul_only(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_consul_section),        cmocka_unit_test(test_consul_defaults),
-        cmocka_unit_test(test_consul_errors),         cmocka_unit_test(test_consul_service_keys),
-        cmocka_unit_test(test_consul_service_errors), cmocka_unit_test(test_registration_section),
-        cmocka_unit_test(test_registration_errors),   cmocka_unit_test(test_load_consul_only),
+        cmocka_unit_test(test_consul_section),
+        cmocka_unit_test(test_consul_defaults),
+        cmocka_unit_test(test_consul_errors),
+        cmocka_unit_test(test_consul_service_keys),
+        cmocka_unit_test(test_consul_service_errors),
+        cmocka_unit_test(test_registration_section),
+        cmocka_unit_test(test_registration_errors),
+        cmocka_unit_test(test_registration_fleet),
+        cmocka_unit_test(test_registration_fleet_errors),
+        cmocka_unit_test(test_load_consul_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
