@@ -210,7 +210,7 @@ static int cli_run(struct cli *cl, int do_register)
         return CLI_EXIT_USAGE;
     }
     if (do_register) {
-        res = registrar_register(client, &cl->spec, NULL, msg, sizeof(msg));
+        res = registrar_register(client, &cl->spec, NULL, NULL, msg, sizeof(msg));
     } else {
         res = registrar_deregister(client, cl->id, REGISTRAR_CALL_TIMEOUT_MS, msg, sizeof(msg));
     }

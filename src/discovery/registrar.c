@@ -277,8 +277,9 @@ static enum registrar_result verify(const struct consul_client *c,
     return res;
 }
 
-/* Undoes a registration that failed half-way; appends the outcome to msg. */
-static void rollback(const struct consul_client *c, const char *id, char *msg, size_t len)
+/* Undoes a registration that failed half-way; appends the outcome to msg. 1 when the service
+ * was deregistered, else 0. */
+static int rollback(const struct consul_client *c, const char *id, char *msg, size_t len)
 {
     char why[REGISTRAR_MSG_MAX];
     size_t used = strlen(msg);
@@ -289,31 +290,36 @@ static void rollback(const struct consul_client *c, const char *id, char *msg, s
              res == REGISTRAR_DONE ? "; rolled back: service %s deregistered"
                                    : "; ROLLBACK FAILED, service %s may remain: %s",
              id, why);
+    return res == REGISTRAR_DONE;
 }
 
 /* The registration call failed for a service the agent did not know before. An agent answers
  * errors before it changes anything, but a broken connection or a 5xx may come after the change:
  * look, and roll back what is there. */
-static void cleanup_unknown(const struct consul_client *c, const char *id, const atomic_int *cancel,
-                            char *msg, size_t len)
+static int cleanup_unknown(const struct consul_client *c, const char *id, const atomic_int *cancel,
+                           char *msg, size_t len)
 {
     char why[REGISTRAR_MSG_MAX];
     int known = service_known(c, id, cancel, why, sizeof(why));
     size_t used = strlen(msg);
 
     if (known == 1) {
-        rollback(c, id, msg, len);
-    } else if (known < 0) {
+        return rollback(c, id, msg, len);
+    }
+    if (known < 0) {
         snprintf(msg + used, len - used, "; whether the agent kept service %s is unknown (%s)", id,
                  why);
     }
+    return 0;
 }
 
 enum registrar_result registrar_register(const struct consul_client *c,
                                          const struct registrar_spec *spec,
-                                         const atomic_int *cancel, char *msg, size_t msg_len)
+                                         const atomic_int *cancel, int *rolled_back, char *msg,
+                                         size_t msg_len)
 {
     struct consul_call call;
+    int undone = 0;
     char *body = registrar_body(spec);
     int known = body != NULL ? service_known(c, spec->id, cancel, msg, msg_len) : -1;
     enum consul_outcome out;
@@ -334,10 +340,13 @@ enum registrar_result registrar_register(const struct consul_client *c,
     if (out == CONSUL_OK) {
         res = verify(c, spec, cancel, msg, msg_len);
         if (res != REGISTRAR_DONE) {
-            rollback(c, spec->id, msg, msg_len); /* the service exists: never leave it half */
+            undone = rollback(c, spec->id, msg, msg_len); /* exists: never leave it half */
         }
     } else if (!known) {
-        cleanup_unknown(c, spec->id, cancel, msg, msg_len);
+        undone = cleanup_unknown(c, spec->id, cancel, msg, msg_len);
+    }
+    if (rolled_back != NULL) {
+        *rolled_back = undone;
     }
     if (res == REGISTRAR_DONE) {
         snprintf(msg, msg_len, "registered service \"%s\" as %s", spec->name, spec->id);
@@ -423,7 +432,8 @@ static void reg_failed(struct registrar *r, struct registration *g, const char *
 static void reg_register(struct registrar *r, struct registration *g, uint64_t now)
 {
     char msg[REGISTRAR_MSG_MAX];
-    enum registrar_result res = registrar_register(r->client, &g->spec, &r->stop, msg, sizeof(msg));
+    enum registrar_result res =
+        registrar_register(r->client, &g->spec, &r->stop, NULL, msg, sizeof(msg));
 
     if (res != REGISTRAR_DONE) {
         if (!atomic_load(&r->stop)) {

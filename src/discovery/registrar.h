@@ -50,10 +50,12 @@ enum registrar_result {
  * the agent's checks (or the service) back to confirm the registration is complete. When step 2
  * fails, or step 1 fails in a way that may have left the service behind, the service is
  * deregistered again. msg receives one line for humans: what was done or what went wrong, with
- * the agent's own error text. cancel (may be NULL) aborts calls in flight. Any thread. */
+ * the agent's own error text. cancel (may be NULL) aborts calls in flight; *rolled_back (may be
+ * NULL) is set to 1 when a half-made registration was deregistered again, else 0. Any thread. */
 enum registrar_result registrar_register(const struct consul_client *c,
                                          const struct registrar_spec *spec,
-                                         const atomic_int *cancel, char *msg, size_t msg_len);
+                                         const atomic_int *cancel, int *rolled_back, char *msg,
+                                         size_t msg_len);
 
 /* PUT /v1/agent/service/deregister/<id>; an unknown id (404) counts as done. timeout_ms bounds
  * the call. Any thread. */

@@ -116,7 +116,8 @@ int sluice_register_service(struct sluice_mesh *mesh, const struct sluice_servic
     };
     int rolled_back = 0;
     atomic_fetch_add(&mesh->registrations, 1);
-    enum registrar_result r = registrar_register(mesh->client, &spec, NULL, msg, sizeof(msg));
+    enum registrar_result r =
+        registrar_register(mesh->client, &spec, NULL, &rolled_back, msg, sizeof(msg));
     for (size_t i = 0; i < cfg->n_meta; i++)
         free(meta[i]);
     free(meta);

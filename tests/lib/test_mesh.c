@@ -370,6 +370,7 @@ static void test_rejected_registration_rolls_back(void **state)
     assert_int_equal(sluice_mesh_stats(m, &s), 0);
     assert_int_equal(s.registrations, 2);
     assert_int_equal(s.register_failures, 2);
+    assert_int_equal(s.rollbacks, 1); /* the second was refused before anything was made */
     sluice_mesh_destroy(m);
 }
 
