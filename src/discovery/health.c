@@ -632,7 +632,8 @@ static void targets_adopt(struct health *h)
     size_t done = 0;
     while (done < h->n_pending && target_adopt(h, &h->pending[done]) == 0)
         done++;
-    memmove(h->pending, h->pending + done, (h->n_pending - done) * sizeof(*h->pending));
+    if (done > 0 && done < h->n_pending) /* pending is NULL until the first health_add */
+        memmove(h->pending, h->pending + done, (h->n_pending - done) * sizeof(*h->pending));
     h->n_pending -= done;
     pthread_mutex_unlock(&h->add_lock);
 }

@@ -18,8 +18,11 @@ flags=$(pkg-config --cflags --libs sluice)
 libdir=$(pkg-config --variable=libdir sluice)
 echo "pkg-config: $flags"
 test -f "$work/prefix/include/sluice.h"
-cc -std=c11 -Wall -Wextra -Werror -o "$work/hello_mesh" "$src/examples/hello_mesh.c" $flags \
-    -Wl,-rpath,"$libdir"
+# a sanitizer build's library needs its runtime in the program too (make test-sanitize)
+san=()
+[ "${SLUICE_SANITIZED:-0}" = 1 ] && san=(-fsanitize=address,undefined)
+cc -std=c11 -Wall -Wextra -Werror "${san[@]}" -o "$work/hello_mesh" "$src/examples/hello_mesh.c" \
+    $flags -Wl,-rpath,"$libdir"
 # the example must use the installed library, not the build tree's
 ldd "$work/hello_mesh" | grep -q "$libdir/libsluice.so" || { ldd "$work/hello_mesh"; exit 1; }
 
