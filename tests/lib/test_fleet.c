@@ -340,6 +340,7 @@ static void test_fleet_registers_serves_and_survives_a_dead_member(void **state)
     wait_client_picks(client, 0x7);
 
     /* a crash: nobody deregisters member 0, its real HTTP check must notice */
+    uint64_t killed = harness_now_ms(); /* the figures below are printed, never asserted */
     assert_int_equal(proc_stop(&members[0].proc, SIGKILL), 128 + SIGKILL);
     uint64_t deadline = harness_now_ms() + HARNESS_WAIT_MS;
     for (;;) {
@@ -352,7 +353,20 @@ static void test_fleet_registers_serves_and_survives_a_dead_member(void **state)
             fail_msg("the killed member's check never turned critical");
         sleep_ms(POLL_MS);
     }
+    print_message("SIGKILL -> check critical: %llu ms\n",
+                  (unsigned long long)(harness_now_ms() - killed));
     wait_passing_are(0x6);
+    print_message("SIGKILL -> out of ?passing: %llu ms\n",
+                  (unsigned long long)(harness_now_ms() - killed));
+    /* the client's blocking query saw the check fail: from then on never the dead member */
+    wait_client_picks(client, 0x6);
+    print_message("SIGKILL -> the library client never picks it: %llu ms\n",
+                  (unsigned long long)(harness_now_ms() - killed));
+    assert_int_equal(fleet_picks(client, 300), 0x6);
+    struct sluice_stats cs;
+    assert_int_equal(sluice_mesh_stats(client, &cs), 0);
+    assert_int_equal(cs.cache_misses, 1); /* one lookup, then the watch */
+    sluice_mesh_destroy(client);
     list = emu_json(SERVICE_URL);
     assert_int_equal(cJSON_GetArraySize(list), N_MEMBERS); /* still registered, just critical */
     assert_string_equal(status_in(list, &members[1]), "passing");
@@ -370,17 +384,12 @@ static void test_fleet_registers_serves_and_survives_a_dead_member(void **state)
     assert_null(entry_of(list, members[0].id));
     cJSON_Delete(list);
 
-    /* the client's blocking query saw the check fail: from then on never the dead member */
-    wait_client_picks(client, 0x6);
-    assert_int_equal(fleet_picks(client, 300), 0x6);
-    struct sluice_stats cs;
-    assert_int_equal(sluice_mesh_stats(client, &cs), 0);
-    assert_int_equal(cs.cache_misses, 1); /* one lookup, then the watch */
-    sluice_mesh_destroy(client);
-
     /* a clean stop: member 1 deregisters itself before it drains */
     size_t from = log_size(&members[1].proc);
+    uint64_t stopped = harness_now_ms();
     assert_int_equal(proc_stop(&members[1].proc, SIGTERM), 0);
+    print_message("SIGTERM -> deregistered and exited: %llu ms\n",
+                  (unsigned long long)(harness_now_ms() - stopped));
     const char *removed[] = {"\"event\":\"registration_removed\"", members[1].id, NULL};
     assert_int_equal(log_wait(&members[1].proc, &from, NULL, 0, removed), 0);
     assert_false(agent_has(members[1].id));
