@@ -47,6 +47,7 @@ struct ini_key {
     ini_check check;     /* extra rule for each list item or string; NULL = none */
     const struct ini_choice *choices; /* ini_set_enum: the words, ended by a NULL word */
     const char *noun; /* ini_set_enum: what the words are ("splice mode"), for messages */
+    bool secret;      /* the value is a secret: ini_value_text never shows it */
 };
 
 /* A row: INI_KEY("name", offset, setter, min, max, default, required[, .release = ..., ...]). */
@@ -203,6 +204,19 @@ const char *ini_set_ip(void *field, const struct ini_key *key, const char *value
                        char *msg); /* char[NET_ADDR_MAX] */
 /* One of key->choices into an int-sized enum; otherwise "is not a <noun> (use ...)". */
 const char *ini_set_enum(void *field, const struct ini_key *key, const char *value, char *msg);
+
+/* The value of key's field in conf (a struct of the key's table) as a config would write it
+ * ("2s", "16k", "auto", "127.0.0.1:80"); "(secret)" for a secret row. 0, or -ENOTSUP for a
+ * row with a setter of its own (lists, custom parsers). Pure. */
+int ini_value_text(const struct ini_key *key, const void *conf, char *out, size_t len);
+
+/* Told one key whose value differs, with both values as text. */
+typedef void (*ini_change_fn)(void *ctx, const char *key, const char *from, const char *to);
+
+/* Calls changed for every row of keys whose text differs between the structs a and b, and
+ * returns how many did. Rows ini_value_text cannot show are the caller's to compare. */
+size_t ini_keys_diff(const struct ini_key *keys, const void *a, const void *b,
+                     ini_change_fn changed, void *ctx);
 
 /* Release functions for the owned setters. */
 void ini_release_string(void *field);

@@ -427,3 +427,91 @@ const char *ini_set_enum(void *field, const struct ini_key *key, const char *val
                                  c == key->choices ? "" : ", ", c->word);
     return ini_phrase(msg, "\"%s\" is not a %s (use %s)", value, key->noun, words);
 }
+
+/* --- values as text, for messages about what changed -------------------------------------- */
+
+/* A duration the way a config writes it: "2s", "5m", "1500ms", "0". */
+static void duration_text(uint64_t ms, char *out, size_t len)
+{
+    static const struct {
+        uint64_t ms;
+        const char *unit;
+    } units[] = {{24 * 3600000ULL, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+
+    for (size_t i = 0; i < N_OF(units); i++) {
+        if (ms != 0 && ms % units[i].ms == 0) {
+            snprintf(out, len, "%llu%s", (unsigned long long)(ms / units[i].ms), units[i].unit);
+            return;
+        }
+    }
+    snprintf(out, len, ms == 0 ? "0" : "%llums", (unsigned long long)ms);
+}
+
+/* "a, b, c", cut at len; "(none)" when empty. */
+static void list_text(const struct ini_list *list, char *out, size_t len)
+{
+    size_t used = 0;
+
+    snprintf(out, len, "%s", list->n == 0 ? "(none)" : "");
+    for (size_t i = 0; i < list->n && used < len; i++)
+        used += (size_t)snprintf(out + used, len - used, "%s%s", i == 0 ? "" : ", ",
+                                 list->items[i]);
+}
+
+static const char *enum_word(const struct ini_key *key, int value)
+{
+    for (const struct ini_choice *c = key->choices; c->word != NULL; c++)
+        if (c->value == value)
+            return c->word;
+    return "?";
+}
+
+int ini_value_text(const struct ini_key *key, const void *conf, char *out, size_t len)
+{
+    const char *f = (const char *)conf + key->offset;
+    char buf[24];
+
+    if (key->secret)
+        snprintf(out, len, "(secret)");
+    else if (key->set == ini_set_u32)
+        snprintf(out, len, "%u", *(const uint32_t *)f);
+    else if (key->set == ini_set_int)
+        snprintf(out, len, "%d", *(const int *)f);
+    else if (key->set == ini_set_size)
+        snprintf(out, len, "%s", size_text(*(const uint32_t *)f, buf));
+    else if (key->set == ini_set_duration)
+        duration_text(*(const uint64_t *)f, out, len);
+    else if (key->set == ini_set_bool)
+        snprintf(out, len, "%s", *(const int *)f ? "on" : "off");
+    else if (key->set == ini_set_flag)
+        snprintf(out, len, "%s", *(const enum ini_flag *)f == INI_FLAG_ON ? "on" : "off");
+    else if (key->set == ini_set_string || key->set == ini_set_path)
+        snprintf(out, len, "%s", *(char *const *)f != NULL ? *(char *const *)f : "(none)");
+    else if (key->set == ini_set_name || key->set == ini_set_label || key->set == ini_set_ip)
+        snprintf(out, len, "%s", f);
+    else if (key->set == ini_set_addr)
+        snprintf(out, len, "%s", ((const struct net_addr *)f)->text);
+    else if (key->set == ini_set_enum)
+        snprintf(out, len, "%s", enum_word(key, *(const int *)f));
+    else if (key->set == ini_set_list)
+        list_text((const struct ini_list *)f, out, len);
+    else
+        return -ENOTSUP;
+    return 0;
+}
+
+size_t ini_keys_diff(const struct ini_key *keys, const void *a, const void *b,
+                     ini_change_fn changed, void *ctx)
+{
+    char from[256], to[256];
+    size_t n = 0;
+
+    for (const struct ini_key *k = keys; k->name != NULL; k++) {
+        if (ini_value_text(k, a, from, sizeof(from)) != 0 ||
+            ini_value_text(k, b, to, sizeof(to)) != 0 || strcmp(from, to) == 0)
+            continue;
+        changed(ctx, k->name, from, to);
+        n++;
+    }
+    return n;
+}

@@ -69,7 +69,7 @@ static const struct ini_key daemon_keys[] = {
     {.name = NULL},
 };
 
-static const struct ini_key service_keys[] = {
+const struct ini_key config_service_keys[] = {
     INI_KEY("discovery", SERVICE(discovery), ini_set_enum, 0, 0, "static", false,
             .choices = discovery_words, .noun = "discovery method"),
     {.name = NULL},
@@ -202,7 +202,7 @@ static const struct ini_table sluice_tables[] = {
 };
 static const struct ini_table listener_tables[] = {{listener_keys, 0}};
 static const struct ini_table service_tables[] = {
-    {service_keys, 0},
+    {config_service_keys, 0},
     {lb_service_keys, offsetof(struct config_service, lb)},
     {stream_service_keys, offsetof(struct config_service, stream)},
     {health_keys, offsetof(struct config_service, check)},

@@ -30,6 +30,9 @@ struct config_service {
     struct consul_watch_conf consul;   /* consul_service, consul_tags, consul_datacenter, health */
 };
 
+/* The [service:NAME] rows of the daemon itself (discovery), for reload's comparisons. */
+extern const struct ini_key config_service_keys[];
+
 /* The whole file. Owned by whoever called config_load; read-only once loaded. */
 struct config {
     char *path;                            /* file it was read from, owned */

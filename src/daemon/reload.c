@@ -25,11 +25,39 @@ int reload_static_service(struct daemon *d, struct owner *o, const struct config
     return rc < 0 ? rc : 0;
 }
 
-static void reload_needs_restart(struct daemon *d, const char *kind, const char *name,
-                                 const char *why)
+/* Where a change that needs a restart was seen, for its log lines. */
+struct restart_ctx {
+    struct daemon *d;
+    char section[INI_NAME_MAX + 16]; /* "[sluice]", "[listener:web]", ... */
+};
+
+/* One line per key: "[sluice] workers: 2 -> 4" (from or to "absent" for a section). */
+static void needs_restart(void *ctx, const char *key, const char *from, const char *to)
 {
-    log_event(&d->log, LOG_LEVEL_WARN, "reload_needs_restart", LOG_STR(kind, name),
-              LOG_STR("why", why));
+    const struct restart_ctx *r = ctx;
+    char change[INI_NAME_MAX + 600];
+
+    snprintf(change, sizeof(change), "%s %s: %s -> %s", r->section, key, from, to);
+    log_event(&r->d->log, LOG_LEVEL_WARN, "reload_needs_restart", LOG_STR("section", r->section),
+              LOG_STR("key", key), LOG_STR("from", from), LOG_STR("to", to),
+              LOG_STR("change", change));
+}
+
+static struct restart_ctx restart_in(struct daemon *d, const char *kind, const char *name)
+{
+    struct restart_ctx r = {.d = d};
+    if (name != NULL)
+        snprintf(r.section, sizeof(r.section), "[%s:%s]", kind, name);
+    else
+        snprintf(r.section, sizeof(r.section), "[%s]", kind);
+    return r;
+}
+
+/* Keys of tables that are read at start only: each one that differs is named. */
+static void diff_start_only(struct restart_ctx *r, const struct ini_key *keys, const void *running,
+                            const void *next)
+{
+    (void)ini_keys_diff(keys, running, next, needs_restart, r);
 }
 
 static const struct config_service *find_service(const struct config *cfg, const char *name,
@@ -52,6 +80,20 @@ static const struct listener_conf *find_listener(const struct config *cfg, const
     return NULL;
 }
 
+/* A running service's keys that sessions and the health thread read at start: queue, drain,
+ * lifetime, active checks and the Consul watch. */
+static void service_start_only(struct daemon *d, const struct config_service *running,
+                               const struct config_service *next)
+{
+    struct restart_ctx r = restart_in(d, "service", next->name);
+
+    diff_start_only(&r, stream_service_keys, &running->stream, &next->stream);
+    diff_start_only(&r, health_keys, &running->check, &next->check);
+    if (!health_expect_equal(&running->check, &next->check))
+        needs_restart(&r, "check_http_expect", "(old list)", "(new list)");
+    diff_start_only(&r, consul_watch_keys, &running->consul, &next->consul);
+}
+
 /* Every service's owner takes its new balancer, and a static one its new instances and weights;
  * anything else about the service set needs a restart. */
 static void reload_services(struct daemon *d, const struct config *next)
@@ -61,33 +103,24 @@ static void reload_services(struct daemon *d, const struct config *next)
         const struct config_service *cs = &next->services[i];
         const struct config_service *running = find_service(d->cfg, cs->name, &j);
         if (running == NULL) {
-            reload_needs_restart(d, "service", cs->name, "new service");
+            struct restart_ctx r = restart_in(d, "service", cs->name);
+            needs_restart(&r, "(section)", "absent", "added");
         } else if (running->discovery != cs->discovery) {
-            reload_needs_restart(d, "service", cs->name, "discovery changed");
+            struct restart_ctx r = restart_in(d, "service", cs->name);
+            diff_start_only(&r, config_service_keys, running, cs);
         } else {
             owner_set_policy(d->services[j], &cs->lb.policy);
             (void)owner_set_balancer(d->services[j], cs->lb.balance);
-            if (memcmp(&running->stream, &cs->stream, sizeof(cs->stream)) != 0)
-                reload_needs_restart(d, "service", cs->name,
-                                     "queue_size, queue_timeout, drain_timeout or "
-                                     "max_connection_lifetime changed");
-            if (!health_conf_equal(&running->check, &cs->check))
-                reload_needs_restart(d, "service", cs->name, "health check settings changed");
+            service_start_only(d, running, cs);
             if (cs->discovery == CONFIG_DISCOVERY_STATIC)
                 (void)reload_static_service(d, d->services[j], cs);
         }
     }
     for (size_t i = 0; i < d->cfg->n_services; i++)
-        if (find_service(next, d->cfg->services[i].name, &j) == NULL)
-            reload_needs_restart(d, "service", d->cfg->services[i].name, "removed, still served");
-}
-
-static int listener_changed(const struct listener_conf *a, const struct listener_conf *b)
-{
-    return strcmp(a->bind.text, b->bind.text) != 0 || strcmp(a->service, b->service) != 0 ||
-           a->connect_timeout_ms != b->connect_timeout_ms ||
-           a->idle_timeout_ms != b->idle_timeout_ms || a->retries != b->retries ||
-           a->backlog != b->backlog;
+        if (find_service(next, d->cfg->services[i].name, &j) == NULL) {
+            struct restart_ctx r = restart_in(d, "service", d->cfg->services[i].name);
+            needs_restart(&r, "(section)", "present", "removed (still served)");
+        }
 }
 
 /* Workers read listener settings without synchronisation, so they stay as they started. */
@@ -96,14 +129,18 @@ static void reload_listeners(struct daemon *d, const struct config *next)
     for (size_t i = 0; i < next->n_listeners; i++) {
         const struct listener_conf *cl = &next->listeners[i];
         const struct listener_conf *running = find_listener(d->cfg, cl->name);
+        struct restart_ctx r = restart_in(d, "listener", cl->name);
         if (running == NULL)
-            reload_needs_restart(d, "listener", cl->name, "new listener");
-        else if (listener_changed(running, cl))
-            reload_needs_restart(d, "listener", cl->name, "settings changed");
+            needs_restart(&r, "(section)", "absent", "added");
+        else
+            diff_start_only(&r, listener_keys, running, cl);
     }
-    for (size_t i = 0; i < d->cfg->n_listeners; i++)
-        if (find_listener(next, d->cfg->listeners[i].name) == NULL)
-            reload_needs_restart(d, "listener", d->cfg->listeners[i].name, "removed, still open");
+    for (size_t i = 0; i < d->cfg->n_listeners; i++) {
+        if (find_listener(next, d->cfg->listeners[i].name) == NULL) {
+            struct restart_ctx r = restart_in(d, "listener", d->cfg->listeners[i].name);
+            needs_restart(&r, "(section)", "present", "removed (still open)");
+        }
+    }
 }
 
 /* Logging and the shutdown timeout belong to the main thread and apply at once; the data path's
@@ -116,10 +153,14 @@ static void reload_globals(struct daemon *d, const struct config *next)
     d->cfg->log_level = next->log_level;
     d->cfg->log_format = next->log_format;
     d->cfg->shutdown_timeout_ms = next->shutdown_timeout_ms;
-    if (next->workers != d->cfg->workers || a->max_connections != b->max_connections ||
-        a->splice != b->splice || a->pipe_size != b->pipe_size || a->buffer_size != b->buffer_size)
-        reload_needs_restart(d, "section", "sluice",
-                             "workers, max_connections, splice, pipe_size or buffer_size changed");
+    struct restart_ctx r = restart_in(d, "sluice", NULL);
+    if (next->workers != d->cfg->workers) {
+        char from[16], to[16];
+        snprintf(from, sizeof(from), "%u", d->cfg->workers);
+        snprintf(to, sizeof(to), "%u", next->workers);
+        needs_restart(&r, "workers", from, to);
+    }
+    diff_start_only(&r, stream_keys, a, b);
 }
 
 void reload_apply(struct daemon *d, const struct config *next)

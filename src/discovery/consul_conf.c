@@ -85,7 +85,7 @@ static const char *meta_check(const char *item)
 const struct ini_key consul_keys[] = {
     INI_KEY("address", CONSUL(address), ini_set_string, 0, 0, NULL, false, STR,
             .check = address_check),
-    INI_KEY("token", CONSUL(token), ini_set_string, 0, 0, NULL, false, STR),
+    INI_KEY("token", CONSUL(token), ini_set_string, 0, 0, NULL, false, STR, .secret = true),
     INI_KEY("token_file", CONSUL(token_file), ini_set_path, 0, 0, NULL, false, STR),
     INI_KEY("datacenter", CONSUL(datacenter), ini_set_string, 0, 0, NULL, false, STR),
     INI_KEY("ca_file", CONSUL(ca_file), ini_set_path, 0, 0, NULL, false, STR),

@@ -44,8 +44,9 @@ void health_conf_check(struct ini_file *f, const struct ini_section *sec, void *
 /* Whether status is one check_http_expect accepts. */
 int health_status_expected(const struct health_conf *c, long status);
 
-/* Whether two services' checks are configured alike. */
-int health_conf_equal(const struct health_conf *a, const struct health_conf *b);
+/* Whether two services' check_http_expect lists are alike (the other check keys compare with
+ * ini_keys_diff). */
+int health_expect_equal(const struct health_conf *a, const struct health_conf *b);
 
 /* "none", "tcp", "http". */
 const char *health_check_name(enum health_check_kind kind);

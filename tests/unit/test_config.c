@@ -729,6 +729,67 @@ static void test_demo_config(void **state)
     config_destroy(cfg);
 }
 
+struct change_log {
+    char lines[8][256];
+    size_t n;
+};
+
+static void note_change(void *ctx, const char *key, const char *from, const char *to)
+{
+    struct change_log *c = ctx;
+    assert_true(c->n < 8);
+    snprintf(c->lines[c->n++], sizeof(c->lines[0]), "%s: %s -> %s", key, from, to);
+}
+
+/* Values read back as a config writes them, and reload's key-by-key comparison: only the keys
+ * that differ, each with both values; a secret is never shown. */
+static void test_value_text_and_diff(void **state)
+{
+    (void)state;
+    struct config *a = load_ok("[sluice]\npipe_size = 1m\nsplice = auto\n"
+                               "[listener:web]\nbind = 127.0.0.1:8080\nservice = api\n"
+                               "idle_timeout = 90s\n"
+                               "[service:api]\nbackends = 127.0.0.1:9001\ncheck = tcp\n"
+                               "check_interval = 1500ms\n");
+    struct config *b = load_ok("[sluice]\npipe_size = 64k\nsplice = off\n"
+                               "[listener:web]\nbind = 127.0.0.1:8081\nservice = api\n"
+                               "idle_timeout = 90s\nlog_access = on\n"
+                               "[service:api]\nbackends = 127.0.0.1:9001\ncheck = http\n"
+                               "check_interval = 1h\n");
+    struct change_log c = {0};
+
+    assert_int_equal(ini_keys_diff(stream_keys, &a->stream, &b->stream, note_change, &c), 2);
+    assert_string_equal(c.lines[0], "splice: auto -> off");
+    assert_string_equal(c.lines[1], "pipe_size: 1m -> 64k");
+    c.n = 0;
+    assert_int_equal(
+        ini_keys_diff(listener_keys, &a->listeners[0], &b->listeners[0], note_change, &c), 2);
+    assert_string_equal(c.lines[0], "bind: 127.0.0.1:8080 -> 127.0.0.1:8081");
+    assert_string_equal(c.lines[1], "log_access: off -> on");
+    c.n = 0;
+    assert_int_equal(
+        ini_keys_diff(health_keys, &a->services[0].check, &b->services[0].check, note_change, &c),
+        3);
+    assert_string_equal(c.lines[0], "check: tcp -> http");
+    assert_string_equal(c.lines[1], "check_interval: 1500ms -> 1h");
+    assert_string_equal(c.lines[2], "check_jitter: 150ms -> 6m"); /* 10 % of the interval */
+    c.n = 0;
+    assert_int_equal(
+        ini_keys_diff(listener_keys, &a->listeners[0], &a->listeners[0], note_change, &c), 0);
+
+    char text[64];
+    const struct ini_key secret = {.name = "token", .set = ini_set_string, .secret = true};
+    struct {
+        char *token;
+    } holder = {"hunter2"};
+    assert_int_equal(ini_value_text(&secret, &holder, text, sizeof(text)), 0);
+    assert_string_equal(text, "(secret)");
+    const struct ini_key custom = {.name = "x", .set = NULL};
+    assert_int_equal(ini_value_text(&custom, &holder, text, sizeof(text)), -ENOTSUP);
+    config_destroy(a);
+    config_destroy(b);
+}
+
 static void test_helpers(void **state)
 {
     (void)state;
@@ -860,6 +921,7 @@ int main(void)
         cmocka_unit_test(test_demo_config),
         cmocka_unit_test(test_health_and_resilience_keys),
         cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_value_text_and_diff),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
