@@ -317,6 +317,14 @@ class LoadCtx(scenarios.Context):
 
 # ---- statistics ----
 
+def new_record(ctx, part, rnd, config):
+    """A record of one measurement, added to ctx.records; valid once its caller says so."""
+    rec = {"part": part, "round": rnd, "config": config, "metrics": {}, "problems": [],
+           "valid": False, "extra": {}}
+    ctx.records.append(rec)
+    return rec
+
+
 def spread(values):
     values = [v for v in values if v is not None]
     return report._spread(values) if values else None

@@ -25,7 +25,7 @@ import time
 from . import fleet, procs, scenarios
 # shared with bench/observe; kept under their old names for bench/health
 from .fleet import (BASE_PORT, START_TIMEOUT, Fleet, Tail, cell, dist, max_port,  # noqa: F401
-                    sched_ns, spread, ts_ms)
+                    new_record, sched_ns, spread, ts_ms)
 
 COUNTS = [100, 1000, 5000]
 KINDS = ["tcp", "http"]
@@ -136,13 +136,6 @@ def sluice_lines(listen, addrs, kind, fall, log_level="info", eject_after=0, thr
 
 
 # ---- records ----
-
-def new_record(ctx, part, rnd, config):
-    rec = {"part": part, "round": rnd, "config": config, "metrics": {}, "problems": [],
-           "valid": False, "extra": {}}
-    ctx.records.append(rec)
-    return rec
-
 
 def config_label(c):
     return f"N={c['n']} {c['kind']} fall={c['fall']}"

@@ -30,7 +30,7 @@ import sys
 import time
 
 from . import fleet, procs, scenarios
-from .fleet import cell, dist, spread
+from .fleet import cell, dist, new_record, spread
 
 COUNT = 1000
 INTERVAL_S = 0.1
@@ -513,13 +513,6 @@ def check_counters(c, recs):
 
 
 # ---- scrape (idle) ----
-
-def new_record(ctx, part, rnd, config):
-    rec = {"part": part, "round": rnd, "config": config, "metrics": {}, "problems": [],
-           "valid": False, "extra": {}}
-    ctx.records.append(rec)
-    return rec
-
 
 def measure_scrapes(ctx, rnd, proxy, paths, fl):
     """One fresh idle proxy; the scraper on each path for ctx.window seconds in turn."""

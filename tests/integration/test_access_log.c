@@ -285,19 +285,6 @@ static void wait_access_lines(int n)
                  sluice.log_path, n);
 }
 
-/* The value of the sample whose series text is exactly series in a metrics body, or -1. */
-static double metric(const char *body, const char *series)
-{
-    size_t len = strlen(series);
-    for (const char *p = body; p != NULL && *p != '\0';) {
-        if (strncmp(p, series, len) == 0 && p[len] == ' ')
-            return atof(p + len + 1);
-        p = strchr(p, '\n');
-        p = p != NULL ? p + 1 : NULL;
-    }
-    return -1;
-}
-
 /* /metrics agrees with the expectations seen so far: closed_total{listener,reason} is the number
  * of expected lines of that pair, and no access line was dropped. */
 static void check_metrics(void)
@@ -313,10 +300,10 @@ static void check_metrics(void)
         snprintf(series, sizeof(series),
                  "sluice_listener_connections_closed_total{listener=\"%s\",reason=\"%s\"}",
                  names[expects[i].listener], expects[i].reason);
-        if (metric(body, series) != want)
-            fail_msg("%s is %.0f, expected %d", series, metric(body, series), want);
+        if (metrics_sample(body, series) != want)
+            fail_msg("%s is %.0f, expected %d", series, metrics_sample(body, series), want);
     }
-    assert_true(metric(body, "sluice_log_lines_dropped_total") == 0);
+    assert_true(metrics_sample(body, "sluice_log_lines_dropped_total") == 0);
 }
 
 /* One sluice, twelve listeners with log_access = on, one connection ending each way: client_fin

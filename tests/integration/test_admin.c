@@ -287,15 +287,10 @@ static const char *inst_state(int port, char *out, size_t len)
  * body; fails the test when there is none. */
 static double metric(const char *body, const char *series)
 {
-    size_t len = strlen(series);
-    for (const char *p = body; p != NULL && *p != '\0';) {
-        if (strncmp(p, series, len) == 0 && p[len] == ' ')
-            return atof(p + len + 1);
-        p = strchr(p, '\n');
-        p = p != NULL ? p + 1 : NULL;
-    }
-    fail_msg("no sample %s in /metrics", series);
-    return -1;
+    double v = metrics_sample(body, series);
+    if (v < 0)
+        fail_msg("no sample %s in /metrics", series);
+    return v;
 }
 
 /* 1 when a client of port gets a clean EOF without a byte before it (nobody to serve it). */

@@ -597,8 +597,8 @@ static ssize_t http_read_all(int fd, char **buf)
 int http_request(int port, const char *method, const char *path, const char *body, char *out,
                  size_t out_len)
 {
-    return http_request_with(port, method, path, NULL, body, body != NULL ? strlen(body) : 0,
-                             out, out_len);
+    return http_request_with(port, method, path, NULL, body, body != NULL ? strlen(body) : 0, out,
+                             out_len);
 }
 
 int http_request_with(int port, const char *method, const char *path, const char *headers,
@@ -676,4 +676,16 @@ int sluice_in_front_of(struct proc *p, int backend_port)
     snprintf(backends, sizeof(backends), "127.0.0.1:%d", backend_port);
     config_simple(conf, sizeof(conf), port, backends, "", "", "");
     return sluice_start(p, conf) == 0 ? port : -1;
+}
+
+double metrics_sample(const char *body, const char *series)
+{
+    size_t len = strlen(series);
+    for (const char *p = body; p != NULL && *p != '\0';) {
+        if (strncmp(p, series, len) == 0 && p[len] == ' ')
+            return atof(p + len + 1);
+        p = strchr(p, '\n');
+        p = p != NULL ? p + 1 : NULL;
+    }
+    return -1;
 }

@@ -156,6 +156,10 @@ int http_request(int port, const char *method, const char *path, const char *bod
 int http_request_with(int port, const char *method, const char *path, const char *headers,
                       const char *body, size_t blen, char *out, size_t out_len);
 
+/* The value of the sample whose series text (name and labels, as written) is exactly series in
+ * a Prometheus text body, or -1 when there is none. */
+double metrics_sample(const char *body, const char *series);
+
 /* Wall-clock time in seconds, comparable with the emulator's request log "time". */
 double harness_wall_time(void);
 
