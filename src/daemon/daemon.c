@@ -271,7 +271,7 @@ static int daemon_start_health(struct daemon *d)
 }
 
 /* Registration after the listeners are bound and the admin server runs, so that the agent's
- * first TCP check (and a fleet's HTTP check on /healthz) can pass. */
+ * first check (HTTP on the admin /healthz, or TCP on a listener without [admin]) can pass. */
 static int daemon_start_registrar(struct daemon *d)
 {
     const struct config *cfg = d->cfg;

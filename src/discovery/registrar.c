@@ -536,9 +536,31 @@ static struct registrar_spec reg_spec(const struct registration *g,
                                    .deregister_after_ms = rc->deregister_after_ms};
 }
 
-/* Fills one registration for listener l, with a TCP check on the advertised address. */
+/* The URL of an HTTP check on the admin server's /healthz: its bind IP, or for a wildcard bind
+ * the advertised IP (loopback when nothing is advertised: the agent runs next to us). */
+static void admin_healthz_url(char *out, size_t len, const struct net_addr *admin,
+                              const char *advertised)
+{
+    char check_ip[NET_ADDR_MAX], hp[NET_ADDR_MAX + 8];
+
+    if (!net_addr_is_wildcard(admin)) {
+        net_addr_ip_text(admin, check_ip, sizeof(check_ip));
+    } else {
+        snprintf(check_ip, sizeof(check_ip), "%s",
+                 advertised[0] != '\0'             ? advertised
+                 : admin->sa.ss_family == AF_INET6 ? "::1"
+                                                   : "127.0.0.1");
+    }
+    host_port_text(hp, sizeof(hp), check_ip, net_addr_port(admin));
+    snprintf(out, len, "http://%s/healthz", hp);
+}
+
+/* Fills one registration for listener l. With [admin] (admin not NULL) its check is the admin
+ * server's /healthz, as the fleet's: a TCP check through the listener would make sluice dial a
+ * backend on every check interval. Without it, a TCP check on the advertised address. */
 static void reg_fill(struct registration *g, const struct registration_conf *rc,
-                     const struct registrar_listener *l, const char *host)
+                     const struct registrar_listener *l, const struct net_addr *admin,
+                     const char *host)
 {
     int port = net_addr_port(l->bind);
 
@@ -549,22 +571,25 @@ static void reg_fill(struct registration *g, const struct registration_conf *rc,
     } else {
         net_addr_ip_text(l->bind, g->address, sizeof(g->address));
     }
-    host_port_text(g->check, sizeof(g->check), g->address, port);
     g->spec = reg_spec(g, rc, port);
     g->spec.tags = rc->tags.items;
     g->spec.n_tags = rc->tags.n;
-    g->spec.tcp_check = g->check;
+    if (admin != NULL) {
+        admin_healthz_url(g->check, sizeof(g->check), admin, g->address);
+        g->spec.http_check = g->check;
+    } else {
+        host_port_text(g->check, sizeof(g->check), g->address, port);
+        g->spec.tcp_check = g->check;
+    }
 }
 
 /* Fills the fleet registration: this process as one instance of service rc->fleet. Clients dial
  * the fleet listener front (its port, and its IP unless it binds a wildcard: then the agent's
- * node address); Consul checks the admin server's /healthz (on the advertised IP when the admin
- * server binds a wildcard, or loopback when nothing is advertised: the agent runs next to us). */
+ * node address); Consul checks the admin server's /healthz (admin_healthz_url). */
 static void fleet_fill(struct registration *g, const struct registration_conf *rc,
                        const struct net_addr *admin, const struct net_addr *front, const char *host)
 {
     int admin_port = net_addr_port(admin);
-    char check_ip[NET_ADDR_MAX], hp[NET_ADDR_MAX + 8];
 
     snprintf(g->name, sizeof(g->name), "%s", rc->fleet);
     if (rc->fleet_id[0] != '\0') {
@@ -578,16 +603,7 @@ static void fleet_fill(struct registration *g, const struct registration_conf *r
     } else if (front != NULL && !net_addr_is_wildcard(front)) {
         net_addr_ip_text(front, g->address, sizeof(g->address));
     }
-    if (!net_addr_is_wildcard(admin)) {
-        net_addr_ip_text(admin, check_ip, sizeof(check_ip));
-    } else {
-        snprintf(check_ip, sizeof(check_ip), "%s",
-                 g->address[0] != '\0'             ? g->address
-                 : admin->sa.ss_family == AF_INET6 ? "::1"
-                                                   : "127.0.0.1");
-    }
-    host_port_text(hp, sizeof(hp), check_ip, admin_port);
-    snprintf(g->check, sizeof(g->check), "http://%s/healthz", hp);
+    admin_healthz_url(g->check, sizeof(g->check), admin, g->address);
     g->spec = reg_spec(g, rc,
                        rc->fleet_port != 0 ? rc->fleet_port
                        : front != NULL     ? net_addr_port(front)
@@ -616,7 +632,7 @@ static int registrar_fill(struct registrar *r, const struct registration_conf *r
     for (size_t i = 0; i < n; i++) {
         if (registration_conf_chooses(rc, listeners[i].name)) {
             front = r->n == 0 ? listeners[i].bind : front;
-            reg_fill(&r->regs[r->n++], rc, &listeners[i], host);
+            reg_fill(&r->regs[r->n++], rc, &listeners[i], admin, host);
         }
     }
     if (rc->fleet[0] == '\0') {

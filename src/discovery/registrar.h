@@ -1,7 +1,8 @@
 /* Consul registration: register and deregister calls (used by the daemon and by the
  * "sluice register / deregister" commands), and the daemon's registrations: its listeners as
- * Consul services (with a TCP check) and, with [registration] fleet, the process itself as one
- * member of a fleet of sluices (with an HTTP check on its admin /healthz); all with anti-entropy
+ * Consul services (checked on the admin /healthz with [admin], else with a TCP check through the
+ * listener) and, with [registration] fleet, the process itself as one member of a fleet of
+ * sluices (with an HTTP check on its admin /healthz); all with anti-entropy
  * and deregistration at shutdown. No call ever leaves a half-registered service behind: a failure
  * after the agent may have added it rolls the registration back. */
 #ifndef SLUICE_REGISTRAR_H
@@ -95,8 +96,10 @@ struct registrar_listener {
 /* Prepares one registration per listener chosen by rcfg (registration_conf_chooses: the
  * [registration] listeners, default all, or none with a fleet), then with rcfg->fleet one for the
  * process: service rcfg->fleet, port fleet_port or that of the first listener registered (else
- * the first listener), an HTTP check on http://<admin>/healthz. admin is the admin server's bind
- * address (NULL without [admin]; a fleet then fails with -EINVAL). *out is NULL when rcfg->line
+ * the first listener). admin is the admin server's bind address, NULL without [admin]. Every
+ * registration is then checked with HTTP on http://<admin>/healthz (for a wildcard bind the
+ * advertised IP, else loopback); without admin the listeners get a TCP check on their advertised
+ * address and a fleet fails with -EINVAL. *out is NULL when rcfg->line
  * is 0 (no [registration]). ccfg, rcfg and the addresses must outlive it; the listener array is
  * copied. 0 or -errno with a reason in err. Main thread. */
 int registrar_create(const struct consul_conf *ccfg, const struct registration_conf *rcfg,

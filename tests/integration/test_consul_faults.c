@@ -1,13 +1,15 @@
 /* Consul failures against the emulator: a hung query and the watchdog, errors and garbage
  * answers (last known good, degraded state, recovery), ACL denials, an agent restart
  * (anti-entropy and resync), a 30 s outage with traffic flowing, and the shutdown order
- * (deregister, then drain). */
+ * (deregister, then drain); and what the daemon's registration is checked with (the admin
+ * /healthz with [admin], else a TCP check on the listener). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -266,6 +268,83 @@ static void test_shutdown_deregisters_then_drains(void **state)
     assert_int_equal(proc_wait(&consul_fx.sluice, HARNESS_WAIT_MS), 0);
 }
 
+/* The agent's check of the listener's registration (service:web-HOSTNAME-PORT), as
+ * /v1/agent/checks shows it, once its status is status (NULL: at once); the caller frees it. */
+static cJSON *listener_check(int port, const char *status)
+{
+    char host[128], id[320];
+    uint64_t deadline = harness_now_ms() + HARNESS_WAIT_MS;
+
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(id, sizeof(id), "service:web-%s-%d", host, port);
+    for (;;) {
+        char *body = consul_emu_get("/v1/agent/checks");
+        cJSON *checks = cJSON_Parse(body), *chk;
+        free(body);
+        assert_non_null(checks);
+        assert_int_equal(cJSON_GetArraySize(checks), 1); /* no other check than this one */
+        chk = cJSON_DetachItemFromObject(checks, id);
+        cJSON_Delete(checks);
+        assert_non_null(chk);
+        if (status == NULL ||
+            strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(chk, "Status")), status) == 0)
+            return chk;
+        cJSON_Delete(chk);
+        if (harness_now_ms() > deadline)
+            fail_msg("check %s never turned %s", id, status);
+        sleep_ms(100);
+    }
+}
+
+static const char *definition_of(const cJSON *chk, const char *field)
+{
+    return cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(chk, "Definition"), field));
+}
+
+/* Without [admin] the listener is registered with a TCP check on itself (each probe makes sluice
+ * dial a backend, which the README says). */
+static void test_registration_check_tcp_without_admin(void **state)
+{
+    (void)state;
+    int port = start_sluice(consul_fx.emu_port, "", "[registration]\ncheck_interval = 1s\n");
+    size_t reg_from = 0;
+    char want[64];
+    consul_wait_event(&reg_from, "\"event\":\"registration_added\"", NULL);
+    cJSON *chk = listener_check(port, "passing");
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(chk, "Type")), "tcp");
+    snprintf(want, sizeof(want), "127.0.0.1:%d", port);
+    assert_string_equal(definition_of(chk, "TCP"), want);
+    assert_null(definition_of(chk, "HTTP"));
+    cJSON_Delete(chk);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
+}
+
+/* With [admin] the listener's registration is checked on the admin server's /healthz: the agent
+ * really probes it and it turns passing with the 200 answer. */
+static void test_registration_check_is_admin_healthz(void **state)
+{
+    (void)state;
+    int admin_port = harness_free_port();
+    char sections[256], want[64];
+    snprintf(sections, sizeof(sections),
+             "[admin]\nbind = 127.0.0.1:%d\n[registration]\ncheck_interval = 1s\n", admin_port);
+    int port = start_sluice(consul_fx.emu_port, "", sections);
+    size_t from = 0, reg_from = 0;
+    instance_add(consul_fx.emu_port, 0); /* /healthz says ok once discovery is fresh */
+    consul_wait_published(&from, 1, NULL);
+    consul_wait_event(&reg_from, "\"event\":\"registration_added\"", NULL);
+    cJSON *chk = listener_check(port, "passing");
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(chk, "Type")), "http");
+    snprintf(want, sizeof(want), "http://127.0.0.1:%d/healthz", admin_port);
+    assert_string_equal(definition_of(chk, "HTTP"), want);
+    assert_null(definition_of(chk, "TCP"));
+    assert_non_null(strstr(cJSON_GetStringValue(cJSON_GetObjectItem(chk, "Output")), "200 OK"));
+    cJSON_Delete(chk);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -274,6 +353,8 @@ int main(void)
         CONSUL_FIXTURE_TEST(test_acl_denials_are_explained),
         CONSUL_FIXTURE_TEST(test_agent_restart_restores_and_resyncs),
         CONSUL_FIXTURE_TEST(test_shutdown_deregisters_then_drains),
+        CONSUL_FIXTURE_TEST(test_registration_check_tcp_without_admin),
+        CONSUL_FIXTURE_TEST(test_registration_check_is_admin_healthz),
         CONSUL_FIXTURE_TEST(test_outage_keeps_traffic_flowing),
     };
     return cmocka_run_group_tests(tests, setup, consul_fixture_stop);

@@ -463,8 +463,9 @@ static void test_fleet_with_listener_registration(void **state)
     assert_string_equal(str_of(cJSON_GetObjectItem(chk, "Definition"), "HTTP"), m->check);
     char listener_check[320];
     snprintf(listener_check, sizeof(listener_check), "service:%s", listener_id);
-    chk = cJSON_GetObjectItem(checks, listener_check);
-    assert_string_equal(str_of(chk, "Type"), "tcp");
+    chk = cJSON_GetObjectItem(checks, listener_check); /* with [admin], on /healthz too */
+    assert_string_equal(str_of(chk, "Type"), "http");
+    assert_string_equal(str_of(cJSON_GetObjectItem(chk, "Definition"), "HTTP"), m->check);
     cJSON_Delete(checks);
 
     assert_int_equal(http_request(m->admin_port, "GET", "/status", NULL, body, sizeof(body)), 200);
