@@ -272,7 +272,7 @@ int sluice_start(struct proc *p, const char *config_text)
     return sluice_start_wrapped(p, config_text, NULL);
 }
 
-int sluice_start_wrapped(struct proc *p, const char *config_text, const char *const *wrapper)
+int sluice_spawn(struct proc *p, const char *config_text, const char *const *wrapper)
 {
     snprintf(p->conf_path, sizeof(p->conf_path), "%s/%d-%d.ini", harness_tmpdir(), getpid(),
              spawn_counter);
@@ -289,7 +289,12 @@ int sluice_start_wrapped(struct proc *p, const char *config_text, const char *co
     argv[n++] = "-c";
     argv[n++] = p->conf_path;
     argv[n] = NULL;
-    if (spawn(p, (char *const *)argv, -1) <= 0)
+    return spawn(p, (char *const *)argv, -1) > 0 ? 0 : -1;
+}
+
+int sluice_start_wrapped(struct proc *p, const char *config_text, const char *const *wrapper)
+{
+    if (sluice_spawn(p, config_text, wrapper) != 0)
         return -1;
     uint64_t deadline = now_ms() + HARNESS_WAIT_MS;
     const char *needles[] = {"\"event\":\"started\"", NULL};
@@ -597,8 +602,8 @@ static ssize_t http_read_all(int fd, char **buf)
 int http_request(int port, const char *method, const char *path, const char *body, char *out,
                  size_t out_len)
 {
-    return http_request_with(port, method, path, NULL, body, body != NULL ? strlen(body) : 0,
-                             out, out_len);
+    return http_request_with(port, method, path, NULL, body, body != NULL ? strlen(body) : 0, out,
+                             out_len);
 }
 
 int http_request_with(int port, const char *method, const char *path, const char *headers,
