@@ -40,13 +40,16 @@ LIST
 diff -u "$work/want" "$work/got" || { echo "installed files differ from the documented list"; exit 1; }
 echo "installed: exactly the $(wc -l <"$work/want") documented files"
 
-"$prefix/bin/sluice" -t -c "$prefix/etc/sluice/sluice.ini" | grep -q "configuration OK"
-"$prefix/bin/sluice" --version | grep -q "^sluice [0-9]"
+# (outputs are read whole before grep -q: under pipefail, grep -q quitting early would fail a
+# pipeline by the writer's SIGPIPE)
+check=$("$prefix/bin/sluice" -t -c "$prefix/etc/sluice/sluice.ini")
+grep -q "configuration OK" <<<"$check"
+grep -q "^sluice [0-9]" <<<"$("$prefix/bin/sluice" --version)"
 # the man page as lintian checks it: any groff warning is printed and fails the test
 warnings=$(LC_ALL=C.UTF-8 MANROFFSEQ='' MANWIDTH=80 \
     man --warnings -E UTF-8 -l -Tutf8 -Z "$prefix/share/man/man8/sluice.8.gz" 2>&1 >/dev/null)
 [ -z "$warnings" ] || { echo "man page warnings: $warnings"; exit 1; }
-zcat "$prefix/share/man/man8/sluice.8.gz" | grep -q '^\.SH EXIT STATUS'
+grep -q '^\.SH EXIT STATUS' <<<"$(zcat "$prefix/share/man/man8/sluice.8.gz")"
 unit=$prefix/lib/systemd/system/sluice.service
 grep -qx 'Type=notify' "$unit"
 grep -qx 'ExecReload=/bin/kill -HUP $MAINPID' "$unit"
@@ -71,14 +74,16 @@ san=()
 cc -std=c11 -Wall -Wextra -Werror "${san[@]}" -o "$work/hello_mesh" "$src/examples/hello_mesh.c" \
     $flags -Wl,-rpath,"$libdir"
 # the example must use the installed library, not the build tree's
-ldd "$work/hello_mesh" | grep -q "$libdir/libsluice.so" || { ldd "$work/hello_mesh"; exit 1; }
+deps=$(ldd "$work/hello_mesh")
+grep -q "$libdir/libsluice.so" <<<"$deps" || { echo "$deps"; exit 1; }
 # libsluice.a: -l:libsluice.a in place of -lsluice (the linker prefers the .so), the rest from
 # Libs.private
 static_flags=$(pkg-config --static --cflags --libs sluice | sed 's/-lsluice\b/-l:libsluice.a/')
 cc -std=c11 -Wall -Wextra -Werror "${san[@]}" -o "$work/hello_mesh_static" \
     "$src/examples/hello_mesh.c" $static_flags
-if ldd "$work/hello_mesh_static" | grep -q libsluice; then
-    ldd "$work/hello_mesh_static"
+deps=$(ldd "$work/hello_mesh_static")
+if grep -q libsluice <<<"$deps"; then
+    echo "$deps"
     exit 1
 fi
 

@@ -42,7 +42,9 @@ LIST
 # dpkg-deb -c is tar tv: mode, owner, size, date, time, path [-> target]
 dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {print $6}' | sort >"$work/got"
 diff -u "$work/want" "$work/got" || { echo "package contents differ from the documented list"; exit 1; }
-if dpkg-deb -c "$deb" | awk '{print $2}' | grep -vqx root/root; then
+# (outputs are read whole before grep -q: under pipefail, grep -q quitting early would fail a
+# pipeline by the writer's SIGPIPE)
+if grep -vqx root/root <<<"$(dpkg-deb -c "$deb" | awk '{print $2}')"; then
     echo "a file not owned by root/root"; exit 1
 fi
 echo "contents: exactly the $(wc -l <"$work/want") documented files, all root/root"
@@ -65,7 +67,8 @@ grep -q 'deb-systemd-invoke stop sluice.service' "$work/control/prerm"
 root=$work/root
 dpkg-deb -x "$deb" "$root"
 # the daemon carries its layers statically: nothing of libsluice.so to point it at
-if ldd "$root/usr/bin/sluice" | grep -q libsluice; then ldd "$root/usr/bin/sluice"; exit 1; fi
+deps=$(ldd "$root/usr/bin/sluice")
+if grep -q libsluice <<<"$deps"; then echo "$deps"; exit 1; fi
 "$root/usr/bin/sluice" -t -c "$root/etc/sluice/sluice.ini" | tee "$work/check"
 grep -q "configuration OK" "$work/check"
 version=$(dpkg-deb -f "$deb" Version)

@@ -110,6 +110,9 @@ static void child_exec(char *const argv[], int out_fd, int log_fd)
     dup2(devnull, 0);
     dup2(out_fd >= 0 ? out_fd : log_fd, 1);
     dup2(log_fd, 2);
+    /* a suite run under a service manager must not have every test's sluice report to it;
+     * test_notify hands its own socket over with env(1) */
+    unsetenv("NOTIFY_SOCKET");
     execv(argv[0], argv);
     fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
     _exit(127);
