@@ -3,8 +3,10 @@ BUILD      ?= build
 SAN_BUILD  ?= build-sanitize
 JOBS       ?= $(shell nproc)
 CONFIG     ?= config/sluice.ini
+PREFIX     ?= /usr/local
+DEB_BUILD  ?= build-deb
 
-.PHONY: all deps build run test test-sanitize bench format clean
+.PHONY: all deps build install deb run test test-sanitize bench format clean
 
 all: build
 
@@ -14,6 +16,22 @@ deps:
 build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS) -- --no-print-directory
+
+# The unit names the daemon and config by their installed paths: configure for PREFIX first.
+install: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) -- --no-print-directory
+	@cmake --install $(BUILD)
+
+# A tree of its own laid out as Debian wants it (what debhelper passes to CMake), only the
+# installed targets built, then CPack's DEB generator over the same install rules.
+deb: deps
+	@cmake -S . -B $(DEB_BUILD) -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr \
+	    -DCMAKE_INSTALL_SYSCONFDIR=/etc -DSLUICE_SYSTEMD_UNITDIR=/lib/systemd/system >/dev/null
+	@cmake --build $(DEB_BUILD) -j $(JOBS) --target sluice sluice_shared sluice_static sluice_man \
+	    -- --no-print-directory
+	@cd $(DEB_BUILD) && cpack -G DEB >/dev/null
+	@ls $(DEB_BUILD)/sluice_*.deb
 
 run: build
 	@./scripts/demo $(BUILD) $(CONFIG)
@@ -34,4 +52,4 @@ format:
 	@clang-format -i src/*/*.c src/*/*.h tests/*/*.c bench/*.c bench/*.h
 
 clean:
-	@rm -rf $(BUILD) $(SAN_BUILD)
+	@rm -rf $(BUILD) $(SAN_BUILD) $(DEB_BUILD)

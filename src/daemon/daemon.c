@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -14,6 +15,7 @@
 #include "balancer.h"
 #include "clock.h"
 #include "daemon_int.h"
+#include "notify.h"
 #include "stats.h"
 
 #define FAULT_ENV "SLUICE_FAULT" /* test hook: the start-up step named here fails */
@@ -376,6 +378,7 @@ static void daemon_drain(struct daemon *d, const char *signal_name)
     log_event(&d->log, LOG_LEVEL_INFO, "shutdown_started", LOG_STR("signal", signal_name),
               LOG_INT("open", atomic_load(&d->shared.budget.open)),
               LOG_INT("timeout_ms", d->cfg->shutdown_timeout_ms));
+    notify_stopping(&d->log, "draining open connections");
     registrar_stop(d->registrar);
     discovery_stop(d->discovery);
     health_stop(d->health);
@@ -547,6 +550,17 @@ static void daemon_log_started(struct daemon *d)
               LOG_INT("max_connections", d->shared.budget.max));
 }
 
+/* After the last start-up step: each listener's socket listens (the workers bound them) and
+ * every worker's loop runs, so a connect made once systemd hears this is accepted. */
+static void daemon_notify_ready(struct daemon *d)
+{
+    char status[128];
+
+    snprintf(status, sizeof(status), "serving %zu listener(s) with %u worker(s)",
+             d->cfg->n_listeners, d->n_workers);
+    notify_ready(&d->log, status);
+}
+
 /* One start-up step: its fault hook, then the step; a failure is logged once, with the step's
  * name and its own detail when it gave one. */
 static int daemon_step(struct daemon *d, const char *name, int (*step)(struct daemon *))
@@ -600,6 +614,7 @@ int daemon_run(struct config *cfg)
     if (rc == 0) {
         atomic_store(&d->serving, 1);
         daemon_log_started(d);
+        daemon_notify_ready(d);
         uv_run(&d->loop, UV_RUN_DEFAULT);
         daemon_log_stats(d, "stopped");
     }

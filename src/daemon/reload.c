@@ -6,6 +6,7 @@
 
 #include "balancer.h"
 #include "daemon_int.h"
+#include "notify.h"
 
 /* Static services: the backends list is the owner's source, at start and on every reload. */
 int reload_static_service(struct daemon *d, struct owner *o, const struct config_service *cs)
@@ -175,6 +176,7 @@ int reload_run(struct daemon *d, struct ini_errors *out)
     struct config *next = NULL;
     struct ini_errors errs = {0};
 
+    notify_reloading(&d->log);
     log_event(&d->log, LOG_LEVEL_INFO, "reload_started", LOG_STR("config", d->cfg->path));
     int rc = config_load(d->cfg->path, &next, &errs);
     if (rc != 0) {
@@ -186,10 +188,12 @@ int reload_run(struct daemon *d, struct ini_errors *out)
             *out = errs; /* the caller frees them */
         else
             ini_errors_clear(&errs);
+        notify_ready(&d->log, "serving; the last reload failed, see the log");
         return rc;
     }
     reload_apply(d, next);
     config_destroy(next);
     log_event(&d->log, LOG_LEVEL_INFO, "reload_done", LOG_STR("config", d->cfg->path));
+    notify_ready(&d->log, "serving");
     return 0;
 }

@@ -110,6 +110,9 @@ static void child_exec(char *const argv[], int out_fd, int log_fd)
     dup2(devnull, 0);
     dup2(out_fd >= 0 ? out_fd : log_fd, 1);
     dup2(log_fd, 2);
+    /* a suite run under a service manager must not have every test's sluice report to it;
+     * test_notify hands its own socket over with env(1) */
+    unsetenv("NOTIFY_SOCKET");
     execv(argv[0], argv);
     fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
     _exit(127);
@@ -272,7 +275,7 @@ int sluice_start(struct proc *p, const char *config_text)
     return sluice_start_wrapped(p, config_text, NULL);
 }
 
-int sluice_start_wrapped(struct proc *p, const char *config_text, const char *const *wrapper)
+int sluice_spawn(struct proc *p, const char *config_text, const char *const *wrapper)
 {
     snprintf(p->conf_path, sizeof(p->conf_path), "%s/%d-%d.ini", harness_tmpdir(), getpid(),
              spawn_counter);
@@ -289,7 +292,12 @@ int sluice_start_wrapped(struct proc *p, const char *config_text, const char *co
     argv[n++] = "-c";
     argv[n++] = p->conf_path;
     argv[n] = NULL;
-    if (spawn(p, (char *const *)argv, -1) <= 0)
+    return spawn(p, (char *const *)argv, -1) > 0 ? 0 : -1;
+}
+
+int sluice_start_wrapped(struct proc *p, const char *config_text, const char *const *wrapper)
+{
+    if (sluice_spawn(p, config_text, wrapper) != 0)
         return -1;
     uint64_t deadline = now_ms() + HARNESS_WAIT_MS;
     const char *needles[] = {"\"event\":\"started\"", NULL};

@@ -46,6 +46,10 @@ int sluice_start(struct proc *p, const char *config_text);
  * {"/usr/bin/prlimit", "--nofile=64:64", NULL}). */
 int sluice_start_wrapped(struct proc *p, const char *config_text, const char *const *wrapper);
 
+/* Like sluice_start_wrapped without waiting for "started": for a test that watches start-up
+ * itself. 0, or -1 when the config could not be written or the fork failed. */
+int sluice_spawn(struct proc *p, const char *config_text, const char *const *wrapper);
+
 /* Sends sig and waits for the exit; returns the exit status (or 128+signal). */
 int proc_stop(struct proc *p, int sig);
 
