@@ -61,13 +61,13 @@ static void write_file(const char *path, const char *text)
 /* --- the client loop ------------------------------------------------------------------------ */
 
 struct client_loop {
-    int port;                     /* the listener that stays */
-    atomic_int stop;              /* set by the test */
-    unsigned long long attempted; /* connections tried */
-    unsigned long long verified;  /* connections whose echo came back intact */
-    unsigned long long failed;    /* connections refused, reset or wrong */
-    unsigned long long bytes;     /* bytes verified */
-    char first_error[128];        /* what the first failure was */
+    int port;                    /* the listener that stays */
+    atomic_int stop;             /* set by the test */
+    atomic_ullong attempted;     /* connections tried (the test reads it while running) */
+    unsigned long long verified; /* connections whose echo came back intact */
+    unsigned long long failed;   /* connections refused, reset or wrong */
+    unsigned long long bytes;    /* bytes verified */
+    char first_error[128];       /* what the first failure was */
 };
 
 /* One connection: the hello (A or B, the staying listener switches services), then bytes out
@@ -101,16 +101,24 @@ static void *client_loop_run(void *arg)
 
     while (!atomic_load(&c->stop)) {
         const char *why;
-        c->attempted++;
-        if (client_once(c->port, c->attempted, &why) == 0) {
+        unsigned long long n = atomic_fetch_add(&c->attempted, 1) + 1;
+        if (client_once(c->port, n, &why) == 0) {
             c->verified++;
             c->bytes += CLIENT_BYTES;
         } else if (c->failed++ == 0) {
-            snprintf(c->first_error, sizeof(c->first_error), "connection %llu: %s", c->attempted,
-                     why);
+            snprintf(c->first_error, sizeof(c->first_error), "connection %llu: %s", n, why);
         }
     }
     return NULL;
+}
+
+/* Waits (bounded) until the loop has made more connections, so that every reload has
+ * connections before and after it. */
+static void loop_advance(struct client_loop *c, unsigned long long more)
+{
+    unsigned long long until = atomic_load(&c->attempted) + more;
+    for (int i = 0; i < HARNESS_WAIT_MS && atomic_load(&c->attempted) < until; i++)
+        sleep_ms(1);
 }
 
 /* --- a long transfer ------------------------------------------------------------------------ */
@@ -125,6 +133,28 @@ static void *bulk_run(void *arg)
 {
     struct bulk *b = arg;
     b->reached = read_pattern_to_eof(b->fd, 99, 0);
+    return NULL;
+}
+
+/* --- the admin thread reading while the main thread reloads -------------------------------- */
+
+struct poller {
+    int port;                  /* admin port */
+    atomic_int stop;           /* set by the test */
+    unsigned long long reads;  /* /status and /metrics answers */
+    unsigned long long failed; /* answers other than 200 */
+};
+
+static void *poller_run(void *arg)
+{
+    struct poller *p = arg;
+    static char body[1 << 16];
+
+    while (!atomic_load(&p->stop)) {
+        const char *path = p->reads % 2 ? "/metrics" : "/status";
+        p->failed += http_request(p->port, "GET", path, NULL, body, sizeof(body)) != 200;
+        p->reads++;
+    }
     return NULL;
 }
 
@@ -271,10 +301,14 @@ static void test_reload_under_load(void **state)
     assert_int_equal(pthread_create(&bulk_th, NULL, bulk_run, &bulk), 0);
     struct client_loop loop = {.port = pt.stay};
     assert_int_equal(pthread_create(&loop_th, NULL, client_loop_run, &loop), 0);
+    pthread_t poll_th;
+    struct poller poller = {.port = pt.admin};
+    assert_int_equal(pthread_create(&poll_th, NULL, poller_run, &poller), 0);
 
     int blocker = hold_port(pt.blocked);
     size_t from = log_size(&p);
     for (int k = 1; k <= RELOADS; k++) {
+        loop_advance(&loop, 20);
         size_t step_from = from;
         int line = config_step(conf, sizeof(conf), &pt, k);
         write_file(p.conf_path, conf);
@@ -286,7 +320,9 @@ static void test_reload_under_load(void **state)
     }
     sleep_ms(200); /* a few more connections after the last reload */
     atomic_store(&loop.stop, 1);
+    atomic_store(&poller.stop, 1);
     pthread_join(loop_th, NULL);
+    pthread_join(poll_th, NULL);
     pthread_join(bulk_th, NULL);
     close(blocker);
     close(gone_fd);
@@ -294,12 +330,16 @@ static void test_reload_under_load(void **state)
 
     print_message("reload under load: %d reloads, %llu connections attempted, %llu failed, "
                   "%llu verified, %llu bytes verified; long transfer %lld of %llu bytes intact\n",
-                  RELOADS, loop.attempted, loop.failed, loop.verified, loop.bytes,
-                  (long long)bulk.reached, (unsigned long long)bulk.total);
+                  RELOADS, (unsigned long long)atomic_load(&loop.attempted), loop.failed,
+                  loop.verified, loop.bytes, (long long)bulk.reached,
+                  (unsigned long long)bulk.total);
+    print_message("admin reads during the reloads: %llu, failed %llu\n", poller.reads,
+                  poller.failed);
     if (loop.failed > 0)
         print_message("first failure: %s\n", loop.first_error);
     assert_int_equal(loop.failed, 0);
     assert_true(loop.verified > 0);
+    assert_int_equal(poller.failed, 0);
     assert_int_equal(bulk.reached, (int64_t)bulk.total);
     const char *restart[] = {"\"event\":\"reload_needs_restart\"", NULL};
     assert_int_equal(log_count_all(&p, restart), 0); /* everything here applies live */
