@@ -194,7 +194,7 @@ static int plan_keep(struct listener_plan *p, const struct listener_entry *runni
 
 static void plan_close_sockets(const struct daemon *d, struct listener_plan *p)
 {
-    for (unsigned i = 0; p->fresh != NULL && i < d->n_workers; i++)
+    for (unsigned i = 0; p->fresh != NULL && i < d->n_started; i++)
         worker_listener_destroy(p->fresh[i]);
     free(p->fresh);
     p->fresh = NULL;
@@ -206,12 +206,12 @@ static int plan_open_sockets(struct daemon *d, struct listener_plan *p)
 {
     char err[512] = "out of memory";
 
-    p->fresh = calloc(d->n_workers, sizeof(*p->fresh));
-    for (unsigned i = 0; p->fresh != NULL && i < d->n_workers; i++) {
+    p->fresh = calloc(d->n_started ? d->n_started : 1, sizeof(*p->fresh));
+    for (unsigned i = 0; p->fresh != NULL && i < d->n_started; i++) {
         p->fresh[i] = worker_listener_create(&d->workers[i], p->entry.rt, err, sizeof(err));
         if (p->fresh[i] == NULL)
             break;
-        if (i + 1 == d->n_workers)
+        if (i + 1 == d->n_started)
             return 0;
     }
     plan_close_sockets(d, p);
@@ -254,39 +254,57 @@ static void plan_warn(struct daemon *d, const struct listener_entry *running,
         needs_restart(&r, "bind (registration)", running->conf.bind.text, cl->bind.text);
 }
 
+/* The service a new version of cl serves: its own, or when that did not exist at start (named as
+ * needing a restart) the running version's, with want's service set back to match; NULL for a
+ * listener that is not running. */
+static struct service_rt *plan_service(struct daemon *d, const struct listener_entry *running,
+                                       const struct listener_conf *cl, struct listener_conf *want)
+{
+    size_t svc = 0;
+
+    *want = *cl;
+    if (find_service(d->cfg, cl->service, &svc) != NULL)
+        return &d->service_rts[svc];
+    struct restart_ctx r = restart_in(d, "listener", cl->name);
+    needs_restart(&r, "service", running != NULL ? running->conf.service : "absent",
+                  cl->service); /* the service did not exist at start */
+    if (running == NULL)
+        return NULL;
+    snprintf(want->service, sizeof(want->service), "%s", running->conf.service);
+    return running->rt->service;
+}
+
 /* Decides what happens to listener cl of the next file: a new version (new sockets for a new
  * bind), or the running one. Returns 1 when p holds a version to serve, 0 when not served. */
 static int plan_listener(struct daemon *d, const struct listener_conf *cl, struct listener_plan *p)
 {
     const struct listener_entry *running = running_listener(d, cl->name);
-    struct restart_ctx r = restart_in(d, "listener", cl->name);
-    size_t svc = 0;
+    struct listener_conf want;
 
     if (running != NULL && same_listener(&running->conf, cl))
         return plan_keep(p, running);
-    if (find_service(d->cfg, cl->service, &svc) == NULL) {
-        needs_restart(&r, "service", running != NULL ? running->conf.service : "absent",
-                      cl->service); /* the service did not exist at start */
+    struct service_rt *svc = plan_service(d, running, cl, &want);
+    if (svc == NULL || (running != NULL && same_listener(&running->conf, &want)))
         return plan_keep(p, running);
-    }
     size_t slot = running != NULL ? running->rt->index : reload_listener_slot(d, cl->name);
     if (slot == SIZE_MAX) {
+        struct restart_ctx r = restart_in(d, "listener", cl->name);
         needs_restart(&r, "(section)", "absent", "added (no counter slot left)");
         return 0;
     }
     struct listener_rt tmpl;
-    reload_listener_fill(&tmpl, cl, &d->service_rts[svc], slot);
+    reload_listener_fill(&tmpl, &want, svc, slot);
     memset(p, 0, sizeof(*p));
-    p->entry = (struct listener_entry){.rt = listener_rt_create(&tmpl), .conf = *cl};
+    p->entry = (struct listener_entry){.rt = listener_rt_create(&tmpl), .conf = want};
     p->running = running;
     p->changed = 1;
     if (p->entry.rt == NULL ||
-        ((running == NULL || strcmp(running->conf.bind.text, cl->bind.text) != 0) &&
+        ((running == NULL || strcmp(running->conf.bind.text, want.bind.text) != 0) &&
          plan_open_sockets(d, p) != 0)) {
         listener_rt_drop(p->entry.rt);
         return plan_keep(p, running);
     }
-    plan_warn(d, running, cl);
+    plan_warn(d, running, &want);
     return 1;
 }
 

@@ -196,14 +196,19 @@ static void worker_after_batch(void *data)
  * lost over two SO_REUSEPORT sockets, one closed). So a socket that goes away leaves the epoll set
  * first, then everything queued on it is accepted and served; a second pass catches handshakes
  * that completed during the first. What is left is a handshake completing between the last
- * accept and close(2), a window of microseconds. */
+ * accept and close(2), a window of microseconds.
+ * Each pass is bounded by the queue's size, so clients that keep connecting cannot hold the
+ * worker here. Freeing wl is safe: changes are applied from libuv's turn, after the epoll batch
+ * that might have named it. */
 static void worker_retire_listener(struct worker *w, struct worker_listener *wl)
 {
     if (wl->watch.fd >= 0) {
         (void)evloop_watch(&w->loop, &wl->watch, 0);
-        for (int pass = 0; pass < 2; pass++)
-            while (worker_accept_one(w, wl, 1))
+        for (int pass = 0; pass < 2; pass++) {
+            int bound = wl->rt->backlog + WORKER_ACCEPT_BATCH;
+            while (bound-- > 0 && worker_accept_one(w, wl, 1))
                 ;
+        }
     }
     worker_listener_destroy(wl);
 }

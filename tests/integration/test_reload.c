@@ -346,10 +346,58 @@ static void test_reload_under_load(void **state)
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
 }
 
+/* A service that did not exist at start cannot be served until a restart: a listener switched
+ * to it keeps its service (named key by key) but takes its other changes; a listener added for
+ * it is not opened. */
+static void test_reload_names_what_needs_restart(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    int port = harness_free_port(), port_new = harness_free_port();
+    char conf[2048], line[1024];
+    snprintf(conf, sizeof(conf),
+             "[sluice]\nworkers = 1\nlog_format = json\n"
+             "[listener:web]\nbind = 127.0.0.1:%d\nservice = sa\n"
+             "[service:sa]\nbackends = 127.0.0.1:%d\n",
+             port, port_a);
+    assert_int_equal(sluice_start(&p, conf), 0);
+    snprintf(conf, sizeof(conf),
+             "[sluice]\nworkers = 1\nlog_format = json\n"
+             "[listener:web]\nbind = 127.0.0.1:%d\nservice = sn\nidle_timeout = 1h\n"
+             "[listener:fresh]\nbind = 127.0.0.1:%d\nservice = sn\n"
+             "[service:sa]\nbackends = 127.0.0.1:%d\n"
+             "[service:sn]\nbackends = 127.0.0.1:%d\n",
+             port, port_new, port_a, port_b);
+    write_file(p.conf_path, conf);
+    size_t from = log_size(&p);
+    proc_signal(&p, SIGHUP);
+    const char *done[] = {"\"event\":\"reload_done\"", NULL};
+    assert_int_equal(log_wait(&p, &from, NULL, 0, done), 0);
+    const char *svc[] = {"\"event\":\"reload_needs_restart\"",
+                         "\"change\":\"[listener:web] service: sa -> sn\"", NULL};
+    const char *fresh[] = {"\"event\":\"reload_needs_restart\"",
+                           "\"change\":\"[listener:fresh] service: absent -> sn\"", NULL};
+    const char *added[] = {"\"event\":\"reload_needs_restart\"",
+                           "\"change\":\"[service:sn] (section): absent -> added\"", NULL};
+    const char *idle[] = {"\"event\":\"reload_applied\"",
+                          "\"change\":\"[listener:web] idle_timeout: 5m -> 1h\"", NULL};
+    const char *const *want[] = {svc, fresh, added, idle};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        size_t at = 0;
+        assert_int_equal(log_wait(&p, &at, line, sizeof(line), want[i]), 0);
+    }
+    char hello[16];
+    assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
+    assert_string_equal(hello, "A"); /* still its running service */
+    assert_true(tcp_connect(port_new) < 0);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reload_under_load),
+        cmocka_unit_test(test_reload_names_what_needs_restart),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
