@@ -106,34 +106,49 @@ static int daemon_setup_service_rts(struct daemon *d)
     return 0;
 }
 
+/* Counter slots beyond the start-up listeners, for listeners a reload adds. */
+static size_t listener_slots_for(size_t n)
+{
+    return n * 2 > n + 16 ? n * 2 : n + 16;
+}
+
+/* The first version of every listener, in the daemon's table. */
+static int daemon_setup_listener_table(struct daemon *d)
+{
+    const struct config *cfg = d->cfg;
+    size_t n = cfg->n_listeners;
+
+    d->lstats_cap = listener_slots_for(n);
+    d->slot_names = calloc(d->lstats_cap, sizeof(*d->slot_names));
+    d->listeners = calloc(n ? n : 1, sizeof(*d->listeners));
+    d->start_rts = calloc(n ? n : 1, sizeof(*d->start_rts));
+    if (d->slot_names == NULL || d->listeners == NULL || d->start_rts == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const struct listener_conf *cl = &cfg->listeners[i];
+        struct listener_rt tmpl;
+        reload_listener_fill(&tmpl, cl, &d->service_rts[cl->service_index],
+                             reload_listener_slot(d, cl->name));
+        struct listener_rt *rt = listener_rt_create(&tmpl);
+        if (rt == NULL)
+            return -ENOMEM;
+        d->listeners[d->n_listeners++] = (struct listener_entry){.rt = rt, .conf = *cl};
+        d->start_rts[i] = rt;
+    }
+    return 0;
+}
+
 static int daemon_setup_listeners(struct daemon *d)
 {
     const struct config *cfg = d->cfg;
 
-    if (daemon_setup_service_rts(d) != 0)
+    if (daemon_setup_service_rts(d) != 0 || daemon_setup_listener_table(d) != 0)
         return -ENOMEM;
-    d->listeners = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*d->listeners));
-    if (d->listeners == NULL)
-        return -ENOMEM;
-    for (size_t i = 0; i < cfg->n_listeners; i++) {
-        const struct listener_conf *cl = &cfg->listeners[i];
-        d->listeners[i] = (struct listener_rt){
-            .name = cl->name,
-            .bind = cl->bind,
-            .wildcard = net_addr_is_wildcard(&cl->bind),
-            .service = &d->service_rts[cl->service_index],
-            .index = i,
-            .log_access = cl->log_access,
-            .connect_timeout_ms = cl->connect_timeout_ms,
-            .idle_timeout_ms = cl->idle_timeout_ms,
-            .retries = cl->retries,
-            .backlog = cl->backlog,
-        };
-    }
     d->shared = (struct worker_shared){
         .budget = {.max = fit_max_connections(d)},
-        .listeners = d->listeners,
-        .n_listeners = cfg->n_listeners,
+        .listeners = d->start_rts,
+        .n_listeners = d->n_listeners,
+        .lstats_cap = d->lstats_cap,
         .services = d->service_rts,
         .n_services = cfg->n_services,
         .splice = cfg->stream.splice,
@@ -182,6 +197,15 @@ static void on_worker_exit(struct worker *w)
     uv_async_send(&d->worker_exited);
 }
 
+/* A worker applied a listener change: the reload waiting for it may go on. */
+static void on_worker_changed(struct worker *w)
+{
+    struct daemon *d = w->data;
+    pthread_mutex_lock(&d->change_lock);
+    pthread_cond_broadcast(&d->change_cond);
+    pthread_mutex_unlock(&d->change_lock);
+}
+
 static int daemon_init_workers(struct daemon *d)
 {
     d->workers = calloc(d->n_workers, sizeof(*d->workers));
@@ -194,6 +218,7 @@ static int daemon_init_workers(struct daemon *d)
         d->n_inited++;
         d->workers[i].on_exit = on_worker_exit;
         d->workers[i].on_unlisten = on_worker_unlisten;
+        d->workers[i].on_changed = on_worker_changed;
         d->workers[i].data = d;
     }
     return 0;
@@ -520,7 +545,11 @@ static void daemon_teardown(struct daemon *d)
     free(d->workers);
     if (d->access_on)
         log_writer_destroy(&d->access); /* after the workers: their last lines are written */
+    for (size_t i = 0; i < d->n_listeners; i++)
+        listener_rt_drop(d->listeners[i].rt); /* after the workers: the last references */
     free(d->listeners);
+    free(d->start_rts);
+    free(d->slot_names);
     free(d->service_rts);
     for (size_t i = 0; i < d->n_services; i++)
         owner_destroy(d->services[i]);
@@ -535,16 +564,19 @@ static void daemon_teardown(struct daemon *d)
     ini_errors_clear(&d->reload_errs);
     pthread_cond_destroy(&d->reload_cond);
     pthread_mutex_destroy(&d->reload_lock);
+    pthread_cond_destroy(&d->change_cond);
+    pthread_mutex_destroy(&d->change_lock);
+    pthread_mutex_destroy(&d->table_lock);
     config_destroy(d->cfg);
 }
 
 static void daemon_log_started(struct daemon *d)
 {
-    for (size_t i = 0; i < d->cfg->n_listeners; i++)
+    for (size_t i = 0; i < d->n_listeners; i++)
         log_event(&d->log, LOG_LEVEL_INFO, "listener_started",
-                  LOG_STR("listener", d->listeners[i].name),
-                  LOG_STR("bind", d->listeners[i].bind.text),
-                  LOG_STR("service", d->cfg->listeners[i].service));
+                  LOG_STR("listener", d->listeners[i].rt->name),
+                  LOG_STR("bind", d->listeners[i].rt->bind.text),
+                  LOG_STR("service", d->listeners[i].conf.service));
     log_event(&d->log, LOG_LEVEL_INFO, "started", LOG_STR("version", SLUICE_VERSION),
               LOG_INT("workers", d->n_workers), LOG_INT("pid", getpid()),
               LOG_INT("max_connections", d->shared.budget.max));
@@ -607,6 +639,9 @@ int daemon_run(struct config *cfg)
     d->started_wall = wall_seconds();
     pthread_mutex_init(&d->reload_lock, NULL);
     pthread_cond_init(&d->reload_cond, NULL);
+    pthread_mutex_init(&d->change_lock, NULL);
+    pthread_cond_init(&d->change_cond, NULL);
+    pthread_mutex_init(&d->table_lock, NULL);
     log_init(&d->log, STDERR_FILENO);
     log_configure(&d->log, cfg->log_level, cfg->log_format);
     for (size_t i = 0; rc == 0 && i < sizeof(steps) / sizeof(steps[0]); i++)

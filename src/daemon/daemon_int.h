@@ -20,6 +20,12 @@
 
 #define DAEMON_SIGNALS 4 /* TERM, INT, HUP, USR1 */
 
+/* A listener being served: its current version and the section it came from. */
+struct listener_entry {
+    struct listener_rt *rt;    /* current version; the table holds a reference */
+    struct listener_conf conf; /* as configured: what the next reload compares with */
+};
+
 struct daemon {
     struct config *cfg;                  /* running configuration, owned */
     struct logger log;                   /* every event of this daemon */
@@ -36,7 +42,16 @@ struct daemon {
     struct owner **services;             /* one per cfg service, same order */
     size_t n_services;                   /* owners created */
     struct service_rt *service_rts;      /* one per cfg service: what sessions see of it */
-    struct listener_rt *listeners;       /* one per cfg listener */
+    struct listener_entry *listeners;    /* the listeners served now (reload replaces it) */
+    size_t n_listeners;                  /* entries in listeners */
+    pthread_mutex_t table_lock;          /* held by reload while it replaces listeners, and by
+                                            the admin thread while it reads them */
+    struct listener_rt **start_rts;      /* the start-up versions, for worker_init */
+    char (*slot_names)[INI_NAME_MAX];    /* listener name of each per-listener counter slot */
+    size_t n_slots;                      /* slots named so far (at most lstats_cap) */
+    size_t lstats_cap;                   /* counter slots each worker has */
+    pthread_mutex_t change_lock;         /* with change_cond: workers applied a listener change */
+    pthread_cond_t change_cond;          /* signalled by each worker that applied one */
     struct worker_shared shared;         /* what workers share */
     struct worker *workers;              /* n_workers */
     unsigned n_workers;                  /* workers */
@@ -66,6 +81,14 @@ struct daemon {
 
 /* Publishes the static backends of service cs into its owner (start and reload). 0 or -ENOMEM. */
 int reload_static_service(struct daemon *d, struct owner *o, const struct config_service *cs);
+
+/* The counter slot of listener NAME: its own if it had one, else a new one; SIZE_MAX when all
+ * lstats_cap are taken. */
+size_t reload_listener_slot(struct daemon *d, const char *name);
+
+/* Fills the version template t from section cl, serving svc, counted in slot. */
+void reload_listener_fill(struct listener_rt *t, const struct listener_conf *cl,
+                          struct service_rt *svc, size_t slot);
 
 /* Applies what a reload can change while running and names, in reload_needs_restart events,
  * what needs a restart. */

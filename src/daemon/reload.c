@@ -1,8 +1,13 @@
-/* SIGHUP: what a reload applies while running (instances, weights and balancers, logging, the
- * shutdown timeout) and what it names as needing a restart, rather than half-applying it. */
+/* SIGHUP: what a reload applies while running (instances, weights and balancers, listeners,
+ * logging, the shutdown timeout) and what it names as needing a restart, rather than
+ * half-applying it. */
 #include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <assert.h>
 
 #include "balancer.h"
 #include "daemon_int.h"
@@ -73,14 +78,6 @@ static const struct config_service *find_service(const struct config *cfg, const
     return NULL;
 }
 
-static const struct listener_conf *find_listener(const struct config *cfg, const char *name)
-{
-    for (size_t i = 0; i < cfg->n_listeners; i++)
-        if (strcmp(cfg->listeners[i].name, name) == 0)
-            return &cfg->listeners[i];
-    return NULL;
-}
-
 /* A running service's keys that sessions and the health thread read at start: queue, drain,
  * lifetime, active checks and the Consul watch. */
 static void service_start_only(struct daemon *d, const struct config_service *running,
@@ -124,24 +121,352 @@ static void reload_services(struct daemon *d, const struct config *next)
         }
 }
 
-/* Workers read listener settings without synchronisation, so they stay as they started. */
-static void reload_listeners(struct daemon *d, const struct config *next)
+/* --- listeners ------------------------------------------------------------------------------ */
+
+#define RELOAD_CHANGE_WAIT_MS                                                                      \
+    5000 /* a worker applies a change in one loop turn; this bounds a                              \
+            stuck one */
+
+size_t reload_listener_slot(struct daemon *d, const char *name)
 {
-    for (size_t i = 0; i < next->n_listeners; i++) {
-        const struct listener_conf *cl = &next->listeners[i];
-        const struct listener_conf *running = find_listener(d->cfg, cl->name);
-        struct restart_ctx r = restart_in(d, "listener", cl->name);
-        if (running == NULL)
-            needs_restart(&r, "(section)", "absent", "added");
-        else
-            diff_start_only(&r, listener_keys, running, cl);
+    for (size_t i = 0; i < d->n_slots; i++)
+        if (strcmp(d->slot_names[i], name) == 0)
+            return i;
+    if (d->n_slots == d->lstats_cap)
+        return SIZE_MAX;
+    snprintf(d->slot_names[d->n_slots], sizeof(d->slot_names[0]), "%s", name);
+    return d->n_slots++;
+}
+
+void reload_listener_fill(struct listener_rt *t, const struct listener_conf *cl,
+                          struct service_rt *svc, size_t slot)
+{
+    memset(t, 0, sizeof(*t));
+    snprintf(t->name, sizeof(t->name), "%s", cl->name);
+    t->line = cl->line;
+    t->bind = cl->bind;
+    t->wildcard = net_addr_is_wildcard(&cl->bind);
+    t->service = svc;
+    t->index = slot;
+    t->log_access = cl->log_access;
+    t->connect_timeout_ms = cl->connect_timeout_ms;
+    t->idle_timeout_ms = cl->idle_timeout_ms;
+    t->retries = cl->retries;
+    t->backlog = cl->backlog;
+}
+
+/* What a reload does with one listener of the next file. */
+struct listener_plan {
+    struct listener_entry entry;          /* version to serve (a reference) and its section */
+    struct worker_listener **fresh;       /* new sockets, one per worker; NULL: keep the running */
+    const struct listener_entry *running; /* the version served now, NULL for an added one */
+    int changed;                          /* entry is a new version */
+};
+
+static const struct listener_entry *running_listener(const struct daemon *d, const char *name)
+{
+    for (size_t i = 0; i < d->n_listeners; i++)
+        if (strcmp(d->listeners[i].conf.name, name) == 0)
+            return &d->listeners[i];
+    return NULL;
+}
+
+static void ignore_change(void *ctx, const char *key, const char *from, const char *to)
+{
+    (void)ctx, (void)key, (void)from, (void)to;
+}
+
+static int same_listener(const struct listener_conf *a, const struct listener_conf *b)
+{
+    return ini_keys_diff(listener_keys, a, b, ignore_change, NULL) == 0;
+}
+
+/* The running version stays (nothing at all for a listener not running). 1 when p serves. */
+static int plan_keep(struct listener_plan *p, const struct listener_entry *running)
+{
+    memset(p, 0, sizeof(*p));
+    if (running == NULL)
+        return 0;
+    listener_rt_hold(running->rt);
+    p->entry = *running;
+    p->running = running;
+    return 1;
+}
+
+static void plan_close_sockets(const struct daemon *d, struct listener_plan *p)
+{
+    for (unsigned i = 0; p->fresh != NULL && i < d->n_started; i++)
+        worker_listener_destroy(p->fresh[i]);
+    free(p->fresh);
+    p->fresh = NULL;
+}
+
+/* One socket per worker for a new bind, opened here so that a bind error is known before any
+ * worker changes: logged with the file's line, and nothing of this listener changes. */
+static int plan_open_sockets(struct daemon *d, struct listener_plan *p)
+{
+    char err[512] = "out of memory";
+
+    p->fresh = calloc(d->n_started ? d->n_started : 1, sizeof(*p->fresh));
+    for (unsigned i = 0; p->fresh != NULL && i < d->n_started; i++) {
+        p->fresh[i] = worker_listener_create(&d->workers[i], p->entry.rt, err, sizeof(err));
+        if (p->fresh[i] == NULL)
+            break;
+        if (i + 1 == d->n_started)
+            return 0;
     }
-    for (size_t i = 0; i < d->cfg->n_listeners; i++) {
-        if (find_listener(next, d->cfg->listeners[i].name) == NULL) {
-            struct restart_ctx r = restart_in(d, "listener", d->cfg->listeners[i].name);
-            needs_restart(&r, "(section)", "present", "removed (still open)");
+    plan_close_sockets(d, p);
+    char where[1024];
+    snprintf(where, sizeof(where), "%s:%d: %s", d->cfg->path, p->entry.conf.line, err);
+    log_event(&d->log, LOG_LEVEL_ERROR, "reload_listener_failed",
+              LOG_STR("listener", p->entry.conf.name), LOG_STR("error", where),
+              LOG_STR("action", p->running != NULL ? "keeping the running listener" : "not added"));
+    return -1;
+}
+
+/* Whether [registration] registered listener name at start (a reload does not change that). */
+static int registered(const struct daemon *d, const char *name)
+{
+    const struct registration_conf *reg = &d->cfg->registration;
+    return reg->line != 0 && registration_conf_chooses(reg, name);
+}
+
+static int in_next(const struct config *next, const char *name)
+{
+    for (size_t j = 0; j < next->n_listeners; j++)
+        if (strcmp(next->listeners[j].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* What a new version cannot take while running: a log_access without the access log, and the
+ * Consul registration of a listener added or moved. */
+static void plan_warn(struct daemon *d, const struct listener_entry *running,
+                      const struct listener_conf *cl)
+{
+    struct restart_ctx r = restart_in(d, "listener", cl->name);
+    int reg = registered(d, cl->name);
+
+    if (cl->log_access && !d->access_on)
+        needs_restart(&r, "log_access", "off (no access log was set up at start)", "on");
+    if (reg && running == NULL)
+        needs_restart(&r, "(registration)", "not registered", "registered");
+    else if (reg && strcmp(running->conf.bind.text, cl->bind.text) != 0)
+        needs_restart(&r, "bind (registration)", running->conf.bind.text, cl->bind.text);
+}
+
+/* The service a new version of cl serves: its own, or when that did not exist at start (named as
+ * needing a restart) the running version's, with want's service set back to match; NULL for a
+ * listener that is not running. */
+static struct service_rt *plan_service(struct daemon *d, const struct listener_entry *running,
+                                       const struct listener_conf *cl, struct listener_conf *want)
+{
+    size_t svc = 0;
+
+    *want = *cl;
+    if (find_service(d->cfg, cl->service, &svc) != NULL)
+        return &d->service_rts[svc];
+    struct restart_ctx r = restart_in(d, "listener", cl->name);
+    needs_restart(&r, "service", running != NULL ? running->conf.service : "absent",
+                  cl->service); /* the service did not exist at start */
+    if (running == NULL)
+        return NULL;
+    snprintf(want->service, sizeof(want->service), "%s", running->conf.service);
+    return running->rt->service;
+}
+
+/* Decides what happens to listener cl of the next file: a new version (new sockets for a new
+ * bind), or the running one. Returns 1 when p holds a version to serve, 0 when not served. */
+static int plan_listener(struct daemon *d, const struct listener_conf *cl, struct listener_plan *p)
+{
+    const struct listener_entry *running = running_listener(d, cl->name);
+    struct listener_conf want;
+
+    if (running != NULL && same_listener(&running->conf, cl))
+        return plan_keep(p, running);
+    struct service_rt *svc = plan_service(d, running, cl, &want);
+    if (svc == NULL || (running != NULL && same_listener(&running->conf, &want)))
+        return plan_keep(p, running);
+    size_t slot = running != NULL ? running->rt->index : reload_listener_slot(d, cl->name);
+    if (slot == SIZE_MAX) {
+        struct restart_ctx r = restart_in(d, "listener", cl->name);
+        needs_restart(&r, "(section)", "absent", "added (no counter slot left)");
+        return 0;
+    }
+    struct listener_rt tmpl;
+    reload_listener_fill(&tmpl, &want, svc, slot);
+    memset(p, 0, sizeof(*p));
+    p->entry = (struct listener_entry){.rt = listener_rt_create(&tmpl), .conf = want};
+    p->running = running;
+    p->changed = 1;
+    if (p->entry.rt == NULL ||
+        ((running == NULL || strcmp(running->conf.bind.text, want.bind.text) != 0) &&
+         plan_open_sockets(d, p) != 0)) {
+        listener_rt_drop(p->entry.rt);
+        return plan_keep(p, running);
+    }
+    plan_warn(d, running, &want);
+    return 1;
+}
+
+static void plans_destroy(struct daemon *d, struct listener_plan *plans, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        plan_close_sockets(d, &plans[i]);
+        listener_rt_drop(plans[i].entry.rt);
+    }
+    free(plans);
+}
+
+static int changes_pending(struct daemon *d)
+{
+    for (unsigned i = 0; i < d->n_started; i++)
+        if (worker_change_pending(&d->workers[i]))
+            return 1;
+    return 0;
+}
+
+/* One change per worker, all allocated before any socket moves into one, so that a failure
+ * leaves the plans whole. Each change holds its own reference to every version. */
+static struct worker_change **changes_build(struct daemon *d, struct listener_plan *plans, size_t n)
+{
+    struct worker_change **changes = calloc(d->n_started ? d->n_started : 1, sizeof(*changes));
+
+    for (unsigned w = 0; changes != NULL && w < d->n_started; w++) {
+        if ((changes[w] = worker_change_create(n)) == NULL) {
+            while (w-- > 0)
+                worker_change_destroy(changes[w]);
+            free(changes);
+            return NULL;
         }
     }
+    for (unsigned w = 0; changes != NULL && w < d->n_started; w++) {
+        for (size_t k = 0; k < n; k++) {
+            listener_rt_hold(plans[k].entry.rt);
+            changes[w]->items[k].rt = plans[k].entry.rt;
+            changes[w]->items[k].fresh = plans[k].fresh != NULL ? plans[k].fresh[w] : NULL;
+            if (plans[k].fresh != NULL)
+                plans[k].fresh[w] = NULL;
+        }
+    }
+    return changes;
+}
+
+/* Posts every worker its change and waits (bounded) until all applied theirs: from then on a
+ * removed listener refuses connections and an added one is watched. */
+static int changes_post(struct daemon *d, struct worker_change **changes)
+{
+    struct timespec until;
+    int rc = 0;
+
+    for (unsigned w = 0; w < d->n_started; w++) {
+        rc = worker_post_change(&d->workers[w], changes[w]);
+        assert(rc == 0); /* the reload checked that nothing was pending */
+    }
+    free(changes);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += RELOAD_CHANGE_WAIT_MS / 1000;
+    pthread_mutex_lock(&d->change_lock);
+    while (rc == 0 && changes_pending(d))
+        rc = pthread_cond_timedwait(&d->change_cond, &d->change_lock, &until);
+    int pending = changes_pending(d);
+    pthread_mutex_unlock(&d->change_lock);
+    return pending ? -ETIMEDOUT : 0;
+}
+
+/* One reload_applied line per key that changed: "[listener:web] idle_timeout: 5m -> 1h". */
+static void applied(void *ctx, const char *key, const char *from, const char *to)
+{
+    const struct restart_ctx *r = ctx;
+    char change[INI_NAME_MAX + 600];
+
+    snprintf(change, sizeof(change), "%s %s: %s -> %s", r->section, key, from, to);
+    log_event(&r->d->log, LOG_LEVEL_INFO, "reload_applied", LOG_STR("section", r->section),
+              LOG_STR("key", key), LOG_STR("from", from), LOG_STR("to", to),
+              LOG_STR("change", change));
+}
+
+static void log_applied(struct daemon *d, const struct listener_plan *plans, size_t n,
+                        const struct config *next)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct restart_ctx r = restart_in(d, "listener", plans[i].entry.conf.name);
+        if (plans[i].changed && plans[i].running == NULL)
+            applied(&r, "(section)", "absent", "added");
+        else if (plans[i].changed)
+            (void)ini_keys_diff(listener_keys, &plans[i].running->conf, &plans[i].entry.conf,
+                                applied, &r);
+    }
+    for (size_t i = 0; i < d->n_listeners; i++) {
+        const char *name = d->listeners[i].conf.name;
+        if (in_next(next, name))
+            continue;
+        struct restart_ctx r = restart_in(d, "listener", name);
+        applied(&r, "(section)", "present", "removed (open sessions go on)");
+        if (registered(d, name))
+            needs_restart(&r, "(registration)", "registered", "removed");
+    }
+}
+
+/* The served table becomes the plans' versions; the admin thread reads it under table_lock. */
+static void table_swap(struct daemon *d, struct listener_entry *table, struct listener_plan *plans,
+                       size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        table[i] = plans[i].entry; /* the plan's reference moves to the table */
+        plans[i].entry.rt = NULL;
+    }
+    pthread_mutex_lock(&d->table_lock);
+    struct listener_entry *old = d->listeners;
+    size_t n_old = d->n_listeners;
+    d->listeners = table;
+    d->n_listeners = n;
+    pthread_mutex_unlock(&d->table_lock);
+    for (size_t i = 0; i < n_old; i++)
+        listener_rt_drop(old[i].rt);
+    free(old);
+}
+
+/* Plans every listener of next, hands each worker its change and waits for them; then the
+ * table takes the new versions. Returns NULL, or why nothing changed. */
+static const char *listeners_apply(struct daemon *d, const struct config *next)
+{
+    size_t cap = next->n_listeners ? next->n_listeners : 1, n = 0;
+    struct listener_plan *plans = calloc(cap, sizeof(*plans));
+    struct listener_entry *table = calloc(cap, sizeof(*table));
+    struct worker_change **changes = NULL;
+
+    if (plans != NULL && table != NULL) {
+        for (size_t i = 0; i < next->n_listeners; i++)
+            n += (size_t)plan_listener(d, &next->listeners[i], &plans[n]);
+        changes = changes_build(d, plans, n);
+    }
+    if (changes == NULL) {
+        if (plans != NULL)
+            plans_destroy(d, plans, n);
+        free(table);
+        return "out of memory";
+    }
+    if (changes_post(d, changes) != 0)
+        log_event(&d->log, LOG_LEVEL_WARN, "reload_listeners_slow",
+                  LOG_INT("waited_ms", RELOAD_CHANGE_WAIT_MS),
+                  LOG_STR("why", "a worker has not applied its listener change yet"));
+    log_applied(d, plans, n, next);
+    table_swap(d, table, plans, n);
+    plans_destroy(d, plans, n);
+    return NULL;
+}
+
+/* Added, changed and removed listeners apply at once: a kept socket takes the new version (new
+ * connections get the new settings, open ones keep theirs), a new bind gets new sockets opened
+ * here, a removed one is closed by its workers after they accept what is queued on it. */
+static void reload_listeners(struct daemon *d, const struct config *next)
+{
+    const char *why = changes_pending(d)
+                          ? "the workers have not applied the previous listener change yet"
+                          : listeners_apply(d, next);
+    if (why != NULL)
+        log_event(&d->log, LOG_LEVEL_ERROR, "reload_listeners_skipped", LOG_STR("why", why));
 }
 
 /* Logging and the shutdown timeout belong to the main thread and apply at once; the data path's

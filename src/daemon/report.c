@@ -97,23 +97,26 @@ const char *report_health_word(struct daemon *d)
 
 /* --- /status --------------------------------------------------------------------------------- */
 
+/* The listener table is read under table_lock: a reload on the main thread replaces it. */
 static cJSON *status_listeners(struct daemon *d)
 {
     cJSON *arr = cJSON_CreateArray();
     unsigned long long accepted, open, ended[SESSION_END_COUNT];
 
-    for (size_t i = 0; arr != NULL && i < d->cfg->n_listeners; i++) {
-        const struct listener_conf *l = &d->cfg->listeners[i];
+    pthread_mutex_lock(&d->table_lock);
+    for (size_t i = 0; arr != NULL && i < d->n_listeners; i++) {
+        const struct listener_rt *l = d->listeners[i].rt;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToArray(arr, o);
-        sum_listener(d, i, &accepted, &open, ended);
+        sum_listener(d, l->index, &accepted, &open, ended);
         cJSON_AddStringToObject(o, "name", l->name);
         cJSON_AddStringToObject(o, "bind", l->bind.text);
-        cJSON_AddStringToObject(o, "service", l->service);
+        cJSON_AddStringToObject(o, "service", l->service->name);
         cJSON_AddNumberToObject(o, "open", (double)open);
         cJSON_AddNumberToObject(o, "accepted", (double)accepted);
         cJSON_AddBoolToObject(o, "log_access", l->log_access);
     }
+    pthread_mutex_unlock(&d->table_lock);
     return arr;
 }
 
@@ -338,32 +341,42 @@ static void metrics_totals(struct mbuf *b, struct daemon *d)
         d->access_on ? log_writer_dropped(&d->access) : 0ULL);
 }
 
-static void metrics_listeners(struct mbuf *b, struct daemon *d)
+/* One listener's samples of the three families, by its table position. */
+static void metrics_listener(struct mbuf *b, struct daemon *d, size_t i, int family_no)
 {
     unsigned long long accepted, open, ended[SESSION_END_COUNT];
+    const struct listener_rt *rt = d->listeners[i].rt;
     char l[128];
 
-    family(b, "sluice_listener_connections_accepted_total", "counter", "Connections accepted.");
-    for (size_t i = 0; i < d->cfg->n_listeners; i++) {
-        sum_listener(d, i, &accepted, &open, ended);
-        put(b, "sluice_listener_connections_accepted_total{listener=\"%s\"} %llu\n",
-            label(d->cfg->listeners[i].name, l, sizeof(l)), accepted);
-    }
-    family(b, "sluice_listener_connections_open", "gauge", "Connections open now.");
-    for (size_t i = 0; i < d->cfg->n_listeners; i++) {
-        sum_listener(d, i, &accepted, &open, ended);
-        put(b, "sluice_listener_connections_open{listener=\"%s\"} %llu\n",
-            label(d->cfg->listeners[i].name, l, sizeof(l)), open);
-    }
-    family(b, "sluice_listener_connections_closed_total", "counter",
-           "Connections that ended, by how (rejected ones too).");
-    for (size_t i = 0; i < d->cfg->n_listeners; i++) {
-        sum_listener(d, i, &accepted, &open, ended);
+    sum_listener(d, rt->index, &accepted, &open, ended);
+    label(rt->name, l, sizeof(l));
+    if (family_no == 0)
+        put(b, "sluice_listener_connections_accepted_total{listener=\"%s\"} %llu\n", l, accepted);
+    else if (family_no == 1)
+        put(b, "sluice_listener_connections_open{listener=\"%s\"} %llu\n", l, open);
+    else
         for (size_t e = 0; e < SESSION_END_COUNT; e++)
             put(b, "sluice_listener_connections_closed_total{listener=\"%s\",reason=\"%s\"} %llu\n",
-                label(d->cfg->listeners[i].name, l, sizeof(l)),
-                session_end_name((enum session_end)e), ended[e]);
+                l, session_end_name((enum session_end)e), ended[e]);
+}
+
+/* The listener table is read under table_lock: a reload on the main thread replaces it. */
+static void metrics_listeners(struct mbuf *b, struct daemon *d)
+{
+    static const char *const families[][3] = {
+        {"sluice_listener_connections_accepted_total", "counter", "Connections accepted."},
+        {"sluice_listener_connections_open", "gauge", "Connections open now."},
+        {"sluice_listener_connections_closed_total", "counter",
+         "Connections that ended, by how (rejected ones too)."},
+    };
+
+    pthread_mutex_lock(&d->table_lock);
+    for (int f = 0; f < 3; f++) {
+        family(b, families[f][0], families[f][1], families[f][2]);
+        for (size_t i = 0; i < d->n_listeners; i++)
+            metrics_listener(b, d, i, f);
     }
+    pthread_mutex_unlock(&d->table_lock);
 }
 
 /* One instance family: its HELP/TYPE, then a sample per instance of every service. */

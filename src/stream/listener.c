@@ -1,12 +1,43 @@
 /* Listening sockets and accept. */
 #include "listener.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+struct listener_rt *listener_rt_create(const struct listener_rt *tmpl)
+{
+    struct listener_rt *rt = malloc(sizeof(*rt));
+
+    if (rt == NULL)
+        return NULL;
+    memcpy(rt, tmpl, sizeof(*rt));
+    atomic_init(&rt->refs, 1);
+    return rt;
+}
+
+void listener_rt_hold(struct listener_rt *rt)
+{
+    unsigned before = atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
+    assert(before > 0); /* only a holder may hand out another reference */
+    (void)before;
+}
+
+void listener_rt_drop(struct listener_rt *rt)
+{
+    if (rt == NULL)
+        return;
+    /* release: this holder's reads happen before the free; acquire in the freeing thread */
+    unsigned before = atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel);
+    assert(before > 0);
+    if (before == 1)
+        free(rt);
+}
 
 int listener_socket(const struct listener_rt *rt, char *err, size_t err_len)
 {

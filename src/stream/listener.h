@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "addr.h"
+#include "inifile.h"
 
 struct owner;
 
@@ -26,19 +27,35 @@ struct service_rt {
     atomic_uint queued;        /* clients waiting now, all workers */
 };
 
-/* A listener; read-only while workers run. */
+/* One version of a listener: immutable once published, refcounted. A reload that changes a
+ * listener makes a new version; the daemon's table, each worker's socket and each session hold a
+ * reference, so a session keeps the settings it started with and nothing is freed under it.
+ * One uncontended atomic add and sub per session, at start and at free: cheap next to the
+ * accept and connect syscalls around them. */
 struct listener_rt {
-    const char *name;            /* [listener:NAME] */
+    atomic_uint refs;            /* holders; the last listener_rt_drop frees it */
+    char name[INI_NAME_MAX];     /* [listener:NAME] */
+    int line;                    /* line of its section header, for reload errors */
     struct net_addr bind;        /* bind address */
     int wildcard;                /* bind is 0.0.0.0 or ::: the local address is per connection */
-    struct service_rt *service;  /* what it proxies to */
-    size_t index;                /* the listener's number, for per-listener counters */
+    struct service_rt *service;  /* what it proxies to; services live as long as the workers */
+    size_t index;                /* per-listener counters' slot: the same for every version */
     int log_access;              /* one access-log line per closed connection */
     uint64_t connect_timeout_ms; /* per connect attempt */
     uint64_t idle_timeout_ms;    /* 0 = never */
     uint32_t retries;            /* other instances tried after a failed connect */
     int backlog;                 /* listen(2) backlog */
 };
+
+/* A new version: a copy of tmpl (a template on the caller's stack, never a published version:
+ * its refs are read plainly) with one reference, the caller's. NULL on ENOMEM. Any thread. */
+struct listener_rt *listener_rt_create(const struct listener_rt *tmpl);
+
+/* Takes one more reference. Any thread. */
+void listener_rt_hold(struct listener_rt *rt);
+
+/* Gives one back; the last one frees rt. NULL is fine. Any thread. */
+void listener_rt_drop(struct listener_rt *rt);
 
 /* A listening socket for rt, bound with SO_REUSEPORT so that every worker binds the same address
  * and the kernel spreads connections over them (libuv 1.44 has no flag for it). Returns the

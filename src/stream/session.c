@@ -82,6 +82,11 @@ int conn_budget_take(struct conn_budget *b)
     return 0;
 }
 
+void conn_budget_force(struct conn_budget *b)
+{
+    atomic_fetch_add_explicit(&b->open, 1, memory_order_relaxed);
+}
+
 void conn_budget_give(struct conn_budget *b)
 {
     unsigned before = atomic_fetch_sub_explicit(&b->open, 1, memory_order_relaxed);
@@ -722,7 +727,7 @@ static void session_log_access(const struct session *s, enum session_end end)
     char ip[NET_ADDR_MAX];
     net_addr_ip_text(&client, ip, sizeof(ip));
     /* the instance served, or else the last one dialled (a failed connect names it) */
-    const struct instance_state *in = s->inst != NULL ? s->inst
+    const struct instance_state *in = s->inst != NULL  ? s->inst
                                       : s->n_tried > 0 ? s->tried[s->n_tried - 1]
                                                        : NULL;
     const struct log_field f[] = {
@@ -816,6 +821,7 @@ void session_free_closed(struct session_host *h)
         struct session *s = h->graveyard;
         assert(s->state == SESSION_CLOSED && s->inst == NULL && s->tried == NULL);
         h->graveyard = s->next;
+        listener_rt_drop(s->lst);
         free(s);
     }
 }
@@ -833,7 +839,7 @@ static void session_record_local(struct session *s, int fd)
     compact_addr((const struct sockaddr *)&ss, l->ip, &l->port, &l->family);
 }
 
-int session_start(struct session_host *h, const struct listener_rt *lst, int fd,
+int session_start(struct session_host *h, struct listener_rt *lst, int fd,
                   const struct sockaddr *client, socklen_t client_len)
 {
     size_t size = sizeof(struct session) + (lst->wildcard ? sizeof(struct session_local) : 0);
@@ -843,6 +849,7 @@ int session_start(struct session_host *h, const struct listener_rt *lst, int fd,
     if (s == NULL)
         return -ENOMEM;
     s->host = h;
+    listener_rt_hold(lst); /* the settings it started with stay until it is freed */
     s->lst = lst;
     watch_init(&s->client, fd, on_client_event);
     watch_init(&s->upstream, -1, on_upstream_event);

@@ -28,6 +28,10 @@ struct conn_budget {
 /* Reserves a slot before an accept; 0 when the cap is reached. Any thread. */
 int conn_budget_take(struct conn_budget *b);
 
+/* Takes a slot even beyond the cap: for a connection that would otherwise be reset (the queue of
+ * a listening socket about to close). Any thread. */
+void conn_budget_force(struct conn_budget *b);
+
 /* Gives a slot back (a closed session, or an accept that yielded none). Any thread. */
 void conn_budget_give(struct conn_budget *b);
 
@@ -119,14 +123,14 @@ enum session_state {
 /* 264 bytes on x86-64: one 272-byte malloc chunk per idle connection. Fields are ordered so
  * that the small ones share words; measure idle memory before adding any. */
 struct session {
-    struct session_host *host;     /* the host it lives in */
-    const struct listener_rt *lst; /* listener it came in on */
-    struct watch client;           /* client socket */
-    struct watch upstream;         /* upstream socket, fd -1 before the first connect */
-    struct pump_dir up;            /* client -> upstream */
-    struct pump_dir down;          /* upstream -> client */
-    struct wheel_entry timer;      /* connect or idle deadline */
-    uint64_t started_us;           /* monotonic µs of the accept */
+    struct session_host *host; /* the host it lives in */
+    struct listener_rt *lst;   /* listener version it came in on (a reference) */
+    struct watch client;       /* client socket */
+    struct watch upstream;     /* upstream socket, fd -1 before the first connect */
+    struct pump_dir up;        /* client -> upstream */
+    struct pump_dir down;      /* upstream -> client */
+    struct wheel_entry timer;  /* connect or idle deadline */
+    uint64_t started_us;       /* monotonic µs of the accept */
     union {
         uint64_t last_active;   /* established: loop time of the last byte moved */
         uint64_t fd_wait_since; /* connecting: loop time it first found no descriptor; 0 */
@@ -147,9 +151,9 @@ struct session {
 };
 
 /* Takes over an accepted client socket (client: its address from accept) and starts connecting
- * upstream. Returns 0, or -ENOMEM: then nothing was taken, the caller closes fd and gives the
- * budget slot back. */
-int session_start(struct session_host *h, const struct listener_rt *lst, int fd,
+ * upstream; the session holds a reference to lst until it is freed. Returns 0, or -ENOMEM: then
+ * nothing was taken, the caller closes fd and gives the budget slot back. */
+int session_start(struct session_host *h, struct listener_rt *lst, int fd,
                   const struct sockaddr *client, socklen_t client_len);
 
 /* Ends a session at once (shutdown timeout): both sockets are reset. */
