@@ -547,6 +547,23 @@ static void daemon_log_started(struct daemon *d)
               LOG_INT("max_connections", d->shared.budget.max));
 }
 
+/* workers = auto: how many CPUs the process may use and which limit chose the count, so that a
+ * taskset or a container's CPU limit shows in the first lines. */
+static void daemon_log_workers_auto(struct daemon *d)
+{
+    const struct cpus_usable *u = &d->cfg->workers_auto;
+    int quota_binds = u->cpu_max != 0 && u->cpu_max < u->affinity;
+    uint32_t usable = quota_binds ? u->cpu_max : u->affinity;
+    const char *by = u->count < usable ? "workers_max" : quota_binds ? "cpu.max" : "affinity";
+    struct log_field fields[] = {LOG_INT("workers", u->count), LOG_STR("limited_by", by),
+                                 LOG_INT("affinity", u->affinity), LOG_INT("cpu_max", u->cpu_max)};
+
+    if (u->count == 0)
+        return; /* the file gave a number */
+    /* cpu_max is left out when no cgroup sets a quota */
+    log_emit(&d->log, LOG_LEVEL_INFO, "workers_auto", fields, u->cpu_max != 0 ? 4 : 3);
+}
+
 /* One start-up step: its fault hook, then the step; a failure is logged once, with the step's
  * name and its own detail when it gave one. */
 static int daemon_step(struct daemon *d, const char *name, int (*step)(struct daemon *))
@@ -595,6 +612,7 @@ int daemon_run(struct config *cfg)
     pthread_cond_init(&d->reload_cond, NULL);
     log_init(&d->log, STDERR_FILENO);
     log_configure(&d->log, cfg->log_level, cfg->log_format);
+    daemon_log_workers_auto(d);
     for (size_t i = 0; rc == 0 && i < sizeof(steps) / sizeof(steps[0]); i++)
         rc = daemon_step(d, steps[i].name, steps[i].run);
     if (rc == 0) {

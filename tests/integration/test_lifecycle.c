@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -18,6 +19,8 @@
 
 #include "harness.h"
 #include "pattern.h"
+
+#define LOG_LINE 4096 /* bytes of one log line the tests look into */
 
 static struct proc echo_a, echo_b, source;
 static int port_a, port_b, port_source;
@@ -130,10 +133,9 @@ static void test_bind_in_use_fails_startup(void **state)
  * access log, the admin server and a registration. */
 static void test_each_startup_step_fails_cleanly(void **state)
 {
-    static const char *const steps[] = {"loop",      "services",       "access_log",
-                                        "listeners", "discovery",      "health",
-                                        "workers",   "worker_threads", "admin",
-                                        "registrar"};
+    static const char *const steps[] = {"loop",      "services", "access_log", "listeners",
+                                        "discovery", "health",   "workers",    "worker_threads",
+                                        "admin",     "registrar"};
     char path[512], conf[1024], out[16384], fault[64], want[96];
 
     (void)state;
@@ -159,6 +161,51 @@ static void test_each_startup_step_fails_cleanly(void **state)
             fail_msg("step %s: exit %d, output:\n%s", steps[i], status, out);
         print_message("start-up step %-14s fails cleanly (exit 1)\n", steps[i]);
     }
+}
+
+/* Threads of pid whose name starts with prefix (/proc/PID/task/TID/comm). */
+static int threads_named(pid_t pid, const char *prefix)
+{
+    char path[512], comm[32];
+    int n = 0;
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    assert_non_null(dir);
+    for (struct dirent *e; (e = readdir(dir)) != NULL;) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)pid, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f != NULL && fgets(comm, sizeof(comm), f) != NULL &&
+            strncmp(comm, prefix, strlen(prefix)) == 0)
+            n++;
+        if (f != NULL)
+            fclose(f);
+    }
+    closedir(dir);
+    return n;
+}
+
+/* workers = auto under taskset -c 0 counts the one CPU the process may run on, not the host's,
+ * says so at start, and runs exactly one worker thread. */
+static void test_workers_auto_follows_affinity(void **state)
+{
+    (void)state;
+    char conf[1024], line[LOG_LINE];
+    snprintf(conf, sizeof(conf),
+             "[sluice]\nworkers = auto\n[listener:web]\nbind = 127.0.0.1:%d\nservice = api\n"
+             "[service:api]\nbackends = 127.0.0.1:%d\n",
+             harness_free_port(), port_a);
+    const char *const taskset[] = {"/usr/bin/taskset", "-c", "0", NULL};
+    struct proc p = {0};
+    assert_int_equal(sluice_start_wrapped(&p, conf, taskset), 0);
+    const char *chosen[] = {"\"event\":\"workers_auto\"", "\"workers\":1", NULL};
+    assert_int_equal(log_wait(&p, NULL, line, sizeof(line), chosen), 0);
+    assert_int_equal(log_field_int(line, "affinity"), 1);
+    const char *started[] = {"\"event\":\"started\"", "\"workers\":1,", NULL};
+    assert_int_equal(log_wait(&p, NULL, NULL, 0, started), 0);
+    assert_int_equal(threads_named(p.pid, "sluice-w"), 1);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
 }
 
 static int start_on(struct proc *p, const char *backend_line, const char *sluice_extra)
@@ -296,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_help_and_version),
         cmocka_unit_test(test_bind_in_use_fails_startup),
         cmocka_unit_test(test_each_startup_step_fails_cleanly),
+        cmocka_unit_test(test_workers_auto_follows_affinity),
         cmocka_unit_test(test_graceful_shutdown_finishes_transfer),
         cmocka_unit_test(test_shutdown_timeout_cuts_stragglers),
         cmocka_unit_test(test_reload_swaps_and_rejects_broken),
