@@ -117,6 +117,8 @@ static int daemon_setup_listeners(struct daemon *d)
         const struct listener_conf *cl = &cfg->listeners[i];
         d->listeners[i] = (struct listener_rt){
             .name = cl->name,
+            .conf_path = cfg->path,
+            .bind_line = cl->bind_line,
             .bind = cl->bind,
             .wildcard = net_addr_is_wildcard(&cl->bind),
             .service = &d->service_rts[cl->service_index],
