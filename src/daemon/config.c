@@ -59,6 +59,8 @@ static const struct ini_key daemon_keys[] = {
     INI_KEY("log_format", GLOBAL(log_format), set_log_format, 0, 0, "json", false),
     INI_KEY("shutdown_timeout", GLOBAL(shutdown_timeout_ms), ini_set_duration, 0, UINT64_MAX, "30s",
             false),
+    INI_KEY("pid_file", GLOBAL(pid_file), ini_set_string, 0, 0, NULL, false,
+            .release = ini_release_string),
     {.name = NULL},
 };
 
@@ -187,6 +189,8 @@ static void check_file(struct ini_file *f, void *root)
         cpus_usable(&cfg->workers_auto, WORKERS_MAX);
         cfg->workers = cfg->workers_auto.count;
     }
+    const struct ini_section *sluice = ini_section_of_kind(f, KIND_SLUICE);
+    cfg->pid_file_line = sluice != NULL ? ini_key_line(sluice, "pid_file") : 0;
 
     if (cfg->n_listeners == 0 && !((const struct load_mode *)ini_user(f))->consul_only) {
         ini_error(f, 0, "[listener:NAME]", "the file defines no listener; add one");

@@ -39,6 +39,8 @@ struct config {
     enum log_level log_level;              /* log_level */
     enum log_format log_format;            /* log_format */
     uint64_t shutdown_timeout_ms;          /* shutdown_timeout */
+    char *pid_file;                        /* pid_file, owned; NULL = none */
+    int pid_file_line;                     /* its line, for start-up errors */
     struct stream_conf stream;             /* max_connections, splice, pipe_size, buffer_size */
     struct listener_conf *listeners;       /* [listener:*] in file order, owned */
     size_t n_listeners;                    /* entries in listeners */

@@ -20,6 +20,13 @@
 
 #define DAEMON_SIGNALS 4 /* TERM, INT, HUP, USR1 */
 
+/* A listener's claim on its bind address (listen_lock.h), held while it accepts, and the poll
+ * that drains the connections of refused starters. */
+struct listen_claim {
+    int fd;         /* the claim; -1 once released */
+    uv_poll_t poll; /* readable when a starter connected to learn our pid */
+};
+
 struct daemon {
     struct config *cfg;                  /* running configuration, owned */
     struct logger log;                   /* every event of this daemon */
@@ -62,6 +69,9 @@ struct daemon {
     struct log_writer access;            /* access-log rings and their writer thread */
     int access_on;                       /* some listener logs access; access is set up */
     struct health *health;               /* checks and owner ticks; NULL without services */
+    struct listen_claim *claims;         /* one per cfg listener, freed after the loop closes */
+    size_t n_claims;                     /* claims whose poll handle is initialised */
+    int pid_written;                     /* cfg->pid_file is ours to remove */
 };
 
 /* Publishes the static backends of service cs into its owner (start and reload). 0 or -ENOMEM. */

@@ -120,6 +120,9 @@ static void reload_globals(struct daemon *d, const struct config *next)
         a->splice != b->splice || a->pipe_size != b->pipe_size || a->buffer_size != b->buffer_size)
         reload_needs_restart(d, "section", "sluice",
                              "workers, max_connections, splice, pipe_size or buffer_size changed");
+    if (strcmp(d->cfg->pid_file != NULL ? d->cfg->pid_file : "",
+               next->pid_file != NULL ? next->pid_file : "") != 0)
+        reload_needs_restart(d, "section", "sluice", "pid_file changed");
 }
 
 void reload_apply(struct daemon *d, const struct config *next)

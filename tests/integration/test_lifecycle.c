@@ -137,15 +137,16 @@ static void test_bind_in_use_fails_startup(void **state)
  * access log, the admin server and a registration. */
 static void test_each_startup_step_fails_cleanly(void **state)
 {
-    static const char *const steps[] = {"loop",      "services", "access_log", "listeners",
-                                        "discovery", "health",   "workers",    "worker_threads",
-                                        "admin",     "registrar"};
-    char path[512], conf[1024], out[16384], fault[64], want[96];
+    static const char *const steps[] = {"loop",           "listen_locks", "services",  "access_log",
+                                        "listeners",      "discovery",    "health",    "workers",
+                                        "worker_threads", "admin",        "registrar", "pid_file"};
+    char path[512], pid_path[512], conf[1024], out[16384], fault[64], want[96];
 
     (void)state;
     snprintf(path, sizeof(path), "%s/fault-%d.ini", harness_tmpdir(), getpid());
+    snprintf(pid_path, sizeof(pid_path), "%s/fault-%d.pid", harness_tmpdir(), getpid());
     snprintf(conf, sizeof(conf),
-             "[sluice]\nworkers = 2\n"
+             "[sluice]\nworkers = 2\npid_file = %s\n"
              "[consul]\naddress = 127.0.0.1:1\nretry_min = 50ms\nretry_max = 100ms\n"
              "[registration]\n"
              "[admin]\nbind = 127.0.0.1:%d\n"
@@ -153,7 +154,7 @@ static void test_each_startup_step_fails_cleanly(void **state)
              "[listener:disc]\nbind = 127.0.0.1:%d\nservice = disc\n"
              "[service:api]\nbackends = 127.0.0.1:%d\ncheck = tcp\n"
              "[service:disc]\ndiscovery = consul\n",
-             harness_free_port(), harness_free_port(), harness_free_port(), port_a);
+             pid_path, harness_free_port(), harness_free_port(), harness_free_port(), port_a);
     write_file(path, conf);
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         snprintf(fault, sizeof(fault), "SLUICE_FAULT=%s", steps[i]);
@@ -161,7 +162,7 @@ static void test_each_startup_step_fails_cleanly(void **state)
         int status = run_capture(argv, out, sizeof(out));
         snprintf(want, sizeof(want), "\"step\":\"%s\",\"error\":\"injected fault\"", steps[i]);
         if (status != 1 || strstr(out, want) == NULL || strstr(out, "\"event\":\"started\"") ||
-            strstr(out, "Sanitizer") != NULL)
+            strstr(out, "Sanitizer") != NULL || access(pid_path, F_OK) == 0)
             fail_msg("step %s: exit %d, output:\n%s", steps[i], status, out);
         print_message("start-up step %-14s fails cleanly (exit 1)\n", steps[i]);
     }
@@ -210,6 +211,83 @@ static void test_workers_auto_follows_affinity(void **state)
     assert_int_equal(log_wait(&p, NULL, NULL, 0, started), 0);
     assert_int_equal(threads_named(p.pid, "sluice-w"), 1);
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
+/* Line number of the first line of text that starts with prefix; 0 when none does. */
+static int line_of(const char *text, const char *prefix)
+{
+    int line = 1;
+    for (const char *at = text; *at != '\0'; line++) {
+        if (strncmp(at, prefix, strlen(prefix)) == 0)
+            return line;
+        const char *nl = strchr(at, '\n');
+        if (nl == NULL)
+            break;
+        at = nl + 1;
+    }
+    return 0;
+}
+
+/* The pid in a pid file, or -1 when it cannot be read. */
+static long pid_file_read(const char *path)
+{
+    char text[32] = "";
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *end;
+    long pid = strtol(text, &end, 10);
+    return end != text && strcmp(end, "\n") == 0 ? pid : -1;
+}
+
+/* A plain second start on the same config is refused at once: exit 1, the listener, its bind
+ * line and the running sluice's pid named; the running one keeps serving and keeps its pid file.
+ * Once that one is SIGKILLed (no clean-up at all) the claim is gone with it and a start works. */
+static void test_second_start_refused_per_listener(void **state)
+{
+    (void)state;
+    char pid_path[512], extra[600], conf[2048], backend[64], out[8192], want[1024], hello[16];
+    snprintf(pid_path, sizeof(pid_path), "%s/second-%d.pid", harness_tmpdir(), getpid());
+    snprintf(extra, sizeof(extra), "pid_file = %s\n", pid_path);
+    snprintf(backend, sizeof(backend), "127.0.0.1:%d", port_a);
+    int port = harness_free_port();
+    config_simple(conf, sizeof(conf), port, backend, extra, "", "");
+    struct proc a = {0};
+    assert_int_equal(sluice_start(&a, conf), 0);
+    assert_int_equal(pid_file_read(pid_path), a.pid);
+
+    char *argv[] = {(char *)harness_bin("SLUICE_BIN"), "-c", a.conf_path, NULL};
+    uint64_t t0 = harness_now_ms();
+    assert_int_equal(run_capture(argv, out, sizeof(out)), 1);
+    print_message("second start refused in %llu ms\n", (unsigned long long)(harness_now_ms() - t0));
+    snprintf(want, sizeof(want),
+             "%s:%d: bind: 127.0.0.1:%d: already served by sluice pid %d (listener web)",
+             a.conf_path, line_of(conf, "bind = "), port, (int)a.pid);
+    if (strstr(out, want) == NULL || strstr(out, "\"event\":\"started\"") != NULL)
+        fail_msg("missing '%s' in:\n%s", want, out);
+    assert_int_equal(pid_file_read(pid_path), a.pid); /* the refused one wrote nothing */
+    for (int i = 0; i < 4; i++) { /* every connection still goes to A's backend, echoed */
+        int fd = tcp_connect(port);
+        assert_true(fd >= 0);
+        assert_true(read_line(fd, hello, sizeof(hello)) > 0);
+        assert_string_equal(hello, "A");
+        assert_int_equal(write_all(fd, "ping", 4), 0);
+        assert_int_equal(read_exact(fd, hello, 4), 0);
+        assert_memory_equal(hello, "ping", 4);
+        close(fd);
+    }
+
+    assert_int_equal(proc_stop(&a, SIGKILL), 128 + SIGKILL);
+    struct proc b = {0};
+    assert_int_equal(sluice_start(&b, conf), 0);
+    assert_int_equal(pid_file_read(pid_path), b.pid); /* the stale one is replaced */
+    assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
+    assert_string_equal(hello, "A");
+    assert_int_equal(proc_stop(&b, SIGTERM), 0);
+    assert_int_equal(access(pid_path, F_OK), -1); /* a clean exit removes it */
 }
 
 static int start_on(struct proc *p, const char *backend_line, const char *sluice_extra)
@@ -348,6 +426,7 @@ int main(void)
         cmocka_unit_test(test_bind_in_use_fails_startup),
         cmocka_unit_test(test_each_startup_step_fails_cleanly),
         cmocka_unit_test(test_workers_auto_follows_affinity),
+        cmocka_unit_test(test_second_start_refused_per_listener),
         cmocka_unit_test(test_graceful_shutdown_finishes_transfer),
         cmocka_unit_test(test_shutdown_timeout_cuts_stragglers),
         cmocka_unit_test(test_reload_swaps_and_rejects_broken),

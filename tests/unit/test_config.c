@@ -156,6 +156,21 @@ static void test_workers(void **state)
                   {7, "workers", "is out of range"});
 }
 
+/* pid_file is off unless set; its line is kept for start-up errors, as the bind key's is. */
+static void test_pid_file_and_lines(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(BASE);
+    assert_null(cfg->pid_file);
+    assert_int_equal(cfg->pid_file_line, 0);
+    assert_int_equal(cfg->listeners[0].bind_line, 2);
+    config_destroy(cfg);
+    cfg = load_ok(BASE "[sluice]\nworkers = 1\npid_file = /run/sluice.pid\n");
+    assert_string_equal(cfg->pid_file, "/run/sluice.pid");
+    assert_int_equal(cfg->pid_file_line, 8);
+    config_destroy(cfg);
+}
+
 static void test_number_ranges(void **state)
 {
     (void)state;
@@ -838,6 +853,7 @@ int main(void)
         cmocka_unit_test(test_good_config_sets_every_field),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_workers),
+        cmocka_unit_test(test_pid_file_and_lines),
         cmocka_unit_test(test_number_ranges),
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_enums),
