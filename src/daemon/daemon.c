@@ -144,6 +144,7 @@ static int daemon_write_pid_file(struct daemon *d)
     const char *path = d->cfg->pid_file;
     char tmp[4096], text[32];
     int n = snprintf(text, sizeof(text), "%d\n", (int)getpid()), fd = -1, rc = 0;
+    ssize_t written;
 
     if (path == NULL)
         return 0;
@@ -151,8 +152,8 @@ static int daemon_write_pid_file(struct daemon *d)
         rc = -ENAMETOOLONG;
     else if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
         rc = -errno;
-    else if (write(fd, text, (size_t)n) != n)
-        rc = errno != 0 ? -errno : -EIO;
+    else if ((written = write(fd, text, (size_t)n)) != n)
+        rc = written < 0 ? -errno : -EIO;
     if (fd >= 0 && close(fd) != 0 && rc == 0)
         rc = -errno;
     if (rc == 0 && rename(tmp, path) != 0)

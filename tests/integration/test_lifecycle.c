@@ -288,6 +288,44 @@ static void test_second_start_refused_per_listener(void **state)
     assert_string_equal(hello, "A");
     assert_int_equal(proc_stop(&b, SIGTERM), 0);
     assert_int_equal(access(pid_path, F_OK), -1); /* a clean exit removes it */
+
+    /* a pid file that cannot be written fails the start, naming its line */
+    snprintf(extra, sizeof(extra), "pid_file = %s/no-such-dir/sluice.pid\n", harness_tmpdir());
+    config_simple(conf, sizeof(conf), port, backend, extra, "", "");
+    assert_int_equal(sluice_start(&b, conf), -1);
+    snprintf(want, sizeof(want), "%s:5: pid_file: %s/no-such-dir/sluice.pid: no such file",
+             b.conf_path, harness_tmpdir());
+    const char *unwritable[] = {"\"step\":\"pid_file\"", want, NULL};
+    assert_int_equal(log_wait(&b, NULL, NULL, 0, unwritable), 0);
+}
+
+/* The claims go with the listening sockets: while an old sluice drains a held connection, a new
+ * one starts on the same config and serves; the old one finishes its connection and exits 0. */
+static void test_new_start_while_old_drains(void **state)
+{
+    (void)state;
+    char conf[2048], backend[64], hello[16];
+    snprintf(backend, sizeof(backend), "127.0.0.1:%d", port_a);
+    int port = harness_free_port();
+    config_simple(conf, sizeof(conf), port, backend, "shutdown_timeout = 60s\n", "", "");
+    struct proc old = {0}, next = {0};
+    assert_int_equal(sluice_start(&old, conf), 0);
+    int held = tcp_connect(port);
+    assert_true(held >= 0);
+    assert_true(read_line(held, hello, sizeof(hello)) > 0);
+    proc_signal(&old, SIGTERM);
+    const char *closed[] = {"\"event\":\"listeners_closed\"", NULL};
+    assert_int_equal(log_wait(&old, NULL, NULL, 0, closed), 0);
+    assert_int_equal(sluice_start(&next, conf), 0);
+    assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
+    assert_string_equal(hello, "A");
+    assert_int_equal(write_all(held, "drained", 7), 0); /* the old one still carries it */
+    char back[7];
+    assert_int_equal(read_exact(held, back, 7), 0);
+    assert_memory_equal(back, "drained", 7);
+    close(held);
+    assert_int_equal(proc_wait(&old, HARNESS_WAIT_MS), 0);
+    assert_int_equal(proc_stop(&next, SIGTERM), 0);
 }
 
 static int start_on(struct proc *p, const char *backend_line, const char *sluice_extra)
@@ -427,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_each_startup_step_fails_cleanly),
         cmocka_unit_test(test_workers_auto_follows_affinity),
         cmocka_unit_test(test_second_start_refused_per_listener),
+        cmocka_unit_test(test_new_start_while_old_drains),
         cmocka_unit_test(test_graceful_shutdown_finishes_transfer),
         cmocka_unit_test(test_shutdown_timeout_cuts_stragglers),
         cmocka_unit_test(test_reload_swaps_and_rejects_broken),
