@@ -23,8 +23,9 @@ san=()
 [ "${SLUICE_SANITIZED:-0}" = 1 ] && san=(-fsanitize=address,undefined)
 cc -std=c11 -Wall -Wextra -Werror "${san[@]}" -o "$work/hello_mesh" "$src/examples/hello_mesh.c" \
     $flags -Wl,-rpath,"$libdir"
-# the example must use the installed library, not the build tree's
-ldd "$work/hello_mesh" | grep -q "$libdir/libsluice.so" || { ldd "$work/hello_mesh"; exit 1; }
+# the example must use the installed library, not the build tree's (grep reads all of ldd's
+# output: with -q it could exit first, and pipefail would fail on ldd's SIGPIPE)
+ldd "$work/hello_mesh" | grep "$libdir/libsluice.so" >/dev/null || { ldd "$work/hello_mesh"; exit 1; }
 
 "$SLUICE_CONSUL_EMULATOR" --port 0 --fast-checks >"$work/emu.out" 2>"$work/emu.err" &
 pids+=($!)
