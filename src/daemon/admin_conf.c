@@ -9,8 +9,8 @@
 
 const struct ini_key admin_keys[] = {
     INI_KEY("bind", ADMIN(bind), ini_set_addr, 0, 0, NULL, true),
-    INI_KEY("token", ADMIN(token), ini_set_string, 0, 0, NULL, false,
-            .release = ini_release_string, .secret = true),
+    INI_KEY("token", ADMIN(token), ini_set_string, 0, 0, NULL, false, .release = ini_release_string,
+            .secret = true),
     INI_KEY("token_file", ADMIN(token_file), ini_set_path, 0, 0, NULL, false,
             .release = ini_release_string),
     INI_KEY("read_auth", ADMIN(read_auth), ini_set_flag, 0, 0, NULL, false),

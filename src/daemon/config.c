@@ -6,29 +6,22 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+
+#include "cpus.h"
 
 #define WORKERS_MAX 256 /* upper limit of workers, also the cap of "auto" */
 
 /* Kinds in the order messages list them; indexes for the checks below. */
 enum { KIND_SLUICE, KIND_LISTENER, KIND_SERVICE, KIND_CONSUL, KIND_REGISTRATION, KIND_ADMIN };
 
-/* "auto" follows the CPUs online now; capped by the row's limit. */
+/* "auto" is stored as 0 and counted once the whole file is read (check_file): the count needs
+ * the CPUs this process may use, which no other key changes, and the daemon logs why. */
 static const char *set_workers(void *field, const struct ini_key *key, const char *value, char *msg)
 {
-    long cpus;
-
     if (strcmp(value, "auto") != 0) {
         return ini_set_u32(field, key, value, msg);
     }
-    cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cpus < 1) {
-        cpus = 1;
-    }
-    if ((uint64_t)cpus > key->max) {
-        cpus = (long)key->max;
-    }
-    *(uint32_t *)field = (uint32_t)cpus;
+    *(uint32_t *)field = 0;
     return NULL;
 }
 
@@ -66,6 +59,8 @@ static const struct ini_key daemon_keys[] = {
     INI_KEY("log_format", GLOBAL(log_format), set_log_format, 0, 0, "json", false),
     INI_KEY("shutdown_timeout", GLOBAL(shutdown_timeout_ms), ini_set_duration, 0, UINT64_MAX, "30s",
             false),
+    INI_KEY("pid_file", GLOBAL(pid_file), ini_set_string, 0, 0, NULL, false,
+            .release = ini_release_string),
     {.name = NULL},
 };
 
@@ -100,6 +95,7 @@ static void check_listener(struct ini_file *f, const struct ini_section *sec, vo
         }
     }
     l->service_index = i;
+    l->bind_line = ini_key_line(sec, "bind");
     if (l->service[0] != '\0' && i == cfg->n_services) {
         ini_error(f, ini_key_line(sec, "service"), "service",
                   "there is no [service:%s] in this file", l->service);
@@ -187,7 +183,14 @@ static void check_registration(struct ini_file *f, const struct ini_section *sec
 
 static void check_file(struct ini_file *f, void *root)
 {
-    const struct config *cfg = root;
+    struct config *cfg = root;
+
+    if (cfg->workers == 0) {
+        cpus_usable(&cfg->workers_auto, WORKERS_MAX);
+        cfg->workers = cfg->workers_auto.count;
+    }
+    const struct ini_section *sluice = ini_section_of_kind(f, KIND_SLUICE);
+    cfg->pid_file_line = sluice != NULL ? ini_key_line(sluice, "pid_file") : 0;
 
     if (cfg->n_listeners == 0 && !((const struct load_mode *)ini_user(f))->consul_only) {
         ini_error(f, 0, "[listener:NAME]", "the file defines no listener; add one");

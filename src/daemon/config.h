@@ -8,6 +8,7 @@
 
 #include "admin_conf.h"
 #include "consul_conf.h"
+#include "cpus.h"
 #include "health_conf.h"
 #include "inifile.h"
 #include "lb_conf.h"
@@ -37,9 +38,12 @@ extern const struct ini_key config_service_keys[];
 struct config {
     char *path;                            /* file it was read from, owned */
     uint32_t workers;                      /* worker threads; "auto" resolved to the CPU count */
+    struct cpus_usable workers_auto;       /* how "auto" was counted; count 0 = a number was set */
     enum log_level log_level;              /* log_level */
     enum log_format log_format;            /* log_format */
     uint64_t shutdown_timeout_ms;          /* shutdown_timeout */
+    char *pid_file;                        /* pid_file, owned; NULL = none */
+    int pid_file_line;                     /* its line, for start-up errors */
     struct stream_conf stream;             /* max_connections, splice, pipe_size, buffer_size */
     struct listener_conf *listeners;       /* [listener:*] in file order, owned */
     size_t n_listeners;                    /* entries in listeners */

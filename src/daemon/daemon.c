@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "balancer.h"
 #include "clock.h"
 #include "daemon_int.h"
+#include "listen_lock.h"
 #include "notify.h"
 #include "stats.h"
 
@@ -59,6 +61,114 @@ static uint32_t fit_max_connections(struct daemon *d)
               LOG_INT("nofile", limit),
               LOG_STR("why", "two descriptors per connection must fit RLIMIT_NOFILE"));
     return (uint32_t)fit;
+}
+
+/* --- one sluice per listener -------------------------------------------------------------- */
+
+static void on_claim_knock(uv_poll_t *poll, int status, int events)
+{
+    const struct listen_claim *c = poll->data;
+    (void)status;
+    (void)events;
+    listen_lock_drain(c->fd);
+}
+
+/* Why listener cl could not be claimed, in the config checker's FILE:LINE: key: form. */
+static void claim_refused(struct daemon *d, const struct listener_conf *cl, int rc, pid_t holder)
+{
+    char *out = d->step_error;
+    size_t len = sizeof(d->step_error);
+    const char *file = d->cfg->path;
+
+    if (rc == -EADDRINUSE && holder > 0)
+        snprintf(out, len, "%s:%d: bind: %s: already served by sluice pid %d (listener %s)", file,
+                 cl->bind_line, cl->bind.text, (int)holder, cl->name);
+    else if (rc == -EADDRINUSE)
+        snprintf(out, len,
+                 "%s:%d: bind: %s: already served by another sluice, pid unknown (listener %s)",
+                 file, cl->bind_line, cl->bind.text, cl->name);
+    else
+        snprintf(out, len, "%s:%d: bind: %s: cannot claim the address: %s (listener %s)", file,
+                 cl->bind_line, cl->bind.text, uv_strerror(rc), cl->name);
+}
+
+/* Claims every listener's address before anything else starts, so that a second sluice on the
+ * same config stops at once and names the one serving, where SO_REUSEPORT would let it share the
+ * ports silently. A --takeover start is to skip this for the listeners it takes over and
+ * inherit the old process's claims instead (listen_lock.h). */
+static int daemon_claim_listeners(struct daemon *d)
+{
+    const struct config *cfg = d->cfg;
+
+    d->claims = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*d->claims));
+    if (d->claims == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        struct listen_claim *c = &d->claims[i];
+        pid_t holder;
+        int rc;
+        if ((c->fd = listen_lock_acquire(&cfg->listeners[i].bind, &holder)) < 0) {
+            claim_refused(d, &cfg->listeners[i], c->fd, holder);
+            return c->fd;
+        }
+        if ((rc = uv_poll_init(&d->loop, &c->poll, c->fd)) != 0) {
+            listen_lock_release(c->fd);
+            return rc;
+        }
+        d->n_claims++;
+        c->poll.data = c;
+        if ((rc = uv_poll_start(&c->poll, UV_READABLE, on_claim_knock)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Gives the claims up: once no worker accepts, a new sluice may start on the same addresses
+ * while this one still drains. */
+static void daemon_release_claims(struct daemon *d)
+{
+    for (size_t i = 0; i < d->n_claims; i++) {
+        struct listen_claim *c = &d->claims[i];
+        if (c->fd < 0)
+            continue;
+        uv_close((uv_handle_t *)&c->poll, NULL); /* stops watching fd before it closes */
+        listen_lock_release(c->fd);
+        c->fd = -1;
+    }
+}
+
+/* --- pid file ----------------------------------------------------------------------------- */
+
+/* pid_file, once every listener accepts: written next to its place and renamed there, so that
+ * an init system never reads half a number. */
+static int daemon_write_pid_file(struct daemon *d)
+{
+    const char *path = d->cfg->pid_file;
+    char tmp[4096], text[32];
+    int n = snprintf(text, sizeof(text), "%d\n", (int)getpid()), fd = -1, rc = 0;
+    ssize_t written;
+
+    if (path == NULL)
+        return 0;
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+        rc = -ENAMETOOLONG;
+    else if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+        rc = -errno;
+    else if ((written = write(fd, text, (size_t)n)) != n)
+        rc = written < 0 ? -errno : -EIO;
+    if (fd >= 0 && close(fd) != 0 && rc == 0)
+        rc = -errno;
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = -errno;
+    if (rc != 0) {
+        if (fd >= 0)
+            unlink(tmp);
+        snprintf(d->step_error, sizeof(d->step_error), "%s:%d: pid_file: %s: %s", d->cfg->path,
+                 d->cfg->pid_file_line, path, uv_strerror(rc));
+        return rc;
+    }
+    d->pid_written = 1;
+    return 0;
 }
 
 /* --- services and listeners --------------------------------------------------------------- */
@@ -127,7 +237,7 @@ static int daemon_setup_listener_table(struct daemon *d)
     for (size_t i = 0; i < n; i++) {
         const struct listener_conf *cl = &cfg->listeners[i];
         struct listener_rt tmpl;
-        reload_listener_fill(&tmpl, cl, &d->service_rts[cl->service_index],
+        reload_listener_fill(&tmpl, cl, cfg->path, &d->service_rts[cl->service_index],
                              reload_listener_slot(d, cl->name));
         struct listener_rt *rt = listener_rt_create(&tmpl);
         if (rt == NULL)
@@ -351,6 +461,7 @@ static void daemon_log_discovery(struct daemon *d)
 
 static void daemon_close_handles(struct daemon *d)
 {
+    daemon_release_claims(d);
     for (unsigned i = 0; i < d->n_signals; i++)
         uv_close((uv_handle_t *)&d->signals[i], NULL);
     uv_handle_t *handles[] = {(uv_handle_t *)&d->shutdown_timer, (uv_handle_t *)&d->worker_exited,
@@ -367,6 +478,7 @@ static void on_unlistened(uv_async_t *a)
     struct daemon *d = a->data;
     if (atomic_load(&d->n_unlistened) == d->n_started && !d->said_unlistened) {
         d->said_unlistened = 1;
+        daemon_release_claims(d);
         log_event(&d->log, LOG_LEVEL_INFO, "listeners_closed",
                   LOG_INT("open", atomic_load(&d->shared.budget.open)));
     }
@@ -554,6 +666,8 @@ static void daemon_teardown(struct daemon *d)
     for (size_t i = 0; i < d->n_services; i++)
         owner_destroy(d->services[i]);
     free(d->services);
+    if (d->pid_written)
+        unlink(d->cfg->pid_file);
     if (d->loop_ready) {
         daemon_close_handles(d);
         uv_run(&d->loop, UV_RUN_DEFAULT); /* close callbacks */
@@ -561,6 +675,7 @@ static void daemon_teardown(struct daemon *d)
         assert(rc == 0);
         (void)rc;
     }
+    free(d->claims); /* after the close callbacks: the poll handles live in it */
     ini_errors_clear(&d->reload_errs);
     pthread_cond_destroy(&d->reload_cond);
     pthread_mutex_destroy(&d->reload_lock);
@@ -593,6 +708,23 @@ static void daemon_notify_ready(struct daemon *d)
     notify_ready(&d->log, status);
 }
 
+/* workers = auto: how many CPUs the process may use and which limit chose the count, so that a
+ * taskset or a container's CPU limit shows in the first lines. */
+static void daemon_log_workers_auto(struct daemon *d)
+{
+    const struct cpus_usable *u = &d->cfg->workers_auto;
+    int quota_binds = u->cpu_max != 0 && u->cpu_max < u->affinity;
+    uint32_t usable = quota_binds ? u->cpu_max : u->affinity;
+    const char *by = u->count < usable ? "workers_max" : quota_binds ? "cpu.max" : "affinity";
+    struct log_field fields[] = {LOG_INT("workers", u->count), LOG_STR("limited_by", by),
+                                 LOG_INT("affinity", u->affinity), LOG_INT("cpu_max", u->cpu_max)};
+
+    if (u->count == 0)
+        return; /* the file gave a number */
+    /* cpu_max is left out when no cgroup sets a quota */
+    log_emit(&d->log, LOG_LEVEL_INFO, "workers_auto", fields, u->cpu_max != 0 ? 4 : 3);
+}
+
 /* One start-up step: its fault hook, then the step; a failure is logged once, with the step's
  * name and its own detail when it gave one. */
 static int daemon_step(struct daemon *d, const char *name, int (*step)(struct daemon *))
@@ -615,6 +747,7 @@ int daemon_run(struct config *cfg)
         int (*run)(struct daemon *);
     } steps[] = {
         {"loop", daemon_setup_loop},
+        {"listen_locks", daemon_claim_listeners},
         {"services", daemon_setup_services},
         {"access_log", daemon_setup_access_log},
         {"listeners", daemon_setup_listeners},
@@ -624,6 +757,7 @@ int daemon_run(struct config *cfg)
         {"worker_threads", daemon_start_workers},
         {"admin", daemon_start_admin},
         {"registrar", daemon_start_registrar},
+        {"pid_file", daemon_write_pid_file},
     };
     struct daemon *d = calloc(1, sizeof(*d));
     int rc = 0;
@@ -644,6 +778,7 @@ int daemon_run(struct config *cfg)
     pthread_mutex_init(&d->table_lock, NULL);
     log_init(&d->log, STDERR_FILENO);
     log_configure(&d->log, cfg->log_level, cfg->log_format);
+    daemon_log_workers_auto(d);
     for (size_t i = 0; rc == 0 && i < sizeof(steps) / sizeof(steps[0]); i++)
         rc = daemon_step(d, steps[i].name, steps[i].run);
     if (rc == 0) {

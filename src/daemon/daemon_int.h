@@ -26,6 +26,13 @@ struct listener_entry {
     struct listener_conf conf; /* as configured: what the next reload compares with */
 };
 
+/* A listener's claim on its bind address (listen_lock.h), held while it accepts, and the poll
+ * that drains the connections of refused starters. */
+struct listen_claim {
+    int fd;         /* the claim; -1 once released */
+    uv_poll_t poll; /* readable when a starter connected to learn our pid */
+};
+
 struct daemon {
     struct config *cfg;                  /* running configuration, owned */
     struct logger log;                   /* every event of this daemon */
@@ -77,6 +84,9 @@ struct daemon {
     struct log_writer access;            /* access-log rings and their writer thread */
     int access_on;                       /* some listener logs access; access is set up */
     struct health *health;               /* checks and owner ticks; NULL without services */
+    struct listen_claim *claims;         /* one per cfg listener, freed after the loop closes */
+    size_t n_claims;                     /* claims whose poll handle is initialised */
+    int pid_written;                     /* cfg->pid_file is ours to remove */
 };
 
 /* Publishes the static backends of service cs into its owner (start and reload). 0 or -ENOMEM. */
@@ -86,9 +96,10 @@ int reload_static_service(struct daemon *d, struct owner *o, const struct config
  * lstats_cap are taken. */
 size_t reload_listener_slot(struct daemon *d, const char *name);
 
-/* Fills the version template t from section cl, serving svc, counted in slot. */
+/* Fills the version template t from section cl of the file conf_path (its errors name it),
+ * serving svc, counted in slot. */
 void reload_listener_fill(struct listener_rt *t, const struct listener_conf *cl,
-                          struct service_rt *svc, size_t slot);
+                          const char *conf_path, struct service_rt *svc, size_t slot);
 
 /* Applies what a reload can change while running and names, in reload_needs_restart events,
  * what needs a restart. */

@@ -139,11 +139,13 @@ size_t reload_listener_slot(struct daemon *d, const char *name)
 }
 
 void reload_listener_fill(struct listener_rt *t, const struct listener_conf *cl,
-                          struct service_rt *svc, size_t slot)
+                          const char *conf_path, struct service_rt *svc, size_t slot)
 {
     memset(t, 0, sizeof(*t));
     snprintf(t->name, sizeof(t->name), "%s", cl->name);
     t->line = cl->line;
+    t->conf_path = conf_path;
+    t->bind_line = cl->bind_line;
     t->bind = cl->bind;
     t->wildcard = net_addr_is_wildcard(&cl->bind);
     t->service = svc;
@@ -216,10 +218,9 @@ static int plan_open_sockets(struct daemon *d, struct listener_plan *p)
             return 0;
     }
     plan_close_sockets(d, p);
-    char where[1024];
-    snprintf(where, sizeof(where), "%s:%d: %s", d->cfg->path, p->entry.conf.line, err);
+    /* err names the file and the line of the bind key already (listener_socket) */
     log_event(&d->log, LOG_LEVEL_ERROR, "reload_listener_failed",
-              LOG_STR("listener", p->entry.conf.name), LOG_STR("error", where),
+              LOG_STR("listener", p->entry.conf.name), LOG_STR("error", err),
               LOG_STR("action", p->running != NULL ? "keeping the running listener" : "not added"));
     return -1;
 }
@@ -294,7 +295,7 @@ static int plan_listener(struct daemon *d, const struct listener_conf *cl, struc
         return 0;
     }
     struct listener_rt tmpl;
-    reload_listener_fill(&tmpl, &want, svc, slot);
+    reload_listener_fill(&tmpl, &want, d->cfg->path, svc, slot);
     memset(p, 0, sizeof(*p));
     p->entry = (struct listener_entry){.rt = listener_rt_create(&tmpl), .conf = want};
     p->running = running;
@@ -487,6 +488,10 @@ static void reload_globals(struct daemon *d, const struct config *next)
         needs_restart(&r, "workers", from, to);
     }
     diff_start_only(&r, stream_keys, a, b);
+    const char *pid_from = d->cfg->pid_file != NULL ? d->cfg->pid_file : "(none)";
+    const char *pid_to = next->pid_file != NULL ? next->pid_file : "(none)";
+    if (strcmp(pid_from, pid_to) != 0)
+        needs_restart(&r, "pid_file", pid_from, pid_to);
 }
 
 void reload_apply(struct daemon *d, const struct config *next)

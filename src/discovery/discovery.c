@@ -40,6 +40,8 @@ struct discovery_state_ {
     atomic_ullong requests, errors, publishes, unchanged, watchdog, degraded, acl_denied,
         rate_limited;                  /* discovery_status counters */
     unsigned watches, synced, failing; /* see discovery_status */
+    unsigned failing_unsynced;         /* failing watches that never had an answer: nothing to
+                                        * serve, no last known good */
     uint64_t degraded_since_ms;        /* clock when the degraded period began */
     struct discovery_totals totals;    /* for metrics */
     unsigned long long failed_calls;   /* failures during the current degraded period */
@@ -217,6 +219,19 @@ void discovery_status_get(struct discovery *d, struct discovery_status *out)
     out->rate_limited = atomic_load(&g->rate_limited);
 }
 
+/* What the proxy does while degraded: an agent unreachable at start leaves nothing to serve,
+ * and saying "last known good" then would send the operator looking in the wrong place. */
+static const char *degraded_action(const struct discovery_state_ *g)
+{
+    if (g->failing_unsynced == 0)
+        return "serving the last known good instances";
+    if (g->failing_unsynced == g->failing)
+        return "no instances are known yet: connections to these services fail until Consul "
+               "answers";
+    return "serving the last known good instances where there are some; the services never "
+           "synced have none yet";
+}
+
 /* Recomputes the state under g->lock and logs the transitions in and out of degraded. */
 static void state_update_locked(struct discovery *d)
 {
@@ -232,7 +247,8 @@ static void state_update_locked(struct discovery *d)
         atomic_fetch_add(&g->degraded, 1);
         log_event(d->log, LOG_LEVEL_WARN, "discovery_degraded", LOG_STR("error", g->last_error),
                   LOG_INT("failing", g->failing), LOG_INT("watches", g->watches),
-                  LOG_STR("action", "serving the last known good instances"));
+                  LOG_INT("without_instances", g->failing_unsynced),
+                  LOG_STR("action", degraded_action(g)));
     } else if (old == DISCOVERY_DEGRADED && now != DISCOVERY_DEGRADED) {
         log_event(d->log, LOG_LEVEL_INFO, "discovery_recovered",
                   LOG_INT("degraded_ms", clock_ms() - g->degraded_since_ms),
@@ -248,6 +264,8 @@ static void state_watch(struct watch *w, int synced_before, int failing_before, 
     pthread_mutex_lock(&g->lock);
     g->synced += (unsigned)(w->synced - synced_before);
     g->failing = g->failing + (unsigned)w->failing - (unsigned)failing_before;
+    g->failing_unsynced = g->failing_unsynced + (unsigned)(w->failing && !w->synced) -
+                          (unsigned)(failing_before && !synced_before);
     if (err != NULL) {
         snprintf(g->last_error, sizeof(g->last_error), "%s", err);
     }
@@ -763,7 +781,7 @@ int discovery_start(struct discovery *d)
     int rc;
 
     pthread_mutex_lock(&g->lock);
-    g->synced = g->failing = 0;
+    g->synced = g->failing = g->failing_unsynced = 0;
     g->last_error[0] = '\0';
     state_update_locked(d);
     pthread_mutex_unlock(&g->lock);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <uv.h>
 
 struct listener_rt *listener_rt_create(const struct listener_rt *tmpl)
 {
@@ -56,8 +57,9 @@ int listener_socket(const struct listener_rt *rt, char *err, size_t err_len)
     return fd;
 fail:;
     int e = errno;
-    snprintf(err, err_len, "listener %s: cannot listen on %s: %s", rt->name, rt->bind.text,
-             strerror(e));
+    /* libuv's wording (lower case) reads like the config checker's phrases */
+    snprintf(err, err_len, "%s:%d: bind: %s: %s", rt->conf_path, rt->bind_line, rt->bind.text,
+             uv_strerror(-e));
     if (fd >= 0)
         close(fd);
     return -e;

@@ -36,6 +36,8 @@ struct listener_rt {
     atomic_uint refs;            /* holders; the last listener_rt_drop frees it */
     char name[INI_NAME_MAX];     /* [listener:NAME] */
     int line;                    /* line of its section header, for reload errors */
+    const char *conf_path;       /* config file it comes from, for FILE:LINE in errors */
+    int bind_line;               /* line of its bind key there */
     struct net_addr bind;        /* bind address */
     int wildcard;                /* bind is 0.0.0.0 or ::: the local address is per connection */
     struct service_rt *service;  /* what it proxies to; services live as long as the workers */
@@ -59,7 +61,8 @@ void listener_rt_drop(struct listener_rt *rt);
 
 /* A listening socket for rt, bound with SO_REUSEPORT so that every worker binds the same address
  * and the kernel spreads connections over them (libuv 1.44 has no flag for it). Returns the
- * descriptor, or -errno with a message naming the listener in err. */
+ * descriptor, or -errno with "FILE:LINE: bind: ADDRESS: what failed" in err, naming the line of
+ * the listener's bind key as a config error would. */
 int listener_socket(const struct listener_rt *rt, char *err, size_t err_len);
 
 /* Accepts one non-blocking connection and the client's address. Returns the descriptor or

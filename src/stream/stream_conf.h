@@ -22,6 +22,7 @@ struct stream_conf {
 struct listener_conf {
     char name[INI_NAME_MAX];     /* NAME from the section header */
     int line;                    /* line of the section header */
+    int bind_line;               /* line of its bind key (composer), for start-up errors */
     struct net_addr bind;        /* bind = ... */
     char service[INI_NAME_MAX];  /* service = ... */
     size_t service_index;        /* index of that service in the file's services (composer) */

@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -369,7 +370,11 @@ static void worker_main(void *arg)
 {
     struct worker *w = arg;
     sigset_t pipe;
+    char name[16]; /* the kernel keeps 15 bytes of a thread's name */
 
+    /* named so that top -H and /proc/PID/task/<tid>/comm show how many workers run */
+    snprintf(name, sizeof(name), "sluice-w%u", w->id % 10000000);
+    pthread_setname_np(pthread_self(), name);
     /* splice(2) into a socket the peer reset raises SIGPIPE (send has MSG_NOSIGNAL, splice has
      * nothing like it): blocked here, the signal stays pending on this thread and never kills
      * the process, whatever the embedding program does with SIGPIPE */

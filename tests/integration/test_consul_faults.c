@@ -91,7 +91,8 @@ static void test_errors_keep_last_known_good(void **state)
     size_t degraded_from = from;
     /* the next queries meet the faults, then see this change */
     instance_add(consul_fx.emu_port, 1);
-    consul_wait_event(&degraded_from, "\"event\":\"discovery_degraded\"", NULL);
+    consul_wait_event(&degraded_from, "\"event\":\"discovery_degraded\"",
+                      "serving the last known good instances");
     assert_true(hello_index(port, N_BACKENDS) >= 0);
     proc_signal(&consul_fx.sluice, SIGUSR1);
     size_t stats_from = from;
@@ -111,6 +112,22 @@ static void test_errors_keep_last_known_good(void **state)
     assert_non_null(strstr(line, "\"state\":\"ok\""));
     assert_true(log_field_int(line, "errors") >= 4);
     assert_int_equal(log_field_int(line, "degraded"), 1);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
+}
+
+/* No agent at start: the outage is logged as Consul unreachable with no instance known yet,
+ * never as serving a last known good set that does not exist; connections are closed. */
+static void test_unreachable_at_start_knows_nothing(void **state)
+{
+    (void)state;
+    int port = start_sluice(harness_free_port(), "", ""); /* nothing listens there */
+    size_t from = 0;
+    char line[64];
+    consul_wait_event(&from, "\"event\":\"discovery_degraded\"", "cannot reach Consul at");
+    assert_int_equal(log_count("no instances are known yet"), 1);
+    assert_int_equal(log_count("\"without_instances\":1"), 1);
+    assert_int_equal(log_count("last known good"), 0);
+    assert_int_equal(hello_of(port, line, sizeof(line)), -1); /* closed, nothing to pick */
     assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 }
 
@@ -350,6 +367,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         CONSUL_FIXTURE_TEST(test_watchdog_recovers_hung_query),
         CONSUL_FIXTURE_TEST(test_errors_keep_last_known_good),
+        CONSUL_FIXTURE_TEST(test_unreachable_at_start_knows_nothing),
         CONSUL_FIXTURE_TEST(test_acl_denials_are_explained),
         CONSUL_FIXTURE_TEST(test_agent_restart_restores_and_resyncs),
         CONSUL_FIXTURE_TEST(test_shutdown_deregisters_then_drains),

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -18,6 +19,8 @@
 
 #include "harness.h"
 #include "pattern.h"
+
+#define LOG_LINE 4096 /* bytes of one log line the tests look into */
 
 static struct proc echo_a, echo_b, source;
 static int port_a, port_b, port_source;
@@ -102,7 +105,8 @@ static void test_help_and_version(void **state)
     assert_int_equal(run_capture(bad, out, sizeof(out)), 2);
 }
 
-/* A port already taken (by a plain socket without SO_REUSEPORT) fails startup with a message. */
+/* A port already taken (by a plain socket without SO_REUSEPORT) fails startup with exit 1 and
+ * FILE:LINE: bind: ADDRESS: why, naming the line of the listener's bind key. */
 static void test_bind_in_use_fails_startup(void **state)
 {
     (void)state;
@@ -113,14 +117,17 @@ static void test_bind_in_use_fails_startup(void **state)
                             .sin_addr.s_addr = htonl(0x7f000001)};
     assert_int_equal(bind(blocker, (struct sockaddr *)&a, sizeof(a)), 0);
     assert_int_equal(listen(blocker, 1), 0);
-    char conf[1024], line[64];
+    char conf[1024], line[64], path[512], out[8192], want[700];
     snprintf(line, sizeof(line), "127.0.0.1:%d", port_a);
     config_simple(conf, sizeof(conf), port, line, "", "", "");
-    struct proc p = {0};
-    assert_int_equal(sluice_start(&p, conf), -1); /* exited before "started" */
-    char err[2048];
-    const char *needles[] = {"startup_failed", "cannot listen", NULL};
-    assert_int_equal(log_wait(&p, NULL, err, sizeof(err), needles), 0);
+    snprintf(path, sizeof(path), "%s/in-use-%d.ini", harness_tmpdir(), getpid());
+    write_file(path, conf);
+    char *argv[] = {(char *)harness_bin("SLUICE_BIN"), "-c", path, NULL};
+    assert_int_equal(run_capture(argv, out, sizeof(out)), 1);
+    /* config_simple: [sluice] and three keys, a blank line, [listener:web], then bind */
+    snprintf(want, sizeof(want), "%s:7: bind: 127.0.0.1:%d: address already in use", path, port);
+    if (strstr(out, want) == NULL || strstr(out, "\"event\":\"startup_failed\"") == NULL)
+        fail_msg("missing '%s' in:\n%s", want, out);
     close(blocker);
 }
 
@@ -130,15 +137,16 @@ static void test_bind_in_use_fails_startup(void **state)
  * access log, the admin server and a registration. */
 static void test_each_startup_step_fails_cleanly(void **state)
 {
-    static const char *const steps[] = {"loop",      "services", "access_log", "listeners",
-                                        "discovery", "health",   "workers",    "worker_threads",
-                                        "admin",     "registrar"};
-    char path[512], conf[1024], out[16384], fault[64], want[96];
+    static const char *const steps[] = {"loop",           "listen_locks", "services",  "access_log",
+                                        "listeners",      "discovery",    "health",    "workers",
+                                        "worker_threads", "admin",        "registrar", "pid_file"};
+    char path[512], pid_path[512], conf[1024], out[16384], fault[64], want[96];
 
     (void)state;
     snprintf(path, sizeof(path), "%s/fault-%d.ini", harness_tmpdir(), getpid());
+    snprintf(pid_path, sizeof(pid_path), "%s/fault-%d.pid", harness_tmpdir(), getpid());
     snprintf(conf, sizeof(conf),
-             "[sluice]\nworkers = 2\n"
+             "[sluice]\nworkers = 2\npid_file = %s\n"
              "[consul]\naddress = 127.0.0.1:1\nretry_min = 50ms\nretry_max = 100ms\n"
              "[registration]\n"
              "[admin]\nbind = 127.0.0.1:%d\n"
@@ -146,7 +154,7 @@ static void test_each_startup_step_fails_cleanly(void **state)
              "[listener:disc]\nbind = 127.0.0.1:%d\nservice = disc\n"
              "[service:api]\nbackends = 127.0.0.1:%d\ncheck = tcp\n"
              "[service:disc]\ndiscovery = consul\n",
-             harness_free_port(), harness_free_port(), harness_free_port(), port_a);
+             pid_path, harness_free_port(), harness_free_port(), harness_free_port(), port_a);
     write_file(path, conf);
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         snprintf(fault, sizeof(fault), "SLUICE_FAULT=%s", steps[i]);
@@ -154,10 +162,170 @@ static void test_each_startup_step_fails_cleanly(void **state)
         int status = run_capture(argv, out, sizeof(out));
         snprintf(want, sizeof(want), "\"step\":\"%s\",\"error\":\"injected fault\"", steps[i]);
         if (status != 1 || strstr(out, want) == NULL || strstr(out, "\"event\":\"started\"") ||
-            strstr(out, "Sanitizer") != NULL)
+            strstr(out, "Sanitizer") != NULL || access(pid_path, F_OK) == 0)
             fail_msg("step %s: exit %d, output:\n%s", steps[i], status, out);
         print_message("start-up step %-14s fails cleanly (exit 1)\n", steps[i]);
     }
+}
+
+/* Threads of pid whose name starts with prefix (/proc/PID/task/TID/comm). */
+static int threads_named(pid_t pid, const char *prefix)
+{
+    char path[512], comm[32];
+    int n = 0;
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    assert_non_null(dir);
+    for (struct dirent *e; (e = readdir(dir)) != NULL;) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)pid, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f != NULL && fgets(comm, sizeof(comm), f) != NULL &&
+            strncmp(comm, prefix, strlen(prefix)) == 0)
+            n++;
+        if (f != NULL)
+            fclose(f);
+    }
+    closedir(dir);
+    return n;
+}
+
+/* workers = auto under taskset -c 0 counts the one CPU the process may run on, not the host's,
+ * says so at start, and runs exactly one worker thread. */
+static void test_workers_auto_follows_affinity(void **state)
+{
+    (void)state;
+    char conf[1024], line[LOG_LINE];
+    snprintf(conf, sizeof(conf),
+             "[sluice]\nworkers = auto\n[listener:web]\nbind = 127.0.0.1:%d\nservice = api\n"
+             "[service:api]\nbackends = 127.0.0.1:%d\n",
+             harness_free_port(), port_a);
+    const char *const taskset[] = {"/usr/bin/taskset", "-c", "0", NULL};
+    struct proc p = {0};
+    assert_int_equal(sluice_start_wrapped(&p, conf, taskset), 0);
+    const char *chosen[] = {"\"event\":\"workers_auto\"", "\"workers\":1", NULL};
+    assert_int_equal(log_wait(&p, NULL, line, sizeof(line), chosen), 0);
+    assert_int_equal(log_field_int(line, "affinity"), 1);
+    const char *started[] = {"\"event\":\"started\"", "\"workers\":1,", NULL};
+    assert_int_equal(log_wait(&p, NULL, NULL, 0, started), 0);
+    assert_int_equal(threads_named(p.pid, "sluice-w"), 1);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
+/* Line number of the first line of text that starts with prefix; 0 when none does. */
+static int line_of(const char *text, const char *prefix)
+{
+    int line = 1;
+    for (const char *at = text; *at != '\0'; line++) {
+        if (strncmp(at, prefix, strlen(prefix)) == 0)
+            return line;
+        const char *nl = strchr(at, '\n');
+        if (nl == NULL)
+            break;
+        at = nl + 1;
+    }
+    return 0;
+}
+
+/* The pid in a pid file, or -1 when it cannot be read. */
+static long pid_file_read(const char *path)
+{
+    char text[32] = "";
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *end;
+    long pid = strtol(text, &end, 10);
+    return end != text && strcmp(end, "\n") == 0 ? pid : -1;
+}
+
+/* A plain second start on the same config is refused at once: exit 1, the listener, its bind
+ * line and the running sluice's pid named; the running one keeps serving and keeps its pid file.
+ * Once that one is SIGKILLed (no clean-up at all) the claim is gone with it and a start works. */
+static void test_second_start_refused_per_listener(void **state)
+{
+    (void)state;
+    char pid_path[512], extra[600], conf[2048], backend[64], out[8192], want[1024], hello[16];
+    snprintf(pid_path, sizeof(pid_path), "%s/second-%d.pid", harness_tmpdir(), getpid());
+    snprintf(extra, sizeof(extra), "pid_file = %s\n", pid_path);
+    snprintf(backend, sizeof(backend), "127.0.0.1:%d", port_a);
+    int port = harness_free_port();
+    config_simple(conf, sizeof(conf), port, backend, extra, "", "");
+    struct proc a = {0};
+    assert_int_equal(sluice_start(&a, conf), 0);
+    assert_int_equal(pid_file_read(pid_path), a.pid);
+
+    char *argv[] = {(char *)harness_bin("SLUICE_BIN"), "-c", a.conf_path, NULL};
+    uint64_t t0 = harness_now_ms();
+    assert_int_equal(run_capture(argv, out, sizeof(out)), 1);
+    print_message("second start refused in %llu ms\n", (unsigned long long)(harness_now_ms() - t0));
+    snprintf(want, sizeof(want),
+             "%s:%d: bind: 127.0.0.1:%d: already served by sluice pid %d (listener web)",
+             a.conf_path, line_of(conf, "bind = "), port, (int)a.pid);
+    if (strstr(out, want) == NULL || strstr(out, "\"event\":\"started\"") != NULL)
+        fail_msg("missing '%s' in:\n%s", want, out);
+    assert_int_equal(pid_file_read(pid_path), a.pid); /* the refused one wrote nothing */
+    for (int i = 0; i < 4; i++) { /* every connection still goes to A's backend, echoed */
+        int fd = tcp_connect(port);
+        assert_true(fd >= 0);
+        assert_true(read_line(fd, hello, sizeof(hello)) > 0);
+        assert_string_equal(hello, "A");
+        assert_int_equal(write_all(fd, "ping", 4), 0);
+        assert_int_equal(read_exact(fd, hello, 4), 0);
+        assert_memory_equal(hello, "ping", 4);
+        close(fd);
+    }
+
+    assert_int_equal(proc_stop(&a, SIGKILL), 128 + SIGKILL);
+    struct proc b = {0};
+    assert_int_equal(sluice_start(&b, conf), 0);
+    assert_int_equal(pid_file_read(pid_path), b.pid); /* the stale one is replaced */
+    assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
+    assert_string_equal(hello, "A");
+    assert_int_equal(proc_stop(&b, SIGTERM), 0);
+    assert_int_equal(access(pid_path, F_OK), -1); /* a clean exit removes it */
+
+    /* a pid file that cannot be written fails the start, naming its line */
+    snprintf(extra, sizeof(extra), "pid_file = %s/no-such-dir/sluice.pid\n", harness_tmpdir());
+    config_simple(conf, sizeof(conf), port, backend, extra, "", "");
+    assert_int_equal(sluice_start(&b, conf), -1);
+    snprintf(want, sizeof(want), "%s:5: pid_file: %s/no-such-dir/sluice.pid: no such file",
+             b.conf_path, harness_tmpdir());
+    const char *unwritable[] = {"\"step\":\"pid_file\"", want, NULL};
+    assert_int_equal(log_wait(&b, NULL, NULL, 0, unwritable), 0);
+}
+
+/* The claims go with the listening sockets: while an old sluice drains a held connection, a new
+ * one starts on the same config and serves; the old one finishes its connection and exits 0. */
+static void test_new_start_while_old_drains(void **state)
+{
+    (void)state;
+    char conf[2048], backend[64], hello[16];
+    snprintf(backend, sizeof(backend), "127.0.0.1:%d", port_a);
+    int port = harness_free_port();
+    config_simple(conf, sizeof(conf), port, backend, "shutdown_timeout = 60s\n", "", "");
+    struct proc old = {0}, next = {0};
+    assert_int_equal(sluice_start(&old, conf), 0);
+    int held = tcp_connect(port);
+    assert_true(held >= 0);
+    assert_true(read_line(held, hello, sizeof(hello)) > 0);
+    proc_signal(&old, SIGTERM);
+    const char *closed[] = {"\"event\":\"listeners_closed\"", NULL};
+    assert_int_equal(log_wait(&old, NULL, NULL, 0, closed), 0);
+    assert_int_equal(sluice_start(&next, conf), 0);
+    assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
+    assert_string_equal(hello, "A");
+    assert_int_equal(write_all(held, "drained", 7), 0); /* the old one still carries it */
+    char back[7];
+    assert_int_equal(read_exact(held, back, 7), 0);
+    assert_memory_equal(back, "drained", 7);
+    close(held);
+    assert_int_equal(proc_wait(&old, HARNESS_WAIT_MS), 0);
+    assert_int_equal(proc_stop(&next, SIGTERM), 0);
 }
 
 static int start_on(struct proc *p, const char *backend_line, const char *sluice_extra)
@@ -303,6 +471,9 @@ int main(void)
         cmocka_unit_test(test_help_and_version),
         cmocka_unit_test(test_bind_in_use_fails_startup),
         cmocka_unit_test(test_each_startup_step_fails_cleanly),
+        cmocka_unit_test(test_workers_auto_follows_affinity),
+        cmocka_unit_test(test_second_start_refused_per_listener),
+        cmocka_unit_test(test_new_start_while_old_drains),
         cmocka_unit_test(test_graceful_shutdown_finishes_transfer),
         cmocka_unit_test(test_shutdown_timeout_cuts_stragglers),
         cmocka_unit_test(test_reload_swaps_and_rejects_broken),

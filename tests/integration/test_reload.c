@@ -272,9 +272,10 @@ static void check_step(struct proc *p, const struct ports *pt, int k, int gone_f
 static void check_blocked(struct proc *p, size_t from, int line)
 {
     char where[64], got[2048];
-    snprintf(where, sizeof(where), ".ini:%d: listener blocked: cannot listen on", line);
+    /* the bind key is the line after the section header */
+    snprintf(where, sizeof(where), ".ini:%d: bind: 127.0.0.1:", line + 1);
     const char *failed[] = {"\"event\":\"reload_listener_failed\"", "\"listener\":\"blocked\"",
-                            where, NULL};
+                            where, "address already in use", NULL};
     assert_int_equal(log_wait(p, &from, got, sizeof(got), failed), 0);
     print_message("bind failure: %s\n", got);
 }

@@ -113,9 +113,11 @@ static void test_defaults(void **state)
 {
     (void)state;
     struct config *cfg = load_ok(BASE);
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    struct cpus_usable cpus;
 
-    assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+    cpus_usable(&cpus, 256);
+    assert_int_equal(cfg->workers, cpus.count);
+    assert_int_equal(cfg->workers_auto.count, cpus.count);
     assert_int_equal(cfg->stream.max_connections, 10000);
     assert_int_equal(cfg->log_level, LOG_LEVEL_INFO);
     assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
@@ -137,12 +139,14 @@ static void test_workers(void **state)
 {
     (void)state;
     struct config *cfg = load_ok(BASE "[sluice]\nworkers = 256\n");
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    struct cpus_usable cpus;
 
+    cpus_usable(&cpus, 256);
     assert_int_equal(cfg->workers, 256);
+    assert_int_equal(cfg->workers_auto.count, 0); /* a number: nothing counted */
     config_destroy(cfg);
     cfg = load_ok(BASE "[sluice]\nworkers = auto\n");
-    assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+    assert_int_equal(cfg->workers, cpus.count);
     config_destroy(cfg);
     EXPECT_ERRORS(BASE "[sluice]\nworkers = 0\n", {7, "workers", "\"0\" is out of range (1..256)"});
     EXPECT_ERRORS(BASE "[sluice]\nworkers = 257\n", {7, "workers", "is out of range (1..256)"});
@@ -150,6 +154,21 @@ static void test_workers(void **state)
     EXPECT_ERRORS(BASE "[sluice]\nworkers = -1\n", {7, "workers", "is not a number"});
     EXPECT_ERRORS(BASE "[sluice]\nworkers = 99999999999999999999999\n",
                   {7, "workers", "is out of range"});
+}
+
+/* pid_file is off unless set; its line is kept for start-up errors, as the bind key's is. */
+static void test_pid_file_and_lines(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(BASE);
+    assert_null(cfg->pid_file);
+    assert_int_equal(cfg->pid_file_line, 0);
+    assert_int_equal(cfg->listeners[0].bind_line, 2);
+    config_destroy(cfg);
+    cfg = load_ok(BASE "[sluice]\nworkers = 1\npid_file = /run/sluice.pid\n");
+    assert_string_equal(cfg->pid_file, "/run/sluice.pid");
+    assert_int_equal(cfg->pid_file_line, 8);
+    config_destroy(cfg);
 }
 
 static void test_number_ranges(void **state)
@@ -895,6 +914,7 @@ int main(void)
         cmocka_unit_test(test_good_config_sets_every_field),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_workers),
+        cmocka_unit_test(test_pid_file_and_lines),
         cmocka_unit_test(test_number_ranges),
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_enums),
