@@ -37,16 +37,22 @@ struct restart_ctx {
     char section[INI_NAME_MAX + 16]; /* "[sluice]", "[listener:web]", ... */
 };
 
-/* One line per key: "[sluice] workers: 2 -> 4" (from or to "absent" for a section). */
-static void needs_restart(void *ctx, const char *key, const char *from, const char *to)
+/* One line per key that changed: "[sluice] workers: 2 -> 4" (from or to "absent" for a
+ * section), as event at level. */
+static void log_change(const struct restart_ctx *r, enum log_level level, const char *event,
+                       const char *key, const char *from, const char *to)
 {
-    const struct restart_ctx *r = ctx;
     char change[INI_NAME_MAX + 600];
 
     snprintf(change, sizeof(change), "%s %s: %s -> %s", r->section, key, from, to);
-    log_event(&r->d->log, LOG_LEVEL_WARN, "reload_needs_restart", LOG_STR("section", r->section),
-              LOG_STR("key", key), LOG_STR("from", from), LOG_STR("to", to),
-              LOG_STR("change", change));
+    log_event(&r->d->log, level, event, LOG_STR("section", r->section), LOG_STR("key", key),
+              LOG_STR("from", from), LOG_STR("to", to), LOG_STR("change", change));
+}
+
+/* A key that changed but is read at start only. */
+static void needs_restart(void *ctx, const char *key, const char *from, const char *to)
+{
+    log_change(ctx, LOG_LEVEL_WARN, "reload_needs_restart", key, from, to);
 }
 
 static struct restart_ctx restart_in(struct daemon *d, const char *kind, const char *name)
@@ -375,16 +381,10 @@ static int changes_post(struct daemon *d, struct worker_change **changes)
     return pending ? -ETIMEDOUT : 0;
 }
 
-/* One reload_applied line per key that changed: "[listener:web] idle_timeout: 5m -> 1h". */
+/* A key of a listener that changed and applies: "[listener:web] idle_timeout: 5m -> 1h". */
 static void applied(void *ctx, const char *key, const char *from, const char *to)
 {
-    const struct restart_ctx *r = ctx;
-    char change[INI_NAME_MAX + 600];
-
-    snprintf(change, sizeof(change), "%s %s: %s -> %s", r->section, key, from, to);
-    log_event(&r->d->log, LOG_LEVEL_INFO, "reload_applied", LOG_STR("section", r->section),
-              LOG_STR("key", key), LOG_STR("from", from), LOG_STR("to", to),
-              LOG_STR("change", change));
+    log_change(ctx, LOG_LEVEL_INFO, "reload_applied", key, from, to);
 }
 
 static void log_applied(struct daemon *d, const struct listener_plan *plans, size_t n,

@@ -45,21 +45,13 @@ static int teardown(void **state)
     return 0;
 }
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void test_check_good_config(void **state)
 {
     (void)state;
     char conf[1024], path[512], out[4096];
     snprintf(path, sizeof(path), "%s/good-%d.ini", harness_tmpdir(), getpid());
     config_simple(conf, sizeof(conf), 18080, "127.0.0.1:9001 weight=3, 127.0.0.1:9002", "", "", "");
-    write_file(path, conf);
+    config_write(path, conf);
     char *argv[] = {(char *)harness_bin("SLUICE_BIN"), "-t", "-c", path, NULL};
     assert_int_equal(run_capture(argv, out, sizeof(out)), 0);
     assert_non_null(strstr(out, "configuration OK"));
@@ -71,15 +63,15 @@ static void test_check_bad_config_lists_every_problem(void **state)
     (void)state;
     char path[512], out[8192], want[600];
     snprintf(path, sizeof(path), "%s/bad-%d.ini", harness_tmpdir(), getpid());
-    write_file(path, "[sluice]\n"
-                     "workers = many\n" /* line 2 */
-                     "[listener:web]\n"
-                     "bind = 127.0.0.1\n"  /* line 4: no port */
-                     "service = nowhere\n" /* line 5: missing service */
-                     "idle_timeout = 5x\n" /* line 6 */
-                     "[service:api]\n"
-                     "backends = 127.0.0.1:9001\n"
-                     "colour = blue\n"); /* line 9: unknown key */
+    config_write(path, "[sluice]\n"
+                       "workers = many\n" /* line 2 */
+                       "[listener:web]\n"
+                       "bind = 127.0.0.1\n"  /* line 4: no port */
+                       "service = nowhere\n" /* line 5: missing service */
+                       "idle_timeout = 5x\n" /* line 6 */
+                       "[service:api]\n"
+                       "backends = 127.0.0.1:9001\n"
+                       "colour = blue\n"); /* line 9: unknown key */
     char *argv[] = {(char *)harness_bin("SLUICE_BIN"), "-t", "-c", path, NULL};
     assert_int_equal(run_capture(argv, out, sizeof(out)), 1);
     const char *expect[] = {
@@ -121,7 +113,7 @@ static void test_bind_in_use_fails_startup(void **state)
     snprintf(line, sizeof(line), "127.0.0.1:%d", port_a);
     config_simple(conf, sizeof(conf), port, line, "", "", "");
     snprintf(path, sizeof(path), "%s/in-use-%d.ini", harness_tmpdir(), getpid());
-    write_file(path, conf);
+    config_write(path, conf);
     char *argv[] = {(char *)harness_bin("SLUICE_BIN"), "-c", path, NULL};
     assert_int_equal(run_capture(argv, out, sizeof(out)), 1);
     /* config_simple: [sluice] and three keys, a blank line, [listener:web], then bind */
@@ -155,7 +147,7 @@ static void test_each_startup_step_fails_cleanly(void **state)
              "[service:api]\nbackends = 127.0.0.1:%d\ncheck = tcp\n"
              "[service:disc]\ndiscovery = consul\n",
              pid_path, harness_free_port(), harness_free_port(), harness_free_port(), port_a);
-    write_file(path, conf);
+    config_write(path, conf);
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         snprintf(fault, sizeof(fault), "SLUICE_FAULT=%s", steps[i]);
         char *argv[] = {"/usr/bin/env", fault, (char *)harness_bin("SLUICE_BIN"), "-c", path, NULL};
@@ -396,7 +388,7 @@ static void test_reload_swaps_and_rejects_broken(void **state)
 
     snprintf(line, sizeof(line), "127.0.0.1:%d", port_b);
     config_simple(conf, sizeof(conf), port, line, "", "idle_timeout = 300ms\n", "");
-    write_file(p.conf_path, conf);
+    config_write(p.conf_path, conf);
     size_t from = log_size(&p), from_applied = from;
     proc_signal(&p, SIGHUP);
     const char *done[] = {"\"event\":\"reload_done\"", NULL};
@@ -419,7 +411,7 @@ static void test_reload_swaps_and_rejects_broken(void **state)
     assert_int_equal(read_exact(open_fd, back, 5), 0);
     assert_memory_equal(back, "still", 5);
 
-    write_file(p.conf_path, "[sluice]\nworkers = 1\n[listener:web]\nbind = nonsense\n");
+    config_write(p.conf_path, "[sluice]\nworkers = 1\n[listener:web]\nbind = nonsense\n");
     proc_signal(&p, SIGHUP);
     const char *failed[] = {"\"event\":\"reload_failed\"", NULL};
     const char *named[] = {"\"event\":\"config_error\"", ":4: bind:", NULL};

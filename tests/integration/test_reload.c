@@ -50,14 +50,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 /* --- the client loop ------------------------------------------------------------------------ */
 
 struct client_loop {
@@ -312,7 +304,7 @@ static void test_reload_under_load(void **state)
         loop_advance(&loop, 20);
         size_t step_from = from;
         int line = config_step(conf, sizeof(conf), &pt, k);
-        write_file(p.conf_path, conf);
+        config_write(p.conf_path, conf);
         reload_step(&p, &pt, k, &from);
         if (k == 10)
             check_blocked(&p, step_from, line);
@@ -369,7 +361,7 @@ static void test_reload_names_what_needs_restart(void **state)
              "[service:sa]\nbackends = 127.0.0.1:%d\n"
              "[service:sn]\nbackends = 127.0.0.1:%d\n",
              port, port_new, port_a, port_b);
-    write_file(p.conf_path, conf);
+    config_write(p.conf_path, conf);
     size_t from = log_size(&p);
     proc_signal(&p, SIGHUP);
     const char *done[] = {"\"event\":\"reload_done\"", NULL};

@@ -2,6 +2,12 @@
 #include "harness.h"
 #include "pattern.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -696,4 +702,12 @@ double metrics_sample(const char *body, const char *series)
         p = p != NULL ? p + 1 : NULL;
     }
     return -1;
+}
+
+void config_write(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
 }

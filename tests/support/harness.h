@@ -160,6 +160,9 @@ int http_request(int port, const char *method, const char *path, const char *bod
 int http_request_with(int port, const char *method, const char *path, const char *headers,
                       const char *body, size_t blen, char *out, size_t out_len);
 
+/* Writes text to path (a config file, whole); fails the test when it cannot. */
+void config_write(const char *path, const char *text);
+
 /* The value of the sample whose series text (name and labels, as written) is exactly series in
  * a Prometheus text body, or -1 when there is none. */
 double metrics_sample(const char *body, const char *series);
