@@ -14,7 +14,7 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: sluice [-t] [-c FILE]\n"
+    fprintf(out, "usage: sluice [-t] [-c FILE] [--takeover]\n"
                  "       sluice register [-c FILE] --name NAME ... (see sluice register -h)\n"
                  "       sluice deregister [-c FILE] --id ID\n"
                  "       sluice -h | --version\n"
@@ -22,6 +22,9 @@ static void usage(FILE *out)
                  "  -c, --config FILE  configuration file (default " DEFAULT_CONFIG ")\n"
                  "  -t, --test         check the configuration, print every problem as\n"
                  "                     FILE:LINE: key: what is wrong, and exit (0 ok, 1 bad)\n"
+                 "      --takeover     take the listeners of the sluice running on the same\n"
+                 "                     addresses (its sockets, nothing refused or reset), then\n"
+                 "                     tell it to drain: a binary upgrade without downtime\n"
                  "  -h, --help         this help\n"
                  "      --version      print the version\n"
                  "\n"
@@ -39,17 +42,16 @@ static void print_errors(const struct ini_errors *errs)
 struct cli {
     const char *path; /* -c FILE */
     int check_only;   /* -t */
+    int takeover;     /* --takeover */
     int exit_now;     /* >= 0: exit with this status (help, version, usage error) */
 };
 
 static struct cli parse_args(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"test", no_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {"takeover", no_argument, NULL, 'T'},     {NULL, 0, NULL, 0},
     };
     struct cli cli = {.path = DEFAULT_CONFIG, .exit_now = -1};
     int opt;
@@ -58,6 +60,8 @@ static struct cli parse_args(int argc, char **argv)
             cli.path = optarg;
         } else if (opt == 't') {
             cli.check_only = 1;
+        } else if (opt == 'T') {
+            cli.takeover = 1;
         } else if (opt == 'h') {
             usage(stdout);
             cli.exit_now = 0;
@@ -99,5 +103,5 @@ int main(int argc, char **argv)
     }
     /* splice(2) into a socket the peer reset raises SIGPIPE; the error code is enough */
     signal(SIGPIPE, SIG_IGN);
-    return daemon_run(cfg);
+    return daemon_run(cfg, cli.takeover);
 }

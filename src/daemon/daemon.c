@@ -19,6 +19,7 @@
 #include "listen_lock.h"
 #include "notify.h"
 #include "stats.h"
+#include "takeover.h"
 
 #define FAULT_ENV "SLUICE_FAULT" /* test hook: the start-up step named here fails */
 
@@ -67,10 +68,10 @@ static uint32_t fit_max_connections(struct daemon *d)
 
 static void on_claim_knock(uv_poll_t *poll, int status, int events)
 {
-    const struct listen_claim *c = poll->data;
+    struct listen_claim *c = poll->data;
     (void)status;
     (void)events;
-    listen_lock_drain(c->fd);
+    takeover_on_knock(c->daemon, c);
 }
 
 /* Why listener cl could not be claimed, in the config checker's FILE:LINE: key: form. */
@@ -92,22 +93,54 @@ static void claim_refused(struct daemon *d, const struct listener_conf *cl, int 
                  cl->bind_line, cl->bind.text, uv_strerror(rc), cl->name);
 }
 
+/* --takeover: listener i's claim and sockets from the sluice holding it (1), or nothing (0:
+ * nobody serves it, so it is bound as usual, with a warning), or an error. */
+static int daemon_take_listener(struct daemon *d, size_t i, int *fd)
+{
+    int rc = takeover_listener(d, i, fd);
+
+    if (rc == 0)
+        log_event(&d->log, LOG_LEVEL_WARN, "takeover_nothing_to_take",
+                  LOG_STR("listener", d->cfg->listeners[i].name),
+                  LOG_STR("bind", d->cfg->listeners[i].bind.text),
+                  LOG_STR("action", "no sluice serves it: binding it"));
+    return rc;
+}
+
+/* Where --takeover keeps what it receives: per listener, the old process's connection and
+ * sockets. */
+static int daemon_setup_takeover(struct daemon *d)
+{
+    size_t n = d->cfg->n_listeners ? d->cfg->n_listeners : 1;
+
+    d->takeovers = calloc(n, sizeof(*d->takeovers));
+    d->inherited = calloc(n, sizeof(*d->inherited));
+    if (d->takeovers == NULL || d->inherited == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        d->takeovers[i].conn = -1;
+    return 0;
+}
+
 /* Claims every listener's address before anything else starts, so that a second sluice on the
  * same config stops at once and names the one serving, where SO_REUSEPORT would let it share the
- * ports silently. A --takeover start is to skip this for the listeners it takes over and
- * inherit the old process's claims instead (listen_lock.h). */
+ * ports silently. A --takeover start receives the claim from its holder instead, with the
+ * listening sockets (takeover.h): both processes hold the claim until the old one exits, so no
+ * third start finds the name free in between. */
 static int daemon_claim_listeners(struct daemon *d)
 {
     const struct config *cfg = d->cfg;
 
     d->claims = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(*d->claims));
-    if (d->claims == NULL)
+    if (d->claims == NULL || (d->takeover && daemon_setup_takeover(d) != 0))
         return -ENOMEM;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct listen_claim *c = &d->claims[i];
         pid_t holder;
-        int rc;
-        if ((c->fd = listen_lock_acquire(&cfg->listeners[i].bind, &holder)) < 0) {
+        int rc = d->takeover ? daemon_take_listener(d, i, &c->fd) : 0;
+        if (rc < 0)
+            return rc;
+        if (rc == 0 && (c->fd = listen_lock_acquire(&cfg->listeners[i].bind, &holder)) < 0) {
             claim_refused(d, &cfg->listeners[i], c->fd, holder);
             return c->fd;
         }
@@ -117,6 +150,8 @@ static int daemon_claim_listeners(struct daemon *d)
         }
         d->n_claims++;
         c->poll.data = c;
+        c->daemon = d;
+        c->index = i;
         if ((rc = uv_poll_start(&c->poll, UV_READABLE, on_claim_knock)) != 0)
             return rc;
     }
@@ -169,6 +204,20 @@ static int daemon_write_pid_file(struct daemon *d)
     }
     d->pid_written = 1;
     return 0;
+}
+
+/* Whether pid_file still holds our pid: after a takeover the successor has written its own,
+ * which the old process's exit must not remove. */
+static int pid_file_is_ours(const char *path)
+{
+    char text[32] = "";
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL)
+        return 0;
+    int ok = fgets(text, sizeof(text), f) != NULL && atol(text) == (long)getpid();
+    fclose(f);
+    return ok;
 }
 
 /* --- services and listeners --------------------------------------------------------------- */
@@ -266,6 +315,8 @@ static int daemon_setup_listeners(struct daemon *d)
         .buffer_size = cfg->stream.buffer_size,
         .log = &d->log,
         .access = d->access_on ? &d->access : NULL,
+        .inherited = d->inherited,
+        .n_workers = d->n_workers,
     };
     return 0;
 }
@@ -461,6 +512,7 @@ static void daemon_log_discovery(struct daemon *d)
 
 static void daemon_close_handles(struct daemon *d)
 {
+    takeover_peers_close(d);
     daemon_release_claims(d);
     for (unsigned i = 0; i < d->n_signals; i++)
         uv_close((uv_handle_t *)&d->signals[i], NULL);
@@ -504,7 +556,7 @@ static void on_shutdown_timeout(uv_timer_t *t)
 
 /* Leaves Consul first (deregister, so that clients stop sending new work here, and stop
  * watching), then drains. */
-static void daemon_drain(struct daemon *d, const char *signal_name)
+void daemon_drain(struct daemon *d, const char *signal_name)
 {
     if (atomic_load(&d->draining)) {
         /* a second signal: the operator does not want to wait */
@@ -666,7 +718,7 @@ static void daemon_teardown(struct daemon *d)
     for (size_t i = 0; i < d->n_services; i++)
         owner_destroy(d->services[i]);
     free(d->services);
-    if (d->pid_written)
+    if (d->pid_written && pid_file_is_ours(d->cfg->pid_file))
         unlink(d->cfg->pid_file);
     if (d->loop_ready) {
         daemon_close_handles(d);
@@ -676,6 +728,9 @@ static void daemon_teardown(struct daemon *d)
         (void)rc;
     }
     free(d->claims); /* after the close callbacks: the poll handles live in it */
+    takeover_release(d);
+    free(d->takeovers);
+    free(d->inherited);
     ini_errors_clear(&d->reload_errs);
     pthread_cond_destroy(&d->reload_cond);
     pthread_mutex_destroy(&d->reload_lock);
@@ -740,7 +795,7 @@ static int daemon_step(struct daemon *d, const char *name, int (*step)(struct da
     return rc;
 }
 
-int daemon_run(struct config *cfg)
+int daemon_run(struct config *cfg, int takeover)
 {
     static const struct {
         const char *name;
@@ -767,6 +822,7 @@ int daemon_run(struct config *cfg)
         return 1;
     }
     d->cfg = cfg;
+    d->takeover = takeover;
     d->n_workers = cfg->workers;
     d->fault = getenv(FAULT_ENV);
     d->started_ms = clock_ms();
@@ -785,6 +841,7 @@ int daemon_run(struct config *cfg)
         atomic_store(&d->serving, 1);
         daemon_log_started(d);
         daemon_notify_ready(d);
+        takeover_finish(d); /* only now: a start that failed leaves the old process serving */
         uv_run(&d->loop, UV_RUN_DEFAULT);
         daemon_log_stats(d, "stopped");
     }

@@ -5,9 +5,12 @@
 
 #include "config.h"
 
-/* Runs sluice with cfg until a signal ends it. Takes ownership of cfg. Returns the process exit
+/* Runs sluice with cfg until a signal ends it (or a successor's takeover). Takes ownership of
+ * cfg. With takeover, the listeners a running sluice serves on the same addresses are taken
+ * from it (sockets and claims) and it is told to drain once this one is ready; the others are
+ * bound as usual. Returns the process exit
  * status: 0 after a clean shutdown, 1 when start-up failed (the failed step is logged, and every
  * step before it undone). Main thread; the daemon's state is its own, not the process's. */
-int daemon_run(struct config *cfg);
+int daemon_run(struct config *cfg, int takeover);
 
 #endif

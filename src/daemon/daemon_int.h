@@ -29,9 +29,13 @@ struct listener_entry {
 /* A listener's claim on its bind address (listen_lock.h), held while it accepts, and the poll
  * that drains the connections of refused starters. */
 struct listen_claim {
-    int fd;         /* the claim; -1 once released */
-    uv_poll_t poll; /* readable when a starter connected to learn our pid */
+    int fd;                /* the claim; -1 once released */
+    uv_poll_t poll;        /* readable when a starter connected to learn our pid, or a takeover */
+    struct daemon *daemon; /* whose claim */
+    size_t index;          /* the cfg listener it claims for */
 };
+
+struct takeover_peer;
 
 struct daemon {
     struct config *cfg;                  /* running configuration, owned */
@@ -87,7 +91,16 @@ struct daemon {
     struct listen_claim *claims;         /* one per cfg listener, freed after the loop closes */
     size_t n_claims;                     /* claims whose poll handle is initialised */
     int pid_written;                     /* cfg->pid_file is ours to remove */
+    int takeover;                        /* --takeover: take the listeners of a running sluice */
+    struct takeover_in *takeovers;       /* per cfg listener: who it was taken from (takeover.h) */
+    struct worker_inherited *inherited;  /* per cfg listener: the sockets received with it */
+    struct takeover_peer *peers;         /* takeovers asked of this process, being answered */
+    size_t n_peers;                      /* in peers */
 };
+
+/* Stops accepting and lets open sessions finish (SIGTERM, SIGINT, or a successor's DRAIN after
+ * a takeover: why says which); a second call cuts the wait short. */
+void daemon_drain(struct daemon *d, const char *why);
 
 /* Publishes the static backends of service cs into its owner (start and reload). 0 or -ENOMEM. */
 int reload_static_service(struct daemon *d, struct owner *o, const struct config_service *cs);

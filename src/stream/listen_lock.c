@@ -70,6 +70,27 @@ void listen_lock_drain(int fd)
             close(c);
 }
 
+int listen_lock_connect(const struct net_addr *addr)
+{
+    struct sockaddr_un un;
+    socklen_t len = claim_address(addr, &un);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (const struct sockaddr *)&un, len) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int listen_lock_reclaim(int fd)
+{
+    return listen(fd, SOMAXCONN) == 0 ? 0 : -errno;
+}
+
 void listen_lock_release(int fd)
 {
     if (fd >= 0)

@@ -33,6 +33,15 @@ int listen_lock_acquire(const struct net_addr *addr, pid_t *holder);
  * backlog hides the pid from the next one. For a poll on fd turning readable; never blocks. */
 void listen_lock_drain(int fd);
 
+/* Connects to the process that holds addr's claim, for a takeover (blocking, SOCK_CLOEXEC).
+ * Returns the connected descriptor, -ECONNREFUSED when nobody holds it, or another -errno. */
+int listen_lock_connect(const struct net_addr *addr);
+
+/* Makes a claim received from another process (SCM_RIGHTS) name this one: listen(2) again sets
+ * the credentials that SO_PEERCRED hands the next starter. Also how the old holder takes its
+ * name back when a takeover is abandoned. 0 or -errno. */
+int listen_lock_reclaim(int fd);
+
 /* Gives a claim up; fd < 0 is fine (nothing claimed). */
 void listen_lock_release(int fd);
 

@@ -214,6 +214,19 @@ static void worker_retire_listener(struct worker *w, struct worker_listener *wl)
     worker_listener_destroy(wl);
 }
 
+/* A drain retires every socket like a reload does, so that what is queued on it is served
+ * instead of reset; a socket another process also holds (handed over by a takeover) is not reset
+ * by the close either way, it only loses this process's reference. */
+static void worker_retire_listeners(struct worker *w)
+{
+    while (w->listeners != NULL) {
+        struct worker_listener *wl = w->listeners;
+        w->listeners = wl->next;
+        worker_retire_listener(w, wl);
+    }
+    w->accepting = 0;
+}
+
 static struct worker_change_item *change_find(struct worker_change *c, size_t index)
 {
     for (size_t i = 0; i < c->n; i++)
@@ -222,14 +235,16 @@ static struct worker_change_item *change_find(struct worker_change *c, size_t in
     return NULL;
 }
 
-/* A kept socket takes its listener's new version; the reference moves from the change. */
+/* A kept socket takes its listener's new version. The socket takes a reference of its own (the
+ * change keeps its one): a worker may hold several sockets of one listener (taken over from a
+ * process that ran more workers), and each of them must find the item. */
 static void worker_listener_swap(struct worker_listener *wl, struct worker_change_item *it)
 {
     if (it->rt->backlog != wl->rt->backlog)
         (void)listen(wl->watch.fd, it->rt->backlog); /* Linux resizes the queue in place */
+    listener_rt_hold(it->rt);
     listener_rt_drop(wl->rt);
     wl->rt = it->rt;
-    it->rt = NULL;
 }
 
 /* Kept sockets first (swap or retire), then the new ones join the list. */
@@ -289,6 +304,11 @@ void worker_listener_destroy(struct worker_listener *wl)
 {
     if (wl == NULL)
         return;
+    /* close(2) takes a descriptor out of the epoll set only with the last reference to its open
+     * file; a socket handed to a successor (takeover) has another one, and would go on waking
+     * this set with a freed watch. So a watched socket leaves the set first. */
+    if (wl->watch.fd >= 0 && wl->watch.events != 0)
+        (void)evloop_watch(&wl->worker->loop, &wl->watch, 0);
     watch_close(&wl->watch);
     listener_rt_drop(wl->rt);
     free(wl);
@@ -346,6 +366,8 @@ static void on_wakeup(uv_async_t *a)
     int cmd = atomic_load(&w->command);
     if (cmd == WORKER_RUN)
         return;
+    if (cmd == WORKER_DRAIN)
+        worker_retire_listeners(w);
     (void)worker_close_listeners(w);
     uv_timer_stop(&w->resume);
     if (!w->unlistened && w->on_unlisten != NULL) {
@@ -416,20 +438,68 @@ static uint64_t wheel_tick_for(const struct worker_shared *shared)
     return tick < 5 ? 5 : tick > 250 ? 250 : tick;
 }
 
+/* A socket taken over from the process this one replaces: already bound and listening, and
+ * its queue is served from now on. listen(2) again gives it this file's backlog. */
+static struct worker_listener *worker_listener_adopt(struct worker *w, int fd,
+                                                     const struct listener_rt *rt)
+{
+    struct worker_listener *wl = calloc(1, sizeof(*wl));
+
+    if (wl == NULL)
+        return NULL;
+    (void)listen(fd, rt->backlog);
+    watch_init(&wl->watch, fd, on_listener_event);
+    wl->worker = w;
+    return wl;
+}
+
+static void worker_listener_append(struct worker_listener ***tail, struct worker_listener *wl,
+                                   struct listener_rt *rt)
+{
+    listener_rt_hold(rt);
+    wl->rt = rt;
+    **tail = wl;
+    *tail = &wl->next;
+}
+
+/* Appends to *tail the sockets of listener i dealt to w (socket j goes to worker j % n_workers),
+ * taking their descriptors; or one bound here when none is dealt to w. 0 or -errno. */
+static int worker_init_listener(struct worker *w, size_t i, struct worker_listener ***tail,
+                                char *err, size_t err_len)
+{
+    const struct worker_shared *sh = w->shared;
+    struct worker_inherited *inh = sh->inherited != NULL ? &sh->inherited[i] : NULL;
+    struct listener_rt *rt = sh->listeners[i];
+
+    if (inh == NULL || inh->n <= w->id) {
+        struct worker_listener *wl = worker_listener_create(w, rt, err, err_len);
+        if (wl == NULL)
+            return -errno;
+        worker_listener_append(tail, wl, rt);
+        return 0;
+    }
+    assert(sh->n_workers > 0);
+    for (size_t j = w->id; j < inh->n; j += sh->n_workers) {
+        struct worker_listener *wl = worker_listener_adopt(w, inh->fds[j], rt);
+        if (wl == NULL) {
+            snprintf(err, err_len, "listener %s: out of memory", rt->name);
+            return -ENOMEM;
+        }
+        inh->fds[j] = -1; /* the worker's now */
+        worker_listener_append(tail, wl, rt);
+    }
+    return 0;
+}
+
 /* The start-up set, in file order. */
 static int worker_init_listeners(struct worker *w, char *err, size_t err_len)
 {
     struct worker_listener **tail = &w->listeners;
 
     for (size_t i = 0; i < w->shared->n_listeners; i++) {
-        struct worker_listener *wl =
-            worker_listener_create(w, w->shared->listeners[i], err, err_len);
-        if (wl == NULL)
-            return -errno;
-        listener_rt_hold(w->shared->listeners[i]);
-        wl->rt = w->shared->listeners[i];
-        *tail = wl;
-        tail = &wl->next;
+        int rc = worker_init_listener(w, i, &tail, err, err_len);
+        if (rc != 0)
+            return rc;
     }
     return 0;
 }

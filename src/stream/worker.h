@@ -33,6 +33,16 @@ struct worker_shared {
     uint32_t buffer_size;                 /* bytes per copy buffer */
     struct logger *log;                   /* where events go */
     struct log_writer *access;            /* access-log rings, one per worker; NULL = none */
+    struct worker_inherited *inherited;   /* per start-up listener, or NULL: sockets taken over */
+    unsigned n_workers;                   /* workers: how inherited sockets are dealt */
+};
+
+/* Listening sockets a --takeover start received from the process it replaces, for one listener
+ * of the start-up set: dealt over the workers (socket j to worker j % n_workers), each taken
+ * over as that worker's socket; a worker dealt none binds its own. */
+struct worker_inherited {
+    int *fds; /* n descriptors; worker_init sets the ones it takes to -1 */
+    size_t n; /* sockets received; 0 = none, bind as usual */
 };
 
 struct worker;
@@ -62,7 +72,8 @@ struct worker_change {
 /* Commands the main thread posts to a worker. */
 enum worker_command {
     WORKER_RUN,   /* serve */
-    WORKER_DRAIN, /* stop accepting, let sessions finish, then exit */
+    WORKER_DRAIN, /* stop accepting (what is queued is accepted first), let sessions finish,
+                     then exit */
     WORKER_STOP,  /* close every session now and exit */
 };
 
@@ -99,8 +110,10 @@ struct worker {
 };
 
 /* Sets up a worker (loop, pools, timers, balancer state) and creates its listening sockets
- * (bound with SO_REUSEPORT). Does not start the thread. Returns 0 or a negative errno / libuv
- * code with a message in err; on failure everything it did is undone. Main thread. */
+ * (bound with SO_REUSEPORT), or takes the inherited ones dealt to it (their descriptors become
+ * the worker's and are set to -1 in shared->inherited). Does not start the thread. Returns 0 or a
+ * negative errno / libuv code with a message in err; on failure everything it did is undone. Main
+ * thread. */
 int worker_init(struct worker *w, unsigned id, struct worker_shared *shared, char *err,
                 size_t err_len);
 

@@ -283,6 +283,12 @@ int sluice_start(struct proc *p, const char *config_text)
 
 int sluice_spawn(struct proc *p, const char *config_text, const char *const *wrapper)
 {
+    return sluice_spawn_args(p, config_text, wrapper, NULL);
+}
+
+int sluice_spawn_args(struct proc *p, const char *config_text, const char *const *wrapper,
+                      const char *const *args)
+{
     snprintf(p->conf_path, sizeof(p->conf_path), "%s/%d-%d.ini", harness_tmpdir(), getpid(),
              spawn_counter);
     FILE *f = fopen(p->conf_path, "w");
@@ -297,13 +303,21 @@ int sluice_spawn(struct proc *p, const char *config_text, const char *const *wra
     argv[n++] = harness_bin("SLUICE_BIN");
     argv[n++] = "-c";
     argv[n++] = p->conf_path;
+    for (size_t i = 0; args != NULL && args[i] != NULL && n < 15; i++)
+        argv[n++] = args[i];
     argv[n] = NULL;
     return spawn(p, (char *const *)argv, -1) > 0 ? 0 : -1;
 }
 
 int sluice_start_wrapped(struct proc *p, const char *config_text, const char *const *wrapper)
 {
-    if (sluice_spawn(p, config_text, wrapper) != 0)
+    return sluice_start_args(p, config_text, NULL, wrapper);
+}
+
+int sluice_start_args(struct proc *p, const char *config_text, const char *const *args,
+                      const char *const *wrapper)
+{
+    if (sluice_spawn_args(p, config_text, wrapper, args) != 0)
         return -1;
     uint64_t deadline = now_ms() + HARNESS_WAIT_MS;
     const char *needles[] = {"\"event\":\"started\"", NULL};

@@ -50,6 +50,15 @@ int sluice_start_wrapped(struct proc *p, const char *config_text, const char *co
  * itself. 0, or -1 when the config could not be written or the fork failed. */
 int sluice_spawn(struct proc *p, const char *config_text, const char *const *wrapper);
 
+/* Like sluice_spawn, with args (NULL-terminated, may be NULL) after "-c FILE". */
+int sluice_spawn_args(struct proc *p, const char *config_text, const char *const *wrapper,
+                      const char *const *args);
+
+/* Like sluice_start_wrapped, with args (NULL-terminated, may be NULL) after "-c FILE", e.g.
+ * {"--takeover", NULL}. */
+int sluice_start_args(struct proc *p, const char *config_text, const char *const *args,
+                      const char *const *wrapper);
+
 /* Sends sig and waits for the exit; returns the exit status (or 128+signal). */
 int proc_stop(struct proc *p, int sig);
 
