@@ -99,25 +99,8 @@ struct client_loop {
 /* One connection: the hello, then bytes out and the same bytes back. 0, or -1 with why. */
 static int client_once(int port, unsigned long long n, const char **why)
 {
-    static _Thread_local unsigned char out[CLIENT_BYTES], back[CLIENT_BYTES];
-    char hello[16];
-    int fd = tcp_connect(port);
-
-    *why = "connect";
-    if (fd < 0)
-        return -1;
-    pattern_fill(n, 0, out, sizeof(out));
-    int rc = -1;
-    if (read_line(fd, hello, sizeof(hello)) < 0 || strcmp(hello, "A") != 0)
-        *why = "hello";
-    else if (write_all(fd, out, sizeof(out)) != 0 || read_exact(fd, back, sizeof(back)) != 0)
-        *why = "echo";
-    else if (memcmp(out, back, sizeof(out)) != 0)
-        *why = "bytes";
-    else
-        rc = 0;
-    close(fd);
-    return rc;
+    static const char *const hellos[] = {"A", NULL};
+    return echo_verified(port, n, CLIENT_BYTES, hellos, why);
 }
 
 static void *client_loop_run(void *arg)

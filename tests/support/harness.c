@@ -725,3 +725,36 @@ void config_write(const char *path, const char *text)
     assert_true(fputs(text, f) >= 0);
     assert_int_equal(fclose(f), 0);
 }
+
+static int hello_is_one_of(const char *hello, const char *const *hellos)
+{
+    for (; *hellos != NULL; hellos++)
+        if (strcmp(hello, *hellos) == 0)
+            return 1;
+    return 0;
+}
+
+int echo_verified(int port, unsigned long long seed, size_t len, const char *const *hellos,
+                  const char **why)
+{
+    unsigned char *out = malloc(len), *back = malloc(len);
+    char hello[16];
+    int rc = -1, fd = out != NULL && back != NULL ? tcp_connect(port) : -1;
+
+    *why = "connect";
+    if (fd >= 0) {
+        pattern_fill(seed, 0, out, len);
+        if (read_line(fd, hello, sizeof(hello)) < 0 || !hello_is_one_of(hello, hellos))
+            *why = "hello";
+        else if (write_all(fd, out, len) != 0 || read_exact(fd, back, len) != 0)
+            *why = "echo";
+        else if (memcmp(out, back, len) != 0)
+            *why = "bytes";
+        else
+            rc = 0;
+        close(fd);
+    }
+    free(out);
+    free(back);
+    return rc;
+}

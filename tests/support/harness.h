@@ -169,6 +169,12 @@ int http_request(int port, const char *method, const char *path, const char *bod
 int http_request_with(int port, const char *method, const char *path, const char *headers,
                       const char *body, size_t blen, char *out, size_t out_len);
 
+/* One connection to 127.0.0.1:port that must say one of the hello lines in hellos (NULL
+ * ended), then echo len pattern bytes of seed back intact. 0, or -1 with *why naming the part
+ * that failed ("connect", "hello", "echo", "bytes"). Any thread. */
+int echo_verified(int port, unsigned long long seed, size_t len, const char *const *hellos,
+                  const char **why);
+
 /* Writes text to path (a config file, whole); fails the test when it cannot. */
 void config_write(const char *path, const char *text);
 
