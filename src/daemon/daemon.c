@@ -286,12 +286,16 @@ static int daemon_setup_listener_table(struct daemon *d)
     for (size_t i = 0; i < n; i++) {
         const struct listener_conf *cl = &cfg->listeners[i];
         struct listener_rt tmpl;
+        struct acl *acl;
+        if (reload_listener_acl(cl, &acl) != 0)
+            return -ENOMEM;
         reload_listener_fill(&tmpl, cl, cfg->path, &d->service_rts[cl->service_index],
-                             reload_listener_slot(d, cl->name));
+                             reload_listener_slot(d, cl->name), acl);
         struct listener_rt *rt = listener_rt_create(&tmpl);
         if (rt == NULL)
             return -ENOMEM;
-        d->listeners[d->n_listeners++] = (struct listener_entry){.rt = rt, .conf = *cl};
+        d->listeners[d->n_listeners++] =
+            (struct listener_entry){.rt = rt, .conf = reload_listener_kept(cl)};
         d->start_rts[i] = rt;
     }
     return 0;

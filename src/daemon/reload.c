@@ -9,6 +9,7 @@
 #include <time.h>
 #include <assert.h>
 
+#include "acl.h"
 #include "balancer.h"
 #include "daemon_int.h"
 #include "notify.h"
@@ -144,8 +145,24 @@ size_t reload_listener_slot(struct daemon *d, const char *name)
     return d->n_slots++;
 }
 
+int reload_listener_acl(const struct listener_conf *cl, struct acl **acl)
+{
+    /* the lists passed acl_cidr_check when loaded: only ENOMEM is left */
+    return acl_create(acl, (const char *const *)cl->allow.items, cl->allow.n,
+                      (const char *const *)cl->deny.items, cl->deny.n);
+}
+
+struct listener_conf reload_listener_kept(const struct listener_conf *cl)
+{
+    struct listener_conf kept = *cl;
+    kept.allow = (struct ini_list){0};
+    kept.deny = (struct ini_list){0};
+    return kept;
+}
+
 void reload_listener_fill(struct listener_rt *t, const struct listener_conf *cl,
-                          const char *conf_path, struct service_rt *svc, size_t slot)
+                          const char *conf_path, struct service_rt *svc, size_t slot,
+                          struct acl *acl)
 {
     memset(t, 0, sizeof(*t));
     snprintf(t->name, sizeof(t->name), "%s", cl->name);
@@ -161,6 +178,7 @@ void reload_listener_fill(struct listener_rt *t, const struct listener_conf *cl,
     t->idle_timeout_ms = cl->idle_timeout_ms;
     t->retries = cl->retries;
     t->backlog = cl->backlog;
+    t->acl = acl;
 }
 
 /* What a reload does with one listener of the next file. */
@@ -184,9 +202,13 @@ static void ignore_change(void *ctx, const char *key, const char *from, const ch
     (void)ctx, (void)key, (void)from, (void)to;
 }
 
-static int same_listener(const struct listener_conf *a, const struct listener_conf *b)
+/* Whether the running entry already serves conf b with the ranges acl. */
+static int same_listener(const struct listener_entry *running, const struct listener_conf *b,
+                         const struct acl *acl)
 {
-    return ini_keys_diff(listener_keys, a, b, ignore_change, NULL) == 0;
+    struct listener_conf kept = reload_listener_kept(b);
+    return ini_keys_diff(listener_keys, &running->conf, &kept, ignore_change, NULL) == 0 &&
+           acl_equal(running->rt->acl, acl);
 }
 
 /* The running version stays (nothing at all for a listener not running). 1 when p serves. */
@@ -288,22 +310,36 @@ static int plan_listener(struct daemon *d, const struct listener_conf *cl, struc
 {
     const struct listener_entry *running = running_listener(d, cl->name);
     struct listener_conf want;
+    struct acl *acl;
 
-    if (running != NULL && same_listener(&running->conf, cl))
+    if (reload_listener_acl(cl, &acl) != 0) {
+        log_event(
+            &d->log, LOG_LEVEL_ERROR, "reload_listener_failed", LOG_STR("listener", cl->name),
+            LOG_STR("error", "out of memory for allow/deny"),
+            LOG_STR("action", running != NULL ? "keeping the running listener" : "not added"));
         return plan_keep(p, running);
+    }
+    if (running != NULL && same_listener(running, cl, acl)) {
+        acl_destroy(acl);
+        return plan_keep(p, running);
+    }
     struct service_rt *svc = plan_service(d, running, cl, &want);
-    if (svc == NULL || (running != NULL && same_listener(&running->conf, &want)))
+    if (svc == NULL || (running != NULL && same_listener(running, &want, acl))) {
+        acl_destroy(acl);
         return plan_keep(p, running);
+    }
     size_t slot = running != NULL ? running->rt->index : reload_listener_slot(d, cl->name);
     if (slot == SIZE_MAX) {
+        acl_destroy(acl);
         struct restart_ctx r = restart_in(d, "listener", cl->name);
         needs_restart(&r, "(section)", "absent", "added (no counter slot left)");
         return 0;
     }
     struct listener_rt tmpl;
-    reload_listener_fill(&tmpl, &want, d->cfg->path, svc, slot);
+    reload_listener_fill(&tmpl, &want, d->cfg->path, svc, slot, acl);
     memset(p, 0, sizeof(*p));
-    p->entry = (struct listener_entry){.rt = listener_rt_create(&tmpl), .conf = want};
+    p->entry = (struct listener_entry){.rt = listener_rt_create(&tmpl),
+                                       .conf = reload_listener_kept(&want)};
     p->running = running;
     p->changed = 1;
     if (p->entry.rt == NULL ||
@@ -387,6 +423,20 @@ static void applied(void *ctx, const char *key, const char *from, const char *to
     log_change(ctx, LOG_LEVEL_INFO, "reload_applied", key, from, to);
 }
 
+/* The keys of a changed listener; allow/deny as range counts (the lists are not kept). */
+static void log_applied_keys(struct restart_ctx *r, const struct listener_plan *p)
+{
+    const struct acl *from = p->running->rt->acl, *to = p->entry.rt->acl;
+    char a[48], b[48];
+
+    (void)ini_keys_diff(listener_keys, &p->running->conf, &p->entry.conf, applied, r);
+    if (acl_equal(from, to))
+        return;
+    snprintf(a, sizeof(a), "%zu ranges", acl_ranges(from));
+    snprintf(b, sizeof(b), "%zu ranges", acl_ranges(to));
+    applied(r, "allow/deny", a, b);
+}
+
 static void log_applied(struct daemon *d, const struct listener_plan *plans, size_t n,
                         const struct config *next)
 {
@@ -395,8 +445,7 @@ static void log_applied(struct daemon *d, const struct listener_plan *plans, siz
         if (plans[i].changed && plans[i].running == NULL)
             applied(&r, "(section)", "absent", "added");
         else if (plans[i].changed)
-            (void)ini_keys_diff(listener_keys, &plans[i].running->conf, &plans[i].entry.conf,
-                                applied, &r);
+            log_applied_keys(&r, &plans[i]);
     }
     for (size_t i = 0; i < d->n_listeners; i++) {
         const char *name = d->listeners[i].conf.name;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "balancer.h"
 #include "clock.h"
 #include "daemon_int.h"
@@ -27,9 +28,10 @@ static void sum_stats(struct daemon *d, struct stats *out)
 
 /* One listener's counters over every worker. */
 static void sum_listener(struct daemon *d, size_t l, unsigned long long *accepted,
-                         unsigned long long *open, unsigned long long ended[SESSION_END_COUNT])
+                         unsigned long long *open, unsigned long long ended[SESSION_END_COUNT],
+                         unsigned long long rejected[2])
 {
-    *accepted = *open = 0;
+    *accepted = *open = rejected[0] = rejected[1] = 0;
     memset(ended, 0, SESSION_END_COUNT * sizeof(ended[0]));
     for (unsigned i = 0; i < d->n_inited; i++) {
         const struct listener_stats *ls = &d->workers[i].host.lstats[l];
@@ -37,6 +39,8 @@ static void sum_listener(struct daemon *d, size_t l, unsigned long long *accepte
         *open += atomic_load_explicit(&ls->open, memory_order_relaxed);
         for (size_t e = 0; e < SESSION_END_COUNT; e++)
             ended[e] += atomic_load_explicit(&ls->ended[e], memory_order_relaxed);
+        rejected[0] += atomic_load_explicit(&ls->rejected_deny, memory_order_relaxed);
+        rejected[1] += atomic_load_explicit(&ls->rejected_not_allowed, memory_order_relaxed);
     }
 }
 
@@ -101,20 +105,24 @@ const char *report_health_word(struct daemon *d)
 static cJSON *status_listeners(struct daemon *d)
 {
     cJSON *arr = cJSON_CreateArray();
-    unsigned long long accepted, open, ended[SESSION_END_COUNT];
+    unsigned long long accepted, open, ended[SESSION_END_COUNT], rejected[2];
 
     pthread_mutex_lock(&d->table_lock);
     for (size_t i = 0; arr != NULL && i < d->n_listeners; i++) {
         const struct listener_rt *l = d->listeners[i].rt;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToArray(arr, o);
-        sum_listener(d, l->index, &accepted, &open, ended);
+        sum_listener(d, l->index, &accepted, &open, ended, rejected);
         cJSON_AddStringToObject(o, "name", l->name);
         cJSON_AddStringToObject(o, "bind", l->bind.text);
         cJSON_AddStringToObject(o, "service", l->service->name);
         cJSON_AddNumberToObject(o, "open", (double)open);
         cJSON_AddNumberToObject(o, "accepted", (double)accepted);
         cJSON_AddBoolToObject(o, "log_access", l->log_access);
+        cJSON *rej = cJSON_AddObjectToObject(o, "rejected");
+        cJSON_AddNumberToObject(rej, "deny", (double)rejected[0]);
+        cJSON_AddNumberToObject(rej, "not_allowed", (double)rejected[1]);
+        cJSON_AddNumberToObject(o, "acl_ranges", (double)acl_ranges(l->acl));
     }
     pthread_mutex_unlock(&d->table_lock);
     return arr;
@@ -344,16 +352,20 @@ static void metrics_totals(struct mbuf *b, struct daemon *d)
 /* One listener's samples of the three families, by its table position. */
 static void metrics_listener(struct mbuf *b, struct daemon *d, size_t i, int family_no)
 {
-    unsigned long long accepted, open, ended[SESSION_END_COUNT];
+    unsigned long long accepted, open, ended[SESSION_END_COUNT], rejected[2];
     const struct listener_rt *rt = d->listeners[i].rt;
     char l[128];
 
-    sum_listener(d, rt->index, &accepted, &open, ended);
+    sum_listener(d, rt->index, &accepted, &open, ended, rejected);
     label(rt->name, l, sizeof(l));
     if (family_no == 0)
         put(b, "sluice_listener_connections_accepted_total{listener=\"%s\"} %llu\n", l, accepted);
     else if (family_no == 1)
         put(b, "sluice_listener_connections_open{listener=\"%s\"} %llu\n", l, open);
+    else if (family_no == 3)
+        for (int r = 0; r < 2; r++)
+            put(b, "sluice_listener_rejected_total{listener=\"%s\",reason=\"%s\"} %llu\n", l,
+                r == 0 ? "deny" : "not_allowed", rejected[r]);
     else
         for (size_t e = 0; e < SESSION_END_COUNT; e++)
             put(b, "sluice_listener_connections_closed_total{listener=\"%s\",reason=\"%s\"} %llu\n",
@@ -368,10 +380,12 @@ static void metrics_listeners(struct mbuf *b, struct daemon *d)
         {"sluice_listener_connections_open", "gauge", "Connections open now."},
         {"sluice_listener_connections_closed_total", "counter",
          "Connections that ended, by how (rejected ones too)."},
+        {"sluice_listener_rejected_total", "counter",
+         "Connections refused at accept by allow/deny, by reason."},
     };
 
     pthread_mutex_lock(&d->table_lock);
-    for (int f = 0; f < 3; f++) {
+    for (int f = 0; f < 4; f++) {
         family(b, families[f][0], families[f][1], families[f][2]);
         for (size_t i = 0; i < d->n_listeners; i++)
             metrics_listener(b, d, i, f);

@@ -1,6 +1,8 @@
 /* Listening sockets and accept. */
 #include "listener.h"
 
+#include "acl.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -15,8 +17,10 @@ struct listener_rt *listener_rt_create(const struct listener_rt *tmpl)
 {
     struct listener_rt *rt = malloc(sizeof(*rt));
 
-    if (rt == NULL)
+    if (rt == NULL) {
+        acl_destroy(tmpl->acl); /* handed over either way */
         return NULL;
+    }
     memcpy(rt, tmpl, sizeof(*rt));
     atomic_init(&rt->refs, 1);
     return rt;
@@ -36,8 +40,10 @@ void listener_rt_drop(struct listener_rt *rt)
     /* release: this holder's reads happen before the free; acquire in the freeing thread */
     unsigned before = atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel);
     assert(before > 0);
-    if (before == 1)
+    if (before == 1) {
+        acl_destroy(rt->acl);
         free(rt);
+    }
 }
 
 int listener_socket(const struct listener_rt *rt, char *err, size_t err_len)

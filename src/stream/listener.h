@@ -12,6 +12,7 @@
 #include "addr.h"
 #include "inifile.h"
 
+struct acl;
 struct owner;
 
 /* A service as sessions see it: its owner and what they enforce. Read-only while workers run,
@@ -47,16 +48,18 @@ struct listener_rt {
     uint64_t idle_timeout_ms;    /* 0 = never */
     uint32_t retries;            /* other instances tried after a failed connect */
     int backlog;                 /* listen(2) backlog */
+    struct acl *acl;             /* allow/deny, owned by this version; NULL: everyone may come */
 };
 
-/* A new version: a copy of tmpl (a template on the caller's stack, never a published version:
- * its refs are read plainly) with one reference, the caller's. NULL on ENOMEM. Any thread. */
+/* A new version: a copy of tmpl (which hands over its acl) (a template on the caller's stack, never
+ * a published version: its refs are read plainly) with one reference, the caller's. NULL on ENOMEM.
+ * Any thread. */
 struct listener_rt *listener_rt_create(const struct listener_rt *tmpl);
 
 /* Takes one more reference. Any thread. */
 void listener_rt_hold(struct listener_rt *rt);
 
-/* Gives one back; the last one frees rt. NULL is fine. Any thread. */
+/* Gives one back; the last one frees rt and its acl. NULL is fine. Any thread. */
 void listener_rt_drop(struct listener_rt *rt);
 
 /* A listening socket for rt, bound with SO_REUSEPORT so that every worker binds the same address

@@ -74,6 +74,8 @@ struct listener_stats {
     atomic_ullong accepted;                 /* connections accepted */
     atomic_ullong open;                     /* connections open now */
     atomic_ullong ended[SESSION_END_COUNT]; /* connections ended, by how */
+    atomic_ullong rejected_deny;            /* refused at accept: a deny range holds the client */
+    atomic_ullong rejected_not_allowed;     /* refused at accept: outside the allow list */
 };
 
 #define SESSION_HIST_BUCKETS 12 /* finite buckets of each latency histogram */

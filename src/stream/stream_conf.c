@@ -1,6 +1,8 @@
 /* Key rows of the stream layer: [sluice] data-path settings and [listener:NAME]. */
 #include "stream_conf.h"
 
+#include "acl.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +38,10 @@ const struct ini_key listener_keys[] = {
     INI_KEY("retries", LISTENER(retries), ini_set_u32, 0, 100, "2", false),
     INI_KEY("backlog", LISTENER(backlog), ini_set_int, 1, 65535, "4096", false),
     INI_KEY("log_access", LISTENER(log_access), ini_set_bool, 0, 0, "off", false),
+    INI_KEY("allow", LISTENER(allow), ini_set_list, 0, 0, NULL, false, .release = ini_release_list,
+            .check = acl_cidr_check),
+    INI_KEY("deny", LISTENER(deny), ini_set_list, 0, 0, NULL, false, .release = ini_release_list,
+            .check = acl_cidr_check),
     {.name = NULL},
 };
 

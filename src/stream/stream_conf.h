@@ -31,6 +31,8 @@ struct listener_conf {
     uint32_t retries;            /* retries, other instances tried after a failed connect */
     int backlog;                 /* backlog for listen(2), default 4096 */
     int log_access;              /* log_access: one line per closed connection (0 or 1) */
+    struct ini_list allow;       /* allow: CIDRs let in (none: everyone); owned by the config */
+    struct ini_list deny;        /* deny: CIDRs refused, over allow; owned by the config */
 };
 
 /* The keys of a [service:NAME] that sessions enforce. */

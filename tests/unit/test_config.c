@@ -528,6 +528,25 @@ static void test_listener_references(void **state)
                   {6, "[listener:b]", "service is required"});
 }
 
+/* allow/deny: CIDR lists with FILE:LINE errors; host bits are refused, not masked. */
+static void test_listener_acl(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS(BASE "[listener:b]\nbind = 127.0.0.1:1\nservice = api\ndeny = 10.0.0.300/8\n",
+                  {9, "deny", "entry \"10.0.0.300/8\" is not a CIDR"});
+    EXPECT_ERRORS(BASE "[listener:b]\nbind = 127.0.0.1:1\nservice = api\nallow = ::1, ::/129\n",
+                  {9, "allow", "entry \"::/129\" has a prefix longer than its family's"});
+    EXPECT_ERRORS(BASE "[listener:b]\nbind = 127.0.0.1:1\nservice = api\nallow = 10.1.2.3/8\n",
+                  {9, "allow", "entry \"10.1.2.3/8\" has bits set beyond its prefix"});
+    struct config *cfg = load_ok(BASE "[listener:b]\nbind = 127.0.0.1:1\nservice = api\n"
+                                      "allow = 10.0.0.0/8, 2001:db8::/32\ndeny = 127.0.0.2\n");
+    assert_int_equal(cfg->listeners[1].allow.n, 2);
+    assert_string_equal(cfg->listeners[1].allow.items[1], "2001:db8::/32");
+    assert_int_equal(cfg->listeners[1].deny.n, 1);
+    assert_int_equal(cfg->listeners[0].allow.n, 0);
+    config_destroy(cfg);
+}
+
 static void test_duplicate_bind(void **state)
 {
     (void)state;
@@ -929,6 +948,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_section),
         cmocka_unit_test(test_duplicate_key),
         cmocka_unit_test(test_listener_references),
+        cmocka_unit_test(test_listener_acl),
         cmocka_unit_test(test_duplicate_bind),
         cmocka_unit_test(test_no_listener),
         cmocka_unit_test(test_service_discovery),
