@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "acl.h"
@@ -181,6 +182,94 @@ static void test_bad_cidr_refused_by_create(void **state)
     assert_null(acl);
 }
 
+/* --- against a linear scan ---------------------------------------------------------------- */
+
+static uint64_t rng_state = 88172645463325252ULL;
+
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* A rule as the linear scan keeps it: family bytes and prefix. */
+struct plain_rule {
+    int v6;
+    unsigned char b[16];
+    unsigned p;
+};
+
+static int prefix_match(const unsigned char *a, const unsigned char *net, unsigned p)
+{
+    for (unsigned i = 0; i < p; i++)
+        if (((a[i / 8] ^ net[i / 8]) >> (7 - i % 8)) & 1)
+            return 0;
+    return 1;
+}
+
+/* Random rules in a narrow space (10.0.0.0/16, 2001:db8::/112) so that hits, overlaps and
+ * adjacency are common; random prefixes, host bits cleared. */
+static void plain_random(struct plain_rule *r, char *text, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN];
+    memset(r, 0, sizeof(*r));
+    r->v6 = (int)(rng() & 1);
+    unsigned bits = r->v6 ? 128 : 32;
+    if (r->v6) {
+        assert_int_equal(inet_pton(AF_INET6, "2001:db8::", r->b), 1);
+        r->b[14] = (unsigned char)rng();
+        r->b[15] = (unsigned char)rng();
+    } else {
+        r->b[0] = 10;
+        r->b[2] = (unsigned char)rng();
+        r->b[3] = (unsigned char)rng();
+    }
+    r->p = bits - (unsigned)(rng() % 12);
+    for (unsigned i = r->p; i < bits; i++)
+        r->b[i / 8] &= (unsigned char)~(0x80u >> (i % 8));
+    inet_ntop(r->v6 ? AF_INET6 : AF_INET, r->b, ip, sizeof(ip));
+    snprintf(text, len, "%s/%u", ip, r->p);
+}
+
+static int plain_holds(const struct plain_rule *rules, size_t n, int v6, const unsigned char *a)
+{
+    for (size_t i = 0; i < n; i++)
+        if (rules[i].v6 == v6 && prefix_match(a, rules[i].b, rules[i].p))
+            return 1;
+    return 0;
+}
+
+static void test_matches_linear_scan(void **state)
+{
+    (void)state;
+    enum { RULES = 400, PROBES = 20000 };
+    static struct plain_rule rules[RULES];
+    static char texts[RULES][64];
+    const char *items[RULES];
+    for (size_t i = 0; i < RULES; i++) {
+        plain_random(&rules[i], texts[i], sizeof(texts[i]));
+        items[i] = texts[i];
+    }
+    /* first half allow, second half deny */
+    struct acl *acl = build(items, RULES / 2, items + RULES / 2, RULES - RULES / 2);
+    for (int i = 0; i < PROBES; i++) {
+        struct plain_rule probe;
+        char text[64], ip[INET6_ADDRSTRLEN];
+        plain_random(&probe, text, sizeof(text));
+        probe.b[probe.v6 ? 15 : 3] = (unsigned char)rng(); /* any host, not a network address */
+        inet_ntop(probe.v6 ? AF_INET6 : AF_INET, probe.b, ip, sizeof(ip));
+        enum acl_verdict want = ACL_PASS;
+        if (plain_holds(rules + RULES / 2, RULES - RULES / 2, probe.v6, probe.b))
+            want = ACL_DENY;
+        else if (!plain_holds(rules, RULES / 2, probe.v6, probe.b))
+            want = ACL_NOT_ALLOWED;
+        assert_int_equal(verdict(acl, ip), want);
+    }
+    acl_destroy(acl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -193,6 +282,7 @@ int main(void)
         cmocka_unit_test(test_mapped_v4),
         cmocka_unit_test(test_deny_wins),
         cmocka_unit_test(test_bad_cidr_refused_by_create),
+        cmocka_unit_test(test_matches_linear_scan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
