@@ -55,3 +55,8 @@ uint64_t backoff_ms(unsigned failures, uint64_t min_ms, uint64_t max_ms, uint64_
     d = d < max_ms ? d : max_ms;
     return d / 2 + random % (d - d / 2 + 1);
 }
+
+uint64_t clock_deadline(uint64_t now, uint64_t ms)
+{
+    return ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
+}

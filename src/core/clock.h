@@ -10,6 +10,9 @@
 uint64_t clock_ms(void);
 uint64_t clock_us(void);
 
+/* now + ms, saturated at UINT64_MAX: a deadline never wraps into the past, whatever ms is. Pure. */
+uint64_t clock_deadline(uint64_t now, uint64_t ms);
+
 /* A non-zero seed for rng_next, different per call site and process. */
 uint64_t rng_seed(void);
 

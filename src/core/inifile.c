@@ -49,12 +49,12 @@ enum ini_current { CURRENT_NONE, CURRENT_SKIP, CURRENT_SECTION };
 struct ini_file {
     const struct ini_schema *schema; /* what the file may contain */
     const char *path;                /* file name for messages */
-    FILE *file;                      /* being read */
+    char *data;                      /* the whole file, NUL-terminated, owned */
+    size_t data_len;                 /* bytes of data without the NUL */
+    size_t pos;                      /* offset in data of the next line */
     void *root;                      /* being filled */
     void *user;                      /* for checks */
     int line;                        /* physical line last handed to inih */
-    char *buf;                       /* getline() buffer, owned */
-    size_t cap;                      /* bytes of buf */
     const char *long_value;          /* value of this line when it did not fit inih's buffer */
     struct ini_section *sections;    /* accepted headers in file order, owned */
     size_t n_sections;               /* entries in sections */
@@ -63,7 +63,6 @@ struct ini_file {
     struct ini_problem *problems;    /* problems found, owned */
     size_t n_problems;               /* entries in problems */
     bool oom;                        /* an allocation failed: the result is -ENOMEM */
-    int read_errno;                  /* errno of a failed read, 0 if none */
 };
 
 const char ini_phrase_oom[] = "cannot be stored: out of memory";
@@ -392,7 +391,8 @@ static void on_key_line(struct ini_file *f, char *text, char *out, size_t size)
     size_t name_len;
 
     if (eq == NULL) {
-        ini_error(f, f->line, text, "is not a \"key = value\" line");
+        /* The text is not shown: "token: SECRET" would land in the log with the secret. */
+        ini_error(f, f->line, "line", "is not a \"key = value\" line (its text is not shown)");
         return;
     }
     value = eq + 1 + strspn(eq + 1, " \t");
@@ -402,8 +402,19 @@ static void on_key_line(struct ini_file *f, char *text, char *out, size_t size)
     }
     name[name_len] = '\0';
     if (name_len == 0 || strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_") != name_len) {
-        ini_error(f, f->line, name_len == 0 ? "=" : name, "%s",
-                  name_len == 0 ? "a key name is missing before \"=\"" : "is not a key name");
+        /* A name of other characters is shown only when it looks like a word: "token: SECRET"
+         * before an "=" must not reach the log. */
+        bool word =
+            strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") ==
+            name_len;
+        ini_error(f, f->line,
+                  name_len == 0 ? "="
+                  : word        ? name
+                                : "line",
+                  "%s",
+                  name_len == 0 ? "a key name is missing before \"=\""
+                  : word        ? "is not a key name"
+                                : "has no key name before \"=\" (its text is not shown)");
         return;
     }
     if (name_len + 2 + strlen(value) < size) {
@@ -416,25 +427,25 @@ static void on_key_line(struct ini_file *f, char *text, char *out, size_t size)
     }
 }
 
-/* inih's reader: one physical line per call, so f->line is the line on_key() sees. */
+/* inih's reader: one physical line per call, so f->line is the line on_key() sees. Lines are
+ * cut in place from the file read whole, so reading a line never allocates (and cannot fail). */
 static char *read_line(char *out, int size, void *stream)
 {
     struct ini_file *f = stream;
-    ssize_t n;
-    char *text;
+    char *text, *start = f->data + f->pos, *nl;
 
-    errno = 0;
-    n = getline(&f->buf, &f->cap, f->file);
-    if (n < 0) {
-        if (ferror(f->file)) {
-            f->read_errno = errno != 0 ? errno : EIO;
-        }
+    if (f->pos >= f->data_len) {
         return NULL;
     }
+    nl = memchr(start, '\n', f->data_len - f->pos);
+    if (nl != NULL) {
+        *nl = '\0';
+    }
+    f->pos = nl != NULL ? (size_t)(nl - f->data) + 1 : f->data_len;
     f->line++;
     f->long_value = NULL;
     out[0] = '\0';
-    text = line_clean(f->buf, f->line == 1);
+    text = line_clean(start, f->line == 1);
     if (*text == '[') {
         on_header(f, text, out, (size_t)size);
     } else if (*text != '\0') {
@@ -459,6 +470,54 @@ static void unknown_key(struct ini_file *f, const struct ini_section *sec, const
         }
     }
     ini_error(f, f->line, name, "is not a known key in %s", sec->header);
+}
+
+/* How value may appear in a phrase: not at all for a secret row, and without the user:password@
+ * of a URL for any row. Writes into out (INI_PHRASE_MAX bytes); returns value when it is safe. */
+static const char *value_shown(const struct ini_key *key, const char *value, char *out)
+{
+    const char *scheme = strstr(value, "://"), *host, *at;
+
+    if (key->secret) {
+        return "(secret)";
+    }
+    if (scheme == NULL) {
+        return value;
+    }
+    host = scheme + 3;
+    at = memchr(host, '@', strcspn(host, "/?#"));
+    if (at == NULL) {
+        return value;
+    }
+    snprintf(out, INI_PHRASE_MAX, "%.*s(credentials)%s", (int)(host - value), value, at);
+    return out;
+}
+
+/* why with every copy of value replaced by what value_shown() allows, into out. */
+static const char *phrase_redact(const struct ini_key *key, const char *why, const char *value,
+                                 char *out)
+{
+    char shown_buf[INI_PHRASE_MAX];
+    const char *shown = value_shown(key, value, shown_buf), *hit;
+    size_t used = 0, n = strlen(value);
+
+    if (shown == value || n == 0) {
+        return why;
+    }
+    out[0] = '\0';
+    while ((hit = strstr(why, value)) != NULL && used < INI_PHRASE_MAX) {
+        used += (size_t)snprintf(out + used, INI_PHRASE_MAX - used, "%.*s%s", (int)(hit - why), why,
+                                 shown);
+        why = hit + n;
+    }
+    /* A long value may have been cut short in the phrase: drop whatever starts like it. */
+    hit = memmem(why, strlen(why), value, n < 8 ? n : 8);
+    size_t keep = hit != NULL ? (size_t)(hit - why) : strlen(why);
+    if (used < INI_PHRASE_MAX && snprintf(out + used, INI_PHRASE_MAX - used, "%.*s%s", (int)keep,
+                                          why, hit != NULL ? shown : "") < 0) {
+        out[used] = '\0';
+    }
+    return out;
 }
 
 /* Checks and stores one key of the current section. */
@@ -491,8 +550,9 @@ static void key_apply(struct ini_file *f, struct ini_section *sec, const char *n
     }
     const char *why = key->set(field, key, value, msg);
     if (why != NULL) {
+        char redacted[INI_PHRASE_MAX];
         f->oom = f->oom || why == ini_phrase_oom;
-        ini_error(f, f->line, name, "%s", why);
+        ini_error(f, f->line, name, "%s", phrase_redact(key, why, value, redacted));
     }
 }
 
@@ -644,31 +704,43 @@ static void file_free(struct ini_file *f)
         free(f->sections[i].key_lines);
     }
     free(f->sections);
-    free(f->buf);
-    if (f->file != NULL) {
-        fclose(f->file);
-    }
+    free(f->data);
 }
 
-/* Reads the file through inih; returns 0 or -errno when it could not be read. */
+/* The line of the first NUL byte in the file, or 0. A NUL would end a value early in inih and in
+ * the setters, silently dropping what follows it. */
+static int nul_line(const struct ini_file *f)
+{
+    const char *nul = memchr(f->data, '\0', f->data_len);
+    int line = 1;
+
+    if (nul == NULL) {
+        return 0;
+    }
+    for (const char *s = f->data; (s = memchr(s, '\n', (size_t)(nul - s))) != NULL; s++) {
+        line++;
+    }
+    return line;
+}
+
+/* Reads the whole file, then parses it through inih; returns 0 or a negative errno when it could
+ * not be read (one error line: a partly read file is never taken for the whole one). */
 static int parse_file(struct ini_file *f)
 {
-    char why[128]; /* strerror_r (GNU): strerror is not thread-safe, ini_load must be */
-    int rc;
+    char msg[INI_PHRASE_MAX];
+    const char *why = ini_read_file(f->path, INI_FILE_MAX, &f->data, &f->data_len, NULL, msg);
+    int rc, line;
 
-    f->file = fopen(f->path, "re");
-    if (f->file == NULL) {
+    if (why != NULL) {
         rc = -errno;
-        ini_error(f, 0, "file", "cannot be opened: %s", strerror_r(-rc, why, sizeof(why)));
+        ini_error(f, 0, "file", "%s", why);
         return rc;
     }
-    rc = ini_parse_stream(read_line, f, on_key, f);
-    if (f->read_errno != 0) {
-        /* Whatever was parsed before a read error is incomplete: report the one cause. */
-        problems_drop(f);
-        ini_error(f, 0, "file", "cannot be read: %s", strerror_r(f->read_errno, why, sizeof(why)));
-        return -f->read_errno;
+    if ((line = nul_line(f)) != 0) {
+        ini_error(f, line, "line", "contains a NUL byte");
+        return -EINVAL;
     }
+    rc = ini_parse_stream(read_line, f, on_key, f);
     if (rc == -2) {
         f->oom = true;
     } else if (rc > 0 && f->n_problems == 0) {

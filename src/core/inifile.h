@@ -11,8 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define INI_NAME_MAX   64  /* longest section NAME ([listener:NAME]) or service name + 1 */
-#define INI_PHRASE_MAX 512 /* longest phrase a setter or check writes */
+#define INI_NAME_MAX   64          /* longest section NAME ([listener:NAME]) or service name + 1 */
+#define INI_PHRASE_MAX 512         /* longest phrase a setter or check writes */
+#define INI_FILE_MAX   (64u << 20) /* largest config file read: bounds the memory a load takes */
 
 struct ini_key;
 
@@ -98,8 +99,9 @@ struct ini_errors {
 
 /* Reads path into root (a zeroed struct of the schema's root type; defaults are stored first).
  * Returns 0; -EINVAL with every problem appended to errs (never stops at the first one);
- * -ENOMEM; or -errno when the file cannot be read (one error line). user is handed to checks. On
- * failure the caller still frees root with ini_release_all. */
+ * -ENOMEM; or -errno with one error line when the file cannot be read whole (see ini_read_file;
+ * -EINVAL for a NUL byte). user is handed to checks. On failure the caller still frees root with
+ * ini_release_all. */
 int ini_load(const struct ini_schema *schema, const char *path, void *root, void *user,
              struct ini_errors *errs);
 
@@ -153,6 +155,15 @@ int ini_bool(const char *value);
 
 /* Index of text in names, or -1. */
 int ini_name_index(const char *const *names, size_t n, const char *text);
+
+/* Reads the whole of path into *data (owned by the caller, NUL-terminated, *len bytes without
+ * the NUL) and its permission bits into *mode (may be NULL). Only a regular file of at most max
+ * bytes is read, and it is opened without blocking, so a FIFO or a device can neither hang the
+ * caller nor be half read. NULL, or a phrase for "PATH: " ("is not a regular file", "cannot be
+ * read: ..."), written into msg (INI_PHRASE_MAX bytes), with errno set (EISDIR, EINVAL for
+ * another kind of file, EFBIG, ENOMEM, EIO or open's). Any thread. */
+const char *ini_read_file(const char *path, size_t max, char **data, size_t *len, unsigned *mode,
+                          char *msg);
 
 /* Formats a phrase into msg (INI_PHRASE_MAX bytes) and returns msg. */
 __attribute__((format(printf, 2, 3))) const char *ini_phrase(char *msg, const char *fmt, ...);

@@ -2,6 +2,7 @@
  * booleans, strings, paths, names, lists and addresses. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,21 +254,102 @@ void ini_release_string(void *field)
     *(char **)field = NULL;
 }
 
-/* A file (or, with key->max set, a directory) that must be readable now. */
-const char *ini_set_path(void *field, const struct ini_key *key, const char *value, char *msg)
+/* Opens path for reading without blocking (a FIFO with no writer would hang open() and read())
+ * and fills *st. Returns the fd, or -1 with a phrase in msg. */
+static int path_open(const char *path, struct stat *st, char *msg)
 {
     char why[128];
-    struct stat st;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 
-    if (stat(value, &st) != 0 || access(value, R_OK) != 0) {
-        return ini_phrase(msg, "\"%s\" cannot be read: %s", value,
-                          strerror_r(errno, why, sizeof(why)));
+    if (fd < 0 || fstat(fd, st) != 0) {
+        ini_phrase(msg, "cannot be read: %s", strerror_r(errno, why, sizeof(why)));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
     }
+    return fd;
+}
+
+/* Reads exactly len bytes of a regular file; EOF before that means it shrank while read. */
+static const char *read_all(int fd, char *buf, size_t len, char *msg)
+{
+    char why[128];
+    size_t got = 0;
+
+    while (got < len) {
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return ini_phrase(msg, "cannot be read: %s",
+                              n == 0 ? "it changed while being read"
+                                     : strerror_r(errno, why, sizeof(why)));
+        }
+        got += (size_t)n;
+    }
+    return NULL;
+}
+
+const char *ini_read_file(const char *path, size_t max, char **data, size_t *len, unsigned *mode,
+                          char *msg)
+{
+    struct stat st;
+    const char *why = NULL;
+    int fd = path_open(path, &st, msg), err = errno;
+
+    *data = NULL;
+    if (fd < 0) {
+        errno = err;
+        return msg;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+        why = ini_phrase(msg, "is not a regular file");
+    } else if ((uint64_t)st.st_size > max) {
+        err = EFBIG;
+        why = ini_phrase(msg, "is larger than %zu bytes", max);
+    } else if ((*data = malloc((size_t)st.st_size + 1)) == NULL) {
+        err = ENOMEM;
+        why = ini_phrase(msg, "cannot be read: %s", "out of memory");
+    } else if ((why = read_all(fd, *data, (size_t)st.st_size, msg)) != NULL) {
+        err = EIO;
+    } else {
+        (*data)[st.st_size] = '\0';
+        *len = (size_t)st.st_size;
+        if (mode != NULL) {
+            *mode = (unsigned)st.st_mode & 07777;
+        }
+    }
+    close(fd);
+    if (why != NULL) {
+        free(*data);
+        *data = NULL;
+    }
+    errno = err;
+    return why;
+}
+
+/* A regular file (or, with key->max set, a directory) that must be readable now. */
+const char *ini_set_path(void *field, const struct ini_key *key, const char *value, char *msg)
+{
+    char why[INI_PHRASE_MAX];
+    struct stat st;
+    int fd = path_open(value, &st, why);
+
+    if (fd < 0) {
+        return ini_phrase(msg, "\"%s\" %s", value, why);
+    }
+    close(fd);
     if (key->max != 0 && !S_ISDIR(st.st_mode)) {
         return ini_phrase(msg, "\"%s\" is not a directory", value);
     }
     if (key->max == 0 && S_ISDIR(st.st_mode)) {
         return ini_phrase(msg, "\"%s\" is a directory, not a file", value);
+    }
+    if (key->max == 0 && !S_ISREG(st.st_mode)) {
+        return ini_phrase(msg, "\"%s\" is not a regular file", value);
     }
     return ini_set_string(field, key, value, msg);
 }
@@ -454,8 +536,8 @@ static void list_text(const struct ini_list *list, char *out, size_t len)
 
     snprintf(out, len, "%s", list->n == 0 ? "(none)" : "");
     for (size_t i = 0; i < list->n && used < len; i++)
-        used += (size_t)snprintf(out + used, len - used, "%s%s", i == 0 ? "" : ", ",
-                                 list->items[i]);
+        used +=
+            (size_t)snprintf(out + used, len - used, "%s%s", i == 0 ? "" : ", ", list->items[i]);
 }
 
 static const char *enum_word(const struct ini_key *key, int value)

@@ -35,7 +35,7 @@ void wheel_add(struct wheel *w, struct wheel_entry *e, uint64_t due)
 {
     wheel_remove(w, e);
     /* round up, and never into a tick already collected, so nothing fires early or is lost */
-    uint64_t tick = (due + w->tick_ms - 1) / w->tick_ms;
+    uint64_t tick = due / w->tick_ms + (due % w->tick_ms != 0); /* due + tick - 1 could wrap */
     if (tick <= w->done_tick)
         tick = w->done_tick + 1;
     struct wheel_entry *head = &w->slots[tick & (WHEEL_SLOTS - 1)];

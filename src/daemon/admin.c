@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "daemon_int.h"
+#include "inifile.h"
 #include "report.h"
 #include "status_page.h"
 
@@ -424,10 +425,11 @@ static size_t keep_escapes(void *cls, struct MHD_Connection *c, char *s)
 
 /* --- lifecycle --------------------------------------------------------------------------- */
 
-/* The token of [admin]: the key's value, or token_file's text without surrounding blanks. */
+/* The token of [admin]: the key's value, or token_file's text without surrounding blanks. Only a
+ * regular file is read, without blocking (a FIFO would hang start-up). */
 static int admin_token(const struct admin_conf *cfg, char **out, char *err, size_t err_len)
 {
-    char buf[TOKEN_MAX + 2];
+    char msg[INI_PHRASE_MAX], *data;
     size_t n = 0;
 
     *out = NULL;
@@ -435,25 +437,26 @@ static int admin_token(const struct admin_conf *cfg, char **out, char *err, size
         return (*out = strdup(cfg->token)) != NULL ? 0 : -ENOMEM;
     if (cfg->token_file == NULL)
         return 0;
-    FILE *f = fopen(cfg->token_file, "re");
-    if (f == NULL) {
+    const char *why = ini_read_file(cfg->token_file, TOKEN_MAX + 1, &data, &n, NULL, msg);
+    if (why != NULL) {
         int e = errno;
-        snprintf(err, err_len, "[admin] token_file %s: %s", cfg->token_file, strerror(e));
+        snprintf(err, err_len, "[admin] token_file %s: %s", cfg->token_file,
+                 e == EFBIG ? "is longer than 4096 bytes" : why);
         return -e;
     }
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *s = buf + strspn(buf, " \t\r\n");
+    char *s = data + strspn(data, " \t\r\n");
     size_t len = strlen(s);
     while (len > 0 && strchr(" \t\r\n", s[len - 1]) != NULL)
         s[--len] = '\0';
     if (len == 0 || n > TOKEN_MAX) {
         snprintf(err, err_len, "[admin] token_file %s: %s", cfg->token_file,
                  len == 0 ? "is empty" : "is longer than 4096 bytes");
+        free(data);
         return -EINVAL;
     }
-    return (*out = strdup(s)) != NULL ? 0 : -ENOMEM;
+    *out = strdup(s);
+    free(data);
+    return *out != NULL ? 0 : -ENOMEM;
 }
 
 int admin_start(struct daemon *d, struct admin **out, char *err, size_t err_len)

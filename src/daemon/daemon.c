@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -784,6 +785,24 @@ static void daemon_log_workers_auto(struct daemon *d)
     log_emit(&d->log, LOG_LEVEL_INFO, "workers_auto", fields, u->cpu_max != 0 ? 4 : 3);
 }
 
+/* A token file others may read leaks the secret to every local user: warn at start, as ssh does
+ * for its keys (the content is never logged, only the name and the mode). */
+static void daemon_warn_token_files(struct daemon *d)
+{
+    const char *files[] = {d->cfg->consul.token_file, d->cfg->admin.token_file};
+    struct stat st;
+    char mode[8];
+
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (files[i] == NULL || stat(files[i], &st) != 0 || (st.st_mode & 077) == 0)
+            continue;
+        snprintf(mode, sizeof(mode), "%04o", (unsigned)st.st_mode & 07777);
+        log_event(&d->log, LOG_LEVEL_WARN, "token_file_permissions", LOG_STR("file", files[i]),
+                  LOG_STR("mode", mode),
+                  LOG_STR("why", "group or others have access: chmod 600 it"));
+    }
+}
+
 /* One start-up step: its fault hook, then the step; a failure is logged once, with the step's
  * name and its own detail when it gave one. */
 static int daemon_step(struct daemon *d, const char *name, int (*step)(struct daemon *))
@@ -839,6 +858,7 @@ int daemon_run(struct config *cfg, int takeover)
     log_init(&d->log, STDERR_FILENO);
     log_configure(&d->log, cfg->log_level, cfg->log_format);
     daemon_log_workers_auto(d);
+    daemon_warn_token_files(d);
     for (size_t i = 0; rc == 0 && i < sizeof(steps) / sizeof(steps[0]); i++)
         rc = daemon_step(d, steps[i].name, steps[i].run);
     if (rc == 0) {

@@ -2,6 +2,7 @@
 #include "consul.h"
 
 #include "consul_parse.h"
+#include "inifile.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -75,34 +76,32 @@ static int dup_opt(char **dst, const char *src)
     return *dst != NULL ? 0 : -ENOMEM;
 }
 
-/* Reads a token file: the secret is the file's text without surrounding blanks. */
+/* Reads a token file: the secret is the file's text without surrounding blanks. Only a regular
+ * file is read, without blocking (a FIFO would hang the thread that starts the client). */
 static int token_read(const char *path, char **out, char *err, size_t err_len)
 {
-    char buf[TOKEN_MAX + 2], why[128];
-    FILE *f = fopen(path, "re");
+    char msg[INI_PHRASE_MAX], *data, *s;
     size_t n;
-    char *s;
+    const char *why = ini_read_file(path, TOKEN_MAX + 2, &data, &n, NULL, msg);
 
-    if (f == NULL) {
+    if (why != NULL) {
         int rc = -errno;
-        snprintf(err, err_len, "token file %s cannot be read: %s", path,
-                 strerror_r(-rc, why, sizeof(why)));
+        snprintf(err, err_len, "token file %s %s", path, why);
         return rc;
     }
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    for (s = buf; isspace((unsigned char)*s); s++) {
+    for (s = data; isspace((unsigned char)*s); s++) {
     }
-    while (n > 0 && (isspace((unsigned char)buf[n - 1]) || buf[n - 1] == '\0')) {
-        buf[--n] = '\0';
+    while (n > 0 && (isspace((unsigned char)data[n - 1]) || data[n - 1] == '\0')) {
+        data[--n] = '\0';
     }
     if (*s == '\0' || strlen(s) > TOKEN_MAX || strpbrk(s, "\r\n") != NULL) {
         snprintf(err, err_len, "token file %s %s", path,
                  *s == '\0' ? "is empty" : "does not hold one token");
+        free(data);
         return -EINVAL;
     }
     *out = strdup(s);
+    free(data);
     return *out != NULL ? 0 : -ENOMEM;
 }
 

@@ -7,6 +7,7 @@
 
 #define META_MAX  64 /* Consul accepts at most 64 meta pairs */
 #define MINUTE_MS (60ULL * 1000ULL)
+#define DAY_MS    (24ULL * 60ULL * MINUTE_MS)
 
 static const char *const health_names[] = {"passing_and_warning", "passing"};
 
@@ -41,6 +42,10 @@ static const char *address_check(const char *value)
         rest = value + 8;
     } else if (strstr(value, "://") != NULL) {
         return "has an unknown scheme (use http://, https:// or unix://)";
+    }
+    if (strchr(rest, '@') != NULL) {
+        /* Credentials in the URL would be sent and shown wherever the address is. */
+        return "must not hold credentials (user:password@): use token or token_file";
     }
     if (*rest == '\0' || *rest == ':' || strchr(rest, '/') != NULL || strchr(rest, ' ') != NULL) {
         return "is not HOST:PORT (with an optional http://, https:// or unix:// prefix)";
@@ -118,12 +123,12 @@ const struct ini_key registration_keys[] = {
     INI_KEY("address", REG(address), ini_set_ip, 0, 0, NULL, false),
     INI_KEY("listeners", REG(listeners), ini_set_list, 0, 0, NULL, false, LIST,
             .check = ini_name_check),
-    INI_KEY("check_interval", REG(check_interval_ms), ini_set_duration, 1000, UINT64_MAX, "10s",
+    INI_KEY("check_interval", REG(check_interval_ms), ini_set_duration, 1000, DAY_MS, "10s", false),
+    INI_KEY("check_timeout", REG(check_timeout_ms), ini_set_duration, 1, 60 * MINUTE_MS, "5s",
             false),
-    INI_KEY("check_timeout", REG(check_timeout_ms), ini_set_duration, 1, UINT64_MAX, "5s", false),
-    INI_KEY("deregister_critical_after", REG(deregister_after_ms), ini_set_duration, 0, UINT64_MAX,
+    INI_KEY("deregister_critical_after", REG(deregister_after_ms), ini_set_duration, 0, 7 * DAY_MS,
             "1m", false),
-    INI_KEY("anti_entropy", REG(anti_entropy_ms), ini_set_duration, 1000, UINT64_MAX, "30s", false),
+    INI_KEY("anti_entropy", REG(anti_entropy_ms), ini_set_duration, 1000, DAY_MS, "30s", false),
     INI_KEY("fleet", REG(fleet), ini_set_name, 0, 0, NULL, false),
     INI_KEY("fleet_id", REG(fleet_id), ini_set_label, 0, 0, NULL, false),
     INI_KEY("fleet_address", REG(fleet_address), ini_set_ip, 0, 0, NULL, false),

@@ -553,7 +553,7 @@ static int watch_prepare(struct watch *w, uint64_t now, uint64_t timeout_ms)
     atomic_fetch_add(&d->g.requests, 1);
     w->call.data = w;
     w->started_ms = now;
-    w->deadline_ms = now + discovery_watchdog_ms(wait_ms);
+    w->deadline_ms = clock_deadline(now, discovery_watchdog_ms(wait_ms));
     return 0;
 }
 
@@ -565,7 +565,7 @@ static void watch_start(struct watch *w, uint64_t now)
 
     if (delay > 0) {
         atomic_fetch_add(&d->g.rate_limited, 1);
-        w->next_ms = now + delay;
+        w->next_ms = clock_deadline(now, delay);
         return;
     }
     if (watch_prepare(w, now, 0) != 0)

@@ -434,12 +434,13 @@ static uint64_t service_pass(struct hc_service *s, uint64_t now)
 
     for (size_t i = 0; i < s->n; i++) {
         struct probe *p = s->probes[i];
-        uint64_t deadline = p->started_ms + s->t.check->timeout_ms;
+        uint64_t deadline = clock_deadline(p->started_ms, s->t.check->timeout_ms);
         if (p->in_flight && p->fd >= 0 && now >= deadline)
             tcp_finish(p, 1, now); /* HTTP probes time out in libcurl */
         if (!p->in_flight && now >= p->next_ms)
             (s->t.check->kind == HEALTH_CHECK_TCP ? tcp_start : http_start)(p, now);
-        uint64_t due = p->in_flight ? p->started_ms + s->t.check->timeout_ms : p->next_ms;
+        uint64_t due =
+            p->in_flight ? clock_deadline(p->started_ms, s->t.check->timeout_ms) : p->next_ms;
         next = due < next ? due : next;
     }
     return next;

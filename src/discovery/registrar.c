@@ -420,8 +420,8 @@ static void reg_failed(struct registrar *r, struct registration *g, const char *
 {
     g->failures++;
     atomic_fetch_add(&r->failed, 1);
-    g->next_ms =
-        now + backoff_ms(g->failures, RETRY_MIN_MS, r->cfg->anti_entropy_ms, rng_next(&r->rng));
+    g->next_ms = clock_deadline(
+        now, backoff_ms(g->failures, RETRY_MIN_MS, r->cfg->anti_entropy_ms, rng_next(&r->rng)));
     if (strcmp(g->error, why) != 0) {
         log_event(r->log, LOG_LEVEL_WARN, event, LOG_STR("id", g->id), LOG_STR("error", why),
                   LOG_INT("retry_ms", g->next_ms - now));
@@ -448,7 +448,7 @@ static void reg_register(struct registrar *r, struct registration *g, uint64_t n
     g->lost = 0;
     g->failures = 0;
     g->error[0] = '\0';
-    g->next_ms = now + r->cfg->anti_entropy_ms;
+    g->next_ms = clock_deadline(now, r->cfg->anti_entropy_ms);
     atomic_fetch_add(&r->successes, 1);
 }
 
@@ -473,7 +473,7 @@ static void reg_confirm(struct registrar *r, struct registration *g, uint64_t no
     if (known == 1) {
         g->failures = 0;
         g->error[0] = '\0';
-        g->next_ms = now + r->cfg->anti_entropy_ms;
+        g->next_ms = clock_deadline(now, r->cfg->anti_entropy_ms);
     } else if (known == 0) {
         log_event(r->log, LOG_LEVEL_WARN, "registration_lost", LOG_STR("id", g->id),
                   LOG_STR("action", "registering again"));
@@ -490,7 +490,7 @@ static void *registrar_main(void *arg)
     struct registrar *r = arg;
 
     while (!atomic_load(&r->stop)) {
-        uint64_t now = clock_ms(), next = now + r->cfg->anti_entropy_ms;
+        uint64_t now = clock_ms(), next = clock_deadline(now, r->cfg->anti_entropy_ms);
         for (size_t i = 0; i < r->n && !atomic_load(&r->stop); i++) {
             struct registration *g = &r->regs[i];
             if (clock_ms() >= g->next_ms) {

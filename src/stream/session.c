@@ -331,7 +331,8 @@ static void session_enqueue(struct session *s)
     STATS_ADD(h->stats, queued, 1);
     s->state = SESSION_QUEUED;
     evloop_timer_remove(h->loop, &s->timer);
-    evloop_timer_add(h->loop, &s->timer, evloop_now(h->loop) + svc->queue_timeout_ms);
+    evloop_timer_add(h->loop, &s->timer,
+                     clock_deadline(evloop_now(h->loop), svc->queue_timeout_ms));
     /* a client that gives up while waiting is noticed (its FIN); nothing is read */
     if (evloop_watch(h->loop, &s->client, EPOLLRDHUP) != 0)
         session_finalize(s, SESSION_END_RESOURCES, "epoll_failed", CLOSE_RESET);
@@ -442,7 +443,8 @@ static void session_established(struct session *s)
     s->t.last_active = evloop_now(h->loop);
     evloop_timer_remove(h->loop, &s->timer);
     if (s->lst->idle_timeout_ms > 0)
-        evloop_timer_add(h->loop, &s->timer, s->t.last_active + s->lst->idle_timeout_ms);
+        evloop_timer_add(h->loop, &s->timer,
+                         clock_deadline(s->t.last_active, s->lst->idle_timeout_ms));
     /* the client may have sent bytes already (the kernel kept them until now); the upstream's
      * first bytes, if any, are announced by epoll */
     session_pump(s, 1, 0);
@@ -538,7 +540,8 @@ static void session_dial(struct session *s, const struct net_addr *addr)
     if (rc == 0) {
         session_established(s);
     } else if (rc == -EINPROGRESS) {
-        evloop_timer_add(h->loop, &s->timer, evloop_now(h->loop) + s->lst->connect_timeout_ms);
+        evloop_timer_add(h->loop, &s->timer,
+                         clock_deadline(evloop_now(h->loop), s->lst->connect_timeout_ms));
         if (evloop_watch(h->loop, &s->upstream, EPOLLOUT) != 0)
             session_finalize(s, SESSION_END_RESOURCES, "epoll_failed", CLOSE_RESET);
     } else if (rc == -ENOBUFS || rc == -ENOMEM) {
@@ -649,7 +652,7 @@ void session_on_timer(struct wheel_entry *e)
         return;
     }
     assert(s->state == SESSION_ESTABLISHED);
-    uint64_t due = s->t.last_active + s->lst->idle_timeout_ms;
+    uint64_t due = clock_deadline(s->t.last_active, s->lst->idle_timeout_ms);
     if (due > evloop_now(h->loop)) {
         evloop_timer_add(h->loop, &s->timer, due); /* traffic since it was armed: look later */
         return;

@@ -31,9 +31,9 @@ const struct ini_key stream_keys[] = {
 const struct ini_key listener_keys[] = {
     INI_KEY("bind", LISTENER(bind), ini_set_addr, 0, 0, NULL, true),
     INI_KEY("service", LISTENER(service), ini_set_name, 0, 0, NULL, true),
-    INI_KEY("connect_timeout", LISTENER(connect_timeout_ms), ini_set_duration, 1, UINT64_MAX, "2s",
+    INI_KEY("connect_timeout", LISTENER(connect_timeout_ms), ini_set_duration, 1, HOUR_MS, "2s",
             false),
-    INI_KEY("idle_timeout", LISTENER(idle_timeout_ms), ini_set_duration, 0, UINT64_MAX, "5m",
+    INI_KEY("idle_timeout", LISTENER(idle_timeout_ms), ini_set_duration, 0, 7 * 24 * HOUR_MS, "5m",
             false),
     INI_KEY("retries", LISTENER(retries), ini_set_u32, 0, 100, "2", false),
     INI_KEY("backlog", LISTENER(backlog), ini_set_int, 1, 65535, "4096", false),

@@ -451,9 +451,9 @@ static int valid_utf8(const unsigned char *s, size_t n)
 
 /* A running sluice's file rewritten with a key "col\xff\xfe\xc3our" and a balance value
  * "rr\xff" (bytes that are not UTF-8), then SIGHUP: reload_failed, and every line of the log
- * parses as JSON and is valid UTF-8; the config_error lines carry the bytes as U+00FF U+00FE
- * U+00C3 ("col\u00ff\u00fe\u00c3our", "rr\u00ff"); the old config keeps serving (b0 answers), and
- * sluice exits 0. */
+ * parses as JSON and is valid UTF-8; the config_error line of the value carries its bytes as
+ * U+00FF ("rr\u00ff"), the one of the key does not show it (a name that is not a word may be a
+ * secret with a typo, issue #12); the old config keeps serving (b0 answers), and sluice exits 0. */
 static void test_log_lines_stay_json_with_raw_bytes(void **state)
 {
     (void)state;
@@ -498,7 +498,8 @@ static void test_log_lines_stay_json_with_raw_bytes(void **state)
         assert_true(cJSON_IsString(ev));
         if (strcmp(ev->valuestring, "config_error") == 0 && cJSON_IsString(err)) {
             print_message("config_error: %s", line);
-            key_seen += strstr(err->valuestring, "col\xc3\xbf\xc3\xbe\xc3\x83our") != NULL;
+            key_seen += strstr(err->valuestring, ": line: has no key name before") != NULL &&
+                        strstr(err->valuestring, "col") == NULL;
             value_seen += strstr(err->valuestring, "rr\xc3\xbf") != NULL;
         }
         cJSON_Delete(o);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -424,6 +425,74 @@ static void test_reload_swaps_and_rejects_broken(void **state)
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
 }
 
+/* A FIFO never hangs sluice: `sluice -t -c FIFO` answers at once (run under timeout(1), so a
+ * regression fails instead of hanging), and a config replaced by a FIFO makes SIGHUP fail with
+ * the reason while the main thread keeps serving and obeys SIGTERM. A malformed line on reload
+ * is logged without its text, so a token with a typo stays out of the log. */
+static void test_fifo_config_and_hidden_secret_on_reload(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    char fifo[512], line[64], conf[2048], out[4096], hello[16];
+    snprintf(fifo, sizeof(fifo), "%s/fifo-%d.ini", harness_tmpdir(), getpid());
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    char *argv[] = {
+        "/usr/bin/timeout", "60", (char *)harness_bin("SLUICE_BIN"), "-t", "-c", fifo, NULL};
+    assert_int_equal(run_capture(argv, out, sizeof(out)), 1);
+    assert_non_null(strstr(out, ":0: file: is not a regular file"));
+    unlink(fifo);
+
+    snprintf(line, sizeof(line), "127.0.0.1:%d", port_a);
+    int port = start_on(&p, line, "");
+    size_t from = log_size(&p);
+    assert_int_equal(unlink(p.conf_path), 0);
+    assert_int_equal(mkfifo(p.conf_path, 0600), 0);
+    proc_signal(&p, SIGHUP);
+    const char *failed[] = {"\"event\":\"config_error\"", "is not a regular file", NULL};
+    assert_int_equal(log_wait(&p, &from, NULL, 0, failed), 0);
+    assert_int_equal(hello_of(port, hello, sizeof(hello)), 0);
+    assert_string_equal(hello, "A");
+
+    unlink(p.conf_path);
+    config_simple(conf, sizeof(conf), port, line, "", "", "");
+    snprintf(conf + strlen(conf), sizeof(conf) - strlen(conf), "[consul]\ntoken: SECRET\n");
+    config_write(p.conf_path, conf);
+    proc_signal(&p, SIGHUP);
+    const char *hidden[] = {"\"event\":\"config_error\"", "is not a \\\"key = value\\\" line",
+                            NULL};
+    assert_int_equal(log_wait(&p, &from, NULL, 0, hidden), 0);
+    const char *secret[] = {"SECRET", NULL};
+    assert_int_equal(log_count_all(&p, secret), 0);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+}
+
+/* A token file that group or others may read is warned about at start, by name and mode; its
+ * content is never logged. */
+static void test_token_file_permissions_warned(void **state)
+{
+    (void)state;
+    struct proc p = {0};
+    char tok[512], line[64], extra[1024], conf[2048];
+    snprintf(tok, sizeof(tok), "%s/token-%d", harness_tmpdir(), getpid());
+    config_write(tok, "t0k3n-s3cr3t\n");
+    assert_int_equal(chmod(tok, 0644), 0);
+    snprintf(line, sizeof(line), "127.0.0.1:%d", port_a);
+    int port = harness_free_port();
+    config_simple(conf, sizeof(conf), port, line, "", "", "");
+    snprintf(extra, sizeof(extra), "[admin]\nbind = 127.0.0.1:%d\ntoken_file = %s\n",
+             harness_free_port(), tok);
+    snprintf(conf + strlen(conf), sizeof(conf) - strlen(conf), "%s", extra);
+    assert_int_equal(sluice_start(&p, conf), 0);
+    size_t from = 0;
+    const char *warned[] = {"\"event\":\"token_file_permissions\"", tok, "\"mode\":\"0644\"", NULL};
+    assert_int_equal(log_wait(&p, &from, NULL, 0, warned), 0);
+    const char *secret[] = {"t0k3n-s3cr3t", NULL};
+    assert_int_equal(log_count_all(&p, secret), 0);
+    assert_int_equal(proc_stop(&p, SIGTERM), 0);
+    unlink(tok);
+}
+
 /* 2,000 sessions open at once through one worker; each echoes its own bytes back. */
 static void test_2000_concurrent_sessions_one_worker(void **state)
 {
@@ -469,6 +538,8 @@ int main(void)
         cmocka_unit_test(test_graceful_shutdown_finishes_transfer),
         cmocka_unit_test(test_shutdown_timeout_cuts_stragglers),
         cmocka_unit_test(test_reload_swaps_and_rejects_broken),
+        cmocka_unit_test(test_fifo_config_and_hidden_secret_on_reload),
+        cmocka_unit_test(test_token_file_permissions_warned),
         cmocka_unit_test(test_2000_concurrent_sessions_one_worker),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -11,9 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "balancer.h"
+#include "clock.h"
 #include "config_fixture.h"
 #include "config.h"
 
@@ -480,7 +484,7 @@ static void test_unknown_keys(void **state)
     EXPECT_ERRORS(BASE "[sluice]\nbalance = weighted\n",
                   {7, "balance", "does not belong in [sluice] (it goes in [service:NAME])"});
     EXPECT_ERRORS(BASE "Workers = 1\n", {6, "Workers", "is not a key name"});
-    EXPECT_ERRORS(BASE "a:b = 1\n", {6, "a:b", "is not a key name"});
+    EXPECT_ERRORS(BASE "a:b = 1\n", {6, "line", "has no key name before \"=\""});
 }
 
 static void test_syntax_errors(void **state)
@@ -488,7 +492,7 @@ static void test_syntax_errors(void **state)
     (void)state;
     EXPECT_ERRORS("workers = 4\n" BASE,
                   {1, "workers", "is outside any section (put it under [sluice]"});
-    EXPECT_ERRORS(BASE "just words\n", {6, "just words", "is not a \"key = value\" line"});
+    EXPECT_ERRORS(BASE "just words\n", {6, "line", "is not a \"key = value\" line"});
     EXPECT_ERRORS(BASE "= 5\n", {6, "=", "a key name is missing"});
     EXPECT_ERRORS(BASE "balance =\n", {6, "balance", "has no value"});
     EXPECT_ERRORS(BASE "balance = ; nothing\n", {6, "balance", "has no value"});
@@ -724,7 +728,7 @@ static void test_missing_file(void **state)
     assert_null(cfg);
     assert_int_equal(errs.n, 1);
     assert_string_equal(errs.lines[0], "/tmp/sluice_test_config_does_not_exist.ini:0: file: "
-                                       "cannot be opened: No such file or directory");
+                                       "cannot be read: No such file or directory");
     ini_errors_clear(&errs);
 }
 
@@ -737,7 +741,7 @@ static void test_unreadable_file(void **state)
     assert_int_equal(config_load("/tmp", &cfg, &errs), -EISDIR);
     assert_null(cfg);
     assert_int_equal(errs.n, 1);
-    assert_string_equal(errs.lines[0], "/tmp:0: file: cannot be read: Is a directory");
+    assert_string_equal(errs.lines[0], "/tmp:0: file: is not a regular file");
     ini_errors_clear(&errs);
 }
 
@@ -927,6 +931,263 @@ static void test_health_and_resilience_keys(void **state)
                   {7, "check", "does not belong in [sluice] (it goes in [service:NAME])"});
 }
 
+/* --- hostile files (issue #12) ------------------------------------------------------------ */
+
+/* Fails the test when any error line of errs contains secret. */
+static void assert_not_shown(const struct ini_errors *errs, const char *secret)
+{
+    assert_true(errs->n > 0);
+    for (size_t i = 0; i < errs->n; i++) {
+        if (strstr(errs->lines[i], secret) != NULL) {
+            fail_msg("shows \"%s\": %s", secret, errs->lines[i]);
+        }
+    }
+}
+
+/* Loads text and checks that no error line shows secret. */
+static void expect_hidden(const char *text, const char *secret)
+{
+    struct ini_errors errs = {0};
+    struct config *cfg = NULL;
+
+    assert_int_equal(load_text(text, &cfg, &errs), -EINVAL);
+    assert_not_shown(&errs, secret);
+    ini_errors_clear(&errs);
+}
+
+/* A malformed line is reported without its text: "token: SECRET" is a token with a typo. */
+static void test_malformed_line_hides_its_text(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS(BASE "[consul]\ntoken: SECRET\n", {7, "line", "is not a \"key = value\" line"});
+    expect_hidden(BASE "[consul]\ntoken: SECRET\n", "SECRET");
+    EXPECT_ERRORS(BASE "[consul]\ntoken: SECRET = x\n", {7, "line", "has no key name"});
+    expect_hidden(BASE "[consul]\ntoken: SECRET = x\n", "SECRET");
+}
+
+/* Credentials in [consul] address are refused, and the password never appears. */
+static void test_consul_address_userinfo(void **state)
+{
+    (void)state;
+    EXPECT_ERRORS(BASE "[consul]\naddress = http://user:pa55word@127.0.0.1:1\n",
+                  {7, "address", "must not hold credentials (user:password@): use token"});
+    expect_hidden(BASE "[consul]\naddress = http://user:pa55word@127.0.0.1:1\n", "pa55word");
+    expect_hidden(BASE "[consul]\naddress = https://pa55word@[::1]:1\n", "pa55word");
+}
+
+/* A schema of one [s] section whose secret key "token" takes one word: its setter echoes the
+ * value, as many do, so the loader must hide it. */
+struct secret_root {
+    int token; /* the enum stored */
+};
+static const struct ini_choice secret_words[] = {{"right", 1}, {NULL, 0}};
+static const struct ini_key secret_keys[] = {
+    INI_KEY("token", 0, ini_set_enum, 0, 0, NULL, false, .choices = secret_words, .noun = "word",
+            .secret = true),
+    {.name = NULL},
+};
+static const struct ini_table secret_tables[] = {{secret_keys, 0}};
+static const struct ini_kind secret_kinds[] = {
+    {.name = "s", .tables = secret_tables, .n_tables = 1, .line_offset = SIZE_MAX}};
+static const struct ini_schema secret_schema = {secret_kinds, 1, NULL};
+
+/* Loads text with secret_schema; must fail without showing secret, with shown in the line. */
+static void expect_secret_hidden(const char *text, const char *secret, const char *shown)
+{
+    struct ini_errors errs = {0};
+    struct secret_root root = {0};
+    char path[] = "/tmp/sluice_test_secret_XXXXXX";
+    int fd = mkstemp(path);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    assert_int_equal(ini_load(&secret_schema, path, &root, NULL, &errs), -EINVAL);
+    unlink(path);
+    assert_not_shown(&errs, secret);
+    if (strstr(errs.lines[0], shown) == NULL) {
+        fail_msg("\"%s\" is not in %s", shown, errs.lines[0]);
+    }
+    ini_release_all(&secret_schema, &root);
+    ini_errors_clear(&errs);
+}
+
+static void test_secret_value_not_echoed(void **state)
+{
+    char text[2048];
+    (void)state;
+
+    expect_secret_hidden("[s]\ntoken = SECRETSECRET\n", "SECRET",
+                         ":2: token: \"(secret)\" is not a word (use right)");
+    /* longer than a phrase holds: the cut copy must be hidden too */
+    snprintf(text, sizeof(text), "[s]\ntoken = %0900d\n", 7);
+    expect_secret_hidden(text, "00000000", ":2: token: \"(secret)");
+}
+
+/* Writes len bytes to a fresh file named into path (a mkstemp template). */
+static void write_file(char *path, const char *data, size_t len)
+{
+    int fd = mkstemp(path);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, len), (ssize_t)len);
+    close(fd);
+}
+
+/* A FIFO, as the config or as a path key, is refused at once instead of blocking in open(). The
+ * alarm turns a regression (a hang) into a failure. */
+static void test_fifo_is_refused(void **state)
+{
+    char dir[] = "/tmp/sluice_test_fifo_XXXXXX", fifo[64], text[256], want[128];
+    struct ini_errors errs = {0};
+    struct config *cfg = NULL;
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(fifo, sizeof(fifo), "%s/f", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    alarm(20);
+    assert_int_equal(config_load(fifo, &cfg, &errs), -EINVAL);
+    assert_int_equal(errs.n, 1);
+    snprintf(want, sizeof(want), "%s:0: file: is not a regular file", fifo);
+    assert_string_equal(errs.lines[0], want);
+    ini_errors_clear(&errs);
+    snprintf(text, sizeof(text), BASE "[consul]\ntoken_file = %s\n", fifo);
+    EXPECT_ERRORS(text, {7, "token_file", "is not a regular file"});
+    snprintf(text, sizeof(text), BASE "[consul]\nca_file = %s\n", fifo);
+    EXPECT_ERRORS(text, {7, "ca_file", "is not a regular file"});
+    snprintf(text, sizeof(text), BASE "[consul]\ntoken_file = /dev/null\n");
+    EXPECT_ERRORS(text, {7, "token_file", "is not a regular file"});
+    alarm(0);
+    unlink(fifo);
+    rmdir(dir);
+}
+
+/* Durations near 2^64 ms are refused by every key's maximum (they used to wrap deadlines into
+ * the past), and a number times its unit that overflows is "too large". */
+static void test_duration_maxima(void **state)
+{
+    uint64_t ms = 0;
+    (void)state;
+
+    EXPECT_ERRORS(BASE "[listener:b]\nbind = 127.0.0.1:1\nservice = api\n"
+                       "idle_timeout = 18446744073709551615ms\n",
+                  {9, "idle_timeout", "is too long (at most 604800000ms)"});
+    EXPECT_ERRORS(BASE "[listener:b]\nbind = 127.0.0.1:1\nservice = api\n"
+                       "connect_timeout = 18446744073709551615ms\n",
+                  {9, "connect_timeout", "is too long (at most 3600000ms)"});
+    EXPECT_ERRORS(BASE "[sluice]\nshutdown_timeout = 8d\n", {7, "shutdown_timeout", "not a"});
+    EXPECT_ERRORS(BASE "[sluice]\nshutdown_timeout = 169h\n", {7, "shutdown_timeout", "too long"});
+    assert_string_equal(ini_parse_duration("18446744073709551616ms", &ms), "is too large");
+    assert_string_equal(ini_parse_duration("307445734561826m", &ms), "is too large");
+    assert_null(ini_parse_duration("307445734561825m", &ms));
+    assert_int_equal(clock_deadline(UINT64_MAX - 5, 10), UINT64_MAX);
+    assert_int_equal(clock_deadline(5, UINT64_MAX), UINT64_MAX);
+    assert_int_equal(clock_deadline(5, 10), 15);
+}
+
+/* anti_entropy's maximum, seen among whatever else [registration] reports. */
+static void test_anti_entropy_maximum(void **state)
+{
+    struct ini_errors errs = {0};
+    struct config *cfg = NULL;
+    int found = 0;
+    (void)state;
+
+    assert_int_equal(
+        load_text(BASE "[registration]\nanti_entropy = 18446744073709551615ms\n", &cfg, &errs),
+        -EINVAL);
+    for (size_t i = 0; i < errs.n; i++) {
+        found = found || (strstr(errs.lines[i], ":7: anti_entropy: ") != NULL &&
+                          strstr(errs.lines[i], "is too long (at most 86400000ms)") != NULL);
+    }
+    assert_true(found);
+    ini_errors_clear(&errs);
+}
+
+/* A NUL byte is an error at its line, not the end of the value. */
+static void test_nul_byte(void **state)
+{
+    static const char text[] = "[listener:web]\nbind = 127.0.0.1:18090\0garbage\nservice = api\n"
+                               "[service:api]\nbackends = 127.0.0.1:9001\n";
+    char path[] = "/tmp/sluice_test_nul_XXXXXX", want[128];
+    struct ini_errors errs = {0};
+    struct config *cfg = NULL;
+    (void)state;
+
+    write_file(path, text, sizeof(text) - 1);
+    assert_int_equal(config_load(path, &cfg, &errs), -EINVAL);
+    assert_int_equal(errs.n, 1);
+    snprintf(want, sizeof(want), "%s:2: line: contains a NUL byte", path);
+    assert_string_equal(errs.lines[0], want);
+    ini_errors_clear(&errs);
+    unlink(path);
+}
+
+/* A file over INI_FILE_MAX is refused before anything is read (the file is sparse). */
+static void test_config_too_large(void **state)
+{
+    char path[] = "/tmp/sluice_test_big_XXXXXX", want[160];
+    struct ini_errors errs = {0};
+    struct config *cfg = NULL;
+    (void)state;
+
+    write_file(path, "[sluice]\n", 9);
+    assert_int_equal(truncate(path, (off_t)INI_FILE_MAX + 1), 0);
+    assert_int_equal(config_load(path, &cfg, &errs), -EFBIG);
+    assert_int_equal(errs.n, 1);
+    snprintf(want, sizeof(want), "%s:0: file: is larger than %u bytes", path, INI_FILE_MAX);
+    assert_string_equal(errs.lines[0], want);
+    ini_errors_clear(&errs);
+    unlink(path);
+}
+
+/* Bytes of address space this process maps now, from /proc/self/statm. */
+static uint64_t mapped_bytes(void)
+{
+    unsigned long long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%llu", &pages), 1);
+    fclose(f);
+    return (uint64_t)pages * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Out of memory while reading is an error, never a short file taken as whole: a child with
+ * little address space left loads a 48 MiB file (sparse: blank bytes, then a broken section). */
+static void test_out_of_memory_is_an_error(void **state)
+{
+    char path[] = "/tmp/sluice_test_oom_XXXXXX";
+    int status = 0;
+    pid_t pid;
+    (void)state;
+
+    if (getenv("SLUICE_SANITIZED") != NULL) {
+        skip(); /* ASan reserves terabytes of shadow memory: any RLIMIT_AS breaks it */
+    }
+    write_file(path, "\n", 1);
+    assert_int_equal(truncate(path, 48 << 20), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct ini_errors errs = {0};
+        struct config *cfg = NULL;
+        uint64_t limit = mapped_bytes() + (16 << 20);
+        struct rlimit rl = {.rlim_cur = limit, .rlim_max = limit};
+        int rc = setrlimit(RLIMIT_AS, &rl) == 0 ? config_load(path, &cfg, &errs) : 99;
+        _exit(rc == -ENOMEM && errs.n == 1 &&
+                      strstr(errs.lines[0], ":0: file: cannot be read: "
+                                            "out of memory") != NULL
+                  ? 0
+                  : 1);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    unlink(path);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -962,6 +1223,15 @@ int main(void)
         cmocka_unit_test(test_health_and_resilience_keys),
         cmocka_unit_test(test_helpers),
         cmocka_unit_test(test_value_text_and_diff),
+        cmocka_unit_test(test_malformed_line_hides_its_text),
+        cmocka_unit_test(test_consul_address_userinfo),
+        cmocka_unit_test(test_secret_value_not_echoed),
+        cmocka_unit_test(test_fifo_is_refused),
+        cmocka_unit_test(test_duration_maxima),
+        cmocka_unit_test(test_anti_entropy_maximum),
+        cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_config_too_large),
+        cmocka_unit_test(test_out_of_memory_is_an_error),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
