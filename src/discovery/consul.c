@@ -388,6 +388,14 @@ static void call_tls(CURL *e, const struct consul_client *c)
     }
 }
 
+void consul_curl_direct(CURL *e)
+{
+    /* "" disables proxies, the http_proxy/ALL_PROXY environment included: a proxy named by the
+     * environment would see the ACL token, and a health check must reach the instance itself */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+}
+
 static void call_options(struct consul_call *call, const struct consul_client *c,
                          const char *method, const char *url, uint64_t timeout_ms)
 {
@@ -395,6 +403,7 @@ static void call_options(struct consul_call *call, const struct consul_client *c
     long connect_ms = timeout_ms < CONNECT_MAX_MS ? (long)timeout_ms : CONNECT_MAX_MS;
 
     curl_easy_setopt(e, CURLOPT_URL, url);
+    consul_curl_direct(e);
     curl_easy_setopt(e, CURLOPT_PRIVATE, call);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM-based resolver timeouts */
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);

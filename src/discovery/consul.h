@@ -28,6 +28,10 @@ int consul_client_create(const struct consul_conf *cfg, struct consul_client **o
 int consul_curl_use(void);
 void consul_curl_unuse(void);
 
+/* Makes the handle e talk to its URL directly: no proxy, whatever the environment says
+ * (http_proxy, HTTPS_PROXY, ALL_PROXY...). Every handle sluice creates goes through it. */
+void consul_curl_direct(CURL *e);
+
 /* Frees a client; NULL is fine. No call made with it may still be running. */
 void consul_client_destroy(struct consul_client *c);
 

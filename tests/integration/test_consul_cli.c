@@ -13,6 +13,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "consul_fixture.h"
 
 static struct proc http_backend;
@@ -171,6 +175,64 @@ static void test_unreachable(void **state)
     unlink(path);
 }
 
+static const char *const proxy_vars[] = {"http_proxy",  "HTTP_PROXY", "https_proxy",
+                                         "HTTPS_PROXY", "ALL_PROXY",  "all_proxy"};
+
+/* A listening socket on 127.0.0.1 standing for a proxy; *port gets its port. */
+static int fake_proxy(int *port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 64), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+/* Connections the fake proxy received (accepted and closed here). */
+static int proxy_connections(int fd)
+{
+    int n = 0, c;
+    while ((c = accept(fd, NULL, NULL)) >= 0) {
+        close(c);
+        n++;
+    }
+    return n;
+}
+
+/* Teardown: no proxy variable outlives its test, even a failed one, nor its sluice. */
+static int proxy_teardown(void **state)
+{
+    for (size_t i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++)
+        unsetenv(proxy_vars[i]);
+    return consul_fixture_kill_sluice(state);
+}
+
+/* Proxies named by the environment are never used, by the CLI or by the daemon's discovery
+ * (issue 12, defect 1): the fake proxy sees nothing and the agent gets every request. */
+static void test_environment_proxy_ignored(void **state)
+{
+    (void)state;
+    char out[4096], body[4096], proxy[64], port[16];
+    int proxy_port, pfd = fake_proxy(&proxy_port);
+    snprintf(proxy, sizeof(proxy), "http://127.0.0.1:%d", proxy_port);
+    for (size_t i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++)
+        setenv(proxy_vars[i], proxy, 1);
+    snprintf(port, sizeof(port), "%d", http_port);
+    const char *reg[] = {"register", "-c",        conf_path,   "--name", "api", "--id",
+                         "api-px",   "--address", "127.0.0.1", "--port", port,  NULL};
+    assert_int_equal(run(out, sizeof(out), reg), 0);
+    assert_int_equal(agent_status("api-px", body, sizeof(body)), 200);
+    size_t from = 0;
+    consul_sluice_start(consul_fx.emu_port, "", "token = sekrit-token\n", "");
+    consul_wait_published(&from, 1, NULL); /* discovery read the agent's answer */
+    assert_int_equal(proxy_connections(pfd), 0);
+    close(pfd);
+}
+
 /* Without -c the CONSUL_* variables are used; with -c the file wins over them. */
 static void test_environment(void **state)
 {
@@ -259,6 +321,8 @@ int main(void)
         cmocka_unit_test_setup(test_rollback_when_second_step_fails, consul_fixture_reset),
         cmocka_unit_test_setup(test_unreachable, consul_fixture_reset),
         cmocka_unit_test_setup(test_environment, consul_fixture_reset),
+        cmocka_unit_test_setup_teardown(test_environment_proxy_ignored, consul_fixture_reset,
+                                        proxy_teardown),
         cmocka_unit_test_setup(test_acl, consul_fixture_reset),
         cmocka_unit_test_setup(test_usage_errors, consul_fixture_reset),
     };
