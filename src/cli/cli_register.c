@@ -52,6 +52,36 @@ static int cli_duration(const char *opt, const char *text, uint64_t *ms)
     return 0;
 }
 
+/* A duration that must also obey the daemon's own rule for it (registration_*_error). */
+static int cli_rule(const char *opt, const char *text, uint64_t *ms,
+                    const char *(*rule)(uint64_t ms))
+{
+    if (cli_duration(opt, text, ms) != 0) {
+        return -1;
+    }
+    const char *why = rule(*ms);
+    if (why != NULL) {
+        fprintf(stderr, "sluice: %s: \"%s\" %s, as in [registration]\n", opt, text, why);
+        return -1;
+    }
+    return 0;
+}
+
+/* Consul takes service IDs of up to 255 bytes; a longer one is refused, never cut. */
+static int cli_id(struct cli *cl, const char *text)
+{
+    size_t len = strlen(text);
+
+    if (len == 0 || len >= sizeof(cl->id)) {
+        fprintf(stderr, "sluice: --id: %s (1 to %zu characters)\n",
+                len == 0 ? "is empty" : "is too long", sizeof(cl->id) - 1);
+        return -1;
+    }
+    memcpy(cl->id, text, len + 1);
+    cl->id_given = 1;
+    return 0;
+}
+
 static int cli_push(char **list, size_t *n, const char *opt, char *value)
 {
     if (*n >= 64) {
@@ -92,9 +122,7 @@ static int cli_option(struct cli *cl, int opt, char *arg)
         s->name = arg;
         return 0;
     case 'i':
-        cl->id_given = 1;
-        snprintf(cl->id, sizeof(cl->id), "%s", arg);
-        return 0;
+        return cli_id(cl, arg);
     case 'a':
         s->address = arg;
         return 0;
@@ -111,11 +139,12 @@ static int cli_option(struct cli *cl, int opt, char *arg)
         s->tcp_check = arg;
         return 0;
     case 'I':
-        return cli_duration("--interval", arg, &s->interval_ms);
+        return cli_rule("--interval", arg, &s->interval_ms, registration_interval_error);
     case 'O':
         return cli_duration("--timeout", arg, &s->timeout_ms);
     case 'D':
-        return cli_duration("--deregister-after", arg, &s->deregister_after_ms);
+        return cli_rule("--deregister-after", arg, &s->deregister_after_ms,
+                        registration_deregister_error);
     default:
         return -1;
     }

@@ -10,7 +10,8 @@
 
 #include "consul_conf.h"
 
-#define CONSUL_BODY_MAX (64u * 1024u * 1024u) /* larger answers are refused, not buffered */
+#define CONSUL_BODY_MAX       (64u * 1024u * 1024u) /* larger answers are refused, not buffered */
+#define CONSUL_QUERY_PATH_MAX 4096 /* longest watch query path (service name, tags, dc) */
 
 /* Resolved connection settings; immutable once created, so any thread may use one client. */
 struct consul_client;

@@ -16,8 +16,7 @@
 #include "log.h"
 #include "owner.h"
 
-#define PATH_MAX_LEN 4096 /* longest query path (service name, tags, dc) */
-#define POLL_MAX_MS  1000 /* the loop wakes at least this often to check deadlines */
+#define POLL_MAX_MS 1000 /* the loop wakes at least this often to check deadlines */
 
 /*
  * How it works:
@@ -536,7 +535,7 @@ static int watch_prepare(struct watch *w, uint64_t now, uint64_t timeout_ms)
 {
     struct discovery *d = w->d;
     uint64_t wait_ms = w->index > 0 ? d->ccfg->wait_ms : 0;
-    char path[PATH_MAX_LEN];
+    char path[CONSUL_QUERY_PATH_MAX];
 
     if (consul_health_path(path, sizeof(path), w->cfg->service, w->dc, w->cfg->tags.items,
                            w->cfg->tags.n, d->ccfg->stale, w->index, wait_ms) != 0) {

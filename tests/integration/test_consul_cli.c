@@ -131,8 +131,12 @@ static void test_rejected_check(void **state)
     (void)state;
     char out[4096], url[128], body[4096];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/health", http_port);
-    const char *reg[] = {"register", "-c",           conf_path, "--name",     "api", "--id",
-                         "api-bad",  "--http-check", url,       "--interval", "0",   NULL};
+    /* the CLI itself refuses --interval 0 now, so the agent's refusal is a fault */
+    consul_emu_send("POST", "/_emu/faults",
+                    "{\"kind\":\"error\",\"path\":\"/v1/agent/service/register\",\"status\":400,"
+                    "\"body\":\"Invalid check: Interval must be > 0\",\"count\":1}");
+    const char *reg[] = {"register", "-c",      conf_path,      "--name", "api",
+                         "--id",     "api-bad", "--http-check", url,      NULL};
     assert_int_equal(run(out, sizeof(out), reg), 1);
     assert_non_null(strstr(out, "Invalid check: Interval must be > 0"));
     assert_int_equal(agent_status("api-bad", body, sizeof(body)), 404);
@@ -312,6 +316,33 @@ static void test_usage_errors(void **state)
     assert_non_null(strstr(out, "Exit status"));
 }
 
+/* The CLI obeys [registration]'s rules (interval >= 1s, deregister-after 0 or >= 1m) and
+ * refuses an --id Consul would not take instead of cutting it (issue 12, defect 8). */
+static void test_daemon_rules(void **state)
+{
+    (void)state;
+    char out[4096], body[4096], long_id[300];
+    const char *short_interval[] = {"register", "-c",         conf_path, "--name",
+                                    "a",        "--interval", "500ms",   NULL};
+    assert_int_equal(run(out, sizeof(out), short_interval), 64);
+    assert_non_null(strstr(out, "--interval: \"500ms\" is shorter than 1s"));
+    const char *short_dereg[] = {"register",           "-c",  conf_path, "--name", "a",
+                                 "--deregister-after", "10s", NULL};
+    assert_int_equal(run(out, sizeof(out), short_dereg), 64);
+    assert_non_null(strstr(out, "Consul's minimum of 1m"));
+    const char *never[] = {"register",           "-c", conf_path, "--name", "a", "--id", "a-1",
+                           "--deregister-after", "0",  NULL};
+    assert_int_equal(run(out, sizeof(out), never), 0);
+    memset(long_id, 'x', 256);
+    long_id[256] = '\0';
+    const char *too_long[] = {"register", "-c", conf_path, "--name", "a", "--id", long_id, NULL};
+    assert_int_equal(run(out, sizeof(out), too_long), 64);
+    assert_non_null(strstr(out, "--id: is too long (1 to 255 characters)"));
+    long_id[255] = '\0'; /* the longest id Consul takes works */
+    assert_int_equal(run(out, sizeof(out), too_long), 0);
+    assert_int_equal(agent_status(long_id, body, sizeof(body)), 200);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -325,6 +356,7 @@ int main(void)
                                         proxy_teardown),
         cmocka_unit_test_setup(test_acl, consul_fixture_reset),
         cmocka_unit_test_setup(test_usage_errors, consul_fixture_reset),
+        cmocka_unit_test_setup(test_daemon_rules, consul_fixture_reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
