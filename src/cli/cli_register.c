@@ -241,7 +241,8 @@ static int cli_run(struct cli *cl, int do_register)
     if (do_register) {
         res = registrar_register(client, &cl->spec, NULL, NULL, msg, sizeof(msg));
     } else {
-        res = registrar_deregister(client, cl->id, REGISTRAR_CALL_TIMEOUT_MS, msg, sizeof(msg));
+        res = registrar_deregister(client, cl->id, consul_client_timeout_ms(client), msg,
+                                   sizeof(msg));
     }
     consul_client_destroy(client);
     if (res != REGISTRAR_DONE) {

@@ -28,6 +28,7 @@ struct consul_client {
     char *ca_file, *ca_path;        /* CA bundle / directory, owned */
     char *cert_file, *key_file;     /* client certificate and key, owned */
     int skip_verify;                /* do not verify the server's certificate */
+    uint64_t timeout_ms;            /* [consul] timeout: bound of a non-blocking call */
     int curl_held;                  /* this client counts in curl_users */
 };
 
@@ -225,6 +226,8 @@ int consul_client_create(const struct consul_conf *cfg, struct consul_client **o
     if (c == NULL) {
         return -ENOMEM;
     }
+    c->timeout_ms =
+        cfg != NULL && cfg->timeout_ms != 0 ? cfg->timeout_ms : CONSUL_TIMEOUT_DEFAULT_MS;
     rc = address_resolve(c, cfg);
     if (rc == 0) {
         rc = tls_resolve(c, cfg);
@@ -268,6 +271,11 @@ void consul_client_destroy(struct consul_client *c)
 const char *consul_client_address(const struct consul_client *c)
 {
     return c->shown;
+}
+
+uint64_t consul_client_timeout_ms(const struct consul_client *c)
+{
+    return c->timeout_ms;
 }
 
 int consul_client_has_token(const struct consul_client *c)

@@ -39,6 +39,10 @@ void consul_client_destroy(struct consul_client *c);
 /* "http://127.0.0.1:8500", "https://...", "unix:///path": where the client talks to, for logs. */
 const char *consul_client_address(const struct consul_client *c);
 
+/* [consul] timeout (CONSUL_TIMEOUT_DEFAULT_MS without one): how long a non-blocking call (a
+ * registration, a first lookup, a CLI call) may take in all. Any thread. */
+uint64_t consul_client_timeout_ms(const struct consul_client *c);
+
 /* Whether the client sends an ACL token (logs say "no token" when a 403 has that cause). */
 int consul_client_has_token(const struct consul_client *c);
 

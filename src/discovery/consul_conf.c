@@ -101,6 +101,7 @@ const struct ini_key consul_keys[] = {
     INI_KEY("retry_min", CONSUL(retry_min_ms), ini_set_duration, 10, 10 * MINUTE_MS, "250ms",
             false),
     INI_KEY("retry_max", CONSUL(retry_max_ms), ini_set_duration, 10, 60 * MINUTE_MS, "1m", false),
+    INI_KEY("timeout", CONSUL(timeout_ms), ini_set_duration, 1000, 10 * MINUTE_MS, "10s", false),
     {.name = NULL},
 };
 

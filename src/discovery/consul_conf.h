@@ -35,6 +35,7 @@ struct consul_conf {
     int stale;                     /* stale: allow any server to answer reads (0 or 1) */
     uint64_t retry_min_ms;         /* retry_min: first backoff after an error, default 250 ms */
     uint64_t retry_max_ms;         /* retry_max: backoff cap, default 1 min */
+    uint64_t timeout_ms;           /* timeout: bound of every non-blocking call, default 10 s */
 };
 
 /* The Consul keys of a [service:NAME] with discovery = consul. */
@@ -66,6 +67,7 @@ struct registration_conf {
     struct ini_list fleet_tags;       /* fleet_tags: tags of the fleet registration */
 };
 
+#define CONSUL_TIMEOUT_DEFAULT_MS      10000ULL /* [consul] timeout when not set (or no file) */
 #define CONSUL_WAIT_MAX_MS             (10ULL * 60ULL * 1000ULL) /* longest [consul] wait */
 #define REGISTRATION_INTERVAL_MIN_MS   1000ULL /* shortest check interval sluice registers */
 #define REGISTRATION_DEREGISTER_MIN_MS (60ULL * 1000ULL) /* Consul's minimum, 0 aside */

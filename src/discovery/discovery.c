@@ -542,7 +542,9 @@ static int watch_prepare(struct watch *w, uint64_t now, uint64_t timeout_ms)
         watch_fail(w, CONSUL_REJECTED, "the query is too long (too many or too long tags)", now);
         return -ENAMETOOLONG;
     }
-    uint64_t bound = discovery_http_timeout_ms(wait_ms);
+    /* a blocking query is bounded by its wait; an immediate one by [consul] timeout */
+    uint64_t bound =
+        wait_ms > 0 ? discovery_http_timeout_ms(wait_ms) : consul_client_timeout_ms(d->client);
     if (consul_call_init(&w->call, d->client, "GET", path, NULL,
                          timeout_ms > 0 && timeout_ms < bound ? timeout_ms : bound) != 0) {
         consul_call_cleanup(&w->call);
@@ -552,7 +554,7 @@ static int watch_prepare(struct watch *w, uint64_t now, uint64_t timeout_ms)
     atomic_fetch_add(&d->g.requests, 1);
     w->call.data = w;
     w->started_ms = now;
-    w->deadline_ms = now + discovery_watchdog_ms(wait_ms);
+    w->deadline_ms = now + bound + DISCOVERY_WATCHDOG_GRACE;
     return 0;
 }
 

@@ -210,7 +210,7 @@ static int service_known(const struct consul_client *c, const char *id, const at
         snprintf(msg, len, "service id is too long");
         return -(int)REGISTRAR_REJECTED;
     }
-    out = call_run(&call, c, "GET", path, NULL, REGISTRAR_CALL_TIMEOUT_MS, cancel,
+    out = call_run(&call, c, "GET", path, NULL, consul_client_timeout_ms(c), cancel,
                    "looking up the service", msg, len);
     long status = call.status;
     consul_call_cleanup(&call);
@@ -261,7 +261,7 @@ static enum registrar_result verify(const struct consul_client *c,
     } else {
         id_path(path, sizeof(path), "/v1/agent/service/", spec->id);
     }
-    out = call_run(&call, c, "GET", path, NULL, REGISTRAR_CALL_TIMEOUT_MS, cancel,
+    out = call_run(&call, c, "GET", path, NULL, consul_client_timeout_ms(c), cancel,
                    "confirming the registration", msg, len);
     res = result_of(out);
     if (out == CONSUL_OK && with_checks &&
@@ -284,7 +284,7 @@ static int rollback(const struct consul_client *c, const char *id, char *msg, si
     char why[REGISTRAR_MSG_MAX];
     size_t used = strlen(msg);
     enum registrar_result res =
-        registrar_deregister(c, id, REGISTRAR_CALL_TIMEOUT_MS, why, sizeof(why));
+        registrar_deregister(c, id, consul_client_timeout_ms(c), why, sizeof(why));
 
     snprintf(msg + used, len - used,
              res == REGISTRAR_DONE ? "; rolled back: service %s deregistered"
@@ -333,7 +333,7 @@ enum registrar_result registrar_register(const struct consul_client *c,
         return body == NULL ? REGISTRAR_UNREACHABLE : (enum registrar_result)(-known);
     }
     out = call_run(&call, c, "PUT", "/v1/agent/service/register?replace-existing-checks=true", body,
-                   REGISTRAR_CALL_TIMEOUT_MS, cancel, "registering the service", msg, msg_len);
+                   consul_client_timeout_ms(c), cancel, "registering the service", msg, msg_len);
     consul_call_cleanup(&call);
     free(body);
     res = result_of(out);

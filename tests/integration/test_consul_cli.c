@@ -316,6 +316,26 @@ static void test_usage_errors(void **state)
     assert_non_null(strstr(out, "Exit status"));
 }
 
+/* Calls are bounded by [consul] timeout: 10 s by default, so a 2.5 s agent is waited for, and
+ * "timeout = 1s" gives up on it as unreachable (issue 12, defect 9a). */
+static void test_call_timeout(void **state)
+{
+    (void)state;
+    char out[4096], path[512];
+    const char *slow = "{\"kind\":\"latency\",\"path\":\"/v1/agent/service/register\","
+                       "\"ms\":2500,\"count\":1}";
+    consul_emu_send("POST", "/_emu/faults", slow);
+    const char *reg[] = {"register", "-c", conf_path, "--name", "slow", "--id", "slow-1", NULL};
+    assert_int_equal(run(out, sizeof(out), reg), 0);
+    snprintf(path, sizeof(path), "%s/cli-timeout-%d.ini", harness_tmpdir(), getpid());
+    write_conf(path, consul_fx.emu_port, "timeout = 1s\n");
+    consul_emu_send("POST", "/_emu/faults", slow);
+    const char *short_reg[] = {"register", "-c", path, "--name", "slow", "--id", "slow-2", NULL};
+    assert_int_equal(run(out, sizeof(out), short_reg), 2);
+    assert_non_null(strstr(out, "imed out"));
+    unlink(path);
+}
+
 /* The CLI obeys [registration]'s rules (interval >= 1s, deregister-after 0 or >= 1m) and
  * refuses an --id Consul would not take instead of cutting it (issue 12, defect 8). */
 static void test_daemon_rules(void **state)
@@ -357,6 +377,7 @@ int main(void)
         cmocka_unit_test_setup(test_acl, consul_fixture_reset),
         cmocka_unit_test_setup(test_usage_errors, consul_fixture_reset),
         cmocka_unit_test_setup(test_daemon_rules, consul_fixture_reset),
+        cmocka_unit_test_setup(test_call_timeout, consul_fixture_reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
