@@ -36,11 +36,14 @@ static void cli_usage(FILE *out)
             "  -c FILE   take the [consul] settings (address, token, TLS) from FILE; unset ones\n"
             "            fall back to CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN and friends\n"
             "  --id      service ID (default NAME-HOSTNAME-PORT); printed on success\n"
-            "  D         durations such as 500ms, 5s, 1m (default interval 10s)\n"
+            "  D         durations such as 5s, 1m (default interval 10s); --interval at least\n"
+            "            1s, --deregister-after 0 (never) or at least 1m, as in [registration]\n"
+            "            calls to Consul are bounded by [consul] timeout (default 10s)\n"
             "\n"
-            "Exit status: 0 done, 1 rejected by Consul (reason printed), 2 Consul unreachable,\n"
-            "64 bad arguments or configuration. A registration that fails half-way is rolled\n"
-            "back: no service is left registered without its checks.\n");
+            "Exit status: 0 done, 1 rejected by Consul (reason printed), 2 Consul unreachable\n"
+            "or temporarily failing (429, 5xx, incomplete answer: try again), 64 bad arguments\n"
+            "or configuration. A registration that fails half-way is rolled back: no service\n"
+            "is left registered without its checks.\n");
 }
 
 static int cli_duration(const char *opt, const char *text, uint64_t *ms)

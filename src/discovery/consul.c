@@ -525,6 +525,14 @@ void consul_call_describe(const struct consul_call *call, char *out, size_t len)
     }
 }
 
+const char *consul_call_failure_phrase(const struct consul_call *call)
+{
+    if (call->result == CURLE_PARTIAL_FILE) {
+        return "incomplete answer from Consul at"; /* it answered, then closed mid-body */
+    }
+    return consul_call_outcome(call) == CONSUL_UNREACHABLE ? "cannot reach Consul at" : "Consul at";
+}
+
 int consul_call_acl_denied(const struct consul_call *call, int *unknown_token)
 {
     const char *text = call->body != NULL ? call->body : "";

@@ -100,6 +100,10 @@ enum consul_outcome consul_call_outcome(const struct consul_call *call);
  * Permission denied: ...". The agent's own text is kept (first line, cut at ~300 bytes). */
 void consul_call_describe(const struct consul_call *call, char *out, size_t len);
 
+/* How a log line starts a failure of call: "cannot reach Consul at", "incomplete answer from
+ * Consul at" (the connection closed inside the body) or "Consul at" (it answered an error). */
+const char *consul_call_failure_phrase(const struct consul_call *call);
+
 /* 1 when the agent refused the token: 403 "Permission denied" (missing rule) or "ACL not found"
  * (unknown token), 0 otherwise. *unknown_token tells which. */
 int consul_call_acl_denied(const struct consul_call *call, int *unknown_token);

@@ -510,8 +510,7 @@ static void watch_finished(struct watch *w, enum consul_outcome outcome, CURLcod
         if (w->call.status == 403) {
             watch_denied(w, what, why, sizeof(why));
         } else {
-            snprintf(why, sizeof(why), "%s %s: %s",
-                     outcome == CONSUL_UNREACHABLE ? "cannot reach Consul at" : "Consul at",
+            snprintf(why, sizeof(why), "%s %s: %s", consul_call_failure_phrase(&w->call),
                      consul_client_address(w->d->client), what);
         }
         watch_fail(w, outcome, why, now);

@@ -153,7 +153,7 @@ static void test_rollback_when_second_step_fails(void **state)
                     "\"body\":\"rpc error: agent busy\",\"count\":1}");
     const char *reg[] = {"register", "-c",       conf_path,      "--name", "api",
                          "--id",     "api-half", "--http-check", url,      NULL};
-    assert_int_equal(run(out, sizeof(out), reg), 1);
+    assert_int_equal(run(out, sizeof(out), reg), 2); /* a 500 is temporary */
     assert_non_null(strstr(out, "rpc error: agent busy"));
     assert_non_null(strstr(out, "rolled back"));
     assert_int_equal(agent_status("api-half", body, sizeof(body)), 404);
@@ -277,6 +277,9 @@ static void test_acl(void **state)
     const char *reg[] = {"register", "-c", path, "--name", "api", "--id", "api-acl", NULL};
     assert_int_equal(run(out, sizeof(out), reg), 1);
     assert_non_null(strstr(out, "ACL not found"));
+    /* an unknown token is named as such, not as a missing permission (issue 12, 9d) */
+    assert_non_null(strstr(out, "the ACL token is unknown to Consul"));
+    assert_null(strstr(out, "service:write"));
     write_conf(path, emu, "");
     assert_int_equal(run(out, sizeof(out), reg), 0); /* the variable's token now */
     unsetenv("CONSUL_HTTP_TOKEN");
@@ -314,6 +317,32 @@ static void test_usage_errors(void **state)
     const char *help[] = {"register", "--help", NULL};
     assert_int_equal(run(out, sizeof(out), help), 0);
     assert_non_null(strstr(out, "Exit status"));
+}
+
+/* 429 and 500 are temporary: exit 2, like an agent out of reach (issue 12, 9b); a truncated
+ * answer is called incomplete, not unreachable (9e); a 400 is a refusal, exit 1. */
+static void test_temporary_failures(void **state)
+{
+    (void)state;
+    char out[4096];
+    const char *reg[] = {"register", "-c", conf_path, "--name", "busy", "--id", "busy-1", NULL};
+    consul_emu_send("POST", "/_emu/faults",
+                    "{\"kind\":\"rate_limit\",\"path\":\"/v1/agent/\",\"count\":1}");
+    assert_int_equal(run(out, sizeof(out), reg), 2);
+    assert_non_null(strstr(out, "HTTP 429"));
+    consul_emu_send("POST", "/_emu/faults",
+                    "{\"kind\":\"no_leader\",\"path\":\"/v1/agent/\",\"count\":1}");
+    assert_int_equal(run(out, sizeof(out), reg), 2);
+    assert_non_null(strstr(out, "No cluster leader"));
+    consul_emu_send("POST", "/_emu/faults",
+                    "{\"kind\":\"error\",\"path\":\"/v1/agent/\",\"status\":400,"
+                    "\"body\":\"Invalid service\",\"count\":1}");
+    assert_int_equal(run(out, sizeof(out), reg), 1);
+    consul_emu_send("POST", "/_emu/faults",
+                    "{\"kind\":\"truncate\",\"path\":\"/v1/agent/service/busy-1\",\"count\":1}");
+    assert_int_equal(run(out, sizeof(out), reg), 2);
+    assert_non_null(strstr(out, "incomplete answer from Consul at"));
+    assert_null(strstr(out, "cannot reach"));
 }
 
 /* Calls are bounded by [consul] timeout: 10 s by default, so a 2.5 s agent is waited for, and
@@ -378,6 +407,7 @@ int main(void)
         cmocka_unit_test_setup(test_usage_errors, consul_fixture_reset),
         cmocka_unit_test_setup(test_daemon_rules, consul_fixture_reset),
         cmocka_unit_test_setup(test_call_timeout, consul_fixture_reset),
+        cmocka_unit_test_setup(test_temporary_failures, consul_fixture_reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -267,6 +267,20 @@ static void test_outage_keeps_traffic_flowing(void **state)
     assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 }
 
+/* A registration the agent refused is not reported as removed at shutdown (issue 12, 9c). */
+static void test_refused_registration_not_removed(void **state)
+{
+    (void)state;
+    add_fault("{\"kind\":\"error\",\"path\":\"/v1/agent/service/register\",\"status\":400,"
+              "\"body\":\"Invalid service\"}");
+    start_sluice(consul_fx.emu_port, "", "[registration]\n");
+    size_t from = 0;
+    consul_wait_event(&from, "\"event\":\"registration_failed\"", "Invalid service");
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
+    assert_int_equal(log_count("\"event\":\"registration_removed\""), 0);
+    assert_int_equal(log_count("\"event\":\"registration_remove_failed\""), 0);
+}
+
 /* SIGTERM: the registration is gone while a session still drains, and the discovery thread
  * (in a 55 s blocking query) stops at once. */
 static void test_shutdown_deregisters_then_drains(void **state)
@@ -391,6 +405,7 @@ int main(void)
         CONSUL_FIXTURE_TEST(test_registration_check_is_admin_healthz),
         CONSUL_FIXTURE_TEST(test_outage_keeps_traffic_flowing),
         CONSUL_FIXTURE_TEST(test_slow_agent_within_timeout),
+        CONSUL_FIXTURE_TEST(test_refused_registration_not_removed),
     };
     return cmocka_run_group_tests(tests, setup, consul_fixture_stop);
 }
