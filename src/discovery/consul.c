@@ -424,6 +424,9 @@ static void call_options(struct consul_call *call, const struct consul_client *c
     curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->headers);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "sluice/" SLUICE_VERSION);
+    /* "": every encoding libcurl decodes; a large catalog answer compresses ~10x, and
+     * CONSUL_BODY_MAX still caps the decoded bytes in on_body */
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     if (c->unix_path != NULL) {
         curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
     }

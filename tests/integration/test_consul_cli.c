@@ -345,6 +345,19 @@ static void test_temporary_failures(void **state)
     assert_null(strstr(out, "cannot reach"));
 }
 
+/* Requests offer compressed answers (issue 12, 9f). */
+static void test_accept_encoding(void **state)
+{
+    (void)state;
+    char out[4096];
+    const char *reg[] = {"register", "-c", conf_path, "--name", "gz", "--id", "gz-1", NULL};
+    assert_int_equal(run(out, sizeof(out), reg), 0);
+    char *log = consul_emu_get("/_emu/requests?path=/v1/agent/service/register");
+    assert_non_null(strcasestr(log, "accept-encoding"));
+    assert_non_null(strcasestr(log, "gzip"));
+    free(log);
+}
+
 /* Calls are bounded by [consul] timeout: 10 s by default, so a 2.5 s agent is waited for, and
  * "timeout = 1s" gives up on it as unreachable (issue 12, defect 9a). */
 static void test_call_timeout(void **state)
@@ -408,6 +421,7 @@ int main(void)
         cmocka_unit_test_setup(test_daemon_rules, consul_fixture_reset),
         cmocka_unit_test_setup(test_call_timeout, consul_fixture_reset),
         cmocka_unit_test_setup(test_temporary_failures, consul_fixture_reset),
+        cmocka_unit_test_setup(test_accept_encoding, consul_fixture_reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
