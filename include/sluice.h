@@ -32,7 +32,8 @@ enum sluice_error {
     SLUICE_ERR_INVALID = -1,     /* a bad argument; the detail names it */
     SLUICE_ERR_NO_MEMORY = -2,   /* out of memory */
     SLUICE_ERR_NO_INSTANCE = -3, /* the service is known, no healthy instance can be picked */
-    SLUICE_ERR_UNREACHABLE = -4, /* Consul did not answer (in time) and nothing is cached */
+    SLUICE_ERR_UNREACHABLE = -4, /* Consul did not answer (in time) and nothing is cached, or
+                                  * it answered 429 or 5xx: temporary, try again */
     SLUICE_ERR_REJECTED = -5,    /* Consul refused: ACL, invalid check, bad answer */
 };
 

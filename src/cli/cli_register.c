@@ -36,11 +36,14 @@ static void cli_usage(FILE *out)
             "  -c FILE   take the [consul] settings (address, token, TLS) from FILE; unset ones\n"
             "            fall back to CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN and friends\n"
             "  --id      service ID (default NAME-HOSTNAME-PORT); printed on success\n"
-            "  D         durations such as 500ms, 5s, 1m (default interval 10s)\n"
+            "  D         durations such as 5s, 1m (default interval 10s); --interval at least\n"
+            "            1s, --deregister-after 0 (never) or at least 1m, as in [registration]\n"
+            "            calls to Consul are bounded by [consul] timeout (default 10s)\n"
             "\n"
-            "Exit status: 0 done, 1 rejected by Consul (reason printed), 2 Consul unreachable,\n"
-            "64 bad arguments or configuration. A registration that fails half-way is rolled\n"
-            "back: no service is left registered without its checks.\n");
+            "Exit status: 0 done, 1 rejected by Consul (reason printed), 2 Consul unreachable\n"
+            "or temporarily failing (429, 5xx, incomplete answer: try again), 64 bad arguments\n"
+            "or configuration. A registration that fails half-way is rolled back: no service\n"
+            "is left registered without its checks.\n");
 }
 
 static int cli_duration(const char *opt, const char *text, uint64_t *ms)
@@ -49,6 +52,36 @@ static int cli_duration(const char *opt, const char *text, uint64_t *ms)
         fprintf(stderr, "sluice: %s: \"%s\" is not a duration (use ms, s, m, h)\n", opt, text);
         return -1;
     }
+    return 0;
+}
+
+/* A duration that must also obey the daemon's own rule for it (registration_*_error). */
+static int cli_rule(const char *opt, const char *text, uint64_t *ms,
+                    const char *(*rule)(uint64_t ms))
+{
+    if (cli_duration(opt, text, ms) != 0) {
+        return -1;
+    }
+    const char *why = rule(*ms);
+    if (why != NULL) {
+        fprintf(stderr, "sluice: %s: \"%s\" %s, as in [registration]\n", opt, text, why);
+        return -1;
+    }
+    return 0;
+}
+
+/* Consul takes service IDs of up to 255 bytes; a longer one is refused, never cut. */
+static int cli_id(struct cli *cl, const char *text)
+{
+    size_t len = strlen(text);
+
+    if (len == 0 || len >= sizeof(cl->id)) {
+        fprintf(stderr, "sluice: --id: %s (1 to %zu characters)\n",
+                len == 0 ? "is empty" : "is too long", sizeof(cl->id) - 1);
+        return -1;
+    }
+    memcpy(cl->id, text, len + 1);
+    cl->id_given = 1;
     return 0;
 }
 
@@ -92,9 +125,7 @@ static int cli_option(struct cli *cl, int opt, char *arg)
         s->name = arg;
         return 0;
     case 'i':
-        cl->id_given = 1;
-        snprintf(cl->id, sizeof(cl->id), "%s", arg);
-        return 0;
+        return cli_id(cl, arg);
     case 'a':
         s->address = arg;
         return 0;
@@ -111,11 +142,12 @@ static int cli_option(struct cli *cl, int opt, char *arg)
         s->tcp_check = arg;
         return 0;
     case 'I':
-        return cli_duration("--interval", arg, &s->interval_ms);
+        return cli_rule("--interval", arg, &s->interval_ms, registration_interval_error);
     case 'O':
         return cli_duration("--timeout", arg, &s->timeout_ms);
     case 'D':
-        return cli_duration("--deregister-after", arg, &s->deregister_after_ms);
+        return cli_rule("--deregister-after", arg, &s->deregister_after_ms,
+                        registration_deregister_error);
     default:
         return -1;
     }
@@ -212,7 +244,8 @@ static int cli_run(struct cli *cl, int do_register)
     if (do_register) {
         res = registrar_register(client, &cl->spec, NULL, NULL, msg, sizeof(msg));
     } else {
-        res = registrar_deregister(client, cl->id, REGISTRAR_CALL_TIMEOUT_MS, msg, sizeof(msg));
+        res = registrar_deregister(client, cl->id, consul_client_timeout_ms(client), msg,
+                                   sizeof(msg));
     }
     consul_client_destroy(client);
     if (res != REGISTRAR_DONE) {

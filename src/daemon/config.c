@@ -135,6 +135,9 @@ static void check_service(struct ini_file *f, const struct ini_section *sec, voi
     if (svc->discovery == CONFIG_DISCOVERY_CONSUL && svc->consul.service[0] == '\0') {
         memcpy(svc->consul.service, svc->name, sizeof(svc->name)); /* same size, both valid */
     }
+    if (svc->discovery == CONFIG_DISCOVERY_CONSUL) {
+        consul_watch_conf_check(f, sec, &svc->consul);
+    }
 }
 
 static long listener_find(const struct config *cfg, const char *name)

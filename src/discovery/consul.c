@@ -29,6 +29,7 @@ struct consul_client {
     char *ca_file, *ca_path;        /* CA bundle / directory, owned */
     char *cert_file, *key_file;     /* client certificate and key, owned */
     int skip_verify;                /* do not verify the server's certificate */
+    uint64_t timeout_ms;            /* [consul] timeout: bound of a non-blocking call */
     int curl_held;                  /* this client counts in curl_users */
 };
 
@@ -224,6 +225,8 @@ int consul_client_create(const struct consul_conf *cfg, struct consul_client **o
     if (c == NULL) {
         return -ENOMEM;
     }
+    c->timeout_ms =
+        cfg != NULL && cfg->timeout_ms != 0 ? cfg->timeout_ms : CONSUL_TIMEOUT_DEFAULT_MS;
     rc = address_resolve(c, cfg);
     if (rc == 0) {
         rc = tls_resolve(c, cfg);
@@ -267,6 +270,11 @@ void consul_client_destroy(struct consul_client *c)
 const char *consul_client_address(const struct consul_client *c)
 {
     return c->shown;
+}
+
+uint64_t consul_client_timeout_ms(const struct consul_client *c)
+{
+    return c->timeout_ms;
 }
 
 int consul_client_has_token(const struct consul_client *c)
@@ -387,6 +395,14 @@ static void call_tls(CURL *e, const struct consul_client *c)
     }
 }
 
+void consul_curl_direct(CURL *e)
+{
+    /* "" disables proxies, the http_proxy/ALL_PROXY environment included: a proxy named by the
+     * environment would see the ACL token, and a health check must reach the instance itself */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+}
+
 static void call_options(struct consul_call *call, const struct consul_client *c,
                          const char *method, const char *url, uint64_t timeout_ms)
 {
@@ -394,6 +410,7 @@ static void call_options(struct consul_call *call, const struct consul_client *c
     long connect_ms = timeout_ms < CONNECT_MAX_MS ? (long)timeout_ms : CONNECT_MAX_MS;
 
     curl_easy_setopt(e, CURLOPT_URL, url);
+    consul_curl_direct(e);
     curl_easy_setopt(e, CURLOPT_PRIVATE, call);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM-based resolver timeouts */
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
@@ -406,6 +423,9 @@ static void call_options(struct consul_call *call, const struct consul_client *c
     curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->headers);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "sluice/" SLUICE_VERSION);
+    /* "": every encoding libcurl decodes; a large catalog answer compresses ~10x, and
+     * CONSUL_BODY_MAX still caps the decoded bytes in on_body */
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     if (c->unix_path != NULL) {
         curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
     }
@@ -505,6 +525,14 @@ void consul_call_describe(const struct consul_call *call, char *out, size_t len)
         snprintf(out, len, "HTTP %ld%s%.*s", call->status, n > 0 ? ": " : "",
                  (int)(n < DESCRIBE_BODY_MAX ? n : DESCRIBE_BODY_MAX), text);
     }
+}
+
+const char *consul_call_failure_phrase(const struct consul_call *call)
+{
+    if (call->result == CURLE_PARTIAL_FILE) {
+        return "incomplete answer from Consul at"; /* it answered, then closed mid-body */
+    }
+    return consul_call_outcome(call) == CONSUL_UNREACHABLE ? "cannot reach Consul at" : "Consul at";
 }
 
 int consul_call_acl_denied(const struct consul_call *call, int *unknown_token)

@@ -10,7 +10,8 @@
 
 #include "consul_conf.h"
 
-#define CONSUL_BODY_MAX (64u * 1024u * 1024u) /* larger answers are refused, not buffered */
+#define CONSUL_BODY_MAX       (64u * 1024u * 1024u) /* larger answers are refused, not buffered */
+#define CONSUL_QUERY_PATH_MAX 4096 /* longest watch query path (service name, tags, dc) */
 
 /* Resolved connection settings; immutable once created, so any thread may use one client. */
 struct consul_client;
@@ -28,11 +29,19 @@ int consul_client_create(const struct consul_conf *cfg, struct consul_client **o
 int consul_curl_use(void);
 void consul_curl_unuse(void);
 
+/* Makes the handle e talk to its URL directly: no proxy, whatever the environment says
+ * (http_proxy, HTTPS_PROXY, ALL_PROXY...). Every handle sluice creates goes through it. */
+void consul_curl_direct(CURL *e);
+
 /* Frees a client; NULL is fine. No call made with it may still be running. */
 void consul_client_destroy(struct consul_client *c);
 
 /* "http://127.0.0.1:8500", "https://...", "unix:///path": where the client talks to, for logs. */
 const char *consul_client_address(const struct consul_client *c);
+
+/* [consul] timeout (CONSUL_TIMEOUT_DEFAULT_MS without one): how long a non-blocking call (a
+ * registration, a first lookup, a CLI call) may take in all. Any thread. */
+uint64_t consul_client_timeout_ms(const struct consul_client *c);
 
 /* Whether the client sends an ACL token (logs say "no token" when a 403 has that cause). */
 int consul_client_has_token(const struct consul_client *c);
@@ -90,6 +99,10 @@ enum consul_outcome consul_call_outcome(const struct consul_call *call);
 /* One line on why a call failed: "cannot reach http://...: Connection refused", "HTTP 403:
  * Permission denied: ...". The agent's own text is kept (first line, cut at ~300 bytes). */
 void consul_call_describe(const struct consul_call *call, char *out, size_t len);
+
+/* How a log line starts a failure of call: "cannot reach Consul at", "incomplete answer from
+ * Consul at" (the connection closed inside the body) or "Consul at" (it answered an error). */
+const char *consul_call_failure_phrase(const struct consul_call *call);
 
 /* 1 when the agent refused the token: 403 "Permission denied" (missing rule) or "ACL not found"
  * (unknown token), 0 otherwise. *unknown_token tells which. */

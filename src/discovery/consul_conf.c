@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "consul.h"
+
 #define META_MAX  64 /* Consul accepts at most 64 meta pairs */
 #define MINUTE_MS (60ULL * 1000ULL)
 #define DAY_MS    (24ULL * 60ULL * MINUTE_MS)
@@ -99,11 +101,12 @@ const struct ini_key consul_keys[] = {
     INI_KEY("key_file", CONSUL(key_file), ini_set_path, 0, 0, NULL, false, STR),
     INI_KEY("tls_server_name", CONSUL(tls_server_name), ini_set_string, 0, 0, NULL, false, STR),
     INI_KEY("tls_skip_verify", CONSUL(tls_skip_verify), ini_set_flag, 0, 0, NULL, false),
-    INI_KEY("wait", CONSUL(wait_ms), ini_set_duration, 1000, 10 * MINUTE_MS, "55s", false),
+    INI_KEY("wait", CONSUL(wait_ms), ini_set_duration, 1000, CONSUL_WAIT_MAX_MS, "55s", false),
     INI_KEY("stale", CONSUL(stale), ini_set_bool, 0, 0, "false", false),
     INI_KEY("retry_min", CONSUL(retry_min_ms), ini_set_duration, 10, 10 * MINUTE_MS, "250ms",
             false),
     INI_KEY("retry_max", CONSUL(retry_max_ms), ini_set_duration, 10, 60 * MINUTE_MS, "1m", false),
+    INI_KEY("timeout", CONSUL(timeout_ms), ini_set_duration, 1000, 10 * MINUTE_MS, "10s", false),
     {.name = NULL},
 };
 
@@ -123,7 +126,8 @@ const struct ini_key registration_keys[] = {
     INI_KEY("address", REG(address), ini_set_ip, 0, 0, NULL, false),
     INI_KEY("listeners", REG(listeners), ini_set_list, 0, 0, NULL, false, LIST,
             .check = ini_name_check),
-    INI_KEY("check_interval", REG(check_interval_ms), ini_set_duration, 1000, DAY_MS, "10s", false),
+    INI_KEY("check_interval", REG(check_interval_ms), ini_set_duration,
+            REGISTRATION_INTERVAL_MIN_MS, DAY_MS, "10s", false),
     INI_KEY("check_timeout", REG(check_timeout_ms), ini_set_duration, 1, 60 * MINUTE_MS, "5s",
             false),
     INI_KEY("deregister_critical_after", REG(deregister_after_ms), ini_set_duration, 0, 7 * DAY_MS,
@@ -198,13 +202,45 @@ void consul_conf_check(struct ini_file *f, const struct ini_section *sec, void *
     }
 }
 
+const char *registration_interval_error(uint64_t interval_ms)
+{
+    return interval_ms < REGISTRATION_INTERVAL_MIN_MS ? "is shorter than 1s" : NULL;
+}
+
+const char *registration_deregister_error(uint64_t deregister_after_ms)
+{
+    return deregister_after_ms != 0 && deregister_after_ms < REGISTRATION_DEREGISTER_MIN_MS
+               ? "is shorter than Consul's minimum of 1m (0 = never)"
+               : NULL;
+}
+
+void consul_watch_conf_check(struct ini_file *f, const struct ini_section *sec,
+                             const struct consul_watch_conf *w)
+{
+    char path[CONSUL_QUERY_PATH_MAX];
+
+    /* the longest query this watch can send: stale, the largest index, the longest wait; a
+     * query that does not fit would fail at every attempt and leave the service degraded */
+    if (consul_health_path(path, sizeof(path), w->service, w->datacenter, w->tags.items, w->tags.n,
+                           1, UINT64_MAX, CONSUL_WAIT_MAX_MS) != 0) {
+        int line = ini_key_line(sec, "consul_tags");
+        ini_error(f, line != 0 ? line : ini_section_line(sec),
+                  line != 0 ? "consul_tags" : "consul_service",
+                  "makes a Consul query longer than %d bytes (fewer or shorter tags)",
+                  CONSUL_QUERY_PATH_MAX);
+    }
+}
+
 void registration_conf_check(struct ini_file *f, const struct ini_section *sec, void *conf)
 {
     const struct registration_conf *r = conf;
 
-    if (r->deregister_after_ms != 0 && r->deregister_after_ms < MINUTE_MS) {
+    /* check_interval's minimum is its row's, REGISTRATION_INTERVAL_MIN_MS */
+    const char *why = registration_deregister_error(r->deregister_after_ms);
+
+    if (why != NULL) {
         ini_error(f, ini_key_line(sec, "deregister_critical_after"), "deregister_critical_after",
-                  "is shorter than Consul's minimum of 1m");
+                  "%s", why);
     }
     fleet_check(f, sec, r);
 }

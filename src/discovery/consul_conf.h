@@ -35,6 +35,7 @@ struct consul_conf {
     int stale;                     /* stale: allow any server to answer reads (0 or 1) */
     uint64_t retry_min_ms;         /* retry_min: first backoff after an error, default 250 ms */
     uint64_t retry_max_ms;         /* retry_max: backoff cap, default 1 min */
+    uint64_t timeout_ms;           /* timeout: bound of every non-blocking call, default 10 s */
 };
 
 /* The Consul keys of a [service:NAME] with discovery = consul. */
@@ -66,12 +67,27 @@ struct registration_conf {
     struct ini_list fleet_tags;       /* fleet_tags: tags of the fleet registration */
 };
 
+#define CONSUL_TIMEOUT_DEFAULT_MS      10000ULL /* [consul] timeout when not set (or no file) */
+#define CONSUL_WAIT_MAX_MS             (10ULL * 60ULL * 1000ULL) /* longest [consul] wait */
+#define REGISTRATION_INTERVAL_MIN_MS   1000ULL /* shortest check interval sluice registers */
+#define REGISTRATION_DEREGISTER_MIN_MS (60ULL * 1000ULL) /* Consul's minimum, 0 aside */
+
 /* Rows and own-section checks, for the composer's schema. */
 extern const struct ini_key consul_keys[];
 extern const struct ini_key consul_watch_keys[];
 extern const struct ini_key registration_keys[];
 void consul_conf_check(struct ini_file *f, const struct ini_section *sec, void *conf);
 void registration_conf_check(struct ini_file *f, const struct ini_section *sec, void *conf);
+
+/* The checks of a [service:NAME] with discovery = consul, after its consul_service is known:
+ * the longest query it can make (any index, the longest wait) must fit CONSUL_QUERY_PATH_MAX. */
+void consul_watch_conf_check(struct ini_file *f, const struct ini_section *sec,
+                             const struct consul_watch_conf *w);
+
+/* The rules a registered check obeys, for [registration] and "sluice register" alike: NULL when
+ * the value is fine, else a phrase such as "is shorter than 1s" for the caller to prefix. Pure. */
+const char *registration_interval_error(uint64_t interval_ms);
+const char *registration_deregister_error(uint64_t deregister_after_ms);
 
 /* Whether [registration] registers listener NAME as a service of its own: listeners names it, or
  * listeners is left out and there is no fleet (a fleet registers the process instead). Pure. */

@@ -16,8 +16,7 @@
 #include "log.h"
 #include "owner.h"
 
-#define PATH_MAX_LEN 4096 /* longest query path (service name, tags, dc) */
-#define POLL_MAX_MS  1000 /* the loop wakes at least this often to check deadlines */
+#define POLL_MAX_MS 1000 /* the loop wakes at least this often to check deadlines */
 
 /*
  * How it works:
@@ -511,8 +510,7 @@ static void watch_finished(struct watch *w, enum consul_outcome outcome, CURLcod
         if (w->call.status == 403) {
             watch_denied(w, what, why, sizeof(why));
         } else {
-            snprintf(why, sizeof(why), "%s %s: %s",
-                     outcome == CONSUL_UNREACHABLE ? "cannot reach Consul at" : "Consul at",
+            snprintf(why, sizeof(why), "%s %s: %s", consul_call_failure_phrase(&w->call),
                      consul_client_address(w->d->client), what);
         }
         watch_fail(w, outcome, why, now);
@@ -536,14 +534,16 @@ static int watch_prepare(struct watch *w, uint64_t now, uint64_t timeout_ms)
 {
     struct discovery *d = w->d;
     uint64_t wait_ms = w->index > 0 ? d->ccfg->wait_ms : 0;
-    char path[PATH_MAX_LEN];
+    char path[CONSUL_QUERY_PATH_MAX];
 
     if (consul_health_path(path, sizeof(path), w->cfg->service, w->dc, w->cfg->tags.items,
                            w->cfg->tags.n, d->ccfg->stale, w->index, wait_ms) != 0) {
         watch_fail(w, CONSUL_REJECTED, "the query is too long (too many or too long tags)", now);
         return -ENAMETOOLONG;
     }
-    uint64_t bound = discovery_http_timeout_ms(wait_ms);
+    /* a blocking query is bounded by its wait; an immediate one by [consul] timeout */
+    uint64_t bound =
+        wait_ms > 0 ? discovery_http_timeout_ms(wait_ms) : consul_client_timeout_ms(d->client);
     if (consul_call_init(&w->call, d->client, "GET", path, NULL,
                          timeout_ms > 0 && timeout_ms < bound ? timeout_ms : bound) != 0) {
         consul_call_cleanup(&w->call);
@@ -553,7 +553,7 @@ static int watch_prepare(struct watch *w, uint64_t now, uint64_t timeout_ms)
     atomic_fetch_add(&d->g.requests, 1);
     w->call.data = w;
     w->started_ms = now;
-    w->deadline_ms = clock_deadline(now, discovery_watchdog_ms(wait_ms));
+    w->deadline_ms = clock_deadline(now, bound + DISCOVERY_WATCHDOG_GRACE);
     return 0;
 }
 

@@ -251,8 +251,7 @@ static int http_prepare(struct probe *p)
     snprintf(url, sizeof(url), "http://%s%s", p->addr.text, c->http_path);
     CURL *e = p->easy;
     curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_PROXY, ""); /* never a proxy from the environment */
-    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+    consul_curl_direct(e);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms);
     curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L); /* each check proves a fresh connect works */

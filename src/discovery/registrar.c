@@ -146,6 +146,19 @@ char *registrar_body(const struct registrar_spec *spec)
 
 /* --- calls -------------------------------------------------------------------------------- */
 
+/* What a 403 tells the operator: Consul says "ACL not found" for a token it does not know and
+ * "Permission denied" for a known token without the rule. */
+static const char *acl_hint(const struct consul_call *call)
+{
+    int unknown = 0;
+
+    if (!consul_call_acl_denied(call, &unknown)) {
+        return "";
+    }
+    return unknown ? " (the ACL token is unknown to Consul)"
+                   : " (registration needs an ACL token with service:write on the service)";
+}
+
 /* Runs one call; on failure writes "<what>: <why>" into msg. The call stays for reading. */
 static enum consul_outcome call_run(struct consul_call *call, const struct consul_client *c,
                                     const char *method, const char *path, const char *body,
@@ -165,24 +178,20 @@ static enum consul_outcome call_run(struct consul_call *call, const struct consu
     out = consul_call_perform(call);
     if (out != CONSUL_OK) {
         consul_call_describe(call, why, sizeof(why));
-        snprintf(msg, len, "%s: %s%s%s", what,
-                 out == CONSUL_UNREACHABLE ? "cannot reach Consul at " : "",
-                 out == CONSUL_UNREACHABLE ? consul_client_address(c) : "",
-                 out == CONSUL_UNREACHABLE ? ": " : "");
-        size_t used = strlen(msg);
-        snprintf(msg + used, len - used, "%s%s", why,
-                 call->status == 403 ? " (registration needs an ACL token with service:write on "
-                                       "the service)"
-                                     : "");
+        snprintf(msg, len, "%s: %s %s: %s%s", what, consul_call_failure_phrase(call),
+                 consul_client_address(c), why, acl_hint(call));
     }
     return out;
 }
 
-static enum registrar_result result_of(enum consul_outcome out)
+/* 429 and 5xx are temporary, like an agent out of reach: try again later (exit status 2). */
+static enum registrar_result result_of(const struct consul_call *call, enum consul_outcome out)
 {
-    return out == CONSUL_OK            ? REGISTRAR_DONE
-           : out == CONSUL_UNREACHABLE ? REGISTRAR_UNREACHABLE
-                                       : REGISTRAR_REJECTED;
+    int busy = out == CONSUL_REJECTED && (call->status == 429 || call->status >= 500);
+
+    return out == CONSUL_OK                    ? REGISTRAR_DONE
+           : out == CONSUL_UNREACHABLE || busy ? REGISTRAR_UNREACHABLE
+                                               : REGISTRAR_REJECTED;
 }
 
 /* "/v1/agent/service/<escaped id>" style paths. */
@@ -210,14 +219,15 @@ static int service_known(const struct consul_client *c, const char *id, const at
         snprintf(msg, len, "service id is too long");
         return -(int)REGISTRAR_REJECTED;
     }
-    out = call_run(&call, c, "GET", path, NULL, REGISTRAR_CALL_TIMEOUT_MS, cancel,
+    out = call_run(&call, c, "GET", path, NULL, consul_client_timeout_ms(c), cancel,
                    "looking up the service", msg, len);
     long status = call.status;
+    enum registrar_result res = result_of(&call, out);
     consul_call_cleanup(&call);
     if (out == CONSUL_OK) {
         return 1;
     }
-    return out == CONSUL_REJECTED && status == 404 ? 0 : -(int)result_of(out);
+    return out == CONSUL_REJECTED && status == 404 ? 0 : -(int)res;
 }
 
 /* Every expected check id appears in the agent's check list, bound to the service. */
@@ -261,9 +271,9 @@ static enum registrar_result verify(const struct consul_client *c,
     } else {
         id_path(path, sizeof(path), "/v1/agent/service/", spec->id);
     }
-    out = call_run(&call, c, "GET", path, NULL, REGISTRAR_CALL_TIMEOUT_MS, cancel,
+    out = call_run(&call, c, "GET", path, NULL, consul_client_timeout_ms(c), cancel,
                    "confirming the registration", msg, len);
-    res = result_of(out);
+    res = result_of(&call, out);
     if (out == CONSUL_OK && with_checks &&
         !checks_present(call.body != NULL ? call.body : "", call.len, spec, missing,
                         sizeof(missing))) {
@@ -284,7 +294,7 @@ static int rollback(const struct consul_client *c, const char *id, char *msg, si
     char why[REGISTRAR_MSG_MAX];
     size_t used = strlen(msg);
     enum registrar_result res =
-        registrar_deregister(c, id, REGISTRAR_CALL_TIMEOUT_MS, why, sizeof(why));
+        registrar_deregister(c, id, consul_client_timeout_ms(c), why, sizeof(why));
 
     snprintf(msg + used, len - used,
              res == REGISTRAR_DONE ? "; rolled back: service %s deregistered"
@@ -333,10 +343,10 @@ enum registrar_result registrar_register(const struct consul_client *c,
         return body == NULL ? REGISTRAR_UNREACHABLE : (enum registrar_result)(-known);
     }
     out = call_run(&call, c, "PUT", "/v1/agent/service/register?replace-existing-checks=true", body,
-                   REGISTRAR_CALL_TIMEOUT_MS, cancel, "registering the service", msg, msg_len);
+                   consul_client_timeout_ms(c), cancel, "registering the service", msg, msg_len);
+    res = result_of(&call, out);
     consul_call_cleanup(&call);
     free(body);
-    res = result_of(out);
     if (out == CONSUL_OK) {
         res = verify(c, spec, cancel, msg, msg_len);
         if (res != REGISTRAR_DONE) {
@@ -354,8 +364,10 @@ enum registrar_result registrar_register(const struct consul_client *c,
     return res;
 }
 
-enum registrar_result registrar_deregister(const struct consul_client *c, const char *id,
-                                           uint64_t timeout_ms, char *msg, size_t msg_len)
+/* registrar_deregister, and *absent = 1 when the agent did not have the service (404). */
+static enum registrar_result deregister_call(const struct consul_client *c, const char *id,
+                                             uint64_t timeout_ms, char *msg, size_t msg_len,
+                                             int *absent)
 {
     struct consul_call call;
     char path[REGISTRAR_ID_MAX * 3 + 64];
@@ -368,15 +380,25 @@ enum registrar_result registrar_deregister(const struct consul_client *c, const 
     out = call_run(&call, c, "PUT", path, NULL, timeout_ms, NULL, "deregistering the service", msg,
                    msg_len);
     long status = call.status;
+    enum registrar_result res = result_of(&call, out);
     consul_call_cleanup(&call);
-    if (out == CONSUL_REJECTED && status == 404) {
+    *absent = out == CONSUL_REJECTED && status == 404;
+    if (*absent) {
         snprintf(msg, msg_len, "service %s was not registered", id);
         return REGISTRAR_DONE; /* already gone is what was asked for */
     }
     if (out == CONSUL_OK) {
         snprintf(msg, msg_len, "deregistered service %s", id);
     }
-    return result_of(out);
+    return res;
+}
+
+enum registrar_result registrar_deregister(const struct consul_client *c, const char *id,
+                                           uint64_t timeout_ms, char *msg, size_t msg_len)
+{
+    int absent;
+
+    return deregister_call(c, id, timeout_ms, msg, msg_len, &absent);
 }
 
 /* --- the daemon's registrations ----------------------------------------------------------- */
@@ -725,12 +747,14 @@ void registrar_stop(struct registrar *r)
         r->started = 0;
     }
     for (size_t i = 0; i < r->n; i++) {
-        /* also when not confirmed: an attempt that failed half-way may have left it */
-        enum registrar_result res =
-            registrar_deregister(r->client, r->regs[i].id, SHUTDOWN_TIMEOUT_MS, msg, sizeof(msg));
-        if (res == REGISTRAR_DONE) {
+        /* also when not confirmed: an attempt that failed half-way may have left it; one the
+         * agent never had (a refused registration) is not reported as removed */
+        int absent = 0;
+        enum registrar_result res = deregister_call(r->client, r->regs[i].id, SHUTDOWN_TIMEOUT_MS,
+                                                    msg, sizeof(msg), &absent);
+        if (res == REGISTRAR_DONE && !absent) {
             log_event(r->log, LOG_LEVEL_INFO, "registration_removed", LOG_STR("id", r->regs[i].id));
-        } else {
+        } else if (res != REGISTRAR_DONE) {
             log_event(r->log, LOG_LEVEL_WARN, "registration_remove_failed",
                       LOG_STR("id", r->regs[i].id), LOG_STR("error", msg));
         }

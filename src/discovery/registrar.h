@@ -18,9 +18,8 @@
 #include "consul_conf.h"
 #include "log.h"
 
-#define REGISTRAR_ID_MAX          256   /* longest service id + 1 */
-#define REGISTRAR_CALL_TIMEOUT_MS 10000 /* bound of one registration call */
-#define REGISTRAR_MSG_MAX         768   /* one message line */
+#define REGISTRAR_ID_MAX  256 /* longest service id + 1 */
+#define REGISTRAR_MSG_MAX 768 /* one message line */
 
 /* What to register: one service and up to two checks. */
 struct registrar_spec {

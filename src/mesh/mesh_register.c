@@ -138,8 +138,8 @@ int sluice_deregister_service(struct sluice_mesh *mesh, const char *service_id)
 
     if (mesh == NULL || service_id == NULL || service_id[0] == '\0')
         return mesh_fail(SLUICE_ERR_INVALID, "mesh and service_id are required");
-    enum registrar_result r =
-        registrar_deregister(mesh->client, service_id, REGISTRAR_CALL_TIMEOUT_MS, msg, sizeof(msg));
+    enum registrar_result r = registrar_deregister(
+        mesh->client, service_id, consul_client_timeout_ms(mesh->client), msg, sizeof(msg));
     if (r != REGISTRAR_DONE)
         return mesh_fail(result_code(r), "%s", msg);
     atomic_fetch_add(&mesh->deregistrations, 1);

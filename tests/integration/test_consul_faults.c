@@ -77,6 +77,22 @@ static void test_watchdog_recovers_hung_query(void **state)
     assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 }
 
+/* An agent that takes 6 s to answer is still read: a non-blocking query is bounded by [consul]
+ * timeout (default 10 s), no longer by a fixed 5 s (issue 12, defect 9a). */
+static void test_slow_agent_within_timeout(void **state)
+{
+    (void)state;
+    instance_add(consul_fx.emu_port, 0);
+    add_fault("{\"kind\":\"latency\",\"path\":\"/v1/health/service/api\",\"ms\":6000}");
+    int port = start_sluice(consul_fx.emu_port, "", "");
+    size_t from = 0;
+    consul_wait_published(&from, 1, NULL);
+    assert_int_equal(log_count("\"event\":\"discovery_degraded\""), 0);
+    assert_int_equal(hello_index(port, N_BACKENDS), 0);
+    consul_emu_send("DELETE", "/_emu/faults", NULL);
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
+}
+
 /* Garbage and 500 answers: nothing is published, traffic goes on to the last good set, the
  * process is degraded once, and it recovers. */
 static void test_errors_keep_last_known_good(void **state)
@@ -251,6 +267,20 @@ static void test_outage_keeps_traffic_flowing(void **state)
     assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
 }
 
+/* A registration the agent refused is not reported as removed at shutdown (issue 12, 9c). */
+static void test_refused_registration_not_removed(void **state)
+{
+    (void)state;
+    add_fault("{\"kind\":\"error\",\"path\":\"/v1/agent/service/register\",\"status\":400,"
+              "\"body\":\"Invalid service\"}");
+    start_sluice(consul_fx.emu_port, "", "[registration]\n");
+    size_t from = 0;
+    consul_wait_event(&from, "\"event\":\"registration_failed\"", "Invalid service");
+    assert_int_equal(proc_stop(&consul_fx.sluice, SIGTERM), 0);
+    assert_int_equal(log_count("\"event\":\"registration_removed\""), 0);
+    assert_int_equal(log_count("\"event\":\"registration_remove_failed\""), 0);
+}
+
 /* SIGTERM: the registration is gone while a session still drains, and the discovery thread
  * (in a 55 s blocking query) stops at once. */
 static void test_shutdown_deregisters_then_drains(void **state)
@@ -374,6 +404,8 @@ int main(void)
         CONSUL_FIXTURE_TEST(test_registration_check_tcp_without_admin),
         CONSUL_FIXTURE_TEST(test_registration_check_is_admin_healthz),
         CONSUL_FIXTURE_TEST(test_outage_keeps_traffic_flowing),
+        CONSUL_FIXTURE_TEST(test_slow_agent_within_timeout),
+        CONSUL_FIXTURE_TEST(test_refused_registration_not_removed),
     };
     return cmocka_run_group_tests(tests, setup, consul_fixture_stop);
 }

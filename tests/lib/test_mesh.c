@@ -342,8 +342,9 @@ static void test_concurrent_picks_during_swaps(void **state)
     sluice_mesh_destroy(m);
 }
 
-/* The agent accepts the service but the confirmation fails: the registration is rolled back
- * (deregistered again) and counted; an address the agent refuses is rejected with its words. */
+/* The agent accepts the service but the confirmation fails (a 500: temporary, so unreachable):
+ * the registration is rolled back (deregistered again) and counted; an address the agent
+ * refuses is rejected with its words. */
 static void test_rejected_registration_rolls_back(void **state)
 {
     (void)state;
@@ -357,7 +358,7 @@ static void test_rejected_registration_rolls_back(void **state)
     consul_emu_send("POST", "/_emu/faults",
                     "{\"kind\":\"error\",\"path\":\"/v1/agent/checks\",\"status\":500,"
                     "\"body\":\"rpc error: agent busy\",\"count\":1}");
-    assert_int_equal(sluice_register_service(m, &cfg, id, sizeof(id)), SLUICE_ERR_REJECTED);
+    assert_int_equal(sluice_register_service(m, &cfg, id, sizeof(id)), SLUICE_ERR_UNREACHABLE);
     print_message("rolled back: %s\n", sluice_mesh_last_error());
     assert_non_null(strstr(sluice_mesh_last_error(), "rolled back"));
     assert_int_equal(http_request(consul_fx.emu_port, "GET", "/v1/agent/service/half-1", NULL, body,

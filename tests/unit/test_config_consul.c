@@ -172,6 +172,26 @@ static void test_consul_service_errors(void **state)
                   {8, "consul_datacenter", "is not valid"});
 }
 
+/* Tags whose query would not fit the query buffer are refused by -t, with FILE:LINE, instead of
+ * failing every query at run time (issue 12, defect 8); tags that fit pass. */
+static void test_consul_tags_too_long(void **state)
+{
+    (void)state;
+    char text[8192], tags[6000];
+    size_t used = 0;
+    for (int i = 0; i < 10; i++) {
+        used += (size_t)snprintf(tags + used, sizeof(tags) - used, "%s%d", i ? "," : "", i);
+        memset(tags + used, 'a', 440);
+        used += 440;
+        tags[used] = '\0';
+    }
+    snprintf(text, sizeof(text), BASE "[service:c]\ndiscovery = consul\nconsul_tags = %s\n", tags);
+    EXPECT_ERRORS(text, {8, "consul_tags", "makes a Consul query longer than 4096 bytes"});
+    tags[441 * 5 - 1] = '\0'; /* five of them fit */
+    snprintf(text, sizeof(text), BASE "[service:c]\ndiscovery = consul\nconsul_tags = %s\n", tags);
+    config_destroy(load_ok(text));
+}
+
 static void test_registration_section(void **state)
 {
     (void)state;
@@ -369,6 +389,7 @@ int main(void)
         cmocka_unit_test(test_consul_errors),
         cmocka_unit_test(test_consul_service_keys),
         cmocka_unit_test(test_consul_service_errors),
+        cmocka_unit_test(test_consul_tags_too_long),
         cmocka_unit_test(test_registration_section),
         cmocka_unit_test(test_registration_errors),
         cmocka_unit_test(test_registration_fleet),
