@@ -29,18 +29,19 @@ static void sum_stats(struct daemon *d, struct stats *out)
 /* One listener's counters over every worker. */
 static void sum_listener(struct daemon *d, size_t l, unsigned long long *accepted,
                          unsigned long long *open, unsigned long long ended[SESSION_END_COUNT],
-                         unsigned long long rejected[2])
+                         unsigned long long rejected[LISTENER_REJECT_COUNT])
 {
-    *accepted = *open = rejected[0] = rejected[1] = 0;
+    *accepted = *open = 0;
     memset(ended, 0, SESSION_END_COUNT * sizeof(ended[0]));
+    memset(rejected, 0, LISTENER_REJECT_COUNT * sizeof(rejected[0]));
     for (unsigned i = 0; i < d->n_inited; i++) {
         const struct listener_stats *ls = &d->workers[i].host.lstats[l];
         *accepted += atomic_load_explicit(&ls->accepted, memory_order_relaxed);
         *open += atomic_load_explicit(&ls->open, memory_order_relaxed);
         for (size_t e = 0; e < SESSION_END_COUNT; e++)
             ended[e] += atomic_load_explicit(&ls->ended[e], memory_order_relaxed);
-        rejected[0] += atomic_load_explicit(&ls->rejected_deny, memory_order_relaxed);
-        rejected[1] += atomic_load_explicit(&ls->rejected_not_allowed, memory_order_relaxed);
+        for (size_t r = 0; r < LISTENER_REJECT_COUNT; r++)
+            rejected[r] += atomic_load_explicit(&ls->rejected[r], memory_order_relaxed);
     }
 }
 
@@ -105,7 +106,7 @@ const char *report_health_word(struct daemon *d)
 static cJSON *status_listeners(struct daemon *d)
 {
     cJSON *arr = cJSON_CreateArray();
-    unsigned long long accepted, open, ended[SESSION_END_COUNT], rejected[2];
+    unsigned long long accepted, open, ended[SESSION_END_COUNT], rejected[LISTENER_REJECT_COUNT];
 
     pthread_mutex_lock(&d->table_lock);
     for (size_t i = 0; arr != NULL && i < d->n_listeners; i++) {
@@ -120,8 +121,9 @@ static cJSON *status_listeners(struct daemon *d)
         cJSON_AddNumberToObject(o, "accepted", (double)accepted);
         cJSON_AddBoolToObject(o, "log_access", l->log_access);
         cJSON *rej = cJSON_AddObjectToObject(o, "rejected");
-        cJSON_AddNumberToObject(rej, "deny", (double)rejected[0]);
-        cJSON_AddNumberToObject(rej, "not_allowed", (double)rejected[1]);
+        for (size_t r = 0; r < LISTENER_REJECT_COUNT; r++)
+            cJSON_AddNumberToObject(rej, listener_reject_name((enum listener_reject)r),
+                                    (double)rejected[r]);
         cJSON_AddNumberToObject(o, "acl_ranges", (double)acl_ranges(l->acl));
     }
     pthread_mutex_unlock(&d->table_lock);
@@ -352,7 +354,7 @@ static void metrics_totals(struct mbuf *b, struct daemon *d)
 /* One listener's samples of the three families, by its table position. */
 static void metrics_listener(struct mbuf *b, struct daemon *d, size_t i, int family_no)
 {
-    unsigned long long accepted, open, ended[SESSION_END_COUNT], rejected[2];
+    unsigned long long accepted, open, ended[SESSION_END_COUNT], rejected[LISTENER_REJECT_COUNT];
     const struct listener_rt *rt = d->listeners[i].rt;
     char l[128];
 
@@ -363,9 +365,9 @@ static void metrics_listener(struct mbuf *b, struct daemon *d, size_t i, int fam
     else if (family_no == 1)
         put(b, "sluice_listener_connections_open{listener=\"%s\"} %llu\n", l, open);
     else if (family_no == 3)
-        for (int r = 0; r < 2; r++)
+        for (size_t r = 0; r < LISTENER_REJECT_COUNT; r++)
             put(b, "sluice_listener_rejected_total{listener=\"%s\",reason=\"%s\"} %llu\n", l,
-                r == 0 ? "deny" : "not_allowed", rejected[r]);
+                listener_reject_name((enum listener_reject)r), rejected[r]);
     else
         for (size_t e = 0; e < SESSION_END_COUNT; e++)
             put(b, "sluice_listener_connections_closed_total{listener=\"%s\",reason=\"%s\"} %llu\n",

@@ -54,6 +54,15 @@ const char *session_end_name(enum session_end end)
     return (unsigned)end < SESSION_END_COUNT ? end_names[end] : "unknown";
 }
 
+#define LISTENER_REJECT_NAME(name, text) text,
+static const char *const reject_names[] = {LISTENER_REJECT_LIST(LISTENER_REJECT_NAME)};
+#undef LISTENER_REJECT_NAME
+
+const char *listener_reject_name(enum listener_reject why)
+{
+    return (unsigned)why < LISTENER_REJECT_COUNT ? reject_names[why] : "unknown";
+}
+
 const uint64_t session_connect_bounds_us[SESSION_HIST_BUCKETS] = {
     100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 500000, 2000000};
 const uint64_t session_duration_bounds_us[SESSION_HIST_BUCKETS] = {

@@ -69,13 +69,24 @@ enum session_end { SESSION_END_LIST(SESSION_END_ENUM) SESSION_END_COUNT };
 /* "client_fin", ... */
 const char *session_end_name(enum session_end end);
 
+/* Why a connection was refused before any upstream work: X(ENUM, "metric reason"). */
+#define LISTENER_REJECT_LIST(X)                                                                    \
+    X(DENY, "deny")               /* a deny range holds the client */                              \
+    X(NOT_ALLOWED, "not_allowed") /* there is an allow list and the client is outside it */
+
+#define LISTENER_REJECT_ENUM(name, text) LISTENER_REJECT_##name,
+enum listener_reject { LISTENER_REJECT_LIST(LISTENER_REJECT_ENUM) LISTENER_REJECT_COUNT };
+#undef LISTENER_REJECT_ENUM
+
+/* "deny", ... */
+const char *listener_reject_name(enum listener_reject why);
+
 /* One listener's counters in one host (summed over hosts when read). Host thread writes. */
 struct listener_stats {
-    atomic_ullong accepted;                 /* connections accepted */
-    atomic_ullong open;                     /* connections open now */
-    atomic_ullong ended[SESSION_END_COUNT]; /* connections ended, by how */
-    atomic_ullong rejected_deny;            /* refused at accept: a deny range holds the client */
-    atomic_ullong rejected_not_allowed;     /* refused at accept: outside the allow list */
+    atomic_ullong accepted;                        /* connections accepted */
+    atomic_ullong open;                            /* connections open now */
+    atomic_ullong ended[SESSION_END_COUNT];        /* connections ended, by how */
+    atomic_ullong rejected[LISTENER_REJECT_COUNT]; /* refused before any upstream work, by why */
 };
 
 #define SESSION_HIST_BUCKETS 12 /* finite buckets of each latency histogram */

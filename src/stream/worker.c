@@ -81,16 +81,14 @@ static int worker_refused(struct worker *w, const struct listener_rt *rt, int fd
     close(fd);
     conn_budget_give(w->budget);
     struct listener_stats *ls = &w->host.lstats[rt->index];
-    if (v == ACL_DENY)
-        STATS_ADD(ls, rejected_deny, 1);
-    else
-        STATS_ADD(ls, rejected_not_allowed, 1);
+    enum listener_reject why = v == ACL_DENY ? LISTENER_REJECT_DENY : LISTENER_REJECT_NOT_ALLOWED;
+    STATS_ADD(ls, rejected[why], 1);
     if (log_enabled(w->shared->log, LOG_LEVEL_DEBUG)) {
         struct net_addr a;
         (void)net_addr_from_sockaddr(&a, (const struct sockaddr *)client, len);
         log_event(w->shared->log, LOG_LEVEL_DEBUG, "connection_rejected",
                   LOG_STR("listener", rt->name), LOG_STR("client", a.text),
-                  LOG_STR("reason", v == ACL_DENY ? "deny" : "not_allowed"));
+                  LOG_STR("reason", listener_reject_name(why)));
     }
     return 1;
 }
