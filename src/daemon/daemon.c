@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "acl.h"
 #include "admin.h"
 #include "balancer.h"
 #include "clock.h"
@@ -292,6 +293,10 @@ static int daemon_setup_listener_table(struct daemon *d)
             return -ENOMEM;
         reload_listener_fill(&tmpl, cl, cfg->path, &d->service_rts[cl->service_index],
                              reload_listener_slot(d, cl->name), acl);
+        if (reload_listener_clients(&tmpl, cl, NULL) != 0) {
+            acl_destroy(acl);
+            return -ENOMEM;
+        }
         struct listener_rt *rt = listener_rt_create(&tmpl);
         if (rt == NULL)
             return -ENOMEM;

@@ -119,6 +119,12 @@ void reload_listener_fill(struct listener_rt *t, const struct listener_conf *cl,
  * version, so the accept path only searches. */
 int reload_listener_acl(const struct listener_conf *cl, struct acl **acl);
 
+/* The per-client limits of cl into t, and its table: the running version's (a new reference)
+ * when running (may be NULL) has one of the same size and IPv6 prefix, else a new one; none
+ * without limits. 0 or -ENOMEM (t has no table then). */
+int reload_listener_clients(struct listener_rt *t, const struct listener_conf *cl,
+                            const struct listener_rt *running);
+
 /* cl as the listener table keeps it: without its allow/deny lists, which belong to a config
  * that a reload frees; the version's acl stands for them in later comparisons. */
 struct listener_conf reload_listener_kept(const struct listener_conf *cl);

@@ -152,6 +152,26 @@ int reload_listener_acl(const struct listener_conf *cl, struct acl **acl)
                       (const char *const *)cl->deny.items, cl->deny.n);
 }
 
+int reload_listener_clients(struct listener_rt *t, const struct listener_conf *cl,
+                            const struct listener_rt *running)
+{
+    t->client_limits = (struct client_limits){.max_conns = cl->max_conns_per_client,
+                                              .rate = cl->rate_per_client,
+                                              .burst = cl->burst_per_client};
+    t->clients = NULL;
+    if (!client_limits_on(&t->client_limits))
+        return 0;
+    /* same shape: the new version shares the table, so open counts and buckets carry over */
+    if (running != NULL && running->clients != NULL &&
+        client_limit_same(running->clients, cl->client_table_size, cl->client_ipv6_prefix)) {
+        client_limit_hold(running->clients);
+        t->clients = running->clients;
+        return 0;
+    }
+    t->clients = client_limit_create(cl->client_table_size, cl->client_ipv6_prefix, NULL);
+    return t->clients != NULL ? 0 : -ENOMEM;
+}
+
 struct listener_conf reload_listener_kept(const struct listener_conf *cl)
 {
     struct listener_conf kept = *cl;
@@ -337,6 +357,14 @@ static int plan_listener(struct daemon *d, const struct listener_conf *cl, struc
     }
     struct listener_rt tmpl;
     reload_listener_fill(&tmpl, &want, d->cfg->path, svc, slot, acl);
+    if (reload_listener_clients(&tmpl, &want, running != NULL ? running->rt : NULL) != 0) {
+        acl_destroy(acl);
+        log_event(
+            &d->log, LOG_LEVEL_ERROR, "reload_listener_failed", LOG_STR("listener", cl->name),
+            LOG_STR("error", "out of memory for the client table"),
+            LOG_STR("action", running != NULL ? "keeping the running listener" : "not added"));
+        return plan_keep(p, running);
+    }
     memset(p, 0, sizeof(*p));
     p->entry = (struct listener_entry){.rt = listener_rt_create(&tmpl),
                                        .conf = reload_listener_kept(&want)};

@@ -102,6 +102,26 @@ const char *report_health_word(struct daemon *d)
 
 /* --- /status --------------------------------------------------------------------------------- */
 
+/* A listener's per-client limits and its table's counters; null without limits. */
+static void status_client_table(cJSON *o, const struct listener_rt *l)
+{
+    struct client_limit_stats st;
+
+    if (l->clients == NULL) {
+        cJSON_AddNullToObject(o, "client_limits");
+        return;
+    }
+    client_limit_stats(l->clients, &st);
+    cJSON *c = cJSON_AddObjectToObject(o, "client_limits");
+    cJSON_AddNumberToObject(c, "max_connections_per_client", l->client_limits.max_conns);
+    cJSON_AddNumberToObject(c, "connection_rate_per_client", l->client_limits.rate);
+    cJSON_AddNumberToObject(c, "connection_burst_per_client", l->client_limits.burst);
+    cJSON_AddNumberToObject(c, "table_size", st.capacity);
+    cJSON_AddNumberToObject(c, "entries", (double)st.entries);
+    cJSON_AddNumberToObject(c, "evictions", (double)st.evictions);
+    cJSON_AddNumberToObject(c, "table_full", (double)st.table_full);
+}
+
 /* The listener table is read under table_lock: a reload on the main thread replaces it. */
 static cJSON *status_listeners(struct daemon *d)
 {
@@ -125,6 +145,7 @@ static cJSON *status_listeners(struct daemon *d)
             cJSON_AddNumberToObject(rej, listener_reject_name((enum listener_reject)r),
                                     (double)rejected[r]);
         cJSON_AddNumberToObject(o, "acl_ranges", (double)acl_ranges(l->acl));
+        status_client_table(o, l);
     }
     pthread_mutex_unlock(&d->table_lock);
     return arr;
@@ -374,6 +395,34 @@ static void metrics_listener(struct mbuf *b, struct daemon *d, size_t i, int fam
                 l, session_end_name((enum session_end)e), ended[e]);
 }
 
+/* The client tables of listeners with per-client limits (table_lock held). A reload that changes
+ * a table's shape starts a new one, with counters from zero. */
+static void metrics_client_tables(struct mbuf *b, struct daemon *d)
+{
+    static const char *const families[][3] = {
+        {"sluice_listener_client_entries", "gauge",
+         "Clients tracked by the per-client limits (entries in use)."},
+        {"sluice_listener_client_evictions_total", "counter",
+         "Idle client entries replaced by a new client."},
+        {"sluice_listener_client_table_full_total", "counter",
+         "Clients admitted untracked: every entry they could take was busy."},
+    };
+    struct client_limit_stats st;
+    char l[128];
+
+    for (int f = 0; f < 3; f++) {
+        family(b, families[f][0], families[f][1], families[f][2]);
+        for (size_t i = 0; i < d->n_listeners; i++) {
+            const struct listener_rt *rt = d->listeners[i].rt;
+            if (rt->clients == NULL)
+                continue;
+            client_limit_stats(rt->clients, &st);
+            unsigned long long v = f == 0 ? st.entries : f == 1 ? st.evictions : st.table_full;
+            put(b, "%s{listener=\"%s\"} %llu\n", families[f][0], label(rt->name, l, sizeof(l)), v);
+        }
+    }
+}
+
 /* The listener table is read under table_lock: a reload on the main thread replaces it. */
 static void metrics_listeners(struct mbuf *b, struct daemon *d)
 {
@@ -383,7 +432,7 @@ static void metrics_listeners(struct mbuf *b, struct daemon *d)
         {"sluice_listener_connections_closed_total", "counter",
          "Connections that ended, by how (rejected ones too)."},
         {"sluice_listener_rejected_total", "counter",
-         "Connections refused at accept by allow/deny, by reason."},
+         "Connections refused at accept by allow/deny or a per-client limit, by reason."},
     };
 
     pthread_mutex_lock(&d->table_lock);
@@ -392,6 +441,7 @@ static void metrics_listeners(struct mbuf *b, struct daemon *d)
         for (size_t i = 0; i < d->n_listeners; i++)
             metrics_listener(b, d, i, f);
     }
+    metrics_client_tables(b, d);
     pthread_mutex_unlock(&d->table_lock);
 }
 

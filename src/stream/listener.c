@@ -19,6 +19,7 @@ struct listener_rt *listener_rt_create(const struct listener_rt *tmpl)
 
     if (rt == NULL) {
         acl_destroy(tmpl->acl); /* handed over either way */
+        client_limit_drop(tmpl->clients);
         return NULL;
     }
     memcpy(rt, tmpl, sizeof(*rt));
@@ -42,6 +43,7 @@ void listener_rt_drop(struct listener_rt *rt)
     assert(before > 0);
     if (before == 1) {
         acl_destroy(rt->acl);
+        client_limit_drop(rt->clients);
         free(rt);
     }
 }

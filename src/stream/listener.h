@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "addr.h"
+#include "client_limit.h"
 #include "inifile.h"
 
 struct acl;
@@ -49,17 +50,22 @@ struct listener_rt {
     uint32_t retries;            /* other instances tried after a failed connect */
     int backlog;                 /* listen(2) backlog */
     struct acl *acl;             /* allow/deny, owned by this version; NULL: everyone may come */
+    /* per-client limits (client_limit.h) */
+    struct client_limit *clients;       /* the table, a reference: versions with the same
+                                           client_table_size and client_ipv6_prefix share it; NULL
+                                           when this version has no per-client limit */
+    struct client_limits client_limits; /* what this version enforces with it */
 };
 
-/* A new version: a copy of tmpl (which hands over its acl) (a template on the caller's stack, never
- * a published version: its refs are read plainly) with one reference, the caller's. NULL on ENOMEM.
- * Any thread. */
+/* A new version: a copy of tmpl (which hands over its acl and clients) (a template on the caller's
+ * stack, never a published version: its refs are read plainly) with one reference, the caller's.
+ * NULL on ENOMEM. Any thread. */
 struct listener_rt *listener_rt_create(const struct listener_rt *tmpl);
 
 /* Takes one more reference. Any thread. */
 void listener_rt_hold(struct listener_rt *rt);
 
-/* Gives one back; the last one frees rt and its acl. NULL is fine. Any thread. */
+/* Gives one back; the last one frees rt, its acl and its clients reference. NULL is fine. */
 void listener_rt_drop(struct listener_rt *rt);
 
 /* A listening socket for rt, bound with SO_REUSEPORT so that every worker binds the same address

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "admit.h"
 #include "clock.h"
 #include "instance_use.h"
 #include "logring.h"
@@ -787,6 +788,8 @@ static void session_finalize(struct session *s, enum session_end end, const char
     instance_drop(s);
     tried_release(s);
     host_unlink(h, s);
+    admit_release(s->lst, s->client_slot); /* into the table of the version it came in on */
+    s->client_slot = CLIENT_LIMIT_NONE;
     conn_budget_give(h->budget);
     /* a slot of this service freed up: the oldest waiting client of this host may have it */
     if (had_instance && h->queues[s->lst->service->index].len > 0)
@@ -852,7 +855,7 @@ static void session_record_local(struct session *s, int fd)
 }
 
 int session_start(struct session_host *h, struct listener_rt *lst, int fd,
-                  const struct sockaddr *client, socklen_t client_len)
+                  const struct sockaddr *client, socklen_t client_len, uint32_t client_slot)
 {
     size_t size = sizeof(struct session) + (lst->wildcard ? sizeof(struct session_local) : 0);
     struct session *s = calloc(1, size);
@@ -863,6 +866,7 @@ int session_start(struct session_host *h, struct listener_rt *lst, int fd,
     s->host = h;
     listener_rt_hold(lst); /* the settings it started with stay until it is freed */
     s->lst = lst;
+    s->client_slot = client_slot;
     watch_init(&s->client, fd, on_client_event);
     watch_init(&s->upstream, -1, on_upstream_event);
     s->up.pipe.rd = s->up.pipe.wr = s->down.pipe.rd = s->down.pipe.wr = -1;

@@ -72,7 +72,9 @@ const char *session_end_name(enum session_end end);
 /* Why a connection was refused before any upstream work: X(ENUM, "metric reason"). */
 #define LISTENER_REJECT_LIST(X)                                                                    \
     X(DENY, "deny")               /* a deny range holds the client */                              \
-    X(NOT_ALLOWED, "not_allowed") /* there is an allow list and the client is outside it */
+    X(NOT_ALLOWED, "not_allowed") /* there is an allow list and the client is outside it */        \
+    X(CLIENT_CONNECTIONS, "client_connections") /* max_connections_per_client open already */      \
+    X(CLIENT_RATE, "client_rate") /* over connection_rate_per_client (its bucket is empty) */
 
 #define LISTENER_REJECT_ENUM(name, text) LISTENER_REJECT_##name,
 enum listener_reject { LISTENER_REJECT_LIST(LISTENER_REJECT_ENUM) LISTENER_REJECT_COUNT };
@@ -158,16 +160,19 @@ struct session {
     uint16_t client_port;          /* client's port, host order */
     uint8_t client_ip[16];         /* client's address (4 bytes used for IPv4) */
     uint32_t connect_us;           /* accept -> upstream connected, µs (retries included) */
-    struct session *prev;          /* host's live list */
-    struct session *next;          /* host's live list, or graveyard link */
+    uint32_t client_slot; /* entry held in lst's client table (admit.h), or CLIENT_LIMIT_NONE;
+                             in what was padding before prev: the size stays */
+    struct session *prev; /* host's live list */
+    struct session *next; /* host's live list, or graveyard link */
     /* a listener bound to a wildcard address: the local address follows (session_local) */
 };
 
 /* Takes over an accepted client socket (client: its address from accept) and starts connecting
- * upstream; the session holds a reference to lst until it is freed. Returns 0, or -ENOMEM: then
- * nothing was taken, the caller closes fd and gives the budget slot back. */
+ * upstream; the session holds a reference to lst until it is freed, and gives client_slot (from
+ * admit_check on lst, or CLIENT_LIMIT_NONE) back to lst when it ends. Returns 0, or -ENOMEM: then
+ * nothing was taken, the caller closes fd, releases client_slot and gives the budget slot back. */
 int session_start(struct session_host *h, struct listener_rt *lst, int fd,
-                  const struct sockaddr *client, socklen_t client_len);
+                  const struct sockaddr *client, socklen_t client_len, uint32_t client_slot);
 
 /* Ends a session at once (shutdown timeout): both sockets are reset. */
 void session_abort(struct session *s);

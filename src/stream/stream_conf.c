@@ -2,6 +2,7 @@
 #include "stream_conf.h"
 
 #include "acl.h"
+#include "client_limit.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -42,8 +43,40 @@ const struct ini_key listener_keys[] = {
             .check = acl_cidr_check),
     INI_KEY("deny", LISTENER(deny), ini_set_list, 0, 0, NULL, false, .release = ini_release_list,
             .check = acl_cidr_check),
+    INI_KEY("max_connections_per_client", LISTENER(max_conns_per_client), ini_set_u32, 0,
+            CLIENT_LIMIT_CONNS_MAX, "0", false),
+    INI_KEY("connection_rate_per_client", LISTENER(rate_per_client), ini_set_u32, 0,
+            CLIENT_LIMIT_RATE_MAX, "0", false),
+    /* no default row: unset means "the rate", settled by listener_conf_check */
+    INI_KEY("connection_burst_per_client", LISTENER(burst_per_client), ini_set_u32, 1,
+            CLIENT_LIMIT_BURST_MAX, NULL, false),
+    INI_KEY("client_ipv6_prefix", LISTENER(client_ipv6_prefix), ini_set_u32, 1, 128, "64", false),
+    INI_KEY("client_table_size", LISTENER(client_table_size), ini_set_u32, CLIENT_LIMIT_SIZE_MIN,
+            CLIENT_LIMIT_SIZE_MAX, "65536", false),
     {.name = NULL},
 };
+
+void listener_conf_check(struct ini_file *f, const struct ini_section *sec, struct listener_conf *l)
+{
+    static const char *const table_keys[] = {"client_ipv6_prefix", "client_table_size"};
+    int burst_line = ini_key_line(sec, "connection_burst_per_client");
+    /* by line, not value: a limit key with a bad value has its own error already */
+    int rate_line = ini_key_line(sec, "connection_rate_per_client");
+    int max_line = ini_key_line(sec, "max_connections_per_client");
+
+    if (burst_line == 0)
+        l->burst_per_client = l->rate_per_client;
+    else if (rate_line == 0)
+        ini_error(f, burst_line, "connection_burst_per_client",
+                  "only applies with connection_rate_per_client");
+    for (size_t i = 0; i < sizeof(table_keys) / sizeof(table_keys[0]); i++) {
+        int line = ini_key_line(sec, table_keys[i]);
+        if (line != 0 && rate_line == 0 && max_line == 0)
+            ini_error(f, line, table_keys[i],
+                      "only applies with max_connections_per_client or "
+                      "connection_rate_per_client");
+    }
+}
 
 const struct ini_key stream_service_keys[] = {
     INI_KEY("queue_size", SERVICE(queue_size), ini_set_u32, 0, 1000000, "0", false),

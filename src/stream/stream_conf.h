@@ -33,6 +33,12 @@ struct listener_conf {
     int log_access;              /* log_access: one line per closed connection (0 or 1) */
     struct ini_list allow;       /* allow: CIDRs let in (none: everyone); owned by the config */
     struct ini_list deny;        /* deny: CIDRs refused, over allow; owned by the config */
+    /* per-client limits (client_limit.h) */
+    uint32_t max_conns_per_client; /* max_connections_per_client: open at once; 0 = off */
+    uint32_t rate_per_client;      /* connection_rate_per_client: new ones per second; 0 = off */
+    uint32_t burst_per_client;     /* connection_burst_per_client; unset: the rate */
+    uint32_t client_ipv6_prefix;   /* client_ipv6_prefix: IPv6 clients grouped by it, default 64 */
+    uint32_t client_table_size;    /* client_table_size: clients tracked, default 65536 */
 };
 
 /* The keys of a [service:NAME] that sessions enforce. */
@@ -42,6 +48,12 @@ struct stream_service_conf {
     uint64_t drain_timeout_ms; /* connections to an instance that left the set: 0 = unlimited */
     uint64_t lifetime_ms;      /* max_connection_lifetime (+ up to 10 % jitter); 0 = off */
 };
+
+/* Rules between a listener's keys, run once its section is read (the composer's check calls it):
+ * connection_burst_per_client defaults to the rate and, like client_ipv6_prefix and
+ * client_table_size, only applies with a per-client limit. */
+void listener_conf_check(struct ini_file *f, const struct ini_section *sec,
+                         struct listener_conf *l);
 
 /* Rows of stream_conf (a [sluice] table), listener_conf and stream_service_conf. */
 extern const struct ini_key stream_keys[];

@@ -13,7 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "acl.h"
+#include "admit.h"
 #include "clock.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -66,23 +66,19 @@ static void on_fd_shortage(struct session_host *h, int err)
     worker_pause(container_of(h, struct worker, host), "file_descriptors", err);
 }
 
-/* allow/deny for a connection just accepted: 1 (and fd closed, counted) when it is refused. A
- * refusal resets (SO_LINGER 0) rather than closes: for the client it is an error, not an end of
- * stream, and sluice keeps no TIME_WAIT socket per refused connection under a flood. */
-static int worker_refused(struct worker *w, const struct listener_rt *rt, int fd,
-                          const struct sockaddr_storage *client, socklen_t len)
+/* Refuses a connection just accepted (allow/deny or a per-client limit): closes fd and counts it
+ * by why. A refusal resets (SO_LINGER 0) rather than closes: for the client it is an error, not
+ * an end of stream, and sluice keeps no TIME_WAIT socket per refused connection under a flood. */
+static void worker_reject(struct worker *w, const struct listener_rt *rt, int fd,
+                          enum listener_reject why, const struct sockaddr_storage *client,
+                          socklen_t len)
 {
-    enum acl_verdict v = acl_check(rt->acl, (const struct sockaddr *)client);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
 
-    if (v == ACL_PASS)
-        return 0;
     (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(fd);
     conn_budget_give(w->budget);
-    struct listener_stats *ls = &w->host.lstats[rt->index];
-    enum listener_reject why = v == ACL_DENY ? LISTENER_REJECT_DENY : LISTENER_REJECT_NOT_ALLOWED;
-    STATS_ADD(ls, rejected[why], 1);
+    STATS_ADD(&w->host.lstats[rt->index], rejected[why], 1);
     if (log_enabled(w->shared->log, LOG_LEVEL_DEBUG)) {
         struct net_addr a;
         (void)net_addr_from_sockaddr(&a, (const struct sockaddr *)client, len);
@@ -90,7 +86,6 @@ static int worker_refused(struct worker *w, const struct listener_rt *rt, int fd
                   LOG_STR("listener", rt->name), LOG_STR("client", a.text),
                   LOG_STR("reason", listener_reject_name(why)));
     }
-    return 1;
 }
 
 /* Accepts one connection; returns 1 to go on, 0 to stop this batch. A socket about to close
@@ -122,10 +117,16 @@ static int worker_accept_one(struct worker *w, struct worker_listener *wl, int r
         return 0;
     }
     STATS_ADD(&w->stats, accepted, 1);
-    /* one branch when the listener has no lists */
-    if (wl->rt->acl != NULL && worker_refused(w, wl->rt, fd, &client, len))
+    /* one branch when the listener has neither lists nor per-client limits */
+    uint32_t slot = CLIENT_LIMIT_NONE;
+    enum listener_reject why;
+    if ((wl->rt->acl != NULL || wl->rt->clients != NULL) &&
+        !admit_check(wl->rt, (const struct sockaddr *)&client, &slot, &why)) {
+        worker_reject(w, wl->rt, fd, why, &client, len);
         return 1;
-    if (session_start(&w->host, wl->rt, fd, (const struct sockaddr *)&client, len) != 0) {
+    }
+    if (session_start(&w->host, wl->rt, fd, (const struct sockaddr *)&client, len, slot) != 0) {
+        admit_release(wl->rt, slot);
         close(fd);
         conn_budget_give(w->budget);
         STATS_ADD(&w->stats, alloc_failures, 1);
