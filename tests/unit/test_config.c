@@ -771,6 +771,34 @@ static void test_demo_config(void **state)
     config_destroy(cfg);
 }
 
+/* Per-client limits: off by default; the burst is the rate unless set. */
+static void test_client_limit_keys(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[listener:a]\nbind = 127.0.0.1:8080\nservice = api\n"
+                                 "[listener:b]\nbind = 127.0.0.1:8081\nservice = api\n"
+                                 "connection_rate_per_client = 20\n"
+                                 "[listener:c]\nbind = 127.0.0.1:8082\nservice = api\n"
+                                 "max_connections_per_client = 7\nconnection_rate_per_client = 5\n"
+                                 "connection_burst_per_client = 50\nclient_ipv6_prefix = 48\n"
+                                 "client_table_size = 1024\n"
+                                 "[service:api]\nbackends = 127.0.0.1:9001\n");
+    const struct listener_conf *a = &cfg->listeners[0], *b = &cfg->listeners[1];
+    const struct listener_conf *c = &cfg->listeners[2];
+    assert_int_equal(a->max_conns_per_client, 0);
+    assert_int_equal(a->rate_per_client, 0);
+    assert_int_equal(a->client_ipv6_prefix, 64);
+    assert_int_equal(a->client_table_size, 65536);
+    assert_int_equal(b->rate_per_client, 20);
+    assert_int_equal(b->burst_per_client, 20);
+    assert_int_equal(c->max_conns_per_client, 7);
+    assert_int_equal(c->rate_per_client, 5);
+    assert_int_equal(c->burst_per_client, 50);
+    assert_int_equal(c->client_ipv6_prefix, 48);
+    assert_int_equal(c->client_table_size, 1024);
+    config_destroy(cfg);
+}
+
 struct change_log {
     char lines[8][256];
     size_t n;
@@ -1249,6 +1277,7 @@ int main(void)
         cmocka_unit_test(test_health_and_resilience_keys),
         cmocka_unit_test(test_helpers),
         cmocka_unit_test(test_value_text_and_diff),
+        cmocka_unit_test(test_client_limit_keys),
         cmocka_unit_test(test_malformed_line_hides_its_text),
         cmocka_unit_test(test_consul_address_userinfo),
         cmocka_unit_test(test_secret_value_not_echoed),
