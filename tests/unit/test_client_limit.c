@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "acl.h"
+#include "admit.h"
 #include "client_limit.h"
 
 #define S 1000000000ULL /* one second in ns */
@@ -296,6 +298,51 @@ static void test_mapped_ipv4_and_other_families(void **state)
     client_limit_drop(NULL);
 }
 
+/* admit_check: allow/deny first (a denied client takes nothing from the table), then the cap
+ * and the rate, each with its reason; admit_release gives back what it took. */
+static void test_admit_check(void **state)
+{
+    (void)state;
+    const char *deny[] = {"192.0.2.0/24"};
+    struct listener_rt rt;
+    enum listener_reject why;
+    uint32_t a, b;
+
+    memset(&rt, 0, sizeof(rt));
+    assert_int_equal(acl_create(&rt.acl, NULL, 0, deny, 1), 0);
+    rt.clients = client_limit_create(1024, 64, seed);
+    rt.client_limits = (struct client_limits){.max_conns = 1};
+    struct sockaddr_storage denied = addr("192.0.2.5"), ok = addr("198.51.100.5");
+
+    assert_false(admit_check(&rt, (struct sockaddr *)&denied, &a, &why));
+    assert_int_equal(why, LISTENER_REJECT_DENY);
+    assert_int_equal(a, CLIENT_LIMIT_NONE);
+    assert_int_equal(client_limit_open(rt.clients, (struct sockaddr *)&denied), 0);
+    assert_true(admit_check(&rt, (struct sockaddr *)&ok, &a, &why));
+    assert_int_not_equal(a, CLIENT_LIMIT_NONE);
+    assert_false(admit_check(&rt, (struct sockaddr *)&ok, &b, &why));
+    assert_int_equal(why, LISTENER_REJECT_CLIENT_CONNECTIONS);
+    assert_string_equal(listener_reject_name(why), "client_connections");
+    admit_release(&rt, a);
+    admit_release(&rt, CLIENT_LIMIT_NONE);
+    assert_int_equal(client_limit_open(rt.clients, (struct sockaddr *)&ok), 0);
+
+    /* a rate of 1 with a burst of 1, on the real clock: of 1,000 tries in a row at most one
+     * per second passes (no timing assumed: 1,000 tries would need over 999 s to all pass) */
+    rt.client_limits = (struct client_limits){.rate = 1, .burst = 1};
+    struct sockaddr_storage other = addr("198.51.100.6");
+    int passed = 0, tries = 0;
+    while (tries++ < 1000 && admit_check(&rt, (struct sockaddr *)&other, &a, &why)) {
+        assert_int_equal(a, CLIENT_LIMIT_NONE);
+        passed++;
+    }
+    assert_true(passed >= 1 && tries <= 1000);
+    assert_int_equal(why, LISTENER_REJECT_CLIENT_RATE);
+    assert_string_equal(listener_reject_name(why), "client_rate");
+    acl_destroy(rt.acl);
+    client_limit_drop(rt.clients);
+}
+
 /* --- two threads ------------------------------------------------------------------------- */
 
 #define HAMMER_CLIENTS 4
@@ -371,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_partial_bucket_is_kept),
         cmocka_unit_test(test_ipv6_prefix),
         cmocka_unit_test(test_mapped_ipv4_and_other_families),
+        cmocka_unit_test(test_admit_check),
         cmocka_unit_test(test_two_threads_cap_one),
         cmocka_unit_test(test_two_threads_high_cap),
     };
