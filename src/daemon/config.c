@@ -96,6 +96,7 @@ static void check_listener(struct ini_file *f, const struct ini_section *sec, vo
     }
     l->service_index = i;
     l->bind_line = ini_key_line(sec, "bind");
+    listener_conf_check(f, sec, l);
     if (l->service[0] != '\0' && i == cfg->n_services) {
         ini_error(f, ini_key_line(sec, "service"), "service",
                   "there is no [service:%s] in this file", l->service);

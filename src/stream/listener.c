@@ -19,6 +19,7 @@ struct listener_rt *listener_rt_create(const struct listener_rt *tmpl)
 
     if (rt == NULL) {
         acl_destroy(tmpl->acl); /* handed over either way */
+        acl_destroy(tmpl->trusted);
         return NULL;
     }
     memcpy(rt, tmpl, sizeof(*rt));
@@ -42,8 +43,16 @@ void listener_rt_drop(struct listener_rt *rt)
     assert(before > 0);
     if (before == 1) {
         acl_destroy(rt->acl);
+        acl_destroy(rt->trusted);
         free(rt);
     }
+}
+
+void listener_acls_destroy(struct listener_acls *a)
+{
+    acl_destroy(a->access);
+    acl_destroy(a->trusted);
+    a->access = a->trusted = NULL;
 }
 
 int listener_socket(const struct listener_rt *rt, char *err, size_t err_len)

@@ -66,22 +66,51 @@ static void on_fd_shortage(struct session_host *h, int err)
     worker_pause(container_of(h, struct worker, host), "file_descriptors", err);
 }
 
-/* allow/deny for a connection just accepted: 1 (and fd closed, counted) when it is refused. A
- * refusal resets (SO_LINGER 0) rather than closes: for the client it is an error, not an end of
- * stream, and sluice keeps no TIME_WAIT socket per refused connection under a flood. */
-static int worker_refused(struct worker *w, const struct listener_rt *rt, int fd,
-                          const struct sockaddr_storage *client, socklen_t len)
+/* The admission decision for a client at its effective address (the peer's, or the one its
+ * PROXY header named): LISTENER_REJECT_COUNT to let it in, or why not. Pure but for the caller's
+ * counting; one branch when the listener has no lists. */
+static enum listener_reject worker_admission(const struct listener_rt *rt,
+                                             const struct sockaddr *client)
 {
-    enum acl_verdict v = acl_check(rt->acl, (const struct sockaddr *)client);
+    if (rt->acl == NULL)
+        return LISTENER_REJECT_COUNT;
+    enum acl_verdict v = acl_check(rt->acl, client);
+    return v == ACL_PASS   ? LISTENER_REJECT_COUNT
+           : v == ACL_DENY ? LISTENER_REJECT_DENY
+                           : LISTENER_REJECT_NOT_ALLOWED;
+}
+
+/* The session's view of worker_admission, once a PROXY header named the client. */
+static enum listener_reject on_admit(struct session_host *h, const struct listener_rt *rt,
+                                     const struct sockaddr *client)
+{
+    (void)h;
+    return worker_admission(rt, client);
+}
+
+/* What is decided right after accept: for an accept_proxy listener only whether the peer may
+ * send a header (the admission waits for the address in it), else the admission itself. */
+static enum listener_reject worker_screen(const struct listener_rt *rt, const struct sockaddr *peer)
+{
+    if (rt->accept_proxy)
+        return acl_check(rt->trusted, peer) == ACL_PASS ? LISTENER_REJECT_COUNT
+                                                        : LISTENER_REJECT_PROXY_UNTRUSTED;
+    return worker_admission(rt, peer);
+}
+
+/* Refuses a connection just accepted (fd closed, counted under why). A refusal resets
+ * (SO_LINGER 0) rather than closes: for the client it is an error, not an end of stream, and
+ * sluice keeps no TIME_WAIT socket per refused connection under a flood. */
+static void worker_refuse(struct worker *w, const struct listener_rt *rt, int fd,
+                          const struct sockaddr_storage *client, socklen_t len,
+                          enum listener_reject why)
+{
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
 
-    if (v == ACL_PASS)
-        return 0;
     (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(fd);
     conn_budget_give(w->budget);
     struct listener_stats *ls = &w->host.lstats[rt->index];
-    enum listener_reject why = v == ACL_DENY ? LISTENER_REJECT_DENY : LISTENER_REJECT_NOT_ALLOWED;
     STATS_ADD(ls, rejected[why], 1);
     if (log_enabled(w->shared->log, LOG_LEVEL_DEBUG)) {
         struct net_addr a;
@@ -90,7 +119,6 @@ static int worker_refused(struct worker *w, const struct listener_rt *rt, int fd
                   LOG_STR("listener", rt->name), LOG_STR("client", a.text),
                   LOG_STR("reason", listener_reject_name(why)));
     }
-    return 1;
 }
 
 /* Accepts one connection; returns 1 to go on, 0 to stop this batch. A socket about to close
@@ -122,9 +150,11 @@ static int worker_accept_one(struct worker *w, struct worker_listener *wl, int r
         return 0;
     }
     STATS_ADD(&w->stats, accepted, 1);
-    /* one branch when the listener has no lists */
-    if (wl->rt->acl != NULL && worker_refused(w, wl->rt, fd, &client, len))
+    enum listener_reject why = worker_screen(wl->rt, (const struct sockaddr *)&client);
+    if (why != LISTENER_REJECT_COUNT) {
+        worker_refuse(w, wl->rt, fd, &client, len, why);
         return 1;
+    }
     if (session_start(&w->host, wl->rt, fd, (const struct sockaddr *)&client, len) != 0) {
         close(fd);
         conn_budget_give(w->budget);
@@ -607,6 +637,7 @@ static int worker_init_host(struct worker *w)
         .access = sh->access != NULL ? &sh->access->rings[w->id] : NULL,
         .rng = rng_seed() + w->id,
         .on_fd_shortage = on_fd_shortage,
+        .admit = on_admit,
     };
     if (w->host.rng == 0)
         w->host.rng = 1;
