@@ -435,18 +435,25 @@ static void applied(void *ctx, const char *key, const char *from, const char *to
     log_change(ctx, LOG_LEVEL_INFO, "reload_applied", key, from, to);
 }
 
-/* The keys of a changed listener; allow/deny as range counts (the lists are not kept). */
-static void log_applied_keys(struct restart_ctx *r, const struct listener_plan *p)
+/* One list of ranges that changed, as range counts (the lists are not kept). */
+static void log_applied_ranges(struct restart_ctx *r, const char *what, const struct acl *from,
+                               const struct acl *to)
 {
-    const struct acl *from = p->running->rt->acl, *to = p->entry.rt->acl;
     char a[48], b[48];
 
-    (void)ini_keys_diff(listener_keys, &p->running->conf, &p->entry.conf, applied, r);
     if (acl_equal(from, to))
         return;
     snprintf(a, sizeof(a), "%zu ranges", acl_ranges(from));
     snprintf(b, sizeof(b), "%zu ranges", acl_ranges(to));
-    applied(r, "allow/deny", a, b);
+    applied(r, what, a, b);
+}
+
+/* The keys of a changed listener; allow/deny and proxy_trusted as range counts. */
+static void log_applied_keys(struct restart_ctx *r, const struct listener_plan *p)
+{
+    (void)ini_keys_diff(listener_keys, &p->running->conf, &p->entry.conf, applied, r);
+    log_applied_ranges(r, "allow/deny", p->running->rt->acl, p->entry.rt->acl);
+    log_applied_ranges(r, "proxy_trusted", p->running->rt->trusted, p->entry.rt->trusted);
 }
 
 static void log_applied(struct daemon *d, const struct listener_plan *plans, size_t n,

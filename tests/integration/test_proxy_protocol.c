@@ -436,28 +436,81 @@ static void test_refusals_counted(void **state)
     proc_stop(&ver, SIGTERM);
 }
 
-/* accept_proxy without proxy_trusted is a FILE:LINE error. */
-static void test_config_needs_trusted(void **state)
+/* sluice -t on a file of one listener (extra lines after its service key) and one service
+ * (extra lines after backends): its output must hold "FILE:LINE: " + want. */
+static void assert_config_error(const char *listener_extra, const char *service_extra, int line,
+                                const char *want)
 {
-    (void)state;
-    char path[600], out[2048];
+    char path[600], out[4096], text[1024], expect[800];
     snprintf(path, sizeof(path), "%s/proxy-conf-%d.ini", harness_tmpdir(), getpid());
-    config_write(path, "[listener:web]\nbind = 127.0.0.1:1\nservice = api\naccept_proxy = on\n"
-                       "[service:api]\nbackends = 127.0.0.1:2\n");
+    snprintf(text, sizeof(text),
+             "[listener:web]\nbind = 127.0.0.1:1\nservice = api\n%s"
+             "[service:api]\nbackends = 127.0.0.1:2\n%s",
+             listener_extra, service_extra);
+    config_write(path, text);
     char *const argv[] = {(char *)harness_bin("SLUICE_BIN"), "-t", "-c", path, NULL};
     assert_int_not_equal(run_capture(argv, out, sizeof(out)), 0);
-    char want[700];
-    snprintf(want, sizeof(want), "%s:4: accept_proxy", path);
-    if (strstr(out, want) == NULL || strstr(out, "needs proxy_trusted") == NULL)
-        fail_msg("unexpected: %s", out);
+    snprintf(expect, sizeof(expect), "%s:%d: %s", path, line, want);
+    if (strstr(out, expect) == NULL)
+        fail_msg("expected \"%s\" in: %s", expect, out);
+}
+
+/* The keys' rules, each a FILE:LINE error naming the key. */
+static void test_config_errors(void **state)
+{
+    (void)state;
+    assert_config_error("accept_proxy = on\n", "", 4, "accept_proxy");
+    assert_config_error("accept_proxy = on\n", "", 4, "accept_proxy: needs proxy_trusted");
+    assert_config_error("proxy_trusted = 10.0.0.0/8\n", "", 4,
+                        "proxy_trusted: only applies to accept_proxy = on");
+    assert_config_error("accept_proxy = on\nproxy_trusted = 10.0.0.1/8\n", "", 5, "proxy_trusted");
+    assert_config_error("accept_proxy = on\nproxy_trusted = 10.0.0.1\n"
+                        "proxy_header_timeout = 2m\n",
+                        "", 6, "proxy_header_timeout");
+    assert_config_error("", "proxy_protocol = v3\n", 6, "proxy_protocol");
+}
+
+/* A reload that changes proxy_trusted applies to the next connections. */
+static void test_reload_trust(void **state)
+{
+    (void)state;
+    struct proc s = {0};
+    int port = harness_free_port();
+    char conf[1024];
+    const char *fmt = "[sluice]\nworkers = 1\n"
+                      "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\n"
+                      "accept_proxy = on\nproxy_trusted = %s\n"
+                      "[service:api]\nbackends = 127.0.0.1:%d\n";
+
+    snprintf(conf, sizeof(conf), fmt, port, "127.0.0.2", backend_port);
+    assert_int_equal(sluice_start(&s, conf), 0);
+    int fd = connect_from("127.0.0.1", "127.0.0.1", port);
+    assert_int_equal(write_all(fd, "PROXY UNKNOWN\r\n", 15), 0);
+    assert_int_equal(served(fd), 0);
+    close(fd);
+
+    snprintf(conf, sizeof(conf), fmt, port, "127.0.0.0/24", backend_port);
+    config_write(s.conf_path, conf);
+    size_t from = log_size(&s);
+    proc_signal(&s, SIGHUP);
+    const char *applied[] = {"\"event\":\"reload_applied\"",
+                             "[listener:web] proxy_trusted: 1 ranges -> 1 ranges", NULL};
+    assert_int_equal(log_wait(&s, &from, NULL, 0, applied), 0);
+    const char *done[] = {"\"event\":\"reload_done\"", NULL};
+    assert_int_equal(log_wait(&s, &from, NULL, 0, done), 0);
+    fd = connect_from("127.0.0.1", "127.0.0.1", port);
+    assert_int_equal(write_all(fd, "PROXY UNKNOWN\r\n", 15), 0);
+    assert_int_equal(served(fd), 1);
+    close(fd);
+    assert_int_equal(proc_stop(&s, SIGTERM), 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config_needs_trusted), cmocka_unit_test(test_haproxy_in_front),
-        cmocka_unit_test(test_nginx_behind),         cmocka_unit_test(test_full_chain),
-        cmocka_unit_test(test_refusals_counted),
+        cmocka_unit_test(test_config_errors),    cmocka_unit_test(test_reload_trust),
+        cmocka_unit_test(test_haproxy_in_front), cmocka_unit_test(test_nginx_behind),
+        cmocka_unit_test(test_full_chain),       cmocka_unit_test(test_refusals_counted),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
