@@ -262,6 +262,7 @@ static int daemon_setup_service_rts(struct daemon *d)
         rt->queue_timeout_ms = cs->stream.queue_timeout_ms;
         rt->drain_timeout_ms = cs->stream.drain_timeout_ms;
         rt->lifetime_ms = cs->stream.lifetime_ms;
+        rt->proxy_protocol = (uint8_t)cs->stream.proxy_protocol;
         atomic_init(&rt->queued, 0);
     }
     return 0;
@@ -288,13 +289,13 @@ static int daemon_setup_listener_table(struct daemon *d)
     for (size_t i = 0; i < n; i++) {
         const struct listener_conf *cl = &cfg->listeners[i];
         struct listener_rt tmpl;
-        struct acl *acl;
-        if (reload_listener_acl(cl, &acl) != 0)
+        struct listener_acls acls;
+        if (reload_listener_acl(cl, &acls) != 0)
             return -ENOMEM;
         reload_listener_fill(&tmpl, cl, cfg->path, &d->service_rts[cl->service_index],
-                             reload_listener_slot(d, cl->name), acl);
+                             reload_listener_slot(d, cl->name), &acls);
         if (reload_listener_clients(&tmpl, cl, NULL) != 0) {
-            acl_destroy(acl);
+            listener_acls_destroy(&acls);
             return -ENOMEM;
         }
         struct listener_rt *rt = listener_rt_create(&tmpl);

@@ -110,14 +110,14 @@ int reload_static_service(struct daemon *d, struct owner *o, const struct config
 size_t reload_listener_slot(struct daemon *d, const char *name);
 
 /* Fills the version template t from section cl of the file conf_path (its errors name it),
- * serving svc, counted in slot, with acl (from reload_listener_acl; t takes it over). */
+ * serving svc, counted in slot, with acls (from reload_listener_acl; t takes them over). */
 void reload_listener_fill(struct listener_rt *t, const struct listener_conf *cl,
                           const char *conf_path, struct service_rt *svc, size_t slot,
-                          struct acl *acl);
+                          const struct listener_acls *acls);
 
-/* The allow/deny ranges of cl into *acl (NULL without lists): 0 or -ENOMEM. Built once per
- * version, so the accept path only searches. */
-int reload_listener_acl(const struct listener_conf *cl, struct acl **acl);
+/* The allow/deny ranges of cl and its proxy_trusted ranges into *acls (NULL without lists): 0 or
+ * -ENOMEM (nothing left to free). Built once per version, so the accept path only searches. */
+int reload_listener_acl(const struct listener_conf *cl, struct listener_acls *acls);
 
 /* The per-client limits of cl into t, and its table: the running version's (a new reference)
  * when running (may be NULL) has one of the same size and IPv6 prefix, else a new one; none
@@ -125,8 +125,8 @@ int reload_listener_acl(const struct listener_conf *cl, struct acl **acl);
 int reload_listener_clients(struct listener_rt *t, const struct listener_conf *cl,
                             const struct listener_rt *running);
 
-/* cl as the listener table keeps it: without its allow/deny lists, which belong to a config
- * that a reload frees; the version's acl stands for them in later comparisons. */
+/* cl as the listener table keeps it: without its allow/deny/proxy_trusted lists, which belong to a
+ * config that a reload frees; the version's acl and trusted stand for them in later comparisons. */
 struct listener_conf reload_listener_kept(const struct listener_conf *cl);
 
 /* Applies what a reload can change while running and names, in reload_needs_restart events,

@@ -145,11 +145,18 @@ size_t reload_listener_slot(struct daemon *d, const char *name)
     return d->n_slots++;
 }
 
-int reload_listener_acl(const struct listener_conf *cl, struct acl **acl)
+int reload_listener_acl(const struct listener_conf *cl, struct listener_acls *acls)
 {
     /* the lists passed acl_cidr_check when loaded: only ENOMEM is left */
-    return acl_create(acl, (const char *const *)cl->allow.items, cl->allow.n,
-                      (const char *const *)cl->deny.items, cl->deny.n);
+    acls->trusted = NULL;
+    int rc = acl_create(&acls->access, (const char *const *)cl->allow.items, cl->allow.n,
+                        (const char *const *)cl->deny.items, cl->deny.n);
+    if (rc == 0 && cl->accept_proxy)
+        rc = acl_create(&acls->trusted, (const char *const *)cl->proxy_trusted.items,
+                        cl->proxy_trusted.n, NULL, 0);
+    if (rc != 0)
+        listener_acls_destroy(acls);
+    return rc;
 }
 
 int reload_listener_clients(struct listener_rt *t, const struct listener_conf *cl,
@@ -177,12 +184,13 @@ struct listener_conf reload_listener_kept(const struct listener_conf *cl)
     struct listener_conf kept = *cl;
     kept.allow = (struct ini_list){0};
     kept.deny = (struct ini_list){0};
+    kept.proxy_trusted = (struct ini_list){0};
     return kept;
 }
 
 void reload_listener_fill(struct listener_rt *t, const struct listener_conf *cl,
                           const char *conf_path, struct service_rt *svc, size_t slot,
-                          struct acl *acl)
+                          const struct listener_acls *acls)
 {
     memset(t, 0, sizeof(*t));
     snprintf(t->name, sizeof(t->name), "%s", cl->name);
@@ -198,7 +206,10 @@ void reload_listener_fill(struct listener_rt *t, const struct listener_conf *cl,
     t->idle_timeout_ms = cl->idle_timeout_ms;
     t->retries = cl->retries;
     t->backlog = cl->backlog;
-    t->acl = acl;
+    t->acl = acls->access;
+    t->accept_proxy = cl->accept_proxy;
+    t->trusted = acls->trusted;
+    t->proxy_header_timeout_ms = cl->proxy_header_timeout_ms;
 }
 
 /* What a reload does with one listener of the next file. */
@@ -222,13 +233,14 @@ static void ignore_change(void *ctx, const char *key, const char *from, const ch
     (void)ctx, (void)key, (void)from, (void)to;
 }
 
-/* Whether the running entry already serves conf b with the ranges acl. */
+/* Whether the running entry already serves conf b with the ranges acls. */
 static int same_listener(const struct listener_entry *running, const struct listener_conf *b,
-                         const struct acl *acl)
+                         const struct listener_acls *acls)
 {
     struct listener_conf kept = reload_listener_kept(b);
     return ini_keys_diff(listener_keys, &running->conf, &kept, ignore_change, NULL) == 0 &&
-           acl_equal(running->rt->acl, acl);
+           acl_equal(running->rt->acl, acls->access) &&
+           acl_equal(running->rt->trusted, acls->trusted);
 }
 
 /* The running version stays (nothing at all for a listener not running). 1 when p serves. */
@@ -330,35 +342,35 @@ static int plan_listener(struct daemon *d, const struct listener_conf *cl, struc
 {
     const struct listener_entry *running = running_listener(d, cl->name);
     struct listener_conf want;
-    struct acl *acl;
+    struct listener_acls acls;
 
-    if (reload_listener_acl(cl, &acl) != 0) {
+    if (reload_listener_acl(cl, &acls) != 0) {
         log_event(
             &d->log, LOG_LEVEL_ERROR, "reload_listener_failed", LOG_STR("listener", cl->name),
             LOG_STR("error", "out of memory for allow/deny"),
             LOG_STR("action", running != NULL ? "keeping the running listener" : "not added"));
         return plan_keep(p, running);
     }
-    if (running != NULL && same_listener(running, cl, acl)) {
-        acl_destroy(acl);
+    if (running != NULL && same_listener(running, cl, &acls)) {
+        listener_acls_destroy(&acls);
         return plan_keep(p, running);
     }
     struct service_rt *svc = plan_service(d, running, cl, &want);
-    if (svc == NULL || (running != NULL && same_listener(running, &want, acl))) {
-        acl_destroy(acl);
+    if (svc == NULL || (running != NULL && same_listener(running, &want, &acls))) {
+        listener_acls_destroy(&acls);
         return plan_keep(p, running);
     }
     size_t slot = running != NULL ? running->rt->index : reload_listener_slot(d, cl->name);
     if (slot == SIZE_MAX) {
-        acl_destroy(acl);
+        listener_acls_destroy(&acls);
         struct restart_ctx r = restart_in(d, "listener", cl->name);
         needs_restart(&r, "(section)", "absent", "added (no counter slot left)");
         return 0;
     }
     struct listener_rt tmpl;
-    reload_listener_fill(&tmpl, &want, d->cfg->path, svc, slot, acl);
+    reload_listener_fill(&tmpl, &want, d->cfg->path, svc, slot, &acls);
     if (reload_listener_clients(&tmpl, &want, running != NULL ? running->rt : NULL) != 0) {
-        acl_destroy(acl);
+        listener_acls_destroy(&acls); /* tmpl took them: not published */
         log_event(
             &d->log, LOG_LEVEL_ERROR, "reload_listener_failed", LOG_STR("listener", cl->name),
             LOG_STR("error", "out of memory for the client table"),
@@ -451,18 +463,25 @@ static void applied(void *ctx, const char *key, const char *from, const char *to
     log_change(ctx, LOG_LEVEL_INFO, "reload_applied", key, from, to);
 }
 
-/* The keys of a changed listener; allow/deny as range counts (the lists are not kept). */
-static void log_applied_keys(struct restart_ctx *r, const struct listener_plan *p)
+/* One list of ranges that changed, as range counts (the lists are not kept). */
+static void log_applied_ranges(struct restart_ctx *r, const char *what, const struct acl *from,
+                               const struct acl *to)
 {
-    const struct acl *from = p->running->rt->acl, *to = p->entry.rt->acl;
     char a[48], b[48];
 
-    (void)ini_keys_diff(listener_keys, &p->running->conf, &p->entry.conf, applied, r);
     if (acl_equal(from, to))
         return;
     snprintf(a, sizeof(a), "%zu ranges", acl_ranges(from));
     snprintf(b, sizeof(b), "%zu ranges", acl_ranges(to));
-    applied(r, "allow/deny", a, b);
+    applied(r, what, a, b);
+}
+
+/* The keys of a changed listener; allow/deny and proxy_trusted as range counts. */
+static void log_applied_keys(struct restart_ctx *r, const struct listener_plan *p)
+{
+    (void)ini_keys_diff(listener_keys, &p->running->conf, &p->entry.conf, applied, r);
+    log_applied_ranges(r, "allow/deny", p->running->rt->acl, p->entry.rt->acl);
+    log_applied_ranges(r, "proxy_trusted", p->running->rt->trusted, p->entry.rt->trusted);
 }
 
 static void log_applied(struct daemon *d, const struct listener_plan *plans, size_t n,

@@ -20,6 +20,7 @@ struct listener_rt *listener_rt_create(const struct listener_rt *tmpl)
     if (rt == NULL) {
         acl_destroy(tmpl->acl); /* handed over either way */
         client_limit_drop(tmpl->clients);
+        acl_destroy(tmpl->trusted);
         return NULL;
     }
     memcpy(rt, tmpl, sizeof(*rt));
@@ -44,8 +45,16 @@ void listener_rt_drop(struct listener_rt *rt)
     if (before == 1) {
         acl_destroy(rt->acl);
         client_limit_drop(rt->clients);
+        acl_destroy(rt->trusted);
         free(rt);
     }
+}
+
+void listener_acls_destroy(struct listener_acls *a)
+{
+    acl_destroy(a->access);
+    acl_destroy(a->trusted);
+    a->access = a->trusted = NULL;
 }
 
 int listener_socket(const struct listener_rt *rt, char *err, size_t err_len)

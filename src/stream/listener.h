@@ -23,6 +23,7 @@ struct service_rt {
     struct owner *owner;       /* where instances come from */
     size_t index;              /* the service's number, for per-service caller state */
     uint32_t queue_size;       /* clients that may wait when all instances are full */
+    uint8_t proxy_protocol;    /* enum proxy_send: the PROXY header sent after each connect */
     uint64_t queue_timeout_ms; /* how long one may wait */
     uint64_t drain_timeout_ms; /* sessions on a removed instance end after this; 0 = never */
     uint64_t lifetime_ms;      /* sessions end after this (+ jitter); 0 = never */
@@ -55,11 +56,24 @@ struct listener_rt {
                                            client_table_size and client_ipv6_prefix share it; NULL
                                            when this version has no per-client limit */
     struct client_limits client_limits; /* what this version enforces with it */
+    int accept_proxy;                 /* a PROXY header comes first: read it before anything else */
+    struct acl *trusted;              /* accept_proxy: peers allowed to send one (an allow list),
+                                         owned by this version */
+    uint64_t proxy_header_timeout_ms; /* accept_proxy: the header's deadline from accept */
 };
 
-/* A new version: a copy of tmpl (which hands over its acl and clients) (a template on the caller's
- * stack, never a published version: its refs are read plainly) with one reference, the caller's.
- * NULL on ENOMEM. Any thread. */
+/* The ranges a version is built with: allow/deny, and the peers trusted with a PROXY header. */
+struct listener_acls {
+    struct acl *access;  /* allow/deny; NULL: everyone may come */
+    struct acl *trusted; /* proxy_trusted; NULL without accept_proxy */
+};
+
+/* Frees both (either may be NULL). */
+void listener_acls_destroy(struct listener_acls *a);
+
+/* A new version: a copy of tmpl (which hands over its acl, trusted and clients) (a template on the
+ * caller's stack, never a published version: its refs are read plainly) with one reference, the
+ * caller's. NULL on ENOMEM. Any thread. */
 struct listener_rt *listener_rt_create(const struct listener_rt *tmpl);
 
 /* Takes one more reference. Any thread. */

@@ -18,6 +18,8 @@
 #include "instance_use.h"
 #include "logring.h"
 #include "owner.h"
+#include "proxy_proto.h"
+#include "stream_conf.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -43,6 +45,9 @@ static void session_finalize(struct session *s, enum session_end end, const char
                              enum close_how how);
 static void session_connect_next(struct session *s);
 static enum session_end session_end_of_reset(const struct session *s);
+static void session_header_event(struct session *s, uint32_t events);
+static void session_refuse(struct session *s, enum listener_reject why, const char *detail);
+static void session_connect_failed(struct session *s, int err, int timed_out);
 
 /* --- names, histograms ------------------------------------------------------------------- */
 
@@ -422,6 +427,10 @@ static void session_pump(struct session *s, int run_up, int run_down)
 static void on_client_event(struct watch *wt, uint32_t events)
 {
     struct session *s = container_of(wt, struct session, client);
+    if (s->state == SESSION_PROXY_HEADER) {
+        session_header_event(s, events);
+        return;
+    }
     if (s->state == SESSION_QUEUED) {
         session_finalize(s, SESSION_END_CLIENT_FIN, "client_fin",
                          CLOSE_FIN); /* it left before an instance had room */
@@ -436,11 +445,65 @@ static void on_client_event(struct watch *wt, uint32_t events)
 
 /* --- connecting --------------------------------------------------------------------------- */
 
+/* The PROXY header for this connection into buf (PROXY_BUILD_MAX bytes): the client's address
+ * (the one an accepted header named) and the local address it connected to. Its length. */
+static size_t session_proxy_header(const struct session *s, uint8_t *buf)
+{
+    struct net_addr src, dst;
+
+    session_client(s, &src);
+    session_local(s, &dst);
+    const struct sockaddr *a = (const struct sockaddr *)&src.sa;
+    const struct sockaddr *b = (const struct sockaddr *)&dst.sa;
+    return s->lst->service->proxy_protocol == PROXY_SEND_V2 ? proxy_build_v2(buf, a, b)
+                                                            : proxy_build_v1((char *)buf, a, b);
+}
+
+/* Writes the PROXY header on the fresh upstream socket, before any client byte (the client
+ * direction's pump starts after this). A fresh socket's send queue is empty and its buffer is at
+ * least SOCK_MIN_SNDBUF (4 KiB and more), so the <= 107 bytes go whole; should the kernel still
+ * take fewer, the rest waits in the client direction's buffer, which pump_run flushes before it
+ * reads the client (they are then counted in bytes_up). 0, or an errno for a failed socket. */
+static int session_send_proxy_header(struct session *s)
+{
+    uint8_t hdr[PROXY_BUILD_MAX];
+    size_t n = session_proxy_header(s, hdr);
+    ssize_t sent = send(s->upstream.fd, hdr, n, MSG_NOSIGNAL);
+
+    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        return errno;
+    if (sent < 0)
+        sent = 0;
+    if ((size_t)sent == n)
+        return 0;
+    assert(s->up.buf == NULL && s->up.len == 0);
+    if ((s->up.buf = pool_buffer_get(s->host->pump.buffers)) == NULL)
+        return ENOMEM;
+    memcpy(s->up.buf, hdr + sent, n - (size_t)sent);
+    s->up.off = 0;
+    s->up.len = (uint32_t)(n - (size_t)sent);
+    return 0;
+}
+
 static void session_established(struct session *s)
 {
     struct session_host *h = s->host;
 
     assert(s->state == SESSION_CONNECTING && s->inst != NULL);
+    pump_init(&s->up, &h->pump);
+    pump_init(&s->down, &h->pump);
+    if (s->lst->service->proxy_protocol != PROXY_SEND_OFF) {
+        int err = session_send_proxy_header(s);
+        if (err == ENOMEM) {
+            STATS_ADD(h->stats, alloc_failures, 1);
+            session_finalize(s, SESSION_END_RESOURCES, "no_memory", CLOSE_RESET);
+            return;
+        }
+        if (err != 0) { /* the instance dropped the connection at once: try another */
+            session_connect_failed(s, err, 0);
+            return;
+        }
+    }
     s->state = SESSION_ESTABLISHED;
     uint64_t took = clock_us() - s->started_us;
     s->connect_us = took < UINT32_MAX ? (uint32_t)took : UINT32_MAX;
@@ -448,8 +511,6 @@ static void session_established(struct session *s)
     tried_release(s);
     instance_use_connected(s->inst);
     STATS_ADD(h->stats, sessions_established, 1);
-    pump_init(&s->up, &h->pump);
-    pump_init(&s->down, &h->pump);
     s->t.last_active = evloop_now(h->loop);
     evloop_timer_remove(h->loop, &s->timer);
     if (s->lst->idle_timeout_ms > 0)
@@ -649,6 +710,10 @@ void session_on_timer(struct wheel_entry *e)
     struct session *s = container_of(e, struct session, timer);
     struct session_host *h = s->host;
 
+    if (s->state == SESSION_PROXY_HEADER) {
+        session_refuse(s, LISTENER_REJECT_PROXY_TIMEOUT, "no whole header in time");
+        return;
+    }
     if (s->state == SESSION_QUEUED) {
         STATS_ADD(h->stats, queue_timeouts, 1);
         session_finalize(s, SESSION_END_QUEUE_TIMEOUT, "queue_timeout", CLOSE_FIN);
@@ -827,7 +892,10 @@ void session_sweep(struct session_host *h, uint64_t now_ms, uint64_t now_us)
 
 void session_abort(struct session *s)
 {
-    session_finalize(s, SESSION_END_SHUTDOWN, "shutdown", CLOSE_RESET);
+    if (s->state == SESSION_PROXY_HEADER) /* not admitted: nothing counted to end */
+        session_refuse(s, LISTENER_REJECT_COUNT, "shutdown");
+    else
+        session_finalize(s, SESSION_END_SHUTDOWN, "shutdown", CLOSE_RESET);
 }
 
 void session_free_closed(struct session_host *h)
@@ -854,6 +922,152 @@ static void session_record_local(struct session *s, int fd)
     compact_addr((const struct sockaddr *)&ss, l->ip, &l->port, &l->family);
 }
 
+/* --- PROXY protocol header (accept_proxy) ----------------------------------------------- */
+
+/* Ends a session that was never admitted: the client is reset, the refusal counted under why
+ * (LISTENER_REJECT_COUNT: not counted, sluice stops), and nothing of a session's end is logged
+ * or counted, as for a refusal at accept. */
+static void session_refuse(struct session *s, enum listener_reject why, const char *detail)
+{
+    struct session_host *h = s->host;
+
+    assert(s->state == SESSION_PROXY_HEADER);
+    if (why != LISTENER_REJECT_COUNT) {
+        STATS_ADD(&h->lstats[s->lst->index], rejected[why], 1);
+        if (log_enabled(h->log, LOG_LEVEL_DEBUG)) {
+            struct net_addr peer;
+            session_client(s, &peer);
+            log_event(h->log, LOG_LEVEL_DEBUG, "connection_rejected",
+                      LOG_STR("listener", s->lst->name), LOG_STR("client", peer.text),
+                      LOG_STR("reason", listener_reject_name(why)), LOG_STR("detail", detail));
+        }
+    }
+    s->state = SESSION_CLOSED;
+    evloop_timer_remove(h->loop, &s->timer);
+    watch_close_how(&s->client, CLOSE_RESET);
+    host_unlink(h, s);
+    conn_budget_give(h->budget);
+}
+
+/* The client's address becomes the one the header carries (v1 UNKNOWN, v2 LOCAL and address
+ * families without IP keep the peer's). */
+static void session_take_header_addr(struct session *s, const struct proxy_header *ph)
+{
+    if (ph->local)
+        return;
+    memset(s->client_ip, 0, sizeof(s->client_ip));
+    memcpy(s->client_ip, ph->src_ip, ph->family == AF_INET6 ? 16 : 4);
+    s->client_port = ph->src_port;
+    s->client_family = (uint8_t)ph->family;
+}
+
+/* Counted as open on its listener from here: the admission passed. Connecting comes next. */
+static void session_admitted(struct session *s)
+{
+    struct session_host *h = s->host;
+
+    STATS_ADD(&h->lstats[s->lst->index], accepted, 1);
+    STATS_ADD(&h->lstats[s->lst->index], open, 1);
+    s->state = SESSION_CONNECTING;
+    session_connect_next(s);
+}
+
+/* Waits for at least need bytes before the next EPOLLIN (a header split over segments): the
+ * peeked bytes stay queued, so a level-triggered watch would wake up again at once. */
+static int session_wait_for(struct session *s, size_t need)
+{
+    int lowat = (int)need;
+
+    if (setsockopt(s->client.fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) != 0)
+        return -errno;
+    s->t.header_lowat = need;
+    return 0;
+}
+
+/* Consumes exactly the header (the payload stays queued for the pump, copy or splice) and
+ * undoes a raised SO_RCVLOWAT. 0, or -1 when the socket does not give back what it showed. */
+static int session_consume_header(struct session *s, size_t len)
+{
+    uint8_t sink[PROXY_HEADER_MAX];
+    int one = 1;
+
+    assert(len <= sizeof(sink));
+    /* only this thread reads the socket and it showed len bytes: recv gives them all */
+    if (recv(s->client.fd, sink, len, 0) != (ssize_t)len)
+        return -1;
+    if (s->t.header_lowat != 0 &&
+        setsockopt(s->client.fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)) != 0)
+        return -1;
+    s->t.header_lowat = 0;
+    return 0;
+}
+
+/* A whole valid header: take its address, stop watching the client until the upstream is
+ * connected, then the admission decides. */
+static void session_header_done(struct session *s, const struct proxy_header *ph)
+{
+    struct session_host *h = s->host;
+    struct net_addr client;
+
+    if (session_consume_header(s, ph->len) != 0) {
+        session_refuse(s, LISTENER_REJECT_PROXY_INVALID, "header read failed");
+        return;
+    }
+    evloop_timer_remove(h->loop, &s->timer);
+    if (evloop_watch(h->loop, &s->client, 0) != 0) {
+        session_refuse(s, LISTENER_REJECT_COUNT, "epoll_failed");
+        return;
+    }
+    session_take_header_addr(s, ph);
+    session_client(s, &client);
+    enum listener_reject why =
+        h->admit(h, s->lst, (const struct sockaddr *)&client.sa, &s->client_slot);
+    if (why != LISTENER_REJECT_COUNT) {
+        session_refuse(s, why, "admission");
+        return;
+    }
+    session_admitted(s);
+}
+
+/* The client's socket is readable (or closed) while the header is awaited: peek, parse, and
+ * act once the bytes decide. */
+static void session_header_event(struct session *s, uint32_t events)
+{
+    uint8_t buf[PROXY_HEADER_MAX];
+    struct proxy_header ph;
+    ssize_t n = recv(s->client.fd, buf, sizeof(buf), MSG_PEEK);
+
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        session_refuse(s, LISTENER_REJECT_PROXY_INVALID, "closed before a whole header");
+        return;
+    }
+    enum proxy_parse_status st = proxy_parse(buf, (size_t)n, &ph);
+    if (st == PROXY_PARSE_DONE) {
+        session_header_done(s, &ph);
+    } else if (st == PROXY_PARSE_ERROR) {
+        session_refuse(s, LISTENER_REJECT_PROXY_INVALID, ph.reason);
+    } else if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        session_refuse(s, LISTENER_REJECT_PROXY_INVALID, "closed before a whole header");
+    } else if (ph.need != s->t.header_lowat && session_wait_for(s, ph.need) != 0) {
+        session_refuse(s, LISTENER_REJECT_PROXY_INVALID, "cannot wait for the rest");
+    }
+}
+
+/* accept_proxy: nothing happens before the header, which has proxy_header_timeout to come. */
+static void session_await_header(struct session *s)
+{
+    struct session_host *h = s->host;
+
+    s->state = SESSION_PROXY_HEADER;
+    s->t.header_lowat = 0;
+    evloop_timer_add(h->loop, &s->timer,
+                     clock_deadline(evloop_now(h->loop), s->lst->proxy_header_timeout_ms));
+    if (evloop_watch(h->loop, &s->client, EPOLLIN | EPOLLRDHUP) != 0)
+        session_refuse(s, LISTENER_REJECT_COUNT, "epoll_failed");
+}
+
 int session_start(struct session_host *h, struct listener_rt *lst, int fd,
                   const struct sockaddr *client, socklen_t client_len, uint32_t client_slot)
 {
@@ -870,10 +1084,7 @@ int session_start(struct session_host *h, struct listener_rt *lst, int fd,
     watch_init(&s->client, fd, on_client_event);
     watch_init(&s->upstream, -1, on_upstream_event);
     s->up.pipe.rd = s->up.pipe.wr = s->down.pipe.rd = s->down.pipe.wr = -1;
-    s->state = SESSION_CONNECTING;
     s->started_us = clock_us();
-    STATS_ADD(&h->lstats[lst->index], accepted, 1);
-    STATS_ADD(&h->lstats[lst->index], open, 1);
     compact_addr(client, s->client_ip, &s->client_port, &s->client_family);
     if (lst->wildcard)
         session_record_local(s, fd);
@@ -883,6 +1094,9 @@ int session_start(struct session_host *h, struct listener_rt *lst, int fd,
     h->live = s;
     h->n_live++;
     /* TCP_NODELAY comes from the listening socket: accepted sockets inherit it */
-    session_connect_next(s);
+    if (lst->accept_proxy)
+        session_await_header(s);
+    else
+        session_admitted(s);
     return 0;
 }

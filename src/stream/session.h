@@ -74,7 +74,10 @@ const char *session_end_name(enum session_end end);
     X(DENY, "deny")               /* a deny range holds the client */                              \
     X(NOT_ALLOWED, "not_allowed") /* there is an allow list and the client is outside it */        \
     X(CLIENT_CONNECTIONS, "client_connections") /* max_connections_per_client open already */      \
-    X(CLIENT_RATE, "client_rate") /* over connection_rate_per_client (its bucket is empty) */
+    X(CLIENT_RATE, "client_rate") /* over connection_rate_per_client (its bucket is empty) */      \
+    X(PROXY_UNTRUSTED, "proxy_untrusted") /* accept_proxy: the peer is outside proxy_trusted */    \
+    X(PROXY_INVALID, "proxy_invalid")     /* accept_proxy: no valid PROXY header came first */     \
+    X(PROXY_TIMEOUT, "proxy_timeout")     /* accept_proxy: no whole header in time */
 
 #define LISTENER_REJECT_ENUM(name, text) LISTENER_REJECT_##name,
 enum listener_reject { LISTENER_REJECT_LIST(LISTENER_REJECT_ENUM) LISTENER_REJECT_COUNT };
@@ -126,13 +129,20 @@ struct session_host {
     struct logring *access;           /* where access-log lines go (log_access listeners) */
     /* Out of descriptors for an upstream socket: the host should stop accepting for a while. */
     void (*on_fd_shortage)(struct session_host *h, int err);
+    /* The admission decision (allow/deny, per-client limits) for a client of lst at address
+     * client, for accept_proxy listeners once the header named the client:
+     * LISTENER_REJECT_COUNT to let it in, with *slot the client-table entry it then holds
+     * (released when the session ends), or why not (the session counts the refusal). */
+    enum listener_reject (*admit)(struct session_host *h, const struct listener_rt *lst,
+                                  const struct sockaddr *client, uint32_t *slot);
 };
 
 enum session_state {
-    SESSION_QUEUED,      /* every instance is full: waiting in the service's queue */
-    SESSION_CONNECTING,  /* waiting for the upstream connect */
-    SESSION_ESTABLISHED, /* pumping */
-    SESSION_CLOSED,      /* finalized, waiting to be freed after the epoll batch */
+    SESSION_PROXY_HEADER, /* accept_proxy: waiting for the PROXY header, not yet admitted */
+    SESSION_QUEUED,       /* every instance is full: waiting in the service's queue */
+    SESSION_CONNECTING,   /* waiting for the upstream connect */
+    SESSION_ESTABLISHED,  /* pumping */
+    SESSION_CLOSED,       /* finalized, waiting to be freed after the epoll batch */
 };
 
 /* 264 bytes on x86-64: one 272-byte malloc chunk per idle connection. Fields are ordered so
@@ -150,6 +160,7 @@ struct session {
         uint64_t last_active;   /* established: loop time of the last byte moved */
         uint64_t fd_wait_since; /* connecting: loop time it first found no descriptor; 0 */
         uint64_t queue_slot;    /* queued: its slot in the host's queue of its service */
+        uint64_t header_lowat;  /* proxy header: the SO_RCVLOWAT it set; 0 = the default */
     } t;
     struct instance_state *inst;   /* instance in use (held, counted in active) */
     struct instance_state **tried; /* instances that failed a connect (held); NULL if none */
@@ -168,9 +179,11 @@ struct session {
 };
 
 /* Takes over an accepted client socket (client: its address from accept) and starts connecting
- * upstream; the session holds a reference to lst until it is freed, and gives client_slot (from
- * admit_check on lst, or CLIENT_LIMIT_NONE) back to lst when it ends. Returns 0, or -ENOMEM: then
- * nothing was taken, the caller closes fd, releases client_slot and gives the budget slot back. */
+ * upstream, or for an accept_proxy listener first waits for the PROXY header (then h->admit
+ * decides with the header's address and hands back the client slot it took); the session holds
+ * a reference to lst until it is freed, and gives client_slot (from admit_check on lst, or
+ * CLIENT_LIMIT_NONE) back to lst when it ends. Returns 0, or -ENOMEM: then nothing was taken, the
+ * caller closes fd, releases client_slot and gives the budget slot back. */
 int session_start(struct session_host *h, struct listener_rt *lst, int fd,
                   const struct sockaddr *client, socklen_t client_len, uint32_t client_slot);
 

@@ -15,6 +15,11 @@ _Static_assert(sizeof(enum splice_policy) == sizeof(int), "ini_set_enum stores a
 static const struct ini_choice splice_words[] = {
     {"auto", SPLICE_AUTO}, {"off", SPLICE_OFF}, {"always", SPLICE_ALWAYS}, {NULL, 0}};
 
+_Static_assert(sizeof(enum proxy_send) == sizeof(int), "ini_set_enum stores an int");
+
+static const struct ini_choice proxy_words[] = {
+    {"off", PROXY_SEND_OFF}, {"v1", PROXY_SEND_V1}, {"v2", PROXY_SEND_V2}, {NULL, 0}};
+
 #define STREAM(field)   offsetof(struct stream_conf, field)
 #define SERVICE(field)  offsetof(struct stream_service_conf, field)
 #define HOUR_MS         (60ULL * 60ULL * 1000ULL)
@@ -53,10 +58,16 @@ const struct ini_key listener_keys[] = {
     INI_KEY("client_ipv6_prefix", LISTENER(client_ipv6_prefix), ini_set_u32, 1, 128, "64", false),
     INI_KEY("client_table_size", LISTENER(client_table_size), ini_set_u32, CLIENT_LIMIT_SIZE_MIN,
             CLIENT_LIMIT_SIZE_MAX, "65536", false),
+    INI_KEY("accept_proxy", LISTENER(accept_proxy), ini_set_bool, 0, 0, "off", false),
+    INI_KEY("proxy_trusted", LISTENER(proxy_trusted), ini_set_list, 0, 0, NULL, false,
+            .release = ini_release_list, .check = acl_cidr_check),
+    INI_KEY("proxy_header_timeout", LISTENER(proxy_header_timeout_ms), ini_set_duration, 1,
+            60 * 1000, "3s", false),
     {.name = NULL},
 };
 
-void listener_conf_check(struct ini_file *f, const struct ini_section *sec, struct listener_conf *l)
+static void client_limits_check(struct ini_file *f, const struct ini_section *sec,
+                                struct listener_conf *l)
 {
     static const char *const table_keys[] = {"client_ipv6_prefix", "client_table_size"};
     int burst_line = ini_key_line(sec, "connection_burst_per_client");
@@ -85,5 +96,26 @@ const struct ini_key stream_service_keys[] = {
             false),
     INI_KEY("max_connection_lifetime", SERVICE(lifetime_ms), ini_set_duration, 0, 7 * 24 * HOUR_MS,
             "0", false),
+    INI_KEY("proxy_protocol", SERVICE(proxy_protocol), ini_set_enum, 0, 0, "off", false,
+            .choices = proxy_words, .noun = "PROXY protocol version"),
     {.name = NULL},
 };
+
+static void accept_proxy_check(struct ini_file *f, const struct ini_section *sec,
+                               const struct listener_conf *l)
+{
+    int line = ini_key_line(sec, "accept_proxy");
+
+    if (l->accept_proxy && l->proxy_trusted.n == 0)
+        ini_error(f, line, "accept_proxy",
+                  "needs proxy_trusted = CIDR, ...: the proxies whose headers are believed");
+    if (!l->accept_proxy && ini_key_line(sec, "proxy_trusted") != 0)
+        ini_error(f, ini_key_line(sec, "proxy_trusted"), "proxy_trusted",
+                  "only applies to accept_proxy = on");
+}
+
+void listener_conf_check(struct ini_file *f, const struct ini_section *sec, struct listener_conf *l)
+{
+    client_limits_check(f, sec, l);
+    accept_proxy_check(f, sec, l);
+}

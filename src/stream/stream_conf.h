@@ -39,6 +39,16 @@ struct listener_conf {
     uint32_t burst_per_client;     /* connection_burst_per_client; unset: the rate */
     uint32_t client_ipv6_prefix;   /* client_ipv6_prefix: IPv6 clients grouped by it, default 64 */
     uint32_t client_table_size;    /* client_table_size: clients tracked, default 65536 */
+    int accept_proxy;              /* accept_proxy: clients come through a PROXY protocol proxy */
+    struct ini_list proxy_trusted; /* proxy_trusted: CIDRs that may send a PROXY header */
+    uint64_t proxy_header_timeout_ms; /* proxy_header_timeout: the header's deadline, 3 s */
+};
+
+/* proxy_protocol = off | v1 | v2: the header sent to upstreams. */
+enum proxy_send {
+    PROXY_SEND_OFF, /* none */
+    PROXY_SEND_V1,  /* the text line */
+    PROXY_SEND_V2,  /* the binary header */
 };
 
 /* The keys of a [service:NAME] that sessions enforce. */
@@ -47,11 +57,13 @@ struct stream_service_conf {
     uint64_t queue_timeout_ms; /* how long one may wait */
     uint64_t drain_timeout_ms; /* connections to an instance that left the set: 0 = unlimited */
     uint64_t lifetime_ms;      /* max_connection_lifetime (+ up to 10 % jitter); 0 = off */
+    enum proxy_send proxy_protocol; /* proxy_protocol: header sent after each upstream connect */
 };
 
 /* Rules between a listener's keys, run once its section is read (the composer's check calls it):
  * connection_burst_per_client defaults to the rate and, like client_ipv6_prefix and
- * client_table_size, only applies with a per-client limit. */
+ * client_table_size, only applies with a per-client limit; accept_proxy = on needs
+ * proxy_trusted, which only applies with it (FILE:LINE errors into f). */
 void listener_conf_check(struct ini_file *f, const struct ini_section *sec,
                          struct listener_conf *l);
 

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "acl.h"
 #include "admit.h"
 #include "clock.h"
 
@@ -66,12 +67,47 @@ static void on_fd_shortage(struct session_host *h, int err)
     worker_pause(container_of(h, struct worker, host), "file_descriptors", err);
 }
 
-/* Refuses a connection just accepted (allow/deny or a per-client limit): closes fd and counts it
- * by why. A refusal resets (SO_LINGER 0) rather than closes: for the client it is an error, not
- * an end of stream, and sluice keeps no TIME_WAIT socket per refused connection under a flood. */
-static void worker_reject(struct worker *w, const struct listener_rt *rt, int fd,
-                          enum listener_reject why, const struct sockaddr_storage *client,
-                          socklen_t len)
+/* The admission decision for a client at its effective address (the peer's, or the one its
+ * PROXY header named): allow/deny, then the per-client limits. LISTENER_REJECT_COUNT to let it
+ * in, with *slot the client-table entry it holds (CLIENT_LIMIT_NONE: none), or why not. One
+ * branch when the listener has neither lists nor per-client limits. */
+static enum listener_reject worker_admission(const struct listener_rt *rt,
+                                             const struct sockaddr *client, uint32_t *slot)
+{
+    enum listener_reject why = LISTENER_REJECT_COUNT;
+
+    *slot = CLIENT_LIMIT_NONE;
+    if ((rt->acl != NULL || rt->clients != NULL) && !admit_check(rt, client, slot, &why))
+        return why;
+    return LISTENER_REJECT_COUNT;
+}
+
+/* The session's view of worker_admission, once a PROXY header named the client. */
+static enum listener_reject on_admit(struct session_host *h, const struct listener_rt *rt,
+                                     const struct sockaddr *client, uint32_t *slot)
+{
+    (void)h;
+    return worker_admission(rt, client, slot);
+}
+
+/* What is decided right after accept: for an accept_proxy listener only whether the peer may
+ * send a header (the admission waits for the address in it), else the admission itself. */
+static enum listener_reject worker_screen(const struct listener_rt *rt, const struct sockaddr *peer,
+                                          uint32_t *slot)
+{
+    *slot = CLIENT_LIMIT_NONE;
+    if (rt->accept_proxy)
+        return acl_check(rt->trusted, peer) == ACL_PASS ? LISTENER_REJECT_COUNT
+                                                        : LISTENER_REJECT_PROXY_UNTRUSTED;
+    return worker_admission(rt, peer, slot);
+}
+
+/* Refuses a connection just accepted (fd closed, counted under why). A refusal resets
+ * (SO_LINGER 0) rather than closes: for the client it is an error, not an end of stream, and
+ * sluice keeps no TIME_WAIT socket per refused connection under a flood. */
+static void worker_refuse(struct worker *w, const struct listener_rt *rt, int fd,
+                          const struct sockaddr_storage *client, socklen_t len,
+                          enum listener_reject why)
 {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
 
@@ -117,12 +153,10 @@ static int worker_accept_one(struct worker *w, struct worker_listener *wl, int r
         return 0;
     }
     STATS_ADD(&w->stats, accepted, 1);
-    /* one branch when the listener has neither lists nor per-client limits */
-    uint32_t slot = CLIENT_LIMIT_NONE;
-    enum listener_reject why;
-    if ((wl->rt->acl != NULL || wl->rt->clients != NULL) &&
-        !admit_check(wl->rt, (const struct sockaddr *)&client, &slot, &why)) {
-        worker_reject(w, wl->rt, fd, why, &client, len);
+    uint32_t slot;
+    enum listener_reject why = worker_screen(wl->rt, (const struct sockaddr *)&client, &slot);
+    if (why != LISTENER_REJECT_COUNT) {
+        worker_refuse(w, wl->rt, fd, &client, len, why);
         return 1;
     }
     if (session_start(&w->host, wl->rt, fd, (const struct sockaddr *)&client, len, slot) != 0) {
@@ -608,6 +642,7 @@ static int worker_init_host(struct worker *w)
         .access = sh->access != NULL ? &sh->access->rings[w->id] : NULL,
         .rng = rng_seed() + w->id,
         .on_fd_shortage = on_fd_shortage,
+        .admit = on_admit,
     };
     if (w->host.rng == 0)
         w->host.rng = 1;

@@ -175,6 +175,43 @@ static int spawn_listening(struct proc *p, const char *const *head, const char *
     return port;
 }
 
+int proc_spawn(struct proc *p, const char *const *argv)
+{
+    return spawn(p, (char *const *)argv, -1) > 0 ? 0 : -1;
+}
+
+/* Whether /proc/net/FILE has a socket in state LISTEN (0A) on port. */
+static int proc_net_listens(const char *file, int port)
+{
+    char path[64], line[512], want[16];
+    int found = 0;
+
+    snprintf(path, sizeof(path), "/proc/net/%s", file);
+    snprintf(want, sizeof(want), ":%04X", (unsigned)port);
+    FILE *f = fopen(path, "r");
+    while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL) {
+        char local[128], remote[128], st[8];
+        if (sscanf(line, "%*d: %127s %127s %7s", local, remote, st) != 3)
+            continue;
+        const char *colon = strrchr(local, ':');
+        found = colon != NULL && strcmp(colon, want) == 0 && strcmp(st, "0A") == 0;
+    }
+    if (f != NULL)
+        fclose(f);
+    return found;
+}
+
+int wait_listening(int port)
+{
+    uint64_t until = now_ms() + HARNESS_WAIT_MS;
+    while (!proc_net_listens("tcp", port) && !proc_net_listens("tcp6", port)) {
+        if (now_ms() > until)
+            return -1;
+        sleep_ms(10);
+    }
+    return 0;
+}
+
 int backend_start(struct proc *p, const char *mode, const char *const *extra)
 {
     const char *head[] = {

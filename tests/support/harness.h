@@ -59,6 +59,14 @@ int sluice_spawn_args(struct proc *p, const char *config_text, const char *const
 int sluice_start_args(struct proc *p, const char *config_text, const char *const *args,
                       const char *const *wrapper);
 
+/* Starts any program (argv[0] a path, NULL-terminated) with its stdout and stderr to p's log;
+ * the harness kills it at exit if the test does not stop it. 0, or -1 when the fork failed. */
+int proc_spawn(struct proc *p, const char *const *argv);
+
+/* Waits until something listens on TCP port (any address, IPv4 or IPv6), as /proc/net/tcp{,6}
+ * shows, without connecting. 0, or -1 after HARNESS_WAIT_MS. */
+int wait_listening(int port);
+
 /* Sends sig and waits for the exit; returns the exit status (or 128+signal). */
 int proc_stop(struct proc *p, int sig);
 
