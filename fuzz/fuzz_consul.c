@@ -3,7 +3,8 @@
  * passing and warning, a tag), and an X-Consul-Index header value. Besides never crashing or
  * leaking, the result must be what discovery relies on: instances sorted by unique id, each with
  * an address that parses back to itself, a weight within bounds, a health the filter keeps, and
- * counters that add up. */
+ * counters that add up. The same input is also read as a GET /v1/agent/checks answer, as the
+ * registrar confirms a registration with it. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -79,6 +80,26 @@ static void index_check(const uint8_t *data, size_t size)
     FUZZ_CHECK(got == want);
 }
 
+/* consul_parse_checks_bound for one check and for two (the ids registrar_check_id makes). */
+static void checks_check(const uint8_t *data, size_t size)
+{
+    static const char *const one[] = {"service:web-3"};
+    static const char *const two[] = {"service:web-4:1", "service:web-4:2"};
+    char missing[96] = "", missing2[96] = "";
+
+    int ok1 = consul_parse_checks_bound((const char *)data, size, "web-3", one, 1, missing,
+                                        sizeof(missing));
+    int ok2 = consul_parse_checks_bound((const char *)data, size, "web-4", two, 2, missing2,
+                                        sizeof(missing2));
+    FUZZ_CHECK((ok1 == 1 || ok1 == 0) && (ok2 == 1 || ok2 == 0));
+    FUZZ_CHECK(ok1 || missing[0] != '\0');
+    FUZZ_CHECK(ok2 || missing2[0] != '\0');
+    /* no check asked for: only whether the answer is an object at all */
+    int ok0 = consul_parse_checks_bound((const char *)data, size, "web-4", two, 0, missing,
+                                        sizeof(missing));
+    FUZZ_CHECK(ok0 || (!ok1 && !ok2));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static char *const tags[] = {"v2", "primary"};
@@ -95,5 +116,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* more lenient health keeps at least as many, a tag filter at most as many */
     FUZZ_CHECK(n_passing <= n_warning && n_tagged <= n_warning);
     index_check(data, size);
+    checks_check(data, size);
     return 0;
 }
