@@ -31,13 +31,14 @@ struct admin_auth {
 
 /* What the API reads and changes; ctx is handed to every call. */
 struct admin_ops {
-    const char *(*health_word)(void *ctx);           /* /healthz: "ok", or why not */
-    char *(*status_json)(void *ctx);                 /* /status, malloc'd; NULL = out of memory */
-    char *(*metrics)(void *ctx, size_t *len);        /* /metrics, malloc'd; NULL = out of memory */
+    const char *(*health_word)(void *ctx);    /* /healthz: "ok", or why not */
+    char *(*status_json)(void *ctx);          /* /status, malloc'd; NULL = out of memory */
+    char *(*metrics)(void *ctx, size_t *len); /* /metrics, malloc'd; NULL = out of memory */
     long (*service_find)(void *ctx, const char *name); /* index of a service, or -1 */
     /* An operator's action on instance id of service svc: 0, -ENOENT (no such instance), or
      * another negative errno. */
     int (*instance_admin)(void *ctx, long svc, const char *id, enum owner_admin action);
+    /* An operator's weight (0..LB_WEIGHT_MAX) for instance id: the same results. */
     int (*instance_weight)(void *ctx, long svc, const char *id, uint32_t weight);
     /* The instance as status shows it after a change, into out (a JSON object's members,
      * "\"state\":...,\"weight\":..."); 0, or -ENOENT when it is gone. */
