@@ -5,8 +5,10 @@ JOBS       ?= $(shell nproc)
 CONFIG     ?= config/sluice.ini
 PREFIX     ?= /usr/local
 DEB_BUILD  ?= build-deb
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build install deb run test test-sanitize bench format clean
+.PHONY: all deps build install deb run test test-sanitize fuzz bench format clean
 
 all: build
 
@@ -44,12 +46,20 @@ test-sanitize: deps
 	@cmake --build $(SAN_BUILD) -j $(JOBS) -- --no-print-directory
 	@cd $(SAN_BUILD) && SLUICE_SANITIZED=1 ctest --output-on-failure --timeout 1800 -j 2
 
+# libFuzzer targets (fuzz/fuzz_*.c) in a clang build of their own, each run FUZZ_SECONDS.
+fuzz: deps
+	@./scripts/install-deps --fuzz
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DSLUICE_FUZZ=ON \
+	    -DSLUICE_TESTS=OFF >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers -- --no-print-directory
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz $(FUZZ_BUILD)
+
 bench: build
 	@./scripts/install-deps --bench
 	@./bench/run $(BENCH_ARGS)
 
 format:
-	@clang-format -i src/*/*.c src/*/*.h tests/*/*.c bench/*.c bench/*.h
+	@clang-format -i src/*/*.c src/*/*.h tests/*/*.c bench/*.c bench/*.h fuzz/*.c fuzz/*.h
 
 clean:
-	@rm -rf $(BUILD) $(SAN_BUILD) $(DEB_BUILD)
+	@rm -rf $(BUILD) $(SAN_BUILD) $(DEB_BUILD) $(FUZZ_BUILD)

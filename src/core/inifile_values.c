@@ -512,13 +512,14 @@ const char *ini_set_enum(void *field, const struct ini_key *key, const char *val
 
 /* --- values as text, for messages about what changed -------------------------------------- */
 
-/* A duration the way a config writes it: "2s", "5m", "1500ms", "0". */
+/* A duration the way a config writes it: "2s", "5m", "1500ms", "0"; only the units
+ * ini_parse_duration reads, so the text can be pasted back ("24h", never "1d"). */
 static void duration_text(uint64_t ms, char *out, size_t len)
 {
     static const struct {
         uint64_t ms;
         const char *unit;
-    } units[] = {{24 * 3600000ULL, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+    } units[] = {{3600000, "h"}, {60000, "m"}, {1000, "s"}};
 
     for (size_t i = 0; i < N_OF(units); i++) {
         if (ms != 0 && ms % units[i].ms == 0) {

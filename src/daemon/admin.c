@@ -1,20 +1,19 @@
-/* The admin HTTP server: libmicrohttpd on its own thread, token checks, routing, JSON errors. */
+/* The admin HTTP server: libmicrohttpd on its own thread, the requests it receives handed to
+ * admin_route() over the daemon. */
 #include "admin.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "admin_route.h"
 #include "daemon_int.h"
 #include "inifile.h"
 #include "report.h"
-#include "status_page.h"
 
 #define TOKEN_MAX      4096 /* longest token accepted from token_file */
 #define ADMIN_CONNS    64   /* connections the server serves at once */
@@ -35,335 +34,124 @@ struct request {
     int too_big; /* it passed ADMIN_BODY_MAX: the answer is 413 */
 };
 
-/* --- answers ----------------------------------------------------------------------------- */
+/* --- the daemon behind the routes ---------------------------------------------------------- */
 
-static enum MHD_Result answer(struct MHD_Connection *c, unsigned status, const char *type,
-                              const char *body, size_t len)
+static const char *daemon_health_word(void *ctx)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-
-    if (r == NULL)
-        return MHD_NO;
-    MHD_add_response_header(r, "Content-Type", type);
-    MHD_add_response_header(r, "Cache-Control", "no-store");
-    if (status == MHD_HTTP_UNAUTHORIZED)
-        MHD_add_response_header(r, "WWW-Authenticate", "Basic realm=\"sluice\", charset=\"UTF-8\"");
-    enum MHD_Result rc = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return rc;
+    return report_health_word(((struct admin *)ctx)->d);
 }
 
-/* {"error": "<what>"} with status; what may hold anything (it is JSON-escaped). */
-static enum MHD_Result answer_error(struct MHD_Connection *c, unsigned status, const char *what)
+static char *daemon_status_json(void *ctx)
 {
-    cJSON *o = cJSON_CreateObject();
-    char *text;
-
-    cJSON_AddStringToObject(o, "error", what);
-    text = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (text == NULL)
-        return answer(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "application/json",
-                      "{\"error\":\"out of memory\"}", 25);
-    enum MHD_Result rc = answer(c, status, "application/json", text, strlen(text));
-    cJSON_free(text);
-    return rc;
+    return report_status_json(((struct admin *)ctx)->d);
 }
 
-static enum MHD_Result answer_json(struct MHD_Connection *c, unsigned status, char *text)
+static char *daemon_metrics(void *ctx, size_t *len)
 {
-    if (text == NULL)
-        return answer_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
-    enum MHD_Result rc = answer(c, status, "application/json", text, strlen(text));
-    free(text);
-    return rc;
+    return report_metrics(((struct admin *)ctx)->d, len);
 }
 
-/* --- who is calling ---------------------------------------------------------------------- */
-
-int admin_secret_equal(const char *secret, const char *given, size_t given_len)
+static long daemon_service_find(void *ctx, const char *name)
 {
-    size_t len = strlen(secret);
-    unsigned char diff = (unsigned char)(len != given_len);
+    const struct daemon *d = ((struct admin *)ctx)->d;
 
-    /* every byte of the secret is looked at, whatever the given text holds */
-    for (size_t i = 0; i < len; i++)
-        diff |= (unsigned char)(secret[i] ^ (i < given_len ? given[i] : 0));
-    return diff == 0;
-}
-
-/* base64 of src (NUL-terminated) into out; -1 when it is not base64 or does not fit. */
-static int base64_decode(const char *src, unsigned char *out, size_t cap, size_t *len)
-{
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    uint32_t acc = 0;
-    int bits = 0;
-
-    *len = 0;
-    for (; *src != '\0' && *src != '='; src++) {
-        const char *p = strchr(alphabet, *src);
-        if (p == NULL)
-            return -1;
-        acc = acc << 6 | (uint32_t)(p - alphabet);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (*len >= cap)
-                return -1;
-            out[(*len)++] = (unsigned char)(acc >> bits);
-        }
-    }
-    return 0;
-}
-
-/* 0 when the caller sent the token (Bearer, or Basic with it as the password); 401 when it
- * sent none, 403 when it sent a wrong one. */
-static unsigned caller_status(const struct admin *a, struct MHD_Connection *c)
-{
-    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    unsigned char plain[TOKEN_MAX + 256];
-    size_t len;
-
-    if (auth == NULL)
-        return MHD_HTTP_UNAUTHORIZED;
-    if (strncasecmp(auth, "Bearer ", 7) == 0)
-        return admin_secret_equal(a->token, auth + 7, strlen(auth + 7)) ? 0 : MHD_HTTP_FORBIDDEN;
-    if (strncasecmp(auth, "Basic ", 6) == 0 &&
-        base64_decode(auth + 6, plain, sizeof(plain), &len) == 0) {
-        const unsigned char *colon = memchr(plain, ':', len);
-        size_t off = colon != NULL ? (size_t)(colon - plain) + 1 : len;
-        return colon != NULL && admin_secret_equal(a->token, (const char *)plain + off, len - off)
-                   ? 0
-                   : MHD_HTTP_FORBIDDEN;
-    }
-    return MHD_HTTP_UNAUTHORIZED;
-}
-
-/* Whether the call may go on; answers 401/403 itself when it may not. mutating: a change. */
-static int authorized(const struct admin *a, struct MHD_Connection *c, int mutating,
-                      enum MHD_Result *rc)
-{
-    if (!mutating && !a->read_auth)
-        return 1;
-    if (a->token == NULL) {
-        *rc = answer_error(c, MHD_HTTP_FORBIDDEN,
-                           "changes through the admin API need [admin] token or token_file");
-        return 0;
-    }
-    unsigned status = caller_status(a, c);
-    if (status == 0)
-        return 1;
-    *rc = answer_error(c, status,
-                       status == MHD_HTTP_UNAUTHORIZED
-                           ? "this call needs the admin token (Authorization: Bearer TOKEN)"
-                           : "the admin token is wrong");
-    return 0;
-}
-
-/* --- instance calls ---------------------------------------------------------------------- */
-
-/* Percent-decodes one path segment in place; -1 on a broken escape. */
-static int segment_decode(char *s)
-{
-    char *o = s;
-
-    for (; *s != '\0'; s++) {
-        if (*s != '%') {
-            *o++ = *s;
-            continue;
-        }
-        char hex[3] = {s[1], s[1] ? s[2] : '\0', '\0'};
-        char *end;
-        long v = strtol(hex, &end, 16);
-        if (hex[0] == '\0' || hex[1] == '\0' || *end != '\0' || v == 0)
-            return -1;
-        *o++ = (char)v;
-        s += 2;
-    }
-    *o = '\0';
-    return 0;
-}
-
-static long service_index(const struct daemon *d, const char *name)
-{
     for (size_t i = 0; i < d->cfg->n_services; i++)
         if (strcmp(d->cfg->services[i].name, name) == 0)
             return (long)i;
     return -1;
 }
 
-/* {"weight": N} -> N; -1 with why on a bad body. */
-static long weight_of(const struct request *rq, const char **why)
+static int daemon_instance_admin(void *ctx, long svc, const char *id, enum owner_admin action)
 {
-    cJSON *o = cJSON_ParseWithLength(rq->body != NULL ? rq->body : "", rq->len);
-    const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "weight");
-    long v = -1;
-
-    if (o == NULL)
-        *why = "the body is not JSON (want {\"weight\": N})";
-    else if (!cJSON_IsNumber(w))
-        *why = "\"weight\" must be a whole number";
-    else if (w->valuedouble < 0 || w->valuedouble > LB_WEIGHT_MAX) /* before any cast to long */
-        *why = "\"weight\" must be between 0 and 1000000";
-    else if (w->valuedouble != (double)(long)w->valuedouble)
-        *why = "\"weight\" must be a whole number";
-    else
-        v = (long)w->valuedouble;
-    cJSON_Delete(o);
-    return v;
+    return owner_admin(((struct admin *)ctx)->d->services[svc], id, action);
 }
 
-/* The JSON answer to a change: the instance as status shows it now. */
-static enum MHD_Result answer_instance(struct MHD_Connection *c, struct owner *o, const char *id)
+static int daemon_instance_weight(void *ctx, long svc, const char *id, uint32_t weight)
 {
-    char text[1024];
+    return owner_admin_weight(((struct admin *)ctx)->d->services[svc], id, weight);
+}
+
+static int daemon_instance_show(void *ctx, long svc, const char *id, char *out, size_t len)
+{
+    struct owner *o = ((struct admin *)ctx)->d->services[svc];
     size_t n = owner_instances(o, NULL, 0);
     struct owner_instance_info *all = calloc(n + 1, sizeof(*all));
+    int rc = -ENOENT;
 
     if (all == NULL)
-        return answer_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+        return -ENOMEM;
     n = owner_instances(o, all, n + 1);
-    snprintf(text, sizeof(text), "{\"ok\":true}");
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(all[i].id, id) == 0)
-            snprintf(text, sizeof(text),
-                     "{\"ok\":true,\"instance\":{\"state\":\"%s\",\"weight\":%u,"
-                     "\"effective_weight\":%.2f}}",
+    for (size_t i = 0; i < n && rc != 0; i++) {
+        if (strcmp(all[i].id, id) == 0) {
+            snprintf(out, len, "\"state\":\"%s\",\"weight\":%u,\"effective_weight\":%.2f",
                      all[i].state, all[i].weight, (double)all[i].effective / OWNER_WEIGHT_SCALE);
+            rc = 0;
+        }
+    }
     free(all);
-    return answer(c, MHD_HTTP_OK, "application/json", text, strlen(text));
+    return rc;
 }
 
-/* /v1/services/<svc>/instances/<id>/<action>: drain | enable | disable (POST), weight (PUT). */
-static enum MHD_Result instance_call(struct admin *a, struct MHD_Connection *c, const char *method,
-                                     char *path, const struct request *rq)
+/* The main thread reloads; this thread waits for its verdict. */
+static int daemon_reload(void *ctx, struct ini_errors *errs)
 {
-    char *svc = path, *rest = strchr(svc, '/'), *id, *action;
-    const char *why = NULL;
-
-    if (rest == NULL || strncmp(rest, "/instances/", 11) != 0)
-        return answer_error(c, MHD_HTTP_NOT_FOUND, "no such path");
-    *rest = '\0';
-    id = rest + 11;
-    action = strrchr(id, '/');
-    if (action == NULL || action == id || segment_decode(svc) != 0)
-        return answer_error(c, MHD_HTTP_NOT_FOUND, "no such path");
-    *action++ = '\0';
-    if (segment_decode(id) != 0)
-        return answer_error(c, MHD_HTTP_BAD_REQUEST, "the instance id has a broken %-escape");
-    long si = service_index(a->d, svc);
-    if (si < 0)
-        return answer_error(c, MHD_HTTP_NOT_FOUND, "there is no such service");
-    struct owner *o = a->d->services[si];
-    int is_weight = strcmp(action, "weight") == 0;
-    int known = is_weight || strcmp(action, "drain") == 0 || strcmp(action, "enable") == 0 ||
-                strcmp(action, "disable") == 0;
-    if (!known)
-        return answer_error(c, MHD_HTTP_NOT_FOUND,
-                            "unknown action (use drain, enable, disable or weight)");
-    if (strcmp(method, is_weight ? "PUT" : "POST") != 0)
-        return answer_error(c, MHD_HTTP_METHOD_NOT_ALLOWED,
-                            is_weight ? "weight takes PUT" : "this action takes POST");
-    int rc;
-    if (is_weight) {
-        long w = weight_of(rq, &why);
-        if (w < 0)
-            return answer_error(c, MHD_HTTP_BAD_REQUEST, why);
-        rc = owner_admin_weight(o, id, (uint32_t)w);
-    } else {
-        enum owner_admin act = strcmp(action, "drain") == 0     ? OWNER_ADMIN_DRAIN
-                               : strcmp(action, "disable") == 0 ? OWNER_ADMIN_DISABLE
-                                                                : OWNER_ADMIN_NONE;
-        rc = owner_admin(o, id, act);
-    }
-    if (rc == -ENOENT)
-        return answer_error(c, MHD_HTTP_NOT_FOUND, "the service lists no such instance");
-    if (rc != 0)
-        return answer_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
-    log_event(&a->d->log, LOG_LEVEL_INFO, "admin_change", LOG_STR("service", svc),
-              LOG_STR("instance", id), LOG_STR("action", action));
-    return answer_instance(c, o, id);
+    return daemon_reload_from_admin(((struct admin *)ctx)->d, errs, RELOAD_WAIT_MS);
 }
 
-/* POST /v1/reload: the main thread reloads; the answer carries a broken file's errors. */
-static enum MHD_Result reload_call(struct admin *a, struct MHD_Connection *c)
+static void daemon_changed(void *ctx, const char *svc, const char *id, const char *action)
 {
-    struct ini_errors errs = {0};
-    int rc = daemon_reload_from_admin(a->d, &errs, RELOAD_WAIT_MS);
-    cJSON *o = cJSON_CreateObject(), *list = cJSON_CreateArray();
-
-    cJSON_AddBoolToObject(o, "ok", rc == 0);
-    if (rc != 0)
-        cJSON_AddStringToObject(o, "error",
-                                rc == -ETIMEDOUT ? "the reload did not finish in time"
-                                : rc == -EBUSY   ? "sluice is shutting down"
-                                                 : "the configuration was rejected");
-    cJSON_AddItemToObject(o, "errors", list);
-    for (size_t i = 0; i < errs.n; i++)
-        cJSON_AddItemToArray(list, cJSON_CreateString(errs.lines[i]));
-    ini_errors_clear(&errs);
-    char *text = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    char *copy = text != NULL ? strdup(text) : NULL;
-    cJSON_free(text);
-    return answer_json(c, rc == 0 ? MHD_HTTP_OK : MHD_HTTP_BAD_REQUEST, copy);
+    log_event(&((struct admin *)ctx)->d->log, LOG_LEVEL_INFO, "admin_change",
+              LOG_STR("service", svc), LOG_STR("instance", id), LOG_STR("action", action));
 }
 
-/* --- routing ----------------------------------------------------------------------------- */
+static const struct admin_ops daemon_ops = {
+    .health_word = daemon_health_word,
+    .status_json = daemon_status_json,
+    .metrics = daemon_metrics,
+    .service_find = daemon_service_find,
+    .instance_admin = daemon_instance_admin,
+    .instance_weight = daemon_instance_weight,
+    .instance_show = daemon_instance_show,
+    .reload = daemon_reload,
+    .changed = daemon_changed,
+};
 
-/* A read of one of the GET pages. */
-static enum MHD_Result read_call(struct admin *a, struct MHD_Connection *c, const char *url)
+/* --- the HTTP server ------------------------------------------------------------------------ */
+
+static enum MHD_Result answer(struct MHD_Connection *c, const struct admin_reply *reply)
 {
-    if (strcmp(url, "/status") == 0)
-        return answer_json(c, MHD_HTTP_OK, report_status_json(a->d));
-    if (strcmp(url, "/metrics") == 0) {
-        size_t len = 0;
-        char *text = report_metrics(a->d, &len);
-        if (text == NULL)
-            return answer_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
-        enum MHD_Result rc = answer(c, MHD_HTTP_OK, "text/plain; version=0.0.4", text, len);
-        free(text);
-        return rc;
-    }
-    return answer(c, MHD_HTTP_OK, "text/html; charset=utf-8", status_page_html,
-                  strlen(status_page_html));
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(reply->len, (void *)reply->body, MHD_RESPMEM_MUST_COPY);
+
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", reply->type);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    if (reply->status == MHD_HTTP_UNAUTHORIZED)
+        MHD_add_response_header(r, "WWW-Authenticate", "Basic realm=\"sluice\", charset=\"UTF-8\"");
+    enum MHD_Result rc = MHD_queue_response(c, reply->status, r);
+    MHD_destroy_response(r);
+    return rc;
 }
 
 static enum MHD_Result route(struct admin *a, struct MHD_Connection *c, const char *url,
                              const char *method, const struct request *rq)
 {
-    enum MHD_Result rc = MHD_NO;
-    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    const struct admin_auth auth = {.token = a->token, .read_auth = a->read_auth};
+    const struct admin_request call = {
+        .method = method,
+        .url = url,
+        .authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"),
+        .body = rq->body,
+        .len = rq->len,
+        .too_big = rq->too_big,
+    };
+    struct admin_reply reply;
 
-    if (strcmp(url, "/healthz") == 0) {
-        if (!get)
-            return answer_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "this path takes GET");
-        const char *word = report_health_word(a->d);
-        return answer(c, strcmp(word, "ok") == 0 ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
-                      "text/plain", word, strlen(word));
-    }
-    if (strcmp(url, "/") == 0 || strcmp(url, "/status") == 0 || strcmp(url, "/metrics") == 0) {
-        if (!get)
-            return answer_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "this path takes GET");
-        return authorized(a, c, 0, &rc) ? read_call(a, c, url) : rc;
-    }
-    if (strcmp(url, "/v1/reload") == 0) {
-        if (strcmp(method, "POST") != 0)
-            return answer_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "this path takes POST");
-        return authorized(a, c, 1, &rc) ? reload_call(a, c) : rc;
-    }
-    if (strncmp(url, "/v1/services/", 13) == 0) {
-        if (!authorized(a, c, 1, &rc))
-            return rc;
-        char path[2048];
-        if (strlen(url + 13) >= sizeof(path))
-            return answer_error(c, MHD_HTTP_URI_TOO_LONG, "the path is too long");
-        snprintf(path, sizeof(path), "%s", url + 13);
-        return instance_call(a, c, method, path, rq);
-    }
-    return answer_error(c, MHD_HTTP_NOT_FOUND, "no such path");
+    admin_route(&auth, &daemon_ops, a, &call, &reply);
+    enum MHD_Result rc = answer(c, &reply);
+    admin_reply_free(&reply);
+    return rc;
 }
 
 /* libmicrohttpd calls this once with the headers, then per body chunk, then with none. */
@@ -395,8 +183,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_size = 0;
         return MHD_YES;
     }
-    if (rq->too_big)
-        return answer_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is over 64 KiB");
     return route(a, c, url, method, rq);
 }
 

@@ -19,10 +19,4 @@ int admin_start(struct daemon *d, struct admin **out, char *err, size_t err_len)
 /* Stops the server (requests in flight finish) and frees it; NULL is fine. Main thread. */
 void admin_stop(struct admin *a);
 
-#define ADMIN_BODY_MAX (64 * 1024) /* larger request bodies are refused with 413 */
-
-/* Constant-time comparison of a secret with what a caller sent: the time taken does not depend
- * on where they differ. 1 when equal. */
-int admin_secret_equal(const char *secret, const char *given, size_t given_len);
-
 #endif

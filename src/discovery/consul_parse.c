@@ -323,3 +323,25 @@ int consul_parse_index(const char *text, size_t len, uint64_t *out)
     *out = n;
     return 0;
 }
+
+int consul_parse_checks_bound(const char *json, size_t len, const char *service_id,
+                              const char *const *check_ids, size_t n, char *missing,
+                              size_t missing_len)
+{
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    int ok = cJSON_IsObject(root);
+
+    if (!ok) {
+        snprintf(missing, missing_len, "(the check list is not a JSON object)");
+    }
+    for (size_t i = 0; ok && i < n; i++) {
+        const cJSON *check = cJSON_GetObjectItemCaseSensitive(root, check_ids[i]);
+        const cJSON *owner = cJSON_GetObjectItemCaseSensitive(check, "ServiceID");
+        if (!cJSON_IsString(owner) || strcmp(owner->valuestring, service_id) != 0) {
+            snprintf(missing, missing_len, "%s", check_ids[i]);
+            ok = 0;
+        }
+    }
+    cJSON_Delete(root);
+    return ok;
+}

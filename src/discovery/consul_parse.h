@@ -1,5 +1,6 @@
 /* Pure parsing of Consul answers: GET /v1/health/service/<name> JSON -> a sorted instance list,
- * health aggregation, X-Consul-Index. No I/O, no clock, no globals: safe to fuzz. */
+ * health aggregation, X-Consul-Index, and GET /v1/agent/checks (is a registration's every check
+ * there). No I/O, no clock, no globals: safe to fuzz. */
 #ifndef SLUICE_CONSUL_PARSE_H
 #define SLUICE_CONSUL_PARSE_H
 
@@ -70,5 +71,12 @@ int consul_instances_equal(const struct consul_instance *a, size_t na,
 
 /* Value of an X-Consul-Index header (digits, surrounding blanks allowed); 0 or -EINVAL. */
 int consul_parse_index(const char *text, size_t len, uint64_t *out);
+
+/* Whether a GET /v1/agent/checks answer (len bytes, a JSON object keyed by check id) lists each of
+ * the n check_ids, each bound to service_id (its ServiceID). 1 yes; 0 with the first missing id,
+ * or "(the check list is not a JSON object)", written into missing. Any thread. */
+int consul_parse_checks_bound(const char *json, size_t len, const char *service_id,
+                              const char *const *check_ids, size_t n, char *missing,
+                              size_t missing_len);
 
 #endif

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "consul_parse.h"
 #include "inifile.h"
 #include "log.h"
 
@@ -234,25 +235,14 @@ static int service_known(const struct consul_client *c, const char *id, const at
 static int checks_present(const char *json, size_t json_len, const struct registrar_spec *spec,
                           char *missing, size_t missing_len)
 {
+    char ids[2][REGISTRAR_ID_MAX + 32];
+    const char *names[2] = {ids[0], ids[1]};
     size_t n = check_count(spec);
-    cJSON *root = cJSON_ParseWithLength(json, json_len);
-    int ok = cJSON_IsObject(root);
 
-    for (size_t i = 0; ok && i < n; i++) {
-        char id[REGISTRAR_ID_MAX + 32];
-        registrar_check_id(id, sizeof(id), spec->id, i, n);
-        const cJSON *check = cJSON_GetObjectItemCaseSensitive(root, id);
-        const cJSON *owner = cJSON_GetObjectItemCaseSensitive(check, "ServiceID");
-        if (!cJSON_IsString(owner) || strcmp(owner->valuestring, spec->id) != 0) {
-            snprintf(missing, missing_len, "%s", id);
-            ok = 0;
-        }
+    for (size_t i = 0; i < n; i++) {
+        registrar_check_id(ids[i], sizeof(ids[i]), spec->id, i, n);
     }
-    if (!cJSON_IsObject(root)) {
-        snprintf(missing, missing_len, "(the check list is not a JSON object)");
-    }
-    cJSON_Delete(root);
-    return ok;
+    return consul_parse_checks_bound(json, json_len, spec->id, names, n, missing, missing_len);
 }
 
 /* Step 2: the agent lists the service with every check. */

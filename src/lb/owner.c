@@ -445,7 +445,7 @@ uint64_t owner_tick(struct owner *o, uint64_t now_ms)
 
 void owner_warn_nothing_left(struct owner *o, const char *why, uint64_t now_ms)
 {
-    uint64_t last = atomic_load_explicit(&o->warned_ms, memory_order_relaxed);
+    unsigned long long last = atomic_load_explicit(&o->warned_ms, memory_order_relaxed);
 
     if (last != 0 && now_ms - last < 1000)
         return;

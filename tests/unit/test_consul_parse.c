@@ -402,6 +402,33 @@ static void test_index_header(void **state)
     assert_int_equal(v, 5);
 }
 
+/* GET /v1/agent/checks: every check id present and bound to the service, or the first one that
+ * is not; anything but an object is no check list. */
+static void test_checks_bound(void **state)
+{
+    (void)state;
+    static const char *const two[] = {"service:web:1", "service:web:2"};
+    const char *list = "{\"service:web:1\":{\"ServiceID\":\"web\"},"
+                       "\"service:web:2\":{\"ServiceID\":\"web\"},"
+                       "\"service:api\":{\"ServiceID\":\"api\"}}";
+    char missing[64] = "";
+
+    assert_int_equal(
+        consul_parse_checks_bound(list, strlen(list), "web", two, 2, missing, sizeof(missing)), 1);
+    const char *other = "{\"service:web:1\":{\"ServiceID\":\"web\"},"
+                        "\"service:web:2\":{\"ServiceID\":\"web-old\"}}";
+    assert_int_equal(
+        consul_parse_checks_bound(other, strlen(other), "web", two, 2, missing, sizeof(missing)),
+        0);
+    assert_string_equal(missing, "service:web:2");
+    assert_int_equal(consul_parse_checks_bound("[]", 2, "web", two, 0, missing, sizeof(missing)),
+                     0);
+    assert_string_equal(missing, "(the check list is not a JSON object)");
+    /* the length is honoured: the closing brace is past it */
+    assert_int_equal(consul_parse_checks_bound("{}", 1, "web", two, 0, missing, sizeof(missing)),
+                     0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,6 +443,7 @@ int main(void)
         cmocka_unit_test(test_check_health),
         cmocka_unit_test(test_instances_equal),
         cmocka_unit_test(test_index_header),
+        cmocka_unit_test(test_checks_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
