@@ -481,6 +481,42 @@ static void test_config_errors(void **state)
 }
 
 /* A reload that changes proxy_trusted applies to the next connections. */
+/* Per-client limits count the client the header names, not the proxy that sent it: every
+ * connection here comes from 127.0.0.1. */
+static void test_limits_follow_the_header(void **state)
+{
+    (void)state;
+    struct proc s = {0};
+    int admin = harness_free_port(), port = harness_free_port();
+    char conf[1024];
+    snprintf(conf, sizeof(conf),
+             "[sluice]\nworkers = 1\n[admin]\nbind = 127.0.0.1:%d\n"
+             "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\nlog_access = on\n"
+             "accept_proxy = on\nproxy_trusted = 127.0.0.1\nmax_connections_per_client = 1\n"
+             "[service:api]\nbackends = 127.0.0.1:%d\n",
+             admin, port, backend_port);
+    assert_int_equal(sluice_start(&s, conf), 0);
+
+    int held = with_header(port, "PROXY TCP4 127.0.0.5 127.0.0.1 4000 80\r\n");
+    assert_int_equal(served(held), 1);
+    int fd = with_header(port, "PROXY TCP4 127.0.0.5 127.0.0.1 4001 80\r\n");
+    assert_int_equal(served(fd), 0); /* 127.0.0.5 has its one connection */
+    close(fd);
+    assert_true(sample(admin, REJECTED("web", "client_connections")) == 1);
+    fd = with_header(port, "PROXY TCP4 127.0.0.6 127.0.0.1 4002 80\r\n");
+    assert_int_equal(served(fd), 1); /* another client behind the same proxy */
+    close(fd);
+
+    size_t from = log_size(&s);
+    close(held);
+    assert_access_from(&s, &from, "127.0.0.5", 4000); /* its slot is given back */
+    fd = with_header(port, "PROXY TCP4 127.0.0.5 127.0.0.1 4003 80\r\n");
+    assert_int_equal(served(fd), 1);
+    close(fd);
+    assert_true(sample(admin, REJECTED("web", "client_connections")) == 1);
+    assert_int_equal(proc_stop(&s, SIGTERM), 0);
+}
+
 static void test_reload_trust(void **state)
 {
     (void)state;
@@ -518,9 +554,13 @@ static void test_reload_trust(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config_errors),    cmocka_unit_test(test_reload_trust),
-        cmocka_unit_test(test_haproxy_in_front), cmocka_unit_test(test_nginx_behind),
-        cmocka_unit_test(test_full_chain),       cmocka_unit_test(test_refusals_counted),
+        cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_reload_trust),
+        cmocka_unit_test(test_haproxy_in_front),
+        cmocka_unit_test(test_nginx_behind),
+        cmocka_unit_test(test_full_chain),
+        cmocka_unit_test(test_refusals_counted),
+        cmocka_unit_test(test_limits_follow_the_header),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
