@@ -475,6 +475,7 @@ static int daemon_start_registrar(struct daemon *d)
 {
     const struct config *cfg = d->cfg;
     struct registrar_listener *ls = calloc(cfg->n_listeners + 1, sizeof(*ls));
+    struct registrar *r = NULL;
     int rc;
 
     if (ls == NULL)
@@ -483,11 +484,13 @@ static int daemon_start_registrar(struct daemon *d)
         ls[i] = (struct registrar_listener){.name = cfg->listeners[i].name,
                                             .bind = &cfg->listeners[i].bind};
     rc = registrar_create(&cfg->consul, &cfg->registration, ls, cfg->n_listeners,
-                          cfg->admin.line != 0 ? &cfg->admin.bind : NULL, &d->log, &d->registrar,
+                          cfg->admin.line != 0 ? &cfg->admin.bind : NULL, &d->log, &r,
                           d->step_error, sizeof(d->step_error));
     free(ls);
-    if (rc == 0 && d->registrar != NULL)
-        rc = registrar_start(d->registrar);
+    /* the admin thread already serves /status and /metrics, which read it: published whole */
+    __atomic_store_n(&d->registrar, r, __ATOMIC_RELEASE);
+    if (rc == 0 && r != NULL)
+        rc = registrar_start(r);
     return rc;
 }
 

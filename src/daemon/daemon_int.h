@@ -84,7 +84,9 @@ struct daemon {
     struct admin *admin;                 /* the admin server; NULL without [admin] */
     int said_unlistened;                 /* listeners_closed was logged */
     struct discovery *discovery;         /* Consul watches; NULL without consul services */
-    struct registrar *registrar;         /* Consul registrations; NULL without [registration] */
+    struct registrar *registrar;         /* Consul registrations; NULL without [registration].
+                                          * Set after the admin server starts: other threads
+                                          * read it with daemon_registrar */
     struct log_writer access;            /* access-log rings and their writer thread */
     int access_on;                       /* some listener logs access; access is set up */
     struct health *health;               /* checks and owner ticks; NULL without services */
@@ -101,6 +103,13 @@ struct daemon {
 /* Stops accepting and lets open sessions finish (SIGTERM, SIGINT, or a successor's DRAIN after
  * a takeover: why says which); a second call cuts the wait short. */
 void daemon_drain(struct daemon *d, const char *why);
+
+/* The registrar as another thread (the admin server's) may see it: NULL until the start-up
+ * step "registrar" published it whole. */
+static inline struct registrar *daemon_registrar(const struct daemon *d)
+{
+    return __atomic_load_n(&d->registrar, __ATOMIC_ACQUIRE);
+}
 
 /* Publishes the static backends of service cs into its owner (start and reload). 0 or -ENOMEM. */
 int reload_static_service(struct daemon *d, struct owner *o, const struct config_service *cs);

@@ -231,7 +231,7 @@ static cJSON *status_registrations(struct daemon *d)
 {
     struct registrar_status r[64];
     cJSON *arr = cJSON_CreateArray();
-    size_t n = registrar_status(d->registrar, r, sizeof(r) / sizeof(r[0]), NULL, NULL);
+    size_t n = registrar_status(daemon_registrar(d), r, sizeof(r) / sizeof(r[0]), NULL, NULL);
 
     for (size_t i = 0; i < n && i < sizeof(r) / sizeof(r[0]); i++) {
         cJSON *x = cJSON_CreateObject();
@@ -609,7 +609,7 @@ static void metrics_consul(struct mbuf *b, struct daemon *d)
             put(b, "sluice_consul_sync_staleness_seconds{service=\"%s\"} %.3f\n",
                 label(w[i].service, s, sizeof(s)), (double)w[i].stale_ms / 1e3);
     struct registrar_status r[1];
-    registrar_status(d->registrar, r, 0, &ok, &failed);
+    registrar_status(daemon_registrar(d), r, 0, &ok, &failed);
     family(b, "sluice_registrations_total", "counter", "Consul registrations, by result.");
     put(b, "sluice_registrations_total{result=\"success\"} %llu\n", ok);
     put(b, "sluice_registrations_total{result=\"failure\"} %llu\n", failed);

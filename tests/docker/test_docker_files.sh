@@ -46,7 +46,7 @@ triplet=$(gcc -dumpmachine)
 for bin in "$SLUICE_BIN" "$SLUICE_BACKEND_BIN"; do
     for so in $(readelf -d "$bin" | awk '/NEEDED/ {gsub(/[][]/, "", $5); print $5}'); do
         pkg=$(dpkg -S "*/$triplet/$so" | cut -d: -f1 | head -n 1)
-        case "$pkg" in libc6 | libasan* | libubsan*) continue ;; esac
+        case "$pkg" in libc6 | libasan* | libubsan* | libtsan*) continue ;; esac
         [[ "$run_pkgs" == *" $pkg "* ]] || fail "$bin needs $so: add $pkg to the run stage's apt-get"
     done
 done

@@ -68,9 +68,10 @@ fi
 flags=$(pkg-config --cflags --libs sluice)
 echo "pkg-config: $flags"
 echo "pkg-config --static: $(pkg-config --static --libs sluice)"
-# a sanitizer build's library needs its runtime in the program too (make test-sanitize)
+# a sanitizer build's library needs its runtime in the program too (make test-sanitize,
+# make test-tsan: the build's ctest environment names the sanitizers)
 san=()
-[ "${SLUICE_SANITIZED:-0}" = 1 ] && san=(-fsanitize=address,undefined)
+[ -n "${SLUICE_SANITIZER:-}" ] && san=(-fsanitize="$SLUICE_SANITIZER")
 cc -std=c11 -Wall -Wextra -Werror "${san[@]}" -o "$work/hello_mesh" "$src/examples/hello_mesh.c" \
     $flags -Wl,-rpath,"$libdir"
 # the example must use the installed library, not the build tree's

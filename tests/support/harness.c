@@ -28,13 +28,56 @@
 static int spawn_counter;
 static pid_t children[256]; /* every child spawned, so a failed test cannot leak one */
 static size_t n_children;
+static char child_logs[256][512]; /* the log of each, searched for sanitizer reports at exit */
+static int sanitizer_reported;    /* run_capture saw a report in a command's output */
 
-/* atexit: a cmocka assertion leaves the test function early; whatever it started dies here */
+/* What a sanitizer writes first in a report. A ThreadSanitizer report does not stop the
+ * process (halt_on_error=0 keeps the test's own checks meaningful), and a child stopped by
+ * SIGKILL or whose exit status a test ignores would otherwise hide any report. */
+static const char *const sanitizer_marks[] = {"WARNING: ThreadSanitizer:", "FATAL: ThreadSanitizer",
+                                              "ERROR: AddressSanitizer",   "ERROR: LeakSanitizer",
+                                              ": runtime error: ",         NULL};
+
+static const char *sanitizer_mark_in(const char *text)
+{
+    for (size_t i = 0; sanitizer_marks[i] != NULL; i++)
+        if (strstr(text, sanitizer_marks[i]) != NULL)
+            return sanitizer_marks[i];
+    return NULL;
+}
+
+/* Prints the report's first line with the log's name; 1 when the log holds a report. */
+static int log_has_sanitizer_report(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[16384];
+    int found = 0;
+    while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL)
+        if (sanitizer_mark_in(line) != NULL) {
+            fprintf(stderr, "harness: sanitizer report in %s: %s", path, line);
+            found = 1;
+        }
+    if (f != NULL)
+        fclose(f);
+    return found;
+}
+
+/* atexit: a cmocka assertion leaves the test function early; whatever it started dies here.
+ * Then a sanitizer report in any child's log fails the test executable. */
 static void kill_children(void)
 {
+    int reports = sanitizer_reported;
     for (size_t i = 0; i < n_children; i++)
         if (children[i] > 0 && kill(children[i], SIGKILL) == 0)
             waitpid(children[i], NULL, 0);
+    for (size_t i = 0; i < n_children; i++)
+        reports += log_has_sanitizer_report(child_logs[i]);
+    if (reports > 0) {
+        fprintf(stderr, "harness: FAILED: %d sanitizer report(s) from the processes above\n",
+                reports);
+        fflush(NULL);
+        _exit(1);
+    }
 }
 
 static void forget_child(pid_t pid)
@@ -44,12 +87,21 @@ static void forget_child(pid_t pid)
             children[i] = 0;
 }
 
-static void remember_child(pid_t pid)
+static void check_children_at_exit(void)
 {
-    if (n_children == 0)
+    static int registered;
+    if (!registered)
         atexit(kill_children);
-    if (n_children < sizeof(children) / sizeof(children[0]))
+    registered = 1;
+}
+
+static void remember_child(pid_t pid, const char *log_path)
+{
+    check_children_at_exit();
+    if (n_children < sizeof(children) / sizeof(children[0])) {
+        snprintf(child_logs[n_children], sizeof(child_logs[0]), "%s", log_path);
         children[n_children++] = pid;
+    }
 }
 static FILE *child_outputs[64]; /* stdout pipes of started servers, kept open */
 static size_t n_child_outputs;
@@ -137,7 +189,7 @@ static pid_t spawn(struct proc *p, char *const argv[], int out_fd)
     close(log_fd);
     p->pid = pid > 0 ? pid : 0;
     if (pid > 0)
-        remember_child(pid);
+        remember_child(pid, p->log_path);
     return pid;
 }
 
@@ -428,6 +480,11 @@ int run_capture(char *const argv[], char *out, size_t out_len)
     close(pipefd[0]);
     int status;
     waitpid(pid, &status, 0);
+    if (sanitizer_mark_in(out) != NULL) {
+        fprintf(stderr, "harness: sanitizer report from %s:\n%s\n", argv[0], out);
+        sanitizer_reported++;
+        check_children_at_exit();
+    }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
