@@ -112,11 +112,11 @@ static void count(struct soak_load *l, uint64_t *counter, const struct conn *c, 
             getsockname(c->fd, (struct sockaddr *)&local, &len);
         snprintf(l->counts.first_problem, sizeof(l->counts.first_problem),
                  "%s: connection %llu from port %d (instance %d) after %llu of %llu bytes sent, "
-                 "%llu echoed, %.0f ms after it opened, %.0f ms into the load (errno: %s)",
+                 "%llu echoed, %.0f ms after it opened, %.0f ms into the load (%s)",
                  what, (unsigned long long)c->seed, ntohs(local.sin_port), c->instance,
                  (unsigned long long)c->sent, (unsigned long long)c->total,
                  (unsigned long long)c->recvd, (double)(mono_ms() - c->opened_ms),
-                 (double)(mono_ms() - l->start_ms), strerror(err));
+                 (double)(mono_ms() - l->start_ms), err != 0 ? strerror(err) : "EOF");
     }
     pthread_mutex_unlock(&l->lock);
 }
@@ -263,6 +263,8 @@ static void on_hello(struct soak_load *l, int slot)
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) {
+        if (n == 0)
+            errno = 0; /* the words say EOF */
         conn_cut(l, c);
         return;
     }
@@ -300,6 +302,8 @@ static void on_readable(struct soak_load *l, int slot)
         return;
     }
     if (n <= 0) {
+        if (n == 0)
+            errno = 0; /* the words say EOF */
         conn_cut(l, c);
         return;
     }
