@@ -20,6 +20,7 @@
 #include "listen_lock.h"
 #include "notify.h"
 #include "stats.h"
+#include "privileges.h"
 #include "takeover.h"
 
 #define FAULT_ENV "SLUICE_FAULT" /* test hook: the start-up step named here fails */
@@ -204,6 +205,45 @@ static int daemon_write_pid_file(struct daemon *d)
         return rc;
     }
     d->pid_written = 1;
+    return 0;
+}
+
+/* [sluice] user: the last start-up step, once every listener, the admin socket and the pid file
+ * are set up (they may need root: ports below 1024, /run). Without user, root is worth a
+ * warning: every bug would then be root's. */
+static int daemon_drop_privileges(struct daemon *d)
+{
+    const struct config *cfg = d->cfg;
+    struct privileges p;
+    int rc;
+
+    if (cfg->user == NULL) {
+        if (geteuid() == 0)
+            log_event(&d->log, LOG_LEVEL_WARN, "running_as_root",
+                      LOG_STR("why", "[sluice] user is not set"),
+                      LOG_STR("hint", "set user (and group) to an unprivileged account, such as "
+                                      "user = nobody: sluice drops root once it is set up"));
+        return 0;
+    }
+    if ((rc = privileges_resolve(cfg->user, cfg->group, &p, d->step_error,
+                                 sizeof(d->step_error))) != 0)
+        return rc;
+    if (geteuid() != 0 && getuid() == p.uid && getgid() == p.gid) {
+        /* started as that user already: nothing to drop, but still nothing extra to keep */
+        rc = privileges_verify(&p, d->step_error, sizeof(d->step_error));
+    } else if (geteuid() != 0) {
+        snprintf(d->step_error, sizeof(d->step_error),
+                 "becoming user %s needs root, and sluice runs as uid %u", cfg->user,
+                 (unsigned)geteuid());
+        return -EPERM;
+    } else {
+        rc = privileges_drop(&p, d->step_error, sizeof(d->step_error));
+    }
+    if (rc != 0)
+        return rc;
+    log_event(&d->log, LOG_LEVEL_INFO, "privileges_dropped", LOG_STR("user", p.user),
+              LOG_STR("group", p.group), LOG_INT("uid", p.uid), LOG_INT("gid", p.gid),
+              LOG_STR("supplementary_groups", "none"));
     return 0;
 }
 
@@ -723,8 +763,10 @@ static void daemon_teardown(struct daemon *d)
     for (size_t i = 0; i < d->n_services; i++)
         owner_destroy(d->services[i]);
     free(d->services);
-    if (d->pid_written && pid_file_is_ours(d->cfg->pid_file))
-        unlink(d->cfg->pid_file);
+    if (d->pid_written && pid_file_is_ours(d->cfg->pid_file) && unlink(d->cfg->pid_file) != 0)
+        /* after [sluice] user the directory (/run) may be root's: say so instead of failing */
+        log_event(&d->log, LOG_LEVEL_WARN, "pid_file_not_removed",
+                  LOG_STR("pid_file", d->cfg->pid_file), LOG_STR("error", strerror(errno)));
     if (d->loop_ready) {
         daemon_close_handles(d);
         uv_run(&d->loop, UV_RUN_DEFAULT); /* close callbacks */
@@ -836,6 +878,7 @@ int daemon_run(struct config *cfg, int takeover)
         {"admin", daemon_start_admin},
         {"registrar", daemon_start_registrar},
         {"pid_file", daemon_write_pid_file},
+        {"privileges", daemon_drop_privileges},
     };
     struct daemon *d = calloc(1, sizeof(*d));
     int rc = 0;

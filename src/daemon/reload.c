@@ -247,9 +247,13 @@ static int plan_open_sockets(struct daemon *d, struct listener_plan *p)
     }
     plan_close_sockets(d, p);
     /* err names the file and the line of the bind key already (listener_socket) */
-    log_event(&d->log, LOG_LEVEL_ERROR, "reload_listener_failed",
-              LOG_STR("listener", p->entry.conf.name), LOG_STR("error", err),
-              LOG_STR("action", p->running != NULL ? "keeping the running listener" : "not added"));
+    /* after [sluice] user no port below 1024 can be bound: the hint saves a search */
+    int low_port = d->cfg->user != NULL && net_addr_port(&p->entry.conf.bind) < 1024;
+    struct log_field fields[] = {
+        LOG_STR("listener", p->entry.conf.name), LOG_STR("error", err),
+        LOG_STR("action", p->running != NULL ? "keeping the running listener" : "not added"),
+        LOG_STR("hint", "sluice dropped root ([sluice] user): ports below 1024 need a restart")};
+    log_emit(&d->log, LOG_LEVEL_ERROR, "reload_listener_failed", fields, low_port ? 4 : 3);
     return -1;
 }
 
@@ -519,6 +523,16 @@ static void reload_listeners(struct daemon *d, const struct config *next)
         log_event(&d->log, LOG_LEVEL_ERROR, "reload_listeners_skipped", LOG_STR("why", why));
 }
 
+/* An optional string of [sluice] read at start only (user, group). */
+static void restart_if_changed(struct restart_ctx *r, const char *key, const char *from,
+                               const char *to)
+{
+    from = from != NULL ? from : "(none)";
+    to = to != NULL ? to : "(none)";
+    if (strcmp(from, to) != 0)
+        needs_restart(r, key, from, to);
+}
+
 /* Logging and the shutdown timeout belong to the main thread and apply at once; the data path's
  * sizes and thread count are fixed at start. */
 static void reload_globals(struct daemon *d, const struct config *next)
@@ -541,6 +555,8 @@ static void reload_globals(struct daemon *d, const struct config *next)
     const char *pid_to = next->pid_file != NULL ? next->pid_file : "(none)";
     if (strcmp(pid_from, pid_to) != 0)
         needs_restart(&r, "pid_file", pid_from, pid_to);
+    restart_if_changed(&r, "user", d->cfg->user, next->user);
+    restart_if_changed(&r, "group", d->cfg->group, next->group);
 }
 
 void reload_apply(struct daemon *d, const struct config *next)
