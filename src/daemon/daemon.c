@@ -559,10 +559,12 @@ static void daemon_close_handles(struct daemon *d)
 {
     takeover_peers_close(d);
     daemon_release_claims(d);
+    reload_abandon(d); /* a reload thread ends with a send on reload_finished, closed below */
     for (unsigned i = 0; i < d->n_signals; i++)
         uv_close((uv_handle_t *)&d->signals[i], NULL);
     uv_handle_t *handles[] = {(uv_handle_t *)&d->shutdown_timer, (uv_handle_t *)&d->worker_exited,
-                              (uv_handle_t *)&d->unlistened, (uv_handle_t *)&d->reload_async};
+                              (uv_handle_t *)&d->unlistened, (uv_handle_t *)&d->reload_async,
+                              (uv_handle_t *)&d->reload_finished};
     for (unsigned i = 0; i < d->n_handles; i++)
         uv_close(handles[i], NULL);
     d->n_signals = d->n_handles = 0;
@@ -625,7 +627,7 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     struct daemon *d = h->data;
     if (signum == SIGHUP && !atomic_load(&d->draining)) {
-        reload_run(d, NULL);
+        reload_begin(d, 0);
     } else if (signum == SIGUSR1) {
         daemon_log_stats(d, "stats");
         daemon_log_discovery(d);
@@ -640,23 +642,28 @@ static void on_signal(uv_signal_t *h, int signum)
 static void on_reload_asked(uv_async_t *a)
 {
     struct daemon *d = a->data;
-    struct ini_errors errs = {0};
 
     pthread_mutex_lock(&d->reload_lock);
     int pending = d->reload_pending;
     pthread_mutex_unlock(&d->reload_lock);
     if (!pending)
         return;
-    /* the reload runs without the lock: the admin thread only waits on it */
-    int rc = atomic_load(&d->draining) ? -EBUSY : reload_run(d, &errs);
+    if (!atomic_load(&d->draining)) {
+        reload_begin(d, 1); /* reload_finish answers */
+        return;
+    }
     pthread_mutex_lock(&d->reload_lock);
     ini_errors_clear(&d->reload_errs); /* an answer nobody waited for */
-    d->reload_errs = errs;
-    d->reload_rc = rc;
+    d->reload_rc = -EBUSY;
     d->reload_pending = 0;
     d->reload_done = 1;
     pthread_cond_broadcast(&d->reload_cond);
     pthread_mutex_unlock(&d->reload_lock);
+}
+
+static void on_reload_finished(uv_async_t *a)
+{
+    reload_finish(a->data);
 }
 
 int daemon_reload_from_admin(struct daemon *d, struct ini_errors *errs, uint64_t timeout_ms)
@@ -729,8 +736,11 @@ static int daemon_setup_loop(struct daemon *d)
     if ((rc = uv_async_init(&d->loop, &d->reload_async, on_reload_asked)) != 0)
         return rc;
     d->n_handles++;
+    if ((rc = uv_async_init(&d->loop, &d->reload_finished, on_reload_finished)) != 0)
+        return rc;
+    d->n_handles++;
     d->shutdown_timer.data = d->worker_exited.data = d->unlistened.data = d;
-    d->reload_async.data = d;
+    d->reload_async.data = d->reload_finished.data = d;
     return 0;
 }
 
