@@ -53,7 +53,7 @@ static int group_lookup(const char *value, struct group *gr, char *buf, size_t l
 
 const char *privileges_user_check(const char *value)
 {
-    static char buf[DB_BUF]; /* config loads run on one thread at a time: main or -t */
+    char buf[DB_BUF]; /* on the stack: config_load may run on any thread */
     struct passwd pw;
 
     if (id_number(value) >= 0)
@@ -66,7 +66,7 @@ const char *privileges_user_check(const char *value)
 
 const char *privileges_group_check(const char *value)
 {
-    static char buf[DB_BUF];
+    char buf[DB_BUF];
     struct group gr;
 
     if (id_number(value) >= 0)
