@@ -1,6 +1,7 @@
 /* The daemon's INI schema: which subsystem's rows make up which section, the daemon's own keys
  * ([sluice] workers and logging, a service's discovery) and the rules across sections. */
 #include "config.h"
+#include "privileges.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -61,6 +62,10 @@ static const struct ini_key daemon_keys[] = {
             7 * 24 * 3600000ULL, "30s", false),
     INI_KEY("pid_file", GLOBAL(pid_file), ini_set_string, 0, 0, NULL, false,
             .release = ini_release_string),
+    INI_KEY("user", GLOBAL(user), ini_set_string, 0, 0, NULL, false, .release = ini_release_string,
+            .check = privileges_user_check),
+    INI_KEY("group", GLOBAL(group), ini_set_string, 0, 0, NULL, false,
+            .release = ini_release_string, .check = privileges_group_check),
     {.name = NULL},
 };
 
@@ -185,6 +190,25 @@ static void check_registration(struct ini_file *f, const struct ini_section *sec
     }
 }
 
+/* group needs user; a uid without a user database entry needs group (no primary group). The
+ * names themselves were checked by their rows. */
+static void check_privileges(struct ini_file *f, const struct ini_section *sluice,
+                             const struct config *cfg)
+{
+    struct privileges p;
+    char why[256];
+
+    if (cfg->group != NULL && cfg->user == NULL && ini_key_line(sluice, "user") == 0) {
+        ini_error(f, ini_key_line(sluice, "group"), "group",
+                  "only applies with user = NAME (the user to run as)");
+    } else if (cfg->user != NULL &&
+               privileges_resolve(cfg->user, cfg->group, &p, why, sizeof(why)) != 0) {
+        const char *key = strncmp(why, "group", 5) == 0 ? "group" : "user";
+        const char *detail = strstr(why, ": "); /* "user 123: why": the key names it already */
+        ini_error(f, ini_key_line(sluice, key), key, "%s", detail != NULL ? detail + 2 : why);
+    }
+}
+
 static void check_file(struct ini_file *f, void *root)
 {
     struct config *cfg = root;
@@ -195,6 +219,7 @@ static void check_file(struct ini_file *f, void *root)
     }
     const struct ini_section *sluice = ini_section_of_kind(f, KIND_SLUICE);
     cfg->pid_file_line = sluice != NULL ? ini_key_line(sluice, "pid_file") : 0;
+    check_privileges(f, sluice, cfg);
 
     if (cfg->n_listeners == 0 && !((const struct load_mode *)ini_user(f))->consul_only) {
         ini_error(f, 0, "[listener:NAME]", "the file defines no listener; add one");

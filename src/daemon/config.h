@@ -44,6 +44,8 @@ struct config {
     uint64_t shutdown_timeout_ms;          /* shutdown_timeout */
     char *pid_file;                        /* pid_file, owned; NULL = none */
     int pid_file_line;                     /* its line, for start-up errors */
+    char *user;                            /* user: drop to it after start-up, owned; NULL = stay */
+    char *group;                           /* group, owned; NULL = the user's primary group */
     struct stream_conf stream;             /* max_connections, splice, pipe_size, buffer_size */
     struct listener_conf *listeners;       /* [listener:*] in file order, owned */
     size_t n_listeners;                    /* entries in listeners */

@@ -21,6 +21,7 @@
 #include "listen_lock.h"
 #include "notify.h"
 #include "stats.h"
+#include "privileges.h"
 #include "takeover.h"
 
 #define FAULT_ENV "SLUICE_FAULT" /* test hook: the start-up step named here fails */
@@ -205,6 +206,45 @@ static int daemon_write_pid_file(struct daemon *d)
         return rc;
     }
     d->pid_written = 1;
+    return 0;
+}
+
+/* [sluice] user: the last start-up step, once every listener, the admin socket and the pid file
+ * are set up (they may need root: ports below 1024, /run). Without user, root is worth a
+ * warning: every bug would then be root's. */
+static int daemon_drop_privileges(struct daemon *d)
+{
+    const struct config *cfg = d->cfg;
+    struct privileges p;
+    int rc;
+
+    if (cfg->user == NULL) {
+        if (geteuid() == 0)
+            log_event(&d->log, LOG_LEVEL_WARN, "running_as_root",
+                      LOG_STR("why", "[sluice] user is not set"),
+                      LOG_STR("hint", "set user (and group) to an unprivileged account, such as "
+                                      "user = nobody: sluice drops root once it is set up"));
+        return 0;
+    }
+    if ((rc = privileges_resolve(cfg->user, cfg->group, &p, d->step_error,
+                                 sizeof(d->step_error))) != 0)
+        return rc;
+    if (geteuid() != 0 && getuid() == p.uid && getgid() == p.gid) {
+        /* started as that user already: nothing to drop, but still nothing extra to keep */
+        rc = privileges_verify(&p, d->step_error, sizeof(d->step_error));
+    } else if (geteuid() != 0) {
+        snprintf(d->step_error, sizeof(d->step_error),
+                 "becoming user %s needs root, and sluice runs as uid %u", cfg->user,
+                 (unsigned)geteuid());
+        return -EPERM;
+    } else {
+        rc = privileges_drop(&p, d->step_error, sizeof(d->step_error));
+    }
+    if (rc != 0)
+        return rc;
+    log_event(&d->log, LOG_LEVEL_INFO, "privileges_dropped", LOG_STR("user", p.user),
+              LOG_STR("group", p.group), LOG_INT("uid", p.uid), LOG_INT("gid", p.gid),
+              LOG_STR("supplementary_groups", "none"));
     return 0;
 }
 
@@ -528,10 +568,12 @@ static void daemon_close_handles(struct daemon *d)
 {
     takeover_peers_close(d);
     daemon_release_claims(d);
+    reload_abandon(d); /* a reload thread ends with a send on reload_finished, closed below */
     for (unsigned i = 0; i < d->n_signals; i++)
         uv_close((uv_handle_t *)&d->signals[i], NULL);
     uv_handle_t *handles[] = {(uv_handle_t *)&d->shutdown_timer, (uv_handle_t *)&d->worker_exited,
-                              (uv_handle_t *)&d->unlistened, (uv_handle_t *)&d->reload_async};
+                              (uv_handle_t *)&d->unlistened, (uv_handle_t *)&d->reload_async,
+                              (uv_handle_t *)&d->reload_finished};
     for (unsigned i = 0; i < d->n_handles; i++)
         uv_close(handles[i], NULL);
     d->n_signals = d->n_handles = 0;
@@ -594,7 +636,7 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     struct daemon *d = h->data;
     if (signum == SIGHUP && !atomic_load(&d->draining)) {
-        reload_run(d, NULL);
+        reload_begin(d, 0);
     } else if (signum == SIGUSR1) {
         daemon_log_stats(d, "stats");
         daemon_log_discovery(d);
@@ -609,23 +651,28 @@ static void on_signal(uv_signal_t *h, int signum)
 static void on_reload_asked(uv_async_t *a)
 {
     struct daemon *d = a->data;
-    struct ini_errors errs = {0};
 
     pthread_mutex_lock(&d->reload_lock);
     int pending = d->reload_pending;
     pthread_mutex_unlock(&d->reload_lock);
     if (!pending)
         return;
-    /* the reload runs without the lock: the admin thread only waits on it */
-    int rc = atomic_load(&d->draining) ? -EBUSY : reload_run(d, &errs);
+    if (!atomic_load(&d->draining)) {
+        reload_begin(d, 1); /* reload_finish answers */
+        return;
+    }
     pthread_mutex_lock(&d->reload_lock);
     ini_errors_clear(&d->reload_errs); /* an answer nobody waited for */
-    d->reload_errs = errs;
-    d->reload_rc = rc;
+    d->reload_rc = -EBUSY;
     d->reload_pending = 0;
     d->reload_done = 1;
     pthread_cond_broadcast(&d->reload_cond);
     pthread_mutex_unlock(&d->reload_lock);
+}
+
+static void on_reload_finished(uv_async_t *a)
+{
+    reload_finish(a->data);
 }
 
 int daemon_reload_from_admin(struct daemon *d, struct ini_errors *errs, uint64_t timeout_ms)
@@ -698,8 +745,11 @@ static int daemon_setup_loop(struct daemon *d)
     if ((rc = uv_async_init(&d->loop, &d->reload_async, on_reload_asked)) != 0)
         return rc;
     d->n_handles++;
+    if ((rc = uv_async_init(&d->loop, &d->reload_finished, on_reload_finished)) != 0)
+        return rc;
+    d->n_handles++;
     d->shutdown_timer.data = d->worker_exited.data = d->unlistened.data = d;
-    d->reload_async.data = d;
+    d->reload_async.data = d->reload_finished.data = d;
     return 0;
 }
 
@@ -732,8 +782,10 @@ static void daemon_teardown(struct daemon *d)
     for (size_t i = 0; i < d->n_services; i++)
         owner_destroy(d->services[i]);
     free(d->services);
-    if (d->pid_written && pid_file_is_ours(d->cfg->pid_file))
-        unlink(d->cfg->pid_file);
+    if (d->pid_written && pid_file_is_ours(d->cfg->pid_file) && unlink(d->cfg->pid_file) != 0)
+        /* after [sluice] user the directory (/run) may be root's: say so instead of failing */
+        log_event(&d->log, LOG_LEVEL_WARN, "pid_file_not_removed",
+                  LOG_STR("pid_file", d->cfg->pid_file), LOG_STR("error", strerror(errno)));
     if (d->loop_ready) {
         daemon_close_handles(d);
         uv_run(&d->loop, UV_RUN_DEFAULT); /* close callbacks */
@@ -845,6 +897,7 @@ int daemon_run(struct config *cfg, int takeover)
         {"admin", daemon_start_admin},
         {"registrar", daemon_start_registrar},
         {"pid_file", daemon_write_pid_file},
+        {"privileges", daemon_drop_privileges},
     };
     struct daemon *d = calloc(1, sizeof(*d));
     int rc = 0;

@@ -49,7 +49,7 @@ struct daemon {
     uv_timer_t shutdown_timer;           /* shutdown_timeout */
     uv_async_t worker_exited;            /* a worker ended */
     uv_async_t unlistened;               /* a worker closed its listening sockets */
-    unsigned n_handles;                  /* of the three above, initialised */
+    unsigned n_handles;                  /* of the loop handles (timer, asyncs), initialised */
     struct owner **services;             /* one per cfg service, same order */
     size_t n_services;                   /* owners created */
     struct service_rt *service_rts;      /* one per cfg service: what sessions see of it */
@@ -81,6 +81,15 @@ struct daemon {
     int reload_done;                     /* done: reload_rc and reload_errs are the answer */
     int reload_rc;                       /* its result */
     struct ini_errors reload_errs;       /* a broken file's errors */
+    uv_async_t reload_finished;          /* the reload thread is done with its part */
+    pthread_t reload_thread;             /* reads the file and feeds the owners (reload.c) */
+    int reload_running;                  /* reload_thread runs or awaits its join (main) */
+    int reload_for_admin;                /* the running reload answers the admin thread (main) */
+    int reload_again;                    /* SIGHUP during a reload: one more after it (main) */
+    int reload_admin_again;              /* admin ask during a reload: one more for it (main) */
+    struct config *reload_next;          /* the thread's loaded file; NULL when it failed */
+    int reload_load_rc;                  /* the thread's config_load result */
+    struct ini_errors reload_load_errs;  /* and its errors */
     struct admin *admin;                 /* the admin server; NULL without [admin] */
     int said_unlistened;                 /* listeners_closed was logged */
     struct discovery *discovery;         /* Consul watches; NULL without consul services */
@@ -138,13 +147,18 @@ int reload_listener_clients(struct listener_rt *t, const struct listener_conf *c
  * config that a reload frees; the version's acl and trusted stand for them in later comparisons. */
 struct listener_conf reload_listener_kept(const struct listener_conf *cl);
 
-/* Applies what a reload can change while running and names, in reload_needs_restart events,
- * what needs a restart. */
-void reload_apply(struct daemon *d, const struct config *next);
+/* Starts a reload (main thread): a thread reads the file and hands static services their new
+ * instances (the slow part with many backends: parsing, building and publishing the sets), then
+ * the main thread applies the rest in reload_finish, so signals are handled meanwhile. A reload
+ * asked while one runs (for_admin: by the admin thread) runs once the current one is done. */
+void reload_begin(struct daemon *d, int for_admin);
 
-/* Reads the file again and applies it; a broken file is logged and ignored. Returns 0 or the
- * loader's error; the error lines go to errs when it is not NULL. */
-int reload_run(struct daemon *d, struct ini_errors *errs);
+/* reload_finished's callback (main thread): joins the thread, applies globals and listeners (or
+ * logs the broken file), answers the admin thread when it asked, and starts a queued reload. */
+void reload_finish(struct daemon *d);
+
+/* Shutdown (main thread): waits for a reload thread still running and drops its result. */
+void reload_abandon(struct daemon *d);
 
 /* From the admin thread: has the main thread reload, waits up to timeout_ms for it. 0, the
  * loader's error (errs holds the file's problems), -ETIMEDOUT or -EBUSY (shutting down). */

@@ -279,9 +279,13 @@ static int plan_open_sockets(struct daemon *d, struct listener_plan *p)
     }
     plan_close_sockets(d, p);
     /* err names the file and the line of the bind key already (listener_socket) */
-    log_event(&d->log, LOG_LEVEL_ERROR, "reload_listener_failed",
-              LOG_STR("listener", p->entry.conf.name), LOG_STR("error", err),
-              LOG_STR("action", p->running != NULL ? "keeping the running listener" : "not added"));
+    /* after [sluice] user no port below 1024 can be bound: the hint saves a search */
+    int low_port = d->cfg->user != NULL && net_addr_port(&p->entry.conf.bind) < 1024;
+    struct log_field fields[] = {
+        LOG_STR("listener", p->entry.conf.name), LOG_STR("error", err),
+        LOG_STR("action", p->running != NULL ? "keeping the running listener" : "not added"),
+        LOG_STR("hint", "sluice dropped root ([sluice] user): ports below 1024 need a restart")};
+    log_emit(&d->log, LOG_LEVEL_ERROR, "reload_listener_failed", fields, low_port ? 4 : 3);
     return -1;
 }
 
@@ -566,6 +570,16 @@ static void reload_listeners(struct daemon *d, const struct config *next)
         log_event(&d->log, LOG_LEVEL_ERROR, "reload_listeners_skipped", LOG_STR("why", why));
 }
 
+/* An optional string of [sluice] read at start only (user, group). */
+static void restart_if_changed(struct restart_ctx *r, const char *key, const char *from,
+                               const char *to)
+{
+    from = from != NULL ? from : "(none)";
+    to = to != NULL ? to : "(none)";
+    if (strcmp(from, to) != 0)
+        needs_restart(r, key, from, to);
+}
+
 /* Logging and the shutdown timeout belong to the main thread and apply at once; the data path's
  * sizes and thread count are fixed at start. */
 static void reload_globals(struct daemon *d, const struct config *next)
@@ -588,38 +602,110 @@ static void reload_globals(struct daemon *d, const struct config *next)
     const char *pid_to = next->pid_file != NULL ? next->pid_file : "(none)";
     if (strcmp(pid_from, pid_to) != 0)
         needs_restart(&r, "pid_file", pid_from, pid_to);
+    restart_if_changed(&r, "user", d->cfg->user, next->user);
+    restart_if_changed(&r, "group", d->cfg->group, next->group);
 }
 
-void reload_apply(struct daemon *d, const struct config *next)
+/* The reload thread: the file, then the owners of static services (thread-safe, and the only
+ * state of the reload it touches besides its own fields: d->cfg is read, never written, until
+ * reload_finish runs on the main thread after the join). */
+static void *reload_thread_main(void *arg)
 {
-    reload_globals(d, next);
-    reload_services(d, next);
-    reload_listeners(d, next);
+    struct daemon *d = arg;
+
+    d->reload_load_errs = (struct ini_errors){0};
+    d->reload_next = NULL;
+    d->reload_load_rc = config_load(d->cfg->path, &d->reload_next, &d->reload_load_errs);
+    if (d->reload_load_rc == 0 && !atomic_load(&d->draining))
+        reload_services(d, d->reload_next);
+    uv_async_send(&d->reload_finished);
+    return NULL;
 }
 
-int reload_run(struct daemon *d, struct ini_errors *out)
+/* A broken file: every error, once, and the running config stays. */
+static void reload_log_failed(struct daemon *d)
 {
-    struct config *next = NULL;
-    struct ini_errors errs = {0};
+    const struct ini_errors *errs = &d->reload_load_errs;
 
+    for (size_t i = 0; i < errs->n; i++)
+        log_event(&d->log, LOG_LEVEL_ERROR, "config_error", LOG_STR("error", errs->lines[i]));
+    log_event(&d->log, LOG_LEVEL_ERROR, "reload_failed", LOG_STR("config", d->cfg->path),
+              LOG_INT("errors", errs->n), LOG_STR("action", "keeping the running config"));
+    notify_ready(&d->log, "serving; the last reload failed, see the log");
+}
+
+/* The admin thread waits in daemon_reload_from_admin for this answer. */
+static void reload_answer_admin(struct daemon *d, int rc)
+{
+    pthread_mutex_lock(&d->reload_lock);
+    ini_errors_clear(&d->reload_errs); /* an answer nobody waited for */
+    d->reload_errs = d->reload_load_errs;
+    d->reload_load_errs = (struct ini_errors){0};
+    d->reload_rc = rc;
+    d->reload_pending = 0;
+    d->reload_done = 1;
+    pthread_cond_broadcast(&d->reload_cond);
+    pthread_mutex_unlock(&d->reload_lock);
+}
+
+void reload_begin(struct daemon *d, int for_admin)
+{
+    if (d->reload_running) {
+        *(for_admin ? &d->reload_admin_again : &d->reload_again) = 1;
+        return;
+    }
     notify_reloading(&d->log);
     log_event(&d->log, LOG_LEVEL_INFO, "reload_started", LOG_STR("config", d->cfg->path));
-    int rc = config_load(d->cfg->path, &next, &errs);
+    d->reload_running = 1;
+    d->reload_for_admin = for_admin;
+    int rc = pthread_create(&d->reload_thread, NULL, reload_thread_main, d);
     if (rc != 0) {
-        for (size_t i = 0; i < errs.n; i++)
-            log_event(&d->log, LOG_LEVEL_ERROR, "config_error", LOG_STR("error", errs.lines[i]));
-        log_event(&d->log, LOG_LEVEL_ERROR, "reload_failed", LOG_STR("config", d->cfg->path),
-                  LOG_INT("errors", errs.n), LOG_STR("action", "keeping the running config"));
-        if (out != NULL)
-            *out = errs; /* the caller frees them */
-        else
-            ini_errors_clear(&errs);
-        notify_ready(&d->log, "serving; the last reload failed, see the log");
-        return rc;
+        /* no thread: the same work on this one (signals wait, the result is the same) */
+        d->reload_thread = pthread_self();
+        reload_thread_main(d);
     }
-    reload_apply(d, next);
-    config_destroy(next);
-    log_event(&d->log, LOG_LEVEL_INFO, "reload_done", LOG_STR("config", d->cfg->path));
-    notify_ready(&d->log, "serving");
-    return 0;
+}
+
+/* Joins the thread and applies (or, abandoning, drops) its result. */
+static void reload_conclude(struct daemon *d, int abandon)
+{
+    if (!d->reload_running)
+        return;
+    if (!pthread_equal(d->reload_thread, pthread_self()))
+        pthread_join(d->reload_thread, NULL);
+    d->reload_running = 0;
+    int rc = d->reload_load_rc;
+    if (rc != 0) {
+        reload_log_failed(d);
+    } else if (abandon || atomic_load(&d->draining)) {
+        log_event(&d->log, LOG_LEVEL_INFO, "reload_abandoned", LOG_STR("config", d->cfg->path),
+                  LOG_STR("why", "shutting down"));
+        rc = -EBUSY;
+    } else {
+        reload_globals(d, d->reload_next);
+        reload_listeners(d, d->reload_next);
+        log_event(&d->log, LOG_LEVEL_INFO, "reload_done", LOG_STR("config", d->cfg->path));
+        notify_ready(&d->log, "serving");
+    }
+    config_destroy(d->reload_next);
+    d->reload_next = NULL;
+    if (d->reload_for_admin)
+        reload_answer_admin(d, rc);
+    ini_errors_clear(&d->reload_load_errs);
+    if (abandon || atomic_load(&d->draining) || (!d->reload_again && !d->reload_admin_again))
+        return;
+    int admin = d->reload_admin_again; /* one more reload serves both askers */
+    d->reload_again = d->reload_admin_again = 0;
+    reload_begin(d, admin);
+}
+
+void reload_finish(struct daemon *d)
+{
+    reload_conclude(d, 0);
+}
+
+void reload_abandon(struct daemon *d)
+{
+    d->reload_again = d->reload_admin_again = 0;
+    reload_conclude(d, 1); /* the join, the log line and the admin's answer */
 }

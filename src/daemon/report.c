@@ -222,6 +222,10 @@ static cJSON *status_consul(struct daemon *d)
             cJSON_AddNumberToObject(x, "last_contact_ms_ago", (double)w[i].contact_ago_ms);
         if (w[i].stale_ms != UINT64_MAX)
             cJSON_AddNumberToObject(x, "staleness_ms", (double)w[i].stale_ms);
+        if (w[i].known_leader >= 0)
+            cJSON_AddBoolToObject(x, "consul_known_leader", w[i].known_leader);
+        if (w[i].last_contact_ms != UINT64_MAX)
+            cJSON_AddNumberToObject(x, "consul_last_contact_ms", (double)w[i].last_contact_ms);
         cJSON_AddStringToObject(x, "last_error", w[i].last_error);
     }
     return o;
@@ -581,6 +585,26 @@ static void metrics_latency(struct mbuf *b, struct daemon *d)
                  session_duration_bounds_us, le, SESSION_HIST_BUCKETS, count, (double)sum_us / 1e6);
 }
 
+/* The leader headers of each watch's last answer (absent before the first). */
+static void metrics_leader(struct mbuf *b, const struct discovery_watch_status *w, size_t n)
+{
+    char s[128];
+
+    family(b, "sluice_consul_last_contact_seconds", "gauge",
+           "X-Consul-LastContact of the watch's last answer: how long the answering server had "
+           "not heard from the leader (0 unless stale = true).");
+    for (size_t i = 0; i < n; i++)
+        if (w[i].last_contact_ms != UINT64_MAX)
+            put(b, "sluice_consul_last_contact_seconds{service=\"%s\"} %.3f\n",
+                label(w[i].service, s, sizeof(s)), (double)w[i].last_contact_ms / 1e3);
+    family(b, "sluice_consul_known_leader", "gauge",
+           "X-Consul-KnownLeader of the watch's last answer (1 true, 0 false).");
+    for (size_t i = 0; i < n; i++)
+        if (w[i].known_leader >= 0)
+            put(b, "sluice_consul_known_leader{service=\"%s\"} %d\n",
+                label(w[i].service, s, sizeof(s)), w[i].known_leader);
+}
+
 static void metrics_consul(struct mbuf *b, struct daemon *d)
 {
     struct discovery_totals t;
@@ -599,6 +623,7 @@ static void metrics_consul(struct mbuf *b, struct daemon *d)
     put(b, "sluice_consul_errors_total{kind=\"unreachable\"} %llu\n", t.unreachable);
     put(b, "sluice_consul_errors_total{kind=\"rejected\"} %llu\n", t.rejected);
     put(b, "sluice_consul_errors_total{kind=\"invalid\"} %llu\n", t.invalid);
+    put(b, "sluice_consul_errors_total{kind=\"too_stale\"} %llu\n", t.too_stale);
     family(b, "sluice_consul_index_resets_total", "counter", "X-Consul-Index went backwards.");
     put(b, "sluice_consul_index_resets_total %llu\n", t.index_resets);
     family(b, "sluice_consul_sync_staleness_seconds", "gauge",
@@ -608,6 +633,7 @@ static void metrics_consul(struct mbuf *b, struct daemon *d)
         if (w[i].stale_ms != UINT64_MAX)
             put(b, "sluice_consul_sync_staleness_seconds{service=\"%s\"} %.3f\n",
                 label(w[i].service, s, sizeof(s)), (double)w[i].stale_ms / 1e3);
+    metrics_leader(b, w, n < sizeof(w) / sizeof(w[0]) ? n : sizeof(w) / sizeof(w[0]));
     struct registrar_status r[1];
     registrar_status(daemon_registrar(d), r, 0, &ok, &failed);
     family(b, "sluice_registrations_total", "counter", "Consul registrations, by result.");

@@ -342,6 +342,11 @@ static size_t on_header(char *data, size_t size, size_t n, void *user)
         call->has_index = consul_parse_index(v, vlen, &call->index) == 0;
     } else if ((v = header_value(data, len, "X-Consul-Default-ACL-Policy", &vlen)) != NULL) {
         call->acl_deny = vlen == 4 && strncasecmp(v, "deny", 4) == 0;
+    } else if ((v = header_value(data, len, "X-Consul-KnownLeader", &vlen)) != NULL) {
+        call->known_leader = vlen == 4 && strncasecmp(v, "true", 4) == 0;
+    } else if ((v = header_value(data, len, "X-Consul-LastContact", &vlen)) != NULL) {
+        /* milliseconds, digits only like the index */
+        call->has_last_contact = consul_parse_index(v, vlen, &call->last_contact_ms) == 0;
     }
     return len;
 }
@@ -444,6 +449,7 @@ int consul_call_init(struct consul_call *call, const struct consul_client *c, co
     char *url = NULL;
 
     memset(call, 0, sizeof(*call));
+    call->known_leader = -1;
     call->result = CURLE_OK;
     call->easy = curl_easy_init();
     if (call->easy == NULL || call_headers(call, c, body) != 0 ||

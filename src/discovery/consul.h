@@ -60,6 +60,9 @@ struct consul_call {
     uint64_t index;               /* X-Consul-Index, when has_index */
     int has_index;                /* the answer carried a parsable X-Consul-Index */
     int acl_deny;                 /* X-Consul-Default-ACL-Policy: deny */
+    int known_leader;             /* X-Consul-KnownLeader: 1 true, 0 false, -1 absent */
+    uint64_t last_contact_ms;     /* X-Consul-LastContact, when has_last_contact */
+    int has_last_contact;         /* the answer carried a parsable X-Consul-LastContact */
     long status;                  /* HTTP status; 0 when there was no answer */
     CURLcode result;              /* transfer result */
     void *data;                   /* for the caller */

@@ -103,6 +103,10 @@ const struct ini_key consul_keys[] = {
     INI_KEY("tls_skip_verify", CONSUL(tls_skip_verify), ini_set_flag, 0, 0, NULL, false),
     INI_KEY("wait", CONSUL(wait_ms), ini_set_duration, 1000, CONSUL_WAIT_MAX_MS, "55s", false),
     INI_KEY("stale", CONSUL(stale), ini_set_bool, 0, 0, "false", false),
+    INI_KEY("max_stale", CONSUL(max_stale_ms), ini_set_duration, 1, 24 * 60 * MINUTE_MS, NULL,
+            false),
+    INI_KEY("min_query_interval", CONSUL(min_query_interval_ms), ini_set_duration, 0,
+            CONSUL_MIN_QUERY_INTERVAL_MAX_MS, "1s", false),
     INI_KEY("retry_min", CONSUL(retry_min_ms), ini_set_duration, 10, 10 * MINUTE_MS, "250ms",
             false),
     INI_KEY("retry_max", CONSUL(retry_max_ms), ini_set_duration, 10, 60 * MINUTE_MS, "1m", false),
@@ -199,6 +203,12 @@ void consul_conf_check(struct ini_file *f, const struct ini_section *sec, void *
         const char *set = c->cert_file != NULL ? "cert_file" : "key_file";
         ini_error(f, ini_key_line(sec, set), set, "needs %s as well (mutual TLS takes both)",
                   c->cert_file != NULL ? "key_file" : "cert_file");
+    }
+    if (c->max_stale_ms != 0 && !c->stale) {
+        /* without ?stale the leader answers and LastContact is always 0: the bound would be
+         * silently useless */
+        ini_error(f, ini_key_line(sec, "max_stale"), "max_stale",
+                  "only applies to stale reads: set stale = true as well");
     }
 }
 

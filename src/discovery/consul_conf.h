@@ -20,22 +20,26 @@ enum consul_health_mode {
 /* [consul]: how to reach the Consul agent. NULL strings and INI_FLAG_UNSET mean "not in the
  * file": the consul module then falls back to the CONSUL_* environment variables. */
 struct consul_conf {
-    int line;                      /* line of the [consul] header; 0 = no such section */
-    char *address;                 /* address: host:port, http://, https:// or unix:///path */
-    char *token;                   /* token: ACL secret */
-    char *token_file;              /* token_file: file holding the ACL secret */
-    char *datacenter;              /* datacenter: default for every consul service */
-    char *ca_file;                 /* ca_file: CA bundle to verify the agent with */
-    char *ca_path;                 /* ca_path: directory of CA certificates */
-    char *cert_file;               /* cert_file: client certificate (mutual TLS) */
-    char *key_file;                /* key_file: key of cert_file */
-    char *tls_server_name;         /* tls_server_name: name to verify and send as SNI */
-    enum ini_flag tls_skip_verify; /* tls_skip_verify: do not verify the agent */
-    uint64_t wait_ms;              /* wait: blocking-query wait, default 55 s */
-    int stale;                     /* stale: allow any server to answer reads (0 or 1) */
-    uint64_t retry_min_ms;         /* retry_min: first backoff after an error, default 250 ms */
-    uint64_t retry_max_ms;         /* retry_max: backoff cap, default 1 min */
-    uint64_t timeout_ms;           /* timeout: bound of every non-blocking call, default 10 s */
+    int line;                       /* line of the [consul] header; 0 = no such section */
+    char *address;                  /* address: host:port, http://, https:// or unix:///path */
+    char *token;                    /* token: ACL secret */
+    char *token_file;               /* token_file: file holding the ACL secret */
+    char *datacenter;               /* datacenter: default for every consul service */
+    char *ca_file;                  /* ca_file: CA bundle to verify the agent with */
+    char *ca_path;                  /* ca_path: directory of CA certificates */
+    char *cert_file;                /* cert_file: client certificate (mutual TLS) */
+    char *key_file;                 /* key_file: key of cert_file */
+    char *tls_server_name;          /* tls_server_name: name to verify and send as SNI */
+    enum ini_flag tls_skip_verify;  /* tls_skip_verify: do not verify the agent */
+    uint64_t wait_ms;               /* wait: blocking-query wait, default 55 s */
+    int stale;                      /* stale: allow any server to answer reads (0 or 1) */
+    uint64_t max_stale_ms;          /* max_stale: a stale answer whose X-Consul-LastContact is
+                                     * older fails the query; 0 = any age is accepted */
+    uint64_t min_query_interval_ms; /* min_query_interval: least time between the starts of two
+                                     * queries of one watch, default 1 s; 0 = no floor */
+    uint64_t retry_min_ms;          /* retry_min: first backoff after an error, default 250 ms */
+    uint64_t retry_max_ms;          /* retry_max: backoff cap, default 1 min */
+    uint64_t timeout_ms;            /* timeout: bound of every non-blocking call, default 10 s */
 };
 
 /* The Consul keys of a [service:NAME] with discovery = consul. */
@@ -67,10 +71,12 @@ struct registration_conf {
     struct ini_list fleet_tags;       /* fleet_tags: tags of the fleet registration */
 };
 
-#define CONSUL_TIMEOUT_DEFAULT_MS      10000ULL /* [consul] timeout when not set (or no file) */
-#define CONSUL_WAIT_MAX_MS             (10ULL * 60ULL * 1000ULL) /* longest [consul] wait */
-#define REGISTRATION_INTERVAL_MIN_MS   1000ULL /* shortest check interval sluice registers */
-#define REGISTRATION_DEREGISTER_MIN_MS (60ULL * 1000ULL) /* Consul's minimum, 0 aside */
+#define CONSUL_TIMEOUT_DEFAULT_MS        10000ULL /* [consul] timeout when not set (or no file) */
+#define CONSUL_WAIT_MAX_MS               (10ULL * 60ULL * 1000ULL) /* longest [consul] wait */
+#define CONSUL_MIN_QUERY_INTERVAL_MS     1000ULL /* min_query_interval when not set (or no file) */
+#define CONSUL_MIN_QUERY_INTERVAL_MAX_MS (60ULL * 1000ULL) /* longest min_query_interval */
+#define REGISTRATION_INTERVAL_MIN_MS     1000ULL /* shortest check interval sluice registers */
+#define REGISTRATION_DEREGISTER_MIN_MS   (60ULL * 1000ULL) /* Consul's minimum, 0 aside */
 
 /* Rows and own-section checks, for the composer's schema. */
 extern const struct ini_key consul_keys[];

@@ -22,8 +22,9 @@
  * How it works:
  *  - Every watch is idle (next_ms says when it may start) or in flight (deadline_ms says when the
  *    watchdog gives up on it). The loop starts idle watches that are due, taking a token from
- *    the watch's bucket first, runs libcurl, handles finished transfers, aborts overdue ones,
- *    and sleeps in curl_multi_poll until the next due time; discovery_stop wakes it.
+ *    the watch's bucket first ([consul] min_query_interval between two starts), runs libcurl,
+ * handles finished transfers, aborts overdue ones, and sleeps in curl_multi_poll until the next due
+ * time; discovery_stop wakes it.
  *  - A good answer advances the index (discovery_index_next) and resets the backoff. Its
  *    instance set is published unless it equals the current one.
  *  - A failure keeps the current set (last known good), marks the watch failing and retries after
@@ -56,7 +57,7 @@ struct watch {
     atomic_int *synced_flag;             /* the target's synced flag, or NULL */
     const char *dc;                      /* datacenter to ask; NULL = the agent's */
     uint64_t index;                      /* index to send; 0 = non-blocking full read */
-    struct discovery_bucket bucket;      /* query rate limit */
+    struct discovery_bucket bucket;      /* min_query_interval between query starts */
     unsigned failures;                   /* failures in a row */
     uint64_t next_ms;                    /* earliest start of the next query (idle) */
     uint64_t started_ms;                 /* start of the query in flight */
@@ -68,17 +69,19 @@ struct watch {
     int synced;                          /* a good answer has been published */
     int failing;                         /* the last query failed */
     int acl_empty_warned;                /* warned about an empty list under ACL deny */
-    uint64_t contact_ms;     /* clock of the last answer of any kind; 0 = none (g lock) */
-    uint64_t good_ms;        /* clock of the last good answer; 0 = none (g lock) */
-    uint64_t status_index;   /* what status shows of index (g lock) */
-    int status_synced;       /* ... of synced (g lock) */
-    int status_failing;      /* ... of failing (g lock) */
-    size_t status_instances; /* ... of n_current (g lock) */
-    char status_error[256];  /* ... of error (g lock) */
-    size_t invalid_logged;   /* invalid entries count last logged */
-    char error[256];         /* last failure logged for this watch */
-    uint64_t rng;            /* xorshift64 state for backoff jitter: the watch's own, so a
-                              * first query run by the thread that adds it races nothing */
+    uint64_t contact_ms;      /* clock of the last answer of any kind; 0 = none (g lock) */
+    uint64_t good_ms;         /* clock of the last good answer; 0 = none (g lock) */
+    int known_leader;         /* X-Consul-KnownLeader last seen; -1 = none (g lock) */
+    uint64_t last_contact_ms; /* X-Consul-LastContact last seen; UINT64_MAX = none (g lock) */
+    uint64_t status_index;    /* what status shows of index (g lock) */
+    int status_synced;        /* ... of synced (g lock) */
+    int status_failing;       /* ... of failing (g lock) */
+    size_t status_instances;  /* ... of n_current (g lock) */
+    char status_error[256];   /* ... of error (g lock) */
+    size_t invalid_logged;    /* invalid entries count last logged */
+    char error[256];          /* last failure logged for this watch */
+    uint64_t rng;             /* xorshift64 state for backoff jitter: the watch's own, so a
+                               * first query run by the thread that adds it races nothing */
 };
 
 struct discovery {
@@ -167,6 +170,8 @@ size_t discovery_watches(struct discovery *d, struct discovery_watch_status *out
             .instances = w->status_instances,
             .contact_ago_ms = w->contact_ms != 0 ? now - w->contact_ms : UINT64_MAX,
             .stale_ms = w->good_ms != 0 ? now - w->good_ms : UINT64_MAX,
+            .known_leader = w->known_leader,
+            .last_contact_ms = w->last_contact_ms,
         };
         snprintf(out[i].service, sizeof(out[i].service), "%s", w->name);
         snprintf(out[i].consul_service, sizeof(out[i].consul_service), "%s", w->cfg->service);
@@ -457,8 +462,11 @@ static void watch_overdue(struct watch *w, uint64_t now, const char *by)
 const uint64_t discovery_duration_bounds_ms[DISCOVERY_HIST_BUCKETS] = {
     5, 25, 100, 250, 1000, 5000, 15000, 30000, 60000, 120000};
 
-/* Totals of one finished request: its duration, and what kind of error it was. */
-static void watch_account(struct watch *w, enum consul_outcome outcome, int parsed, uint64_t now)
+/* Totals of one finished request: its duration, and what kind of error it was (too_stale: the
+ * answer came but was older than max_stale); the leader headers of an answer are kept, over
+ * max_stale too, so that metrics show why. */
+static void watch_account(struct watch *w, enum consul_outcome outcome, int parsed, int too_stale,
+                          uint64_t now)
 {
     struct discovery_totals *t = &w->d->g.totals;
     uint64_t took = now - w->started_ms;
@@ -470,9 +478,14 @@ static void watch_account(struct watch *w, enum consul_outcome outcome, int pars
     t->duration_sum_ms += took;
     t->unreachable += outcome == CONSUL_UNREACHABLE;
     t->rejected += outcome == CONSUL_REJECTED;
-    t->invalid += outcome == CONSUL_OK && !parsed;
+    t->invalid += outcome == CONSUL_OK && !parsed && !too_stale;
+    t->too_stale += too_stale != 0;
     if (outcome != CONSUL_UNREACHABLE)
         w->contact_ms = now;
+    if (outcome != CONSUL_UNREACHABLE && w->call.known_leader >= 0)
+        w->known_leader = w->call.known_leader;
+    if (outcome != CONSUL_UNREACHABLE && w->call.has_last_contact)
+        w->last_contact_ms = w->call.last_contact_ms;
     if (outcome == CONSUL_OK && parsed)
         w->good_ms = now;
     pthread_mutex_unlock(&w->d->g.lock);
@@ -490,6 +503,24 @@ static void watch_publish_status(struct watch *w)
     pthread_mutex_unlock(&w->d->g.lock);
 }
 
+/* 1 when a stale read's answer comes from a server that heard from the leader longer ago than
+ * [consul] max_stale, with the reason in why. The reason holds no figure, so that one outage is
+ * logged once (watch_fail logs each distinct reason); the figure is in the metrics. */
+static int watch_too_stale(const struct watch *w, char *why, size_t why_len)
+{
+    const struct consul_conf *c = w->d->ccfg;
+
+    if (!c->stale || c->max_stale_ms == 0 || !w->call.has_last_contact ||
+        w->call.last_contact_ms <= c->max_stale_ms)
+        return 0;
+    snprintf(why, why_len,
+             "stale answer from %s: the Consul server that answered last heard from the leader "
+             "longer ago than max_stale (%llu ms)%s",
+             consul_client_address(w->d->client), (unsigned long long)c->max_stale_ms,
+             w->call.known_leader == 0 ? " and knows no leader" : "");
+    return 1;
+}
+
 /* A query ended (on the thread, or on the caller of discovery_add): publish, fail, account. */
 static void watch_finished(struct watch *w, enum consul_outcome outcome, CURLcode result,
                            uint64_t now)
@@ -497,8 +528,9 @@ static void watch_finished(struct watch *w, enum consul_outcome outcome, CURLcod
     char why[640], what[400];
 
     w->in_flight = 0;
-    int parsed = outcome == CONSUL_OK && watch_answer(w, why, sizeof(why)) == 0;
-    watch_account(w, outcome, parsed, now);
+    int too_stale = outcome == CONSUL_OK && watch_too_stale(w, why, sizeof(why));
+    int parsed = outcome == CONSUL_OK && !too_stale && watch_answer(w, why, sizeof(why)) == 0;
+    watch_account(w, outcome, parsed, too_stale, now);
     if (parsed) {
         watch_ok(w, now);
     } else if (outcome == CONSUL_OK) {
@@ -561,7 +593,8 @@ static int watch_prepare(struct watch *w, uint64_t now, uint64_t timeout_ms)
 static void watch_start(struct watch *w, uint64_t now)
 {
     struct discovery *d = w->d;
-    uint64_t delay = discovery_bucket_take(&w->bucket, now, DISCOVERY_RATE_MS, DISCOVERY_BURST);
+    uint64_t delay =
+        discovery_bucket_take(&w->bucket, now, w->d->ccfg->min_query_interval_ms, DISCOVERY_BURST);
 
     if (delay > 0) {
         atomic_fetch_add(&d->g.rate_limited, 1);
@@ -681,6 +714,8 @@ static struct watch *watch_new(struct discovery *d, const struct discovery_targe
     w->dc = t->watch->datacenter[0] != '\0' ? t->watch->datacenter : d->ccfg->datacenter;
     w->rng = rng_seed() ^ (uint64_t)(uintptr_t)w;
     w->rng = w->rng != 0 ? w->rng : 1;
+    w->known_leader = -1;
+    w->last_contact_ms = UINT64_MAX;
     return w;
 }
 
@@ -751,7 +786,8 @@ int discovery_add(struct discovery *d, const struct discovery_target *t, uint64_
     if (sync_ms > 0) {
         /* the first query on the caller's thread: it knows at once what Consul said */
         uint64_t now = clock_ms();
-        (void)discovery_bucket_take(&w->bucket, now, DISCOVERY_RATE_MS, DISCOVERY_BURST);
+        (void)discovery_bucket_take(&w->bucket, now, w->d->ccfg->min_query_interval_ms,
+                                    DISCOVERY_BURST);
         rc = watch_prepare(w, now, sync_ms);
         if (rc == 0) {
             consul_call_cancel_on(&w->call, &d->stop);

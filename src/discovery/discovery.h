@@ -13,8 +13,7 @@
 
 #define DISCOVERY_SLACK_MS       5000 /* added to wait + wait/16 for the HTTP timeout */
 #define DISCOVERY_WATCHDOG_GRACE 1000 /* the watchdog fires this long after the HTTP timeout */
-#define DISCOVERY_RATE_MS        1000 /* one query per second per watch when the bucket is dry */
-#define DISCOVERY_BURST          2    /* queries a watch may make back to back */
+#define DISCOVERY_BURST          1    /* [consul] min_query_interval is a floor between starts */
 
 /* State of one discovery, for health endpoints. */
 enum discovery_state {
@@ -49,10 +48,11 @@ extern const uint64_t discovery_duration_bounds_ms[DISCOVERY_HIST_BUCKETS];
 
 /* Totals across watches, for metrics. */
 struct discovery_totals {
-    unsigned long long index_resets;                        /* X-Consul-Index went backwards */
-    unsigned long long unreachable;                         /* errors: no answer */
-    unsigned long long rejected;                            /* errors: an error status */
-    unsigned long long invalid;                             /* errors: an answer not understood */
+    unsigned long long index_resets; /* X-Consul-Index went backwards */
+    unsigned long long unreachable;  /* errors: no answer */
+    unsigned long long rejected;     /* errors: an error status */
+    unsigned long long invalid;      /* errors: an answer not understood */
+    unsigned long long too_stale;    /* errors: a stale answer older than [consul] max_stale */
     unsigned long long duration_le[DISCOVERY_HIST_BUCKETS]; /* requests per bucket (cumulative) */
     unsigned long long duration_count;                      /* requests that ended */
     unsigned long long duration_sum_ms;                     /* their total duration */
@@ -60,15 +60,17 @@ struct discovery_totals {
 
 /* One watch as status shows it. */
 struct discovery_watch_status {
-    char service[64];        /* the service's NAME */
-    char consul_service[64]; /* what it watches */
-    uint64_t index;          /* index sent next (0: a full read is due) */
-    int synced;              /* a good answer was published */
-    int failing;             /* the last query failed */
-    size_t instances;        /* in the last good answer */
-    uint64_t contact_ago_ms; /* since the agent last answered anything; UINT64_MAX: never */
-    uint64_t stale_ms;       /* since the last good answer; UINT64_MAX: never */
-    char last_error[256];    /* last failure, "" when none since the last success */
+    char service[64];         /* the service's NAME */
+    char consul_service[64];  /* what it watches */
+    uint64_t index;           /* index sent next (0: a full read is due) */
+    int synced;               /* a good answer was published */
+    int failing;              /* the last query failed */
+    size_t instances;         /* in the last good answer */
+    uint64_t contact_ago_ms;  /* since the agent last answered anything; UINT64_MAX: never */
+    uint64_t stale_ms;        /* since the last good answer; UINT64_MAX: never */
+    int known_leader;         /* X-Consul-KnownLeader of the last answer: 1, 0; -1 none yet */
+    uint64_t last_contact_ms; /* X-Consul-LastContact of the last answer; UINT64_MAX: none yet */
+    char last_error[256];     /* last failure, "" when none since the last success */
 };
 
 /* The running discovery; opaque. */

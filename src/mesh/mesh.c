@@ -169,6 +169,7 @@ static int options_apply(struct sluice_mesh *mesh, const struct sluice_mesh_opti
     c->tls_skip_verify = INI_FLAG_UNSET;
     c->wait_ms = o->wait_ms != 0 ? o->wait_ms : WAIT_MS;
     c->retry_min_ms = 250;
+    c->min_query_interval_ms = CONSUL_MIN_QUERY_INTERVAL_MS;
     c->retry_max_ms = 60000;
     if (failed)
         return mesh_fail(SLUICE_ERR_NO_MEMORY, "out of memory");

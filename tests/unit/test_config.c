@@ -175,6 +175,31 @@ static void test_pid_file_and_lines(void **state)
     config_destroy(cfg);
 }
 
+/* user and group: names or numbers; unknown names, group alone, and a uid without an entry
+ * (so without a primary group) and without group are FILE:LINE errors. */
+static void test_user_and_group(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(BASE "[sluice]\nuser = nobody\ngroup = nogroup\n");
+    assert_string_equal(cfg->user, "nobody");
+    assert_string_equal(cfg->group, "nogroup");
+    config_destroy(cfg);
+    cfg = load_ok(BASE "[sluice]\nuser = 54321\ngroup = 54321\n");
+    assert_string_equal(cfg->user, "54321");
+    config_destroy(cfg);
+    cfg = load_ok(BASE);
+    assert_null(cfg->user);
+    assert_null(cfg->group);
+    config_destroy(cfg);
+    EXPECT_ERRORS(BASE "[sluice]\nuser = no-such-user-x\n",
+                  {7, "user", "\"no-such-user-x\" is not a known user"});
+    EXPECT_ERRORS(BASE "[sluice]\nuser = nobody\ngroup = no-such-group-x\n",
+                  {8, "group", "\"no-such-group-x\" is not a known group"});
+    EXPECT_ERRORS(BASE "[sluice]\ngroup = nogroup\n", {7, "group", "only applies with user"});
+    EXPECT_ERRORS(BASE "[sluice]\nuser = 54321\n",
+                  {7, "user", "uid without a user database entry: set group too"});
+}
+
 static void test_number_ranges(void **state)
 {
     (void)state;
@@ -1281,6 +1306,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_workers),
         cmocka_unit_test(test_pid_file_and_lines),
+        cmocka_unit_test(test_user_and_group),
         cmocka_unit_test(test_number_ranges),
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_enums),

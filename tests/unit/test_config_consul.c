@@ -38,7 +38,9 @@ static void test_consul_section(void **state)
                                       "wait = 30s\n"                          /* 16 */
                                       "stale = yes\n"                         /* 17 */
                                       "retry_min = 100ms\n"                   /* 18 */
-                                      "retry_max = 10s\n");                   /* 19 */
+                                      "retry_max = 10s\n"                     /* 19 */
+                                      "max_stale = 5s\n"                      /* 20 */
+                                      "min_query_interval = 250ms\n");        /* 21 */
     const struct consul_conf *c = &cfg->consul;
 
     assert_int_equal(c->line, 6);
@@ -56,6 +58,8 @@ static void test_consul_section(void **state)
     assert_int_equal(c->stale, 1);
     assert_int_equal(c->retry_min_ms, 100);
     assert_int_equal(c->retry_max_ms, 10000);
+    assert_int_equal(c->max_stale_ms, 5000);
+    assert_int_equal(c->min_query_interval_ms, 250);
     config_destroy(cfg);
 }
 
@@ -78,6 +82,8 @@ static void test_consul_defaults(void **state)
     assert_int_equal(c->stale, 0);
     assert_int_equal(c->retry_min_ms, 250);
     assert_int_equal(c->retry_max_ms, 60000);
+    assert_int_equal(c->max_stale_ms, 0);
+    assert_int_equal(c->min_query_interval_ms, 1000);
     assert_int_equal(cfg->registration.line, 0);
     assert_int_equal(cfg->services[0].consul.health, CONSUL_HEALTH_MODE_PASSING_AND_WARNING);
     config_destroy(cfg);
@@ -109,6 +115,13 @@ static void test_consul_errors(void **state)
     EXPECT_ERRORS(BASE "[consul]\nretry_min = 5s\nretry_max = 1s\n",
                   {8, "retry_max", "shorter than retry_min"});
     EXPECT_ERRORS(BASE "[consul]\nretry_min = 2m\n", {7, "retry_min", "longer than retry_max"});
+    EXPECT_ERRORS(BASE "[consul]\nmax_stale = 5s\n",
+                  {7, "max_stale", "only applies to stale reads: set stale = true as well"});
+    EXPECT_ERRORS(BASE "[consul]\nstale = true\nmax_stale = 0s\n", {8, "max_stale", "too short"});
+    EXPECT_ERRORS(BASE "[consul]\nmin_query_interval = 2m\n",
+                  {7, "min_query_interval", "too long (at most 60000ms)"});
+    EXPECT_ERRORS(BASE "[consul]\nmin_query_interval = 1\n",
+                  {7, "min_query_interval", "needs a unit"});
     EXPECT_ERRORS(BASE "[consul]\ntoken = a\x01z\n", {7, "token", "control character"});
     EXPECT_ERRORS(BASE "[consul]\nwait = 5s\n[consul]\n", {8, "[consul]", "is defined twice"});
     EXPECT_ERRORS(BASE "[consul]\nbalance = weighted\n",
