@@ -111,10 +111,11 @@ static void worker_refuse(struct worker *w, const struct listener_rt *rt, int fd
 {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
 
+    /* counted before the reset: a client that saw it and asks /metrics finds it counted */
+    STATS_ADD(&w->host.lstats[rt->index], rejected[why], 1);
     (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(fd);
     conn_budget_give(w->budget);
-    STATS_ADD(&w->host.lstats[rt->index], rejected[why], 1);
     if (log_enabled(w->shared->log, LOG_LEVEL_DEBUG)) {
         struct net_addr a;
         (void)net_addr_from_sockaddr(&a, (const struct sockaddr *)client, len);
