@@ -16,6 +16,7 @@
 #include "log.h"
 #include "owner.h"
 #include "registrar.h"
+#include "registry.h"
 #include "worker.h"
 
 #define DAEMON_SIGNALS 4 /* TERM, INT, HUP, USR1 */
@@ -85,6 +86,7 @@ struct daemon {
     int said_unlistened;                 /* listeners_closed was logged */
     struct discovery *discovery;         /* Consul watches; NULL without consul services */
     struct registrar *registrar;         /* Consul registrations; NULL without [registration] */
+    struct registry *registry;           /* DNS and file sources; NULL without such services */
     struct log_writer access;            /* access-log rings and their writer thread */
     int access_on;                       /* some listener logs access; access is set up */
     struct health *health;               /* checks and owner ticks; NULL without services */

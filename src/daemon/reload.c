@@ -97,6 +97,9 @@ static void service_start_only(struct daemon *d, const struct config_service *ru
     if (!health_expect_equal(&running->check, &next->check))
         needs_restart(&r, "check_http_expect", "(old list)", "(new list)");
     diff_start_only(&r, consul_watch_keys, &running->consul, &next->consul);
+    /* like the Consul watch: the registry thread reads these at start */
+    diff_start_only(&r, registry_dns_keys, &running->registry, &next->registry);
+    diff_start_only(&r, registry_file_keys, &running->registry, &next->registry);
 }
 
 /* Every service's owner takes its new balancer, and a static one its new instances and weights;
