@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cpus.h"
+#include "registry.h"
 
 #define WORKERS_MAX 256 /* upper limit of workers, also the cap of "auto" */
 
@@ -121,15 +122,37 @@ static void check_listener(struct ini_file *f, const struct ini_section *sec, vo
     }
 }
 
-/* dns_* keys only with discovery = dns, file only with discovery = file. */
+/* strict_dns = on: every host name of backends must resolve now, or the file is refused. */
+static void check_hosts_resolve(struct ini_file *f, const struct ini_section *sec,
+                                const struct config_service *svc)
+{
+    char err[512];
+
+    if (registry_resolve_check(&svc->registry, &svc->lb.backends, err, sizeof(err)) != 0)
+        ini_error(f, ini_key_line(sec, "backends"), "backends", "%s (strict_dns = on)", err);
+}
+
+/* dns_* keys only with discovery = dns (some also with host names in backends), file only with
+ * discovery = file. */
 static void check_registry_keys(struct ini_file *f, const struct ini_section *sec,
                                 const struct config_service *svc)
 {
+    bool hosts = svc->discovery == CONFIG_DISCOVERY_STATIC && svc->lb.backends.n_hosts > 0;
+
     for (const struct ini_key *k = registry_dns_keys; k->name != NULL; k++) {
         int line = ini_key_line(sec, k->name);
-        if (svc->discovery != CONFIG_DISCOVERY_DNS && line != 0)
-            ini_error(f, line, k->name, "only applies to discovery = dns");
+        bool for_hosts = registry_key_for_hosts(k->name);
+        if (line == 0 || (hosts && for_hosts) ||
+            (svc->discovery == CONFIG_DISCOVERY_DNS && strcmp(k->name, "strict_dns") != 0))
+            continue;
+        if (strcmp(k->name, "strict_dns") == 0)
+            ini_error(f, line, k->name, "only applies to host names in backends");
+        else
+            ini_error(f, line, k->name, "only applies to discovery = dns%s",
+                      for_hosts ? " or to host names in backends" : "");
     }
+    if (hosts && svc->registry.strict_dns)
+        check_hosts_resolve(f, sec, svc);
     int file_line = ini_key_line(sec, "file");
     if (svc->discovery != CONFIG_DISCOVERY_FILE && file_line != 0)
         ini_error(f, file_line, "file", "only applies to discovery = file");

@@ -454,12 +454,15 @@ static int daemon_start_registry(struct daemon *d)
         return -ENOMEM;
     for (size_t i = 0; i < cfg->n_services; i++) {
         const struct config_service *cs = &cfg->services[i];
-        if (cs->discovery == CONFIG_DISCOVERY_DNS || cs->discovery == CONFIG_DISCOVERY_FILE)
-            targets[n++] = (struct registry_target){
-                .name = cs->name,
-                .kind = cs->discovery == CONFIG_DISCOVERY_DNS ? REGISTRY_DNS : REGISTRY_FILE,
-                .conf = &cs->registry,
-                .owner = d->services[i]};
+        enum registry_kind kind = cs->discovery == CONFIG_DISCOVERY_DNS    ? REGISTRY_DNS
+                                  : cs->discovery == CONFIG_DISCOVERY_FILE ? REGISTRY_FILE
+                                                                           : REGISTRY_HOSTS;
+        if (kind != REGISTRY_HOSTS || cs->lb.backends.n_hosts > 0)
+            targets[n++] = (struct registry_target){.name = cs->name,
+                                                    .kind = kind,
+                                                    .conf = &cs->registry,
+                                                    .owner = d->services[i],
+                                                    .backends = &cs->lb.backends};
     }
     rc = n == 0 ? 0
                 : registry_create(targets, n, &d->log, &d->registry, d->step_error,

@@ -93,11 +93,13 @@ struct registry {
     pthread_mutex_t lock;   /* guards every source's st */
 };
 
-static const char *const kind_names[] = {"dns", "file"};
+static const char *const kind_names[] = {"dns", "file", "hosts"};
 
 static const char *source_name(const struct source *s)
 {
-    return s->t.kind == REGISTRY_DNS ? s->t.conf->dns_name : s->t.conf->file;
+    return s->t.kind == REGISTRY_DNS    ? s->t.conf->dns_name
+           : s->t.kind == REGISTRY_FILE ? s->t.conf->file
+                                        : "backends";
 }
 
 /* --- outcomes, shared by both kinds ------------------------------------------------------- */
@@ -127,7 +129,7 @@ static void source_fail(struct source *s, const char *why)
                   LOG_STR("kind", kind_names[s->t.kind]), LOG_STR("source", source_name(s)),
                   LOG_STR("error", why), LOG_INT("kept_instances", kept));
     s->fails_in_row++;
-    if (s->t.kind == REGISTRY_DNS) {
+    if (s->t.kind != REGISTRY_FILE) {
         /* back off from dns_min_interval, doubling, so a dead server is not hammered */
         unsigned shift = s->fails_in_row - 1 < 10 ? s->fails_in_row - 1 : 10;
         uint64_t cap =
@@ -193,14 +195,23 @@ static void round_free(struct dns_round *round)
  * name's ids are the addresses. */
 static struct registry_entry *round_entries(const struct dns_round *round, size_t *n)
 {
+    const struct lb_backends *b = round->s->t.backends;
     size_t total = 0, k = 0;
-    int srv = registry_dns_is_srv(round->s->t.conf->dns_name);
+    int srv = round->s->t.kind == REGISTRY_HOSTS || registry_dns_is_srv(round->s->t.conf->dns_name);
 
     for (size_t i = 0; i < round->n; i++)
         total += round->t[i].n_addrs;
+    total += b != NULL ? b->n : 0;
     struct registry_entry *e = calloc(total ? total : 1, sizeof(*e));
     if (e == NULL)
         return NULL;
+    for (size_t i = 0; b != NULL && i < b->n; i++)
+        if (b->items[i].host == NULL) { /* a static IP address keeps its id, its address */
+            e[k].addr = b->items[i].addr;
+            e[k].weight = b->items[i].weight;
+            snprintf(e[k].id, sizeof(e[k].id), "%s", b->items[i].addr.text);
+            k++;
+        }
     for (size_t i = 0; i < round->n; i++) {
         const struct dns_target *t = &round->t[i];
         for (size_t a = 0; a < t->n_addrs; a++, k++) {
@@ -233,6 +244,30 @@ static size_t entries_unique(struct registry_entry *e, size_t n)
     return k;
 }
 
+/* A static host name that resolved to nothing (no error, no address). */
+static int hosts_unresolved(const struct dns_round *round)
+{
+    for (size_t i = 0; i < round->n; i++)
+        if (round->t[i].n_addrs == 0)
+            return 1;
+    return 0;
+}
+
+/* Every host name must resolve: the first that did not is named, the last good set stays. */
+static void hosts_fail(struct source *s, const struct dns_round *round)
+{
+    char why[320];
+
+    for (size_t i = 0; i < round->n; i++)
+        if (round->t[i].status != ARES_SUCCESS || round->t[i].n_addrs == 0) {
+            snprintf(why, sizeof(why), "%.200s: %s", round->t[i].host,
+                     round->t[i].status != ARES_SUCCESS ? ares_strerror(round->t[i].status)
+                                                        : "no address");
+            source_fail(s, why);
+            return;
+        }
+}
+
 static void round_finish(struct dns_round *round)
 {
     struct source *s = round->s;
@@ -247,6 +282,8 @@ static void round_finish(struct dns_round *round)
     n = e != NULL ? entries_unique(e, n) : 0;
     if (round->error[0] != '\0') {
         source_fail(s, round->error);
+    } else if (s->t.kind == REGISTRY_HOSTS && (first_error != NULL || hosts_unresolved(round))) {
+        hosts_fail(s, round);
     } else if (e == NULL) {
         source_fail(s, "out of memory");
     } else if (n == 0 && !round->empty && first_error != NULL) {
@@ -304,7 +341,7 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
     (void)timeouts;
     t->status = status;
     if ((status == ARES_ENOTFOUND || status == ARES_ENODATA) &&
-        !registry_dns_is_srv(t->round->s->t.conf->dns_name))
+        t->round->s->t.kind == REGISTRY_DNS && !registry_dns_is_srv(t->round->s->t.conf->dns_name))
         t->round->empty = 1; /* an A/AAAA name without address: an empty answer */
     for (struct ares_addrinfo_node *n = res != NULL ? res->nodes : NULL; n != NULL;
          n = n->ai_next) {
@@ -376,6 +413,27 @@ static void on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int
     round_step(round); /* the SRV query's own share */
 }
 
+/* One lookup per host name of the static list. */
+static void hosts_start(struct source *s, struct dns_round *round)
+{
+    const struct lb_backends *b = s->t.backends;
+
+    round->t = calloc(b->n_hosts ? b->n_hosts : 1, sizeof(*round->t));
+    if (round->t == NULL)
+        snprintf(round->error, sizeof(round->error), "out of memory");
+    for (size_t i = 0; round->t != NULL && i < b->n; i++) {
+        if (b->items[i].host == NULL)
+            continue;
+        struct dns_target *t = &round->t[round->n++];
+        *t = (struct dns_target){
+            .round = round, .port = b->items[i].port, .weight = b->items[i].weight};
+        snprintf(t->host, sizeof(t->host), "%s", b->items[i].host);
+    }
+    for (size_t i = 0; i < round->n; i++)
+        target_resolve(s, &round->t[i]);
+    round_step(round);
+}
+
 static void dns_start(struct source *s)
 {
     const struct registry_conf *c = s->t.conf;
@@ -391,6 +449,10 @@ static void dns_start(struct source *s)
     *round = (struct dns_round){.s = s, .ttl = UINT32_MAX, .started_us = clock_us(), .pending = 1};
     s->round = round;
     s->next_ms = UINT64_MAX; /* set again when the round ends */
+    if (s->t.kind == REGISTRY_HOSTS) {
+        hosts_start(s, round);
+        return;
+    }
     if (registry_dns_is_srv(c->dns_name)) {
         ares_query(s->ch, c->dns_name, 1 /* C_IN */, 33 /* T_SRV */, on_srv, round);
         return;
@@ -408,26 +470,26 @@ static void dns_start(struct source *s)
     round_step(round);
 }
 
-/* The source's resolver: its servers (else /etc/resolv.conf), timeout and tries. */
-static int dns_channel(struct source *s, char *err, size_t err_len)
+/* A resolver for c's servers (else /etc/resolv.conf), timeout and tries. 0, or -1 with err. */
+static int channel_open(ares_channel *ch, const struct registry_conf *c, const char *service,
+                        char *err, size_t err_len)
 {
-    const struct registry_conf *c = s->t.conf;
     struct ares_options o = {.timeout = (int)c->dns_timeout_ms, .tries = DNS_TRIES};
     char csv[16 * 64] = "";
-    int rc = ares_init_options(&s->ch, &o, ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
+    int rc = ares_init_options(ch, &o, ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
 
     if (rc != ARES_SUCCESS) {
-        snprintf(err, err_len, "[service:%s]: DNS resolver: %s", s->t.name, ares_strerror(rc));
-        return rc == ARES_ENOMEM ? -ENOMEM : -EINVAL;
+        snprintf(err, err_len, "[service:%s]: DNS resolver: %s", service, ares_strerror(rc));
+        return -1;
     }
-    s->ch_ready = 1;
     for (size_t i = 0; i < c->dns_servers.n; i++) {
         size_t len = strlen(csv);
         snprintf(csv + len, sizeof(csv) - len, "%s%s", i ? "," : "", c->dns_servers.items[i]);
     }
-    if (c->dns_servers.n > 0 && (rc = ares_set_servers_ports_csv(s->ch, csv)) != ARES_SUCCESS) {
-        snprintf(err, err_len, "[service:%s]: dns_servers: %s", s->t.name, ares_strerror(rc));
-        return -EINVAL;
+    if (c->dns_servers.n > 0 && (rc = ares_set_servers_ports_csv(*ch, csv)) != ARES_SUCCESS) {
+        snprintf(err, err_len, "[service:%s]: dns_servers: %s", service, ares_strerror(rc));
+        ares_destroy(*ch);
+        return -1;
     }
     return 0;
 }
@@ -548,7 +610,7 @@ static uint64_t run_due(struct registry *r)
     for (size_t i = 0; i < r->n; i++) {
         struct source *s = &r->src[i];
         if (s->round == NULL && s->next_ms <= now) {
-            if (s->t.kind == REGISTRY_DNS)
+            if (s->t.kind != REGISTRY_FILE)
                 dns_start(s);
             else
                 file_read(s);
@@ -633,8 +695,9 @@ static int source_init(struct registry *r, struct source *s, const struct regist
     snprintf(s->st.service, sizeof(s->st.service), "%s", t->name);
     s->st.kind = kind_names[t->kind];
     snprintf(s->st.source, sizeof(s->st.source), "%s", source_name(s));
-    if (t->kind == REGISTRY_DNS)
-        return dns_channel(s, err, err_len);
+    if (t->kind != REGISTRY_FILE)
+        return channel_open(&s->ch, t->conf, t->name, err, err_len) == 0 ? (s->ch_ready = 1, 0)
+                                                                         : -EINVAL;
     snprintf(s->dir, sizeof(s->dir), "%s", t->conf->file);
     char *slash = strrchr(s->dir, '/');
     slash[slash == s->dir] = '\0'; /* "/x.json" watches "/" */
@@ -725,6 +788,95 @@ void registry_destroy(struct registry *r)
     pthread_mutex_destroy(&r->lock);
     free(r);
     ares_library_cleanup();
+}
+
+/* --- strict_dns: one synchronous pass ----------------------------------------------------- */
+
+/* One host name of a check: its c-ares status, or 1 while its lookup runs. */
+struct check_one {
+    int status;      /* ARES_SUCCESS, an ARES_E* code, or 1 while pending */
+    size_t *pending; /* lookups still running */
+};
+
+static void on_check(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+    struct check_one *one = arg;
+
+    (void)timeouts;
+    one->status =
+        status == ARES_SUCCESS && (res == NULL || res->nodes == NULL) ? ARES_ENODATA : status;
+    if (res != NULL)
+        ares_freeaddrinfo(res);
+    --*one->pending;
+}
+
+/* Runs ch until no lookup is pending (c-ares' own timeouts bound it). */
+static void check_run(ares_channel ch, const size_t *pending)
+{
+    while (*pending > 0) {
+        ares_socket_t socks[ARES_GETSOCK_MAXNUM];
+        struct pollfd fds[ARES_GETSOCK_MAXNUM];
+        struct timeval tv, *t;
+        nfds_t k = 0;
+        int bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
+        for (int j = 0; j < ARES_GETSOCK_MAXNUM; j++) {
+            short ev = (short)((ARES_GETSOCK_READABLE(bits, j) ? POLLIN : 0) |
+                               (ARES_GETSOCK_WRITABLE(bits, j) ? POLLOUT : 0));
+            if (ev != 0)
+                fds[k++] = (struct pollfd){.fd = socks[j], .events = ev};
+        }
+        t = ares_timeout(ch, NULL, &tv);
+        int ms = t != NULL ? (int)(t->tv_sec * 1000 + (t->tv_usec + 999) / 1000) : 1000;
+        if (poll(fds, k, ms) < 0 && errno != EINTR)
+            return;
+        for (nfds_t i = 0; i < k; i++)
+            if (fds[i].revents != 0)
+                ares_process_fd(
+                    ch, fds[i].revents & (POLLIN | POLLERR | POLLHUP) ? fds[i].fd : ARES_SOCKET_BAD,
+                    fds[i].revents & POLLOUT ? fds[i].fd : ARES_SOCKET_BAD);
+        ares_process_fd(ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    }
+}
+
+int registry_resolve_check(const struct registry_conf *c, const struct lb_backends *b, char *err,
+                           size_t err_len)
+{
+    struct ares_addrinfo_hints hints = {
+        .ai_flags = ARES_AI_NOSORT, .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    size_t pending = 0;
+    ares_channel ch;
+    int rc = 0;
+
+    if (b->n_hosts == 0)
+        return 0;
+    struct check_one *one = calloc(b->n, sizeof(*one));
+    if (one == NULL || ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS) {
+        free(one);
+        return -ENOMEM;
+    }
+    if (channel_open(&ch, c, "check", err, err_len) != 0) {
+        free(one);
+        ares_library_cleanup();
+        return -EHOSTUNREACH;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->items[i].host == NULL)
+            continue;
+        one[i] = (struct check_one){.status = 1, .pending = &pending};
+        pending++;
+        ares_getaddrinfo(ch, b->items[i].host, NULL, &hints, on_check, &one[i]);
+    }
+    check_run(ch, &pending);
+    ares_destroy(ch); /* ends what is left (EDESTRUCTION) */
+    for (size_t i = 0; rc == 0 && i < b->n; i++)
+        if (b->items[i].host != NULL && one[i].status != ARES_SUCCESS) {
+            snprintf(err, err_len, "backend %zu \"%s\": %s", i + 1, b->items[i].addr.text,
+                     one[i].status == 1 ? "no answer" : ares_strerror(one[i].status));
+            rc = -EHOSTUNREACH;
+        }
+    free(one);
+    ares_library_cleanup();
+    return rc;
 }
 
 size_t registry_sources(struct registry *r, struct registry_source_status *out, size_t cap)

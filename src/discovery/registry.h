@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lb_conf.h"
 #include "log.h"
 #include "registry_conf.h"
 
@@ -16,16 +17,18 @@ struct owner;
 
 /* Where a source's instances come from. */
 enum registry_kind {
-    REGISTRY_DNS,  /* dns_name, re-resolved on its TTL */
-    REGISTRY_FILE, /* file, re-read when it changes */
+    REGISTRY_DNS,   /* dns_name, re-resolved on its TTL */
+    REGISTRY_FILE,  /* file, re-read when it changes */
+    REGISTRY_HOSTS, /* the host names among a static service's backends, on their TTL */
 };
 
 /* One service fed by a registry. */
 struct registry_target {
-    const char *name;                 /* the service's NAME, for logs and status */
-    enum registry_kind kind;          /* see above */
-    const struct registry_conf *conf; /* its keys; must outlive the registry */
-    struct owner *owner;              /* where its instance lists go */
+    const char *name;                   /* the service's NAME, for logs and status */
+    enum registry_kind kind;            /* see above */
+    const struct registry_conf *conf;   /* its keys; must outlive the registry */
+    struct owner *owner;                /* where its instance lists go */
+    const struct lb_backends *backends; /* REGISTRY_HOSTS: the static list (must outlive it) */
 };
 
 /* One source as status shows it. */
@@ -67,6 +70,12 @@ void registry_destroy(struct registry *r);
 /* Every source's status: fills at most cap entries, returns how many sources there are (0 for
  * NULL). Any thread. */
 size_t registry_sources(struct registry *r, struct registry_source_status *out, size_t cap);
+
+/* Resolves every host name of b once, through c's dns_servers and dns_timeout, on the calling
+ * thread (strict_dns = on, at load time): 0, or -EHOSTUNREACH with the first failure in err
+ * ("backend 2 \"api-1.test:9001\": Domain name not found"), or -ENOMEM. Any thread. */
+int registry_resolve_check(const struct registry_conf *c, const struct lb_backends *b, char *err,
+                           size_t err_len);
 
 /* Sources failing now (0 for NULL). Any thread. */
 unsigned registry_failing(struct registry *r);

@@ -68,6 +68,7 @@ const struct ini_key registry_dns_keys[] = {
             false),
     INI_KEY("dns_timeout", REG(dns_timeout_ms), ini_set_duration, 100, MINUTE_MS, "2s", false),
     INI_KEY("dns_empty_is_valid", REG(dns_empty_is_valid), ini_set_bool, 0, 0, "off", false),
+    INI_KEY("strict_dns", REG(strict_dns), ini_set_bool, 0, 0, "off", false),
     {.name = NULL},
 };
 
@@ -75,6 +76,19 @@ const struct ini_key registry_file_keys[] = {
     INI_KEY("file", REG(file), ini_set_string, 0, 0, NULL, false, STR, .check = file_check),
     {.name = NULL},
 };
+
+bool registry_key_for_hosts(const char *key)
+{
+    static const char *const keys[] = {"dns_servers", "dns_min_interval", "dns_max_interval",
+                                       "dns_timeout", "strict_dns"};
+
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (strcmp(keys[i], key) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
 
 bool registry_dns_is_srv(const char *name)
 {

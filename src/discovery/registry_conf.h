@@ -17,12 +17,16 @@ struct registry_conf {
     uint64_t dns_max_interval_ms; /* dns_max_interval: longest (an answer's TTL lies between) */
     uint64_t dns_timeout_ms;      /* dns_timeout: one query's wait for a server, per try */
     int dns_empty_is_valid;       /* dns_empty_is_valid: an empty answer empties the set */
+    int strict_dns;               /* strict_dns: host names in backends must resolve at load */
     char *file;                   /* file: absolute path of the JSON instance list */
 };
 
 /* Rows of the dns_* keys and of file, over struct registry_conf. */
 extern const struct ini_key registry_dns_keys[];
 extern const struct ini_key registry_file_keys[];
+
+/* Whether key (a row of registry_dns_keys) applies to host names in a static backends list. */
+bool registry_key_for_hosts(const char *key);
 
 /* Whether a dns_name asks for SRV records: its first label starts with '_'. Pure. */
 bool registry_dns_is_srv(const char *name);

@@ -1,7 +1,8 @@
 /* discovery = dns end to end against tests/dns/dns_server.py: SRV instances appear and disappear,
  * the TTL drives re-resolution, SRV weights give the measured split, SERVFAIL, silence and
  * NXDOMAIN keep the last good set (logged once, counted, shown in /status and /metrics), an
- * A/AAAA name with dns_port, and passive ejection of an SRV instance. */
+ * A/AAAA name with dns_port, passive ejection of an SRV instance, and host names in a static
+ * backends list (resolved at start, followed on change, strict_dns for sluice -t). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -351,6 +352,79 @@ static void test_srv_instance_ejected(void **state)
     assert_string_equal(st, "ejected");
 }
 
+/* Host names in a static backends list: resolved at start through dns_servers, served with the
+ * IP entries, and followed when the name's address changes (its TTL drives re-resolution). */
+static void test_static_host_names(void **state)
+{
+    (void)state;
+    struct proc second;
+    char listen[64], conf[2048], zone[512];
+    int counts[N_BACKENDS];
+    size_t from = 0;
+    const char *hello_args[] = {"--hello", "b2", NULL};
+
+    snprintf(listen, sizeof(listen), "127.0.0.2:%d", ports[0]);
+    assert_true(backend_start_listen(&second, listen, "echo", hello_args) > 0);
+    snprintf(zone, sizeof(zone),
+             "{\"ttl\": 1, \"records\": {\"api-1.test.\": {\"A\": [\"127.0.0.1\"]}}}");
+    zone_write(zone_path, zone);
+    admin_port = harness_free_port();
+    web_port = harness_free_port();
+    snprintf(conf, sizeof(conf),
+             "[sluice]\nworkers = 1\nlog_level = debug\n[admin]\nbind = 127.0.0.1:%d\n"
+             "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\n"
+             "[service:api]\nbackends = api-1.test.:%d, 127.0.0.1:%d\nbalance = round_robin\n"
+             "dns_servers = 127.0.0.1:%d\ndns_min_interval = 200ms\ndns_max_interval = 2s\n"
+             "strict_dns = on\n",
+             admin_port, web_port, ports[0], ports[1], dns_port);
+    assert_int_equal(sluice_start(&sluice, conf), 0);
+    wait_published(&from, 2);
+    assert_int_equal(count_hellos(web_port, 10, counts, N_BACKENDS), 0);
+    assert_int_equal(counts[0], 5);
+    assert_int_equal(counts[1], 5);
+    char id[64], st[32];
+    snprintf(id, sizeof(id), "api-1.test.:%d", ports[0]);
+    instance_state(id, st, sizeof(st));
+    assert_string_equal(st, "healthy");
+
+    zone_write(zone_path, "{\"ttl\": 1, \"records\": {\"api-1.test.\": {\"A\": [\"127.0.0.2\"]}}}");
+    const char *published[] = {"\"event\":\"registry_published\"", NULL};
+    assert_int_equal(log_wait(&sluice, &from, NULL, 0, published), 0);
+    assert_int_equal(count_hellos(web_port, 10, counts, N_BACKENDS), 0);
+    assert_int_equal(counts[0], 0);
+    assert_int_equal(counts[2], 5); /* the same instance id, its new address */
+    assert_int_equal(counts[1], 5);
+    instance_state(id, st, sizeof(st));
+    assert_string_equal(st, "healthy");
+    proc_stop(&second, SIGTERM);
+}
+
+/* strict_dns = on: sluice -t refuses a host name that does not resolve, with FILE:LINE; off, the
+ * file is fine (the name is retried while running). */
+static void test_strict_dns_check(void **state)
+{
+    (void)state;
+    char path[512], conf[1024], out[4096], want[600];
+
+    zone_write(zone_path, "{\"ttl\": 1, \"records\": {}}");
+    snprintf(path, sizeof(path), "%s/strict-%d.ini", harness_tmpdir(), getpid());
+    for (int strict = 1; strict >= 0; strict--) {
+        snprintf(conf, sizeof(conf),
+                 "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\n"
+                 "[service:api]\nbackends = missing.test.:80\ndns_servers = 127.0.0.1:%d\n"
+                 "strict_dns = %s\n",
+                 harness_free_port(), dns_port, strict ? "on" : "off");
+        config_write(path, conf);
+        char *argv[] = {(char *)harness_bin("SLUICE_BIN"), "-t", "-c", path, NULL};
+        int status = run_capture(argv, out, sizeof(out));
+        snprintf(want, sizeof(want), "%s:5: backends: backend 1 \"missing.test.:80\": ", path);
+        if (strict && (status == 0 || strstr(out, want) == NULL))
+            fail_msg("strict: exit %d, output: %s", status, out);
+        if (!strict && status != 0)
+            fail_msg("not strict: exit %d, output: %s", status, out);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -361,6 +435,8 @@ int main(void)
         cmocka_unit_test_teardown(test_empty_is_valid, test_teardown),
         cmocka_unit_test_teardown(test_a_records_with_port, test_teardown),
         cmocka_unit_test_teardown(test_srv_instance_ejected, test_teardown),
+        cmocka_unit_test_teardown(test_static_host_names, test_teardown),
+        cmocka_unit_test_teardown(test_strict_dns_check, test_teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

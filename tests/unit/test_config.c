@@ -668,8 +668,42 @@ static void test_backends(void **state)
                   {7, "backends", "backend 2 is empty"});
     EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1,\n",
                   {7, "backends", "backend 2 is empty"});
-    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1, web-1:80\n",
-                  {7, "backends", "backend 2 \"web-1:80\": host names are not resolved"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1, web-1:http\n",
+                  {7, "backends", "backend 2 \"web-1:http\": "});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1, 10.0.0:80\n",
+                  {7, "backends", "backend 2 \"10.0.0:80\": "});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = web..test:80\n", {7, "backends", "backend 1"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = web.test:80, web.test:80\n",
+                  {7, "backends", "web.test:80 is listed twice"});
+}
+
+/* Host names in a static list: kept for the registry thread, with their port and weight; the
+ * resolver keys apply to them; strict_dns = on resolves them at load (here against a closed
+ * port, which fails at once). */
+static void test_backend_host_names(void **state)
+{
+    (void)state;
+    struct config *cfg =
+        load_ok(BASE "[service:b]\nbackends = 10.0.0.1:1, api-1.test.:9001 weight=3\n"
+                     "dns_servers = 127.0.0.1:5353\ndns_max_interval = 30s\n");
+    const struct lb_backends *b = &cfg->services[1].lb.backends;
+    assert_int_equal(b->n, 2);
+    assert_int_equal(b->n_hosts, 1);
+    assert_null(b->items[0].host);
+    assert_string_equal(b->items[1].host, "api-1.test.");
+    assert_int_equal(b->items[1].port, 9001);
+    assert_int_equal(b->items[1].weight, 3);
+    assert_string_equal(b->items[1].addr.text, "api-1.test.:9001");
+    assert_int_equal(cfg->services[1].registry.dns_max_interval_ms, 30000);
+    config_destroy(cfg);
+
+    EXPECT_ERRORS(
+        BASE "dns_servers = 127.0.0.1\n",
+        {6, "dns_servers", "only applies to discovery = dns or to host names in backends"});
+    EXPECT_ERRORS(BASE "strict_dns = on\n", {6, "strict_dns", "only applies to host names"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = nowhere.sluice-test.:80\nstrict_dns = on\n"
+                       "dns_servers = 127.0.0.1:1\ndns_timeout = 100ms\n",
+                  {7, "backends", "backend 1 \"nowhere.sluice-test.:80\": "});
 }
 
 static void test_comments_and_layout(void **state)
@@ -1290,6 +1324,7 @@ int main(void)
         cmocka_unit_test(test_service_discovery),
         cmocka_unit_test(test_registry_discovery),
         cmocka_unit_test(test_backends),
+        cmocka_unit_test(test_backend_host_names),
         cmocka_unit_test(test_comments_and_layout),
         cmocka_unit_test(test_long_lines),
         cmocka_unit_test(test_multiple_errors_are_all_reported),
