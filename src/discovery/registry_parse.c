@@ -2,7 +2,6 @@
 #include "registry_parse.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +53,7 @@ static int entry_parse(const cJSON *item, size_t k, struct registry_entry *e, ch
     e->weight = 1;
     if (weight != NULL) {
         double w = cJSON_IsNumber(weight) ? weight->valuedouble : -1;
-        if (w < 0 || w > REGISTRY_WEIGHT_MAX || floor(w) != w) {
+        if (w < 0 || w > REGISTRY_WEIGHT_MAX || (double)(uint32_t)w != w) { /* whole numbers */
             return fail(err, err_len, "entry %zu: weight is not a whole number 0..%d", k,
                         REGISTRY_WEIGHT_MAX);
         }
