@@ -29,6 +29,9 @@
 #define WATCH_RETRY_MS    1000                /* a directory that cannot be watched, again */
 #define FAIL_RETRY_MAX_MS 30000               /* failed resolutions retry at most this late */
 #define DNS_TRIES         2                   /* c-ares tries per server and query */
+#define INFLIGHT_MAX                                                                               \
+    64 /* target lookups of one round at once: a burst of 2,000 datagrams                          \
+        * overflows a server's socket buffer and then waits for timeouts */
 #define INOTIFY_MASK                                                                               \
     (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE | IN_ATTRIB)
 
@@ -51,6 +54,8 @@ struct dns_round {
     struct dns_target *t; /* targets, owned */
     size_t n;             /* entries in t */
     size_t pending;       /* lookups not finished (+1 while they are being started) */
+    size_t next;          /* targets whose lookup was started */
+    size_t inflight;      /* lookups running now, at most INFLIGHT_MAX */
     uint32_t ttl;         /* smallest TTL seen, seconds */
     uint64_t started_us;  /* clock_us at start */
     char error[128];      /* why the SRV query failed, "" if it did not */
@@ -74,6 +79,8 @@ struct source {
     uint64_t next_ms;                 /* next resolution or read; UINT64_MAX = on an event */
     unsigned fails_in_row;            /* failed attempts since the last good one */
     uint64_t last_ok_ms;              /* clock_ms of the last good answer */
+    struct registry_entry *last;      /* DNS: the last published set (sorted by id), owned */
+    size_t n_last;                    /* entries in last */
     struct registry_source_status st; /* under r->lock */
 };
 
@@ -156,6 +163,14 @@ static int source_good(struct source *s, const struct registry_entry *e, size_t 
     if (rc < 0)
         return rc;
     uint64_t publish_us = clock_us() - t0;
+    struct registry_entry *copy =
+        s->t.kind == REGISTRY_FILE ? NULL : malloc((n ? n : 1) * sizeof(*e));
+    if (copy != NULL) { /* without it, a failed target loses its instances in the next round */
+        memcpy(copy, e, n * sizeof(*e));
+        free(s->last);
+        s->last = copy;
+        s->n_last = n;
+    }
     s->fails_in_row = 0;
     pthread_mutex_lock(&s->r->lock);
     s->last_ok_ms = clock_ms();
@@ -190,6 +205,29 @@ static void round_free(struct dns_round *round)
     free(round);
 }
 
+/* A target whose lookup failed keeps the instances it had (ids "host:port" and
+ * "host:port@IP"): copies them to out (NULL: only counts) and returns how many. */
+static size_t target_kept(const struct source *s, const struct dns_target *t,
+                          struct registry_entry *out)
+{
+    char id[SNAPSHOT_ID_MAX];
+    size_t k = 0;
+
+    if (t->n_addrs != 0 || t->status == ARES_SUCCESS || s->t.kind == REGISTRY_HOSTS ||
+        !registry_dns_is_srv(s->t.conf->dns_name))
+        return 0;
+    int len = snprintf(id, sizeof(id), "%.180s:%u", t->host, t->port);
+    for (size_t i = 0; len > 0 && i < s->n_last; i++) {
+        const char *c = s->last[i].id;
+        if (strncmp(c, id, (size_t)len) == 0 && (c[len] == '\0' || c[len] == '@')) {
+            if (out != NULL)
+                out[k] = s->last[i];
+            k++;
+        }
+    }
+    return k;
+}
+
 /* The instances of a finished round: SRV ids are "target:port" (with "@IP" when a target has
  * several addresses), so an instance keeps its state while its address changes; an A/AAAA
  * name's ids are the addresses. */
@@ -200,7 +238,7 @@ static struct registry_entry *round_entries(const struct dns_round *round, size_
     int srv = round->s->t.kind == REGISTRY_HOSTS || registry_dns_is_srv(round->s->t.conf->dns_name);
 
     for (size_t i = 0; i < round->n; i++)
-        total += round->t[i].n_addrs;
+        total += round->t[i].n_addrs + target_kept(round->s, &round->t[i], NULL);
     total += b != NULL ? b->n : 0;
     struct registry_entry *e = calloc(total ? total : 1, sizeof(*e));
     if (e == NULL)
@@ -214,6 +252,7 @@ static struct registry_entry *round_entries(const struct dns_round *round, size_
         }
     for (size_t i = 0; i < round->n; i++) {
         const struct dns_target *t = &round->t[i];
+        k += target_kept(round->s, t, e + k);
         for (size_t a = 0; a < t->n_addrs; a++, k++) {
             char ip[NET_ADDR_MAX];
             e[k].addr = t->addrs[a];
@@ -334,6 +373,8 @@ static void target_add_addr(struct dns_target *t, const struct sockaddr *sa)
     t->addrs[t->n_addrs++] = a;
 }
 
+static void round_launch(struct dns_round *round);
+
 static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinfo *res)
 {
     struct dns_target *t = arg;
@@ -351,6 +392,8 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
     }
     if (res != NULL)
         ares_freeaddrinfo(res);
+    t->round->inflight--;
+    round_launch(t->round);
     round_step(t->round);
 }
 
@@ -360,7 +403,15 @@ static void target_resolve(struct source *s, struct dns_target *t)
         .ai_flags = ARES_AI_NOSORT, .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
 
     t->round->pending++;
+    t->round->inflight++;
     ares_getaddrinfo(s->ch, t->host, NULL, &hints, on_addrinfo, t);
+}
+
+/* Starts target lookups up to INFLIGHT_MAX at once; each one that ends starts the next. */
+static void round_launch(struct dns_round *round)
+{
+    while (!round->s->r->destroying && round->next < round->n && round->inflight < INFLIGHT_MAX)
+        target_resolve(round->s, &round->t[round->next++]);
 }
 
 /* The SRV records of the lowest priority (RFC 2782: higher ones are for when those fail). */
@@ -405,8 +456,7 @@ static void on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int
         snprintf(round->error, sizeof(round->error), "out of memory");
     } else {
         round->ttl = registry_dns_answer_ttl(abuf, (size_t)alen);
-        for (size_t i = 0; !round->s->r->destroying && i < round->n; i++)
-            target_resolve(round->s, &round->t[i]);
+        round_launch(round);
     }
     if (srv != NULL)
         ares_free_data(srv);
@@ -429,8 +479,7 @@ static void hosts_start(struct source *s, struct dns_round *round)
             .round = round, .port = b->items[i].port, .weight = b->items[i].weight};
         snprintf(t->host, sizeof(t->host), "%s", b->items[i].host);
     }
-    for (size_t i = 0; i < round->n; i++)
-        target_resolve(s, &round->t[i]);
+    round_launch(round);
     round_step(round);
 }
 
@@ -465,7 +514,7 @@ static void dns_start(struct source *s)
         round->t[0] =
             (struct dns_target){.round = round, .port = (uint16_t)c->dns_port, .weight = 1};
         snprintf(round->t[0].host, sizeof(round->t[0].host), "%s", c->dns_name);
-        target_resolve(s, &round->t[0]);
+        round_launch(round);
     }
     round_step(round);
 }
@@ -777,6 +826,7 @@ void registry_destroy(struct registry *r)
             ares_destroy(r->src[i].ch); /* ends its round through the callbacks */
         round_free(r->src[i].round);
         free(r->src[i].content);
+        free(r->src[i].last);
     }
     if (r->ino_fd >= 0)
         close(r->ino_fd);

@@ -268,6 +268,30 @@ static void test_failures_keep_last_good_set(void **state)
     assert_int_equal(http_request(admin_port, "GET", "/healthz", NULL, NULL, 0), 200);
 }
 
+/* An SRV target whose own lookup fails keeps the instances it had; the others follow. */
+static void test_failed_target_keeps_its_instance(void **state)
+{
+    (void)state;
+    char zone[2048];
+    size_t from = 0;
+
+    zone_srv(1, "ok", (int[]){1, 1, -1}, "");
+    start_sluice("_api._tcp.test.", "balance = round_robin", 0);
+    wait_published(&from, 2);
+    snprintf(zone, sizeof(zone),
+             "{\"ttl\": 1, \"records\": {\"_api._tcp.test.\": {\"SRV\": [[0, 1, %d, \"b0.test.\"], "
+             "[0, 1, %d, \"b1.test.\"], [0, 1, %d, \"b2.test.\"]]}, "
+             "\"b0.test.\": {\"A\": [\"127.0.0.1\"]}, \"b2.test.\": {\"A\": [\"127.0.0.1\"]}}}",
+             ports[0], ports[1], ports[2]);
+    zone_write(zone_path, zone); /* b1.test. no longer resolves; b2 is new */
+    wait_published(&from, 3);
+    int counts[N_BACKENDS];
+    assert_int_equal(count_hellos(web_port, 30, counts, N_BACKENDS), 0);
+    assert_int_equal(counts[0], 10);
+    assert_int_equal(counts[1], 10);
+    assert_int_equal(counts[2], 10);
+}
+
 /* dns_empty_is_valid = on: an answer without records empties the set. */
 static void test_empty_is_valid(void **state)
 {
@@ -432,6 +456,7 @@ int main(void)
         cmocka_unit_test_teardown(test_ttl_drives_reresolution, test_teardown),
         cmocka_unit_test_teardown(test_srv_weights_split, test_teardown),
         cmocka_unit_test_teardown(test_failures_keep_last_good_set, test_teardown),
+        cmocka_unit_test_teardown(test_failed_target_keeps_its_instance, test_teardown),
         cmocka_unit_test_teardown(test_empty_is_valid, test_teardown),
         cmocka_unit_test_teardown(test_a_records_with_port, test_teardown),
         cmocka_unit_test_teardown(test_srv_instance_ejected, test_teardown),
