@@ -449,6 +449,35 @@ static void test_strict_dns_check(void **state)
     }
 }
 
+/* A reload names a changed dns_* key as needing a restart (the registry reads them at start),
+ * as it does the Consul watch's keys, and the service keeps resolving as before. */
+static void test_reload_names_dns_keys(void **state)
+{
+    (void)state;
+    char conf[2048], line[4096];
+    size_t from = 0;
+
+    zone_srv(1, "ok", (int[]){1, -1, -1}, "");
+    start_sluice("_api._tcp.test.", "", 0);
+    wait_published(&from, 1);
+    snprintf(conf, sizeof(conf),
+             "[sluice]\nworkers = 1\nlog_level = debug\n"
+             "[admin]\nbind = 127.0.0.1:%d\n"
+             "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\n"
+             "[service:api]\ndiscovery = dns\ndns_name = _api._tcp.test.\n"
+             "dns_servers = 127.0.0.1:%d\ndns_min_interval = 300ms\ndns_max_interval = 2s\n"
+             "dns_timeout = 300ms\n",
+             admin_port, web_port, dns_port);
+    config_write(sluice.conf_path, conf);
+    proc_signal(&sluice, SIGHUP);
+    const char *needles[] = {"\"event\":\"reload_needs_restart\"", "dns_min_interval", NULL};
+    assert_int_equal(log_wait(&sluice, &from, line, sizeof(line), needles), 0);
+    if (strstr(line, "\"change\":\"[service:api] dns_min_interval: 200ms -> 300ms\"") == NULL)
+        fail_msg("unexpected: %s", line);
+    char hello[32];
+    assert_int_equal(hello_of(web_port, hello, sizeof(hello)), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -462,6 +491,7 @@ int main(void)
         cmocka_unit_test_teardown(test_srv_instance_ejected, test_teardown),
         cmocka_unit_test_teardown(test_static_host_names, test_teardown),
         cmocka_unit_test_teardown(test_strict_dns_check, test_teardown),
+        cmocka_unit_test_teardown(test_reload_names_dns_keys, test_teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
