@@ -651,6 +651,16 @@ static void inotify_drain(struct registry *r)
 
 /* --- the thread --------------------------------------------------------------------------- */
 
+/* poll(2) events of socket j of an ares_getsock() mask. Not ARES_GETSOCK_WRITABLE: it shifts a
+ * signed 1 into the sign bit for the last sockets (undefined behaviour). */
+static short sock_events(int bits, int j)
+{
+    unsigned mask = (unsigned)bits;
+
+    return (short)((mask & (1u << j) ? POLLIN : 0) |
+                   (mask & (1u << (j + ARES_GETSOCK_MAXNUM)) ? POLLOUT : 0));
+}
+
 /* Starts what is due; returns the ms until the next source is. */
 static uint64_t run_due(struct registry *r)
 {
@@ -688,8 +698,7 @@ static nfds_t poll_set(struct registry *r, uint64_t *wait_ms)
             continue;
         int bits = ares_getsock(s->ch, socks, ARES_GETSOCK_MAXNUM);
         for (int j = 0; j < ARES_GETSOCK_MAXNUM && k < r->fds_cap; j++) {
-            short ev = (short)((ARES_GETSOCK_READABLE(bits, j) ? POLLIN : 0) |
-                               (ARES_GETSOCK_WRITABLE(bits, j) ? POLLOUT : 0));
+            short ev = sock_events(bits, j);
             if (ev == 0)
                 continue;
             r->fds[k] = (struct pollfd){.fd = socks[j], .events = ev};
@@ -870,8 +879,7 @@ static void check_run(ares_channel ch, const size_t *pending)
         nfds_t k = 0;
         int bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
         for (int j = 0; j < ARES_GETSOCK_MAXNUM; j++) {
-            short ev = (short)((ARES_GETSOCK_READABLE(bits, j) ? POLLIN : 0) |
-                               (ARES_GETSOCK_WRITABLE(bits, j) ? POLLOUT : 0));
+            short ev = sock_events(bits, j);
             if (ev != 0)
                 fds[k++] = (struct pollfd){.fd = socks[j], .events = ev};
         }

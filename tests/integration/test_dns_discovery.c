@@ -20,7 +20,7 @@
 
 #define N_BACKENDS 3
 
-static struct proc backends[N_BACKENDS], dns, sluice;
+static struct proc backends[N_BACKENDS], dns, sluice, second; /* second: on 127.0.0.2 */
 static int ports[N_BACKENDS], dns_port, admin_port, web_port;
 static char zone_path[512], query_log[512];
 
@@ -47,6 +47,8 @@ static int test_teardown(void **state)
     (void)state;
     if (sluice.pid != 0)
         proc_stop(&sluice, SIGTERM);
+    if (second.pid != 0) /* also after a failed test: the next one listens there again */
+        proc_stop(&second, SIGTERM);
     return 0;
 }
 
@@ -311,7 +313,6 @@ static void test_empty_is_valid(void **state)
 static void test_a_records_with_port(void **state)
 {
     (void)state;
-    struct proc second;
     char listen[64], extra[256], zone[512], conf_extra[64];
     size_t from = 0;
     int counts[N_BACKENDS];
@@ -340,7 +341,6 @@ static void test_a_records_with_port(void **state)
     snprintf(id, sizeof(id), "127.0.0.2:%d", ports[0]);
     instance_state(id, st, sizeof(st));
     assert_string_equal(st, "healthy");
-    proc_stop(&second, SIGTERM);
 }
 
 /* An SRV instance whose port refuses connections is ejected by passive health; the live ones
@@ -381,7 +381,6 @@ static void test_srv_instance_ejected(void **state)
 static void test_static_host_names(void **state)
 {
     (void)state;
-    struct proc second;
     char listen[64], conf[2048], zone[512];
     int counts[N_BACKENDS];
     size_t from = 0;
@@ -420,7 +419,6 @@ static void test_static_host_names(void **state)
     assert_int_equal(counts[1], 5);
     instance_state(id, st, sizeof(st));
     assert_string_equal(st, "healthy");
-    proc_stop(&second, SIGTERM);
 }
 
 /* strict_dns = on: sluice -t refuses a host name that does not resolve, with FILE:LINE; off, the
