@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cpus.h"
+#include "registry.h"
 
 #define WORKERS_MAX 256 /* upper limit of workers, also the cap of "auto" */
 
@@ -48,8 +49,19 @@ static const char *set_log_format(void *field, const struct ini_key *key, const 
 
 _Static_assert(sizeof(enum config_discovery) == sizeof(int), "ini_set_enum stores an int");
 
-static const struct ini_choice discovery_words[] = {
-    {"static", CONFIG_DISCOVERY_STATIC}, {"consul", CONFIG_DISCOVERY_CONSUL}, {NULL, 0}};
+static const struct ini_choice discovery_words[] = {{"static", CONFIG_DISCOVERY_STATIC},
+                                                    {"consul", CONFIG_DISCOVERY_CONSUL},
+                                                    {"dns", CONFIG_DISCOVERY_DNS},
+                                                    {"file", CONFIG_DISCOVERY_FILE},
+                                                    {NULL, 0}};
+
+const char *config_discovery_name(enum config_discovery discovery)
+{
+    for (const struct ini_choice *c = discovery_words; c->word != NULL; c++)
+        if (c->value == (int)discovery)
+            return c->word;
+    return "unknown";
+}
 
 #define GLOBAL(field)  offsetof(struct config, field)
 #define SERVICE(field) offsetof(struct config_service, field)
@@ -116,6 +128,45 @@ static void check_listener(struct ini_file *f, const struct ini_section *sec, vo
     }
 }
 
+/* strict_dns = on: every host name of backends must resolve now, or the file is refused. */
+static void check_hosts_resolve(struct ini_file *f, const struct ini_section *sec,
+                                const struct config_service *svc)
+{
+    char err[512];
+
+    if (registry_resolve_check(&svc->registry, &svc->lb.backends, err, sizeof(err)) != 0)
+        ini_error(f, ini_key_line(sec, "backends"), "backends", "%s (strict_dns = on)", err);
+}
+
+/* dns_* keys only with discovery = dns (some also with host names in backends), file only with
+ * discovery = file. */
+static void check_registry_keys(struct ini_file *f, const struct ini_section *sec,
+                                const struct config_service *svc)
+{
+    bool hosts = svc->discovery == CONFIG_DISCOVERY_STATIC && svc->lb.backends.n_hosts > 0;
+
+    for (const struct ini_key *k = registry_dns_keys; k->name != NULL; k++) {
+        int line = ini_key_line(sec, k->name);
+        bool for_hosts = registry_key_for_hosts(k->name);
+        if (line == 0 || (hosts && for_hosts) ||
+            (svc->discovery == CONFIG_DISCOVERY_DNS && strcmp(k->name, "strict_dns") != 0))
+            continue;
+        if (strcmp(k->name, "strict_dns") == 0)
+            ini_error(f, line, k->name, "only applies to host names in backends");
+        else
+            ini_error(f, line, k->name, "only applies to discovery = dns%s",
+                      for_hosts ? " or to host names in backends" : "");
+    }
+    if (hosts && svc->registry.strict_dns)
+        check_hosts_resolve(f, sec, svc);
+    int file_line = ini_key_line(sec, "file");
+    if (svc->discovery != CONFIG_DISCOVERY_FILE && file_line != 0)
+        ini_error(f, file_line, "file", "only applies to discovery = file");
+    if (svc->discovery == CONFIG_DISCOVERY_DNS || svc->discovery == CONFIG_DISCOVERY_FILE)
+        registry_conf_check(f, sec, &svc->registry,
+                            svc->discovery == CONFIG_DISCOVERY_DNS ? 'd' : 'f');
+}
+
 static void check_service(struct ini_file *f, const struct ini_section *sec, void *section)
 {
     static const char *const consul_only[] = {"consul_service", "consul_tags", "consul_datacenter",
@@ -144,6 +195,7 @@ static void check_service(struct ini_file *f, const struct ini_section *sec, voi
     if (svc->discovery == CONFIG_DISCOVERY_CONSUL) {
         consul_watch_conf_check(f, sec, &svc->consul);
     }
+    check_registry_keys(f, sec, svc);
 }
 
 static long listener_find(const struct config *cfg, const char *name)
@@ -239,6 +291,8 @@ static const struct ini_table service_tables[] = {
     {stream_service_keys, offsetof(struct config_service, stream)},
     {health_keys, offsetof(struct config_service, check)},
     {consul_watch_keys, offsetof(struct config_service, consul)},
+    {registry_dns_keys, offsetof(struct config_service, registry)},
+    {registry_file_keys, offsetof(struct config_service, registry)},
 };
 static const struct ini_table consul_tables[] = {{consul_keys, 0}};
 static const struct ini_table registration_tables[] = {{registration_keys, 0}};

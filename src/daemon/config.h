@@ -13,11 +13,14 @@
 #include "inifile.h"
 #include "lb_conf.h"
 #include "log.h"
+#include "registry_conf.h"
 #include "stream_conf.h"
 
 enum config_discovery {
     CONFIG_DISCOVERY_STATIC, /* the backends list */
     CONFIG_DISCOVERY_CONSUL, /* a Consul service (consul_* keys) */
+    CONFIG_DISCOVERY_DNS,    /* DNS SRV or A/AAAA records (dns_* keys) */
+    CONFIG_DISCOVERY_FILE,   /* a watched JSON file (file) */
 };
 
 /* [service:NAME]: where a service's instances come from and how they are balanced. */
@@ -29,7 +32,11 @@ struct config_service {
     struct stream_service_conf stream; /* queue_size, queue_timeout, drain_timeout, lifetime */
     struct health_conf check;          /* check, check_* (active health checks) */
     struct consul_watch_conf consul;   /* consul_service, consul_tags, consul_datacenter, health */
+    struct registry_conf registry;     /* dns_* (discovery = dns), file (discovery = file) */
 };
+
+/* "static", "consul", "dns" or "file". */
+const char *config_discovery_name(enum config_discovery discovery);
 
 /* The [service:NAME] rows of the daemon itself (discovery), for reload's comparisons. */
 extern const struct ini_key config_service_keys[];

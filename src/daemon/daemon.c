@@ -488,6 +488,37 @@ static int daemon_start_discovery(struct daemon *d)
     return rc;
 }
 
+/* The DNS and file sources, on their own thread, before the workers accept. */
+static int daemon_start_registry(struct daemon *d)
+{
+    const struct config *cfg = d->cfg;
+    struct registry_target *targets = calloc(cfg->n_services + 1, sizeof(*targets));
+    size_t n = 0;
+    int rc;
+
+    if (targets == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const struct config_service *cs = &cfg->services[i];
+        enum registry_kind kind = cs->discovery == CONFIG_DISCOVERY_DNS    ? REGISTRY_DNS
+                                  : cs->discovery == CONFIG_DISCOVERY_FILE ? REGISTRY_FILE
+                                                                           : REGISTRY_HOSTS;
+        if (kind != REGISTRY_HOSTS || cs->lb.backends.n_hosts > 0)
+            targets[n++] = (struct registry_target){.name = cs->name,
+                                                    .kind = kind,
+                                                    .conf = &cs->registry,
+                                                    .owner = d->services[i],
+                                                    .backends = &cs->lb.backends};
+    }
+    rc = n == 0 ? 0
+                : registry_create(targets, n, &d->log, &d->registry, d->step_error,
+                                  sizeof(d->step_error));
+    free(targets);
+    if (rc == 0 && d->registry != NULL)
+        rc = registry_start(d->registry);
+    return rc;
+}
+
 /* The health thread: active checks where configured, and every owner's ticks (passive health,
  * slow start). Before the workers, so that their first failures already have a ticker. */
 static int daemon_start_health(struct daemon *d)
@@ -626,6 +657,7 @@ void daemon_drain(struct daemon *d, const char *signal_name)
     notify_stopping(&d->log, "draining open connections");
     registrar_stop(d->registrar);
     discovery_stop(d->discovery);
+    registry_stop(d->registry);
     health_stop(d->health);
     for (unsigned i = 0; i < d->n_started; i++)
         worker_command(&d->workers[i], WORKER_DRAIN);
@@ -763,6 +795,7 @@ static void daemon_teardown(struct daemon *d)
         worker_command(&d->workers[i], WORKER_STOP);
     registrar_destroy(d->registrar);
     discovery_destroy(d->discovery); /* before the owners: it hands them lists */
+    registry_destroy(d->registry);   /* likewise */
     health_destroy(d->health);       /* likewise verdicts and ticks */
     for (unsigned i = 0; i < d->n_inited; i++) {
         if (i < d->n_started)
@@ -885,17 +918,12 @@ int daemon_run(struct config *cfg, int takeover)
         const char *name;
         int (*run)(struct daemon *);
     } steps[] = {
-        {"loop", daemon_setup_loop},
-        {"listen_locks", daemon_claim_listeners},
-        {"services", daemon_setup_services},
-        {"access_log", daemon_setup_access_log},
-        {"listeners", daemon_setup_listeners},
-        {"discovery", daemon_start_discovery},
-        {"health", daemon_start_health},
-        {"workers", daemon_init_workers},
-        {"worker_threads", daemon_start_workers},
-        {"admin", daemon_start_admin},
-        {"registrar", daemon_start_registrar},
+        {"loop", daemon_setup_loop},           {"listen_locks", daemon_claim_listeners},
+        {"services", daemon_setup_services},   {"access_log", daemon_setup_access_log},
+        {"listeners", daemon_setup_listeners}, {"discovery", daemon_start_discovery},
+        {"registry", daemon_start_registry},   {"health", daemon_start_health},
+        {"workers", daemon_init_workers},      {"worker_threads", daemon_start_workers},
+        {"admin", daemon_start_admin},         {"registrar", daemon_start_registrar},
         {"pid_file", daemon_write_pid_file},
         {"privileges", daemon_drop_privileges},
     };

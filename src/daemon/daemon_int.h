@@ -16,6 +16,7 @@
 #include "log.h"
 #include "owner.h"
 #include "registrar.h"
+#include "registry.h"
 #include "worker.h"
 
 #define DAEMON_SIGNALS 4 /* TERM, INT, HUP, USR1 */
@@ -96,6 +97,7 @@ struct daemon {
     struct registrar *registrar;         /* Consul registrations; NULL without [registration].
                                           * Set after the admin server starts: other threads
                                           * read it with daemon_registrar */
+    struct registry *registry;           /* DNS and file sources; NULL without such services */
     struct log_writer access;            /* access-log rings and their writer thread */
     int access_on;                       /* some listener logs access; access is set up */
     struct health *health;               /* checks and owner ticks; NULL without services */

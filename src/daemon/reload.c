@@ -22,13 +22,16 @@ int reload_static_service(struct daemon *d, struct owner *o, const struct config
 
     if (members == NULL)
         return -ENOMEM;
+    size_t n = 0;
     for (size_t i = 0; i < b->n; i++)
-        members[i] = (struct owner_member){.addr = b->items[i].addr, .weight = b->items[i].weight};
-    int rc = owner_set_members(o, members, b->n);
+        if (b->items[i].host == NULL) /* host names come from the registry thread */
+            members[n++] =
+                (struct owner_member){.addr = b->items[i].addr, .weight = b->items[i].weight};
+    int rc = owner_set_members(o, members, n);
     free(members);
     if (rc > 0)
         log_event(&d->log, LOG_LEVEL_INFO, "service_published", LOG_STR("service", cs->name),
-                  LOG_STR("balance", cs->lb.balance->name), LOG_INT("instances", b->n));
+                  LOG_STR("balance", cs->lb.balance->name), LOG_INT("instances", n));
     return rc < 0 ? rc : 0;
 }
 
@@ -97,6 +100,34 @@ static void service_start_only(struct daemon *d, const struct config_service *ru
     if (!health_expect_equal(&running->check, &next->check))
         needs_restart(&r, "check_http_expect", "(old list)", "(new list)");
     diff_start_only(&r, consul_watch_keys, &running->consul, &next->consul);
+    /* like the Consul watch: the registry thread reads these at start */
+    diff_start_only(&r, registry_dns_keys, &running->registry, &next->registry);
+    diff_start_only(&r, registry_file_keys, &running->registry, &next->registry);
+}
+
+static bool backends_equal(const struct lb_backends *a, const struct lb_backends *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->items[i].addr.text, b->items[i].addr.text) != 0 ||
+            a->items[i].weight != b->items[i].weight)
+            return false;
+    return true;
+}
+
+/* A static list without host names is applied; one with host names is the registry thread's,
+ * which reads it at start: a change of it needs a restart. */
+static void reload_static_backends(struct daemon *d, struct owner *o,
+                                   const struct config_service *running,
+                                   const struct config_service *next)
+{
+    if (running->lb.backends.n_hosts == 0 && next->lb.backends.n_hosts == 0) {
+        (void)reload_static_service(d, o, next);
+    } else if (!backends_equal(&running->lb.backends, &next->lb.backends)) {
+        struct restart_ctx r = restart_in(d, "service", next->name);
+        needs_restart(&r, "backends", "(list with host names)", "(changed list)");
+    }
 }
 
 /* Every service's owner takes its new balancer, and a static one its new instances and weights;
@@ -118,7 +149,7 @@ static void reload_services(struct daemon *d, const struct config *next)
             (void)owner_set_balancer(d->services[j], cs->lb.balance);
             service_start_only(d, running, cs);
             if (cs->discovery == CONFIG_DISCOVERY_STATIC)
-                (void)reload_static_service(d, d->services[j], cs);
+                reload_static_backends(d, d->services[j], running, cs);
         }
     }
     for (size_t i = 0; i < d->cfg->n_services; i++)

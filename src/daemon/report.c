@@ -90,6 +90,8 @@ const char *report_health_word(struct daemon *d)
         return "draining";
     if (!atomic_load(&d->serving))
         return "starting";
+    if (registry_failing(d->registry) != 0)
+        return "degraded";
     switch (discovery_state_get(d->discovery)) {
     case DISCOVERY_STARTING:
         return "starting";
@@ -187,8 +189,7 @@ static cJSON *status_services(struct daemon *d)
         cJSON_AddItemToArray(arr, o);
         cJSON_AddStringToObject(o, "name", cs->name);
         cJSON_AddStringToObject(o, "balance", cs->lb.balance->name);
-        cJSON_AddStringToObject(o, "discovery",
-                                cs->discovery == CONFIG_DISCOVERY_CONSUL ? "consul" : "static");
+        cJSON_AddStringToObject(o, "discovery", config_discovery_name(cs->discovery));
         cJSON_AddStringToObject(o, "check", health_check_name(cs->check.kind));
         cJSON_AddNumberToObject(o, "queued", atomic_load(&d->service_rts[i].queued));
         cJSON_AddItemToObject(o, "instances", list);
@@ -229,6 +230,35 @@ static cJSON *status_consul(struct daemon *d)
         cJSON_AddStringToObject(x, "last_error", w[i].last_error);
     }
     return o;
+}
+
+/* The DNS and file sources: what each serves, and whether it serves its last good set. */
+static cJSON *status_registries(struct daemon *d)
+{
+    struct registry_source_status w[256];
+    cJSON *arr = cJSON_CreateArray();
+    size_t n = registry_sources(d->registry, w, sizeof(w) / sizeof(w[0]));
+
+    for (size_t i = 0; arr != NULL && i < n && i < sizeof(w) / sizeof(w[0]); i++) {
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, x);
+        cJSON_AddStringToObject(x, "service", w[i].service);
+        cJSON_AddStringToObject(x, "kind", w[i].kind);
+        cJSON_AddStringToObject(x, "source", w[i].source);
+        cJSON_AddBoolToObject(x, "synced", w[i].synced);
+        cJSON_AddBoolToObject(x, "failing", w[i].failing);
+        cJSON_AddNumberToObject(x, "instances", (double)w[i].instances);
+        cJSON_AddNumberToObject(x, "ttl", w[i].ttl_s);
+        cJSON_AddNumberToObject(x, "resolve_us", (double)w[i].resolve_us);
+        cJSON_AddNumberToObject(x, "attempts", (double)w[i].attempts);
+        cJSON_AddNumberToObject(x, "errors", (double)w[i].errors);
+        cJSON_AddNumberToObject(x, "outages", (double)w[i].outages);
+        cJSON_AddNumberToObject(x, "publishes", (double)w[i].publishes);
+        if (w[i].stale_ms != UINT64_MAX)
+            cJSON_AddNumberToObject(x, "staleness_ms", (double)w[i].stale_ms);
+        cJSON_AddStringToObject(x, "last_error", w[i].last_error);
+    }
+    return arr;
 }
 
 static cJSON *status_registrations(struct daemon *d)
@@ -276,6 +306,7 @@ char *report_status_json(struct daemon *d)
     cJSON_AddItemToObject(root, "listeners", status_listeners(d));
     cJSON_AddItemToObject(root, "services", status_services(d));
     cJSON_AddItemToObject(root, "consul", status_consul(d));
+    cJSON_AddItemToObject(root, "registries", status_registries(d));
     cJSON_AddItemToObject(root, "registrations", status_registrations(d));
     cJSON_AddItemToObject(root, "counters", status_counters(d));
     text = cJSON_PrintUnformatted(root);
@@ -641,6 +672,35 @@ static void metrics_consul(struct mbuf *b, struct daemon *d)
     put(b, "sluice_registrations_total{result=\"failure\"} %llu\n", failed);
 }
 
+/* The DNS and file sources, by service. */
+static void metrics_registries(struct mbuf *b, struct daemon *d)
+{
+    struct registry_source_status w[256];
+    size_t n = registry_sources(d->registry, w, sizeof(w) / sizeof(w[0]));
+    char s[128];
+
+    n = n < sizeof(w) / sizeof(w[0]) ? n : sizeof(w) / sizeof(w[0]);
+    family(b, "sluice_registry_errors_total", "counter",
+           "Failed DNS resolutions or file reads (an empty DNS answer counts).");
+    for (size_t i = 0; i < n; i++)
+        put(b, "sluice_registry_errors_total{service=\"%s\",kind=\"%s\"} %llu\n",
+            label(w[i].service, s, sizeof(s)), w[i].kind, w[i].errors);
+    family(b, "sluice_registry_outages_total", "counter",
+           "Times a source started failing and kept its last good set.");
+    for (size_t i = 0; i < n; i++)
+        put(b, "sluice_registry_outages_total{service=\"%s\",kind=\"%s\"} %llu\n",
+            label(w[i].service, s, sizeof(s)), w[i].kind, w[i].outages);
+    family(b, "sluice_registry_failing", "gauge",
+           "1 while the source's last attempt failed and its last good set serves.");
+    for (size_t i = 0; i < n; i++)
+        put(b, "sluice_registry_failing{service=\"%s\",kind=\"%s\"} %d\n",
+            label(w[i].service, s, sizeof(s)), w[i].kind, w[i].failing);
+    family(b, "sluice_registry_instances", "gauge", "Instances of the source's last good answer.");
+    for (size_t i = 0; i < n; i++)
+        put(b, "sluice_registry_instances{service=\"%s\",kind=\"%s\"} %zu\n",
+            label(w[i].service, s, sizeof(s)), w[i].kind, w[i].instances);
+}
+
 /* Descriptors open now, from /proc/self/fd. */
 static long open_fds(void)
 {
@@ -694,6 +754,7 @@ char *report_metrics(struct daemon *d, size_t *len)
     metrics_instances(&b, d);
     metrics_latency(&b, d);
     metrics_consul(&b, d);
+    metrics_registries(&b, d);
     metrics_process(&b, d);
     if (b.oom) {
         free(b.p);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +55,32 @@ static const char *backend_options(char *opts, const struct ini_key *key, struct
     return NULL;
 }
 
+/* "name.example:9001": a DNS name (letters, digits, '-', '_', dots; not all digits and dots,
+ * which is a mistyped IP address) and a port. Stores a copy of the name; NULL or a phrase. */
+static const char *backend_host(const char *entry, struct lb_backend *b)
+{
+    const char *colon = strrchr(entry, ':');
+    size_t len = colon != NULL ? (size_t)(colon - entry) : 0;
+    uint16_t port;
+
+    if (len == 0 || len > 253 || net_port_parse(colon + 1, &port) != NULL ||
+        strspn(entry, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != len ||
+        strspn(entry, "0123456789.") == len || strstr(entry, "..") != NULL || entry[0] == '.') {
+        return "is not an address";
+    }
+    if (strlen(entry) >= sizeof(b->addr.text)) {
+        return "is a host name too long for a backend (at most 63 characters with the port)";
+    }
+    b->host = strndup(entry, len);
+    if (b->host == NULL) {
+        return ini_phrase_oom;
+    }
+    memset(&b->addr, 0, sizeof(b->addr));
+    snprintf(b->addr.text, sizeof(b->addr.text), "%s", entry);
+    b->port = port;
+    return NULL;
+}
+
 /* One entry of a backends list: "ADDRESS [weight=N]", already trimmed. */
 static const char *backend_parse(char *entry, const struct ini_key *key, struct lb_backend *b)
 {
@@ -66,6 +93,9 @@ static const char *backend_parse(char *entry, const struct ini_key *key, struct 
         *opts++ = '\0';
     }
     why = net_addr_parse(entry, &b->addr);
+    if (why != NULL && backend_host(entry, b) == NULL) {
+        why = NULL; /* a host name with a port: the registry thread resolves it */
+    }
     return why != NULL ? why : backend_options(opts, key, b);
 }
 
@@ -146,6 +176,8 @@ static const char *backends_parse(const char *value, const struct ini_key *key,
         }
         memcpy(text, entry, sizeof(text));
         if ((why = backend_parse(entry, key, &list[*n])) != NULL) {
+            free(list[*n].host); /* a host name whose options were refused */
+            list[*n].host = NULL;
             return ini_phrase(msg, "backend %zu \"%s\": %s", *n + 1, text, why);
         }
         ++*n;
@@ -155,6 +187,8 @@ static const char *backends_parse(const char *value, const struct ini_key *key,
         }
     }
 }
+
+static void release_backends(void *field);
 
 /* "ADDRESS [weight=N], ADDRESS [weight=N], ..." */
 static const char *set_backends(void *field, const struct ini_key *key, const char *value,
@@ -173,12 +207,16 @@ static const char *set_backends(void *field, const struct ini_key *key, const ch
         return ini_phrase_oom;
     }
     why = backends_parse(value, key, list, &n, msg);
-    if (why != NULL) {
-        free(list);
-        return why;
-    }
     out->items = list;
     out->n = n;
+    out->n_hosts = 0;
+    for (size_t i = 0; i < n; i++) {
+        out->n_hosts += list[i].host != NULL;
+    }
+    if (why != NULL) {
+        release_backends(out);
+        return why;
+    }
     return NULL;
 }
 
@@ -186,7 +224,11 @@ static void release_backends(void *field)
 {
     struct lb_backends *b = field;
 
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->items[i].host);
+    }
     free(b->items);
+    b->n_hosts = 0;
     b->items = NULL;
     b->n = 0;
 }

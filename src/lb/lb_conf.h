@@ -16,14 +16,17 @@ struct lb_ops;
 
 /* One statically configured upstream instance. */
 struct lb_backend {
-    struct net_addr addr; /* where to connect */
+    struct net_addr addr; /* where to connect; for a host name only its text "host:port" is set */
     uint32_t weight;      /* relative weight, 0..LB_WEIGHT_MAX, default 1; 0 = drained */
+    char *host;           /* a host name to resolve (owned), NULL for an IP address */
+    uint16_t port;        /* the host name's port */
 };
 
 /* backends = ...: the static list, in file order. */
 struct lb_backends {
     struct lb_backend *items; /* owned */
     size_t n;                 /* entries in items */
+    size_t n_hosts;           /* of which host names (resolved by the registry thread) */
 };
 
 /* What lb reads from a [service:NAME] section. */

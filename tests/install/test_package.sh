@@ -52,7 +52,7 @@ echo "contents: exactly the $(wc -l <"$work/want") documented files, all root/ro
 # --- dependencies: each library the daemon and libsluice link, by its Debian 12 name ---
 depends=$(dpkg-deb -f "$deb" Depends)
 echo "Depends: $depends"
-for pkg in libc6 libuv1 liburcu8 libinih1 libcurl4 libcjson1 libmicrohttpd12 libsystemd0; do
+for pkg in libc6 libuv1 liburcu8 libinih1 libcurl4 libcjson1 libmicrohttpd12 libsystemd0 libc-ares2; do
     grep -Eq "(^|, )$pkg( |,|$)" <<<"$depends" || { echo "Depends lacks $pkg"; exit 1; }
 done
 [ "$(dpkg-deb -f "$deb" Package)" = sluice ]

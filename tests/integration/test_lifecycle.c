@@ -127,12 +127,13 @@ static void test_bind_in_use_fails_startup(void **state)
 /* Every start-up step made to fail in turn (the SLUICE_FAULT test hook): a clean error naming
  * the step, exit status 1, nothing started, and under the sanitizers no leak and no report. The
  * config uses every step: two workers, a static service with a check and a Consul service, an
- * access log, the admin server and a registration. */
+ * access log, the admin server, a registration and a file source. */
 static void test_each_startup_step_fails_cleanly(void **state)
 {
-    static const char *const steps[] = {"loop",           "listen_locks", "services",  "access_log",
-                                        "listeners",      "discovery",    "health",    "workers",
-                                        "worker_threads", "admin",        "registrar", "pid_file"};
+    static const char *const steps[] = {"loop",      "listen_locks",   "services", "access_log",
+                                        "listeners", "discovery",      "registry", "health",
+                                        "workers",   "worker_threads", "admin",    "registrar",
+                                        "pid_file"};
     char path[512], pid_path[512], conf[1024], out[16384], fault[64], want[96];
 
     (void)state;
@@ -146,7 +147,8 @@ static void test_each_startup_step_fails_cleanly(void **state)
              "[listener:web]\nbind = 127.0.0.1:%d\nservice = api\nlog_access = on\n"
              "[listener:disc]\nbind = 127.0.0.1:%d\nservice = disc\n"
              "[service:api]\nbackends = 127.0.0.1:%d\ncheck = tcp\n"
-             "[service:disc]\ndiscovery = consul\n",
+             "[service:disc]\ndiscovery = consul\n"
+             "[service:files]\ndiscovery = file\nfile = /nonexistent/sluice-test.json\n",
              pid_path, harness_free_port(), harness_free_port(), harness_free_port(), port_a);
     config_write(path, conf);
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {

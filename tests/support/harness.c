@@ -280,6 +280,14 @@ int backend_start_on(struct proc *p, int port, const char *mode, const char *con
     return spawn_listening(p, head, extra);
 }
 
+int backend_start_listen(struct proc *p, const char *listen, const char *mode,
+                         const char *const *extra)
+{
+    const char *head[] = {
+        harness_bin("SLUICE_BACKEND_BIN"), "--listen", listen, "--mode", mode, NULL};
+    return spawn_listening(p, head, extra);
+}
+
 size_t log_size(const struct proc *p)
 {
     struct stat st;
@@ -689,6 +697,22 @@ int emulator_start(struct proc *p, const char *const *extra)
 {
     const char *head[] = {harness_bin("SLUICE_CONSUL_EMULATOR"), "--port", "0", NULL};
     return spawn_listening(p, head, extra);
+}
+
+int dns_server_start(struct proc *p, const char *zone_path, const char *query_log)
+{
+    const char *head[] = {harness_bin("SLUICE_DNS_SERVER"), "--zone", zone_path, NULL};
+    const char *extra[] = {"--log", query_log, NULL};
+    return spawn_listening(p, head, query_log != NULL ? extra : NULL);
+}
+
+void zone_write(const char *path, const char *text)
+{
+    char tmp[600];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    config_write(tmp, text);
+    if (rename(tmp, path) != 0)
+        fail_msg("rename %s: %s", tmp, strerror(errno));
 }
 
 /* Reads the whole answer (the server closes); returns bytes or -1. */

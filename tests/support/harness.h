@@ -38,6 +38,10 @@ int backend_start(struct proc *p, const char *mode, const char *const *extra);
  * the port, or -1. */
 int backend_start_on(struct proc *p, int port, const char *mode, const char *const *extra);
 
+/* Like backend_start on listen ("127.0.0.2:9000": any loopback address). The port, or -1. */
+int backend_start_listen(struct proc *p, const char *listen, const char *mode,
+                         const char *const *extra);
+
 /* Writes config text to a file (the "%PORT" style is the caller's job) and starts sluice -c on it;
  * waits until its log says "started". Returns 0, or -1 when it exited first (log kept). */
 int sluice_start(struct proc *p, const char *config_text);
@@ -165,6 +169,16 @@ void config_simple(char *out, size_t out_len, int port, const char *backends,
  * (NULL-terminated, may be NULL); returns its port, or -1 when it did not come up. Stop it with
  * proc_stop(p, SIGTERM). */
 int emulator_start(struct proc *p, const char *const *extra);
+
+/* --- the test DNS server (tests/dns/dns_server.py) ----------------------------------------- */
+
+/* Starts the server named by SLUICE_DNS_SERVER on a free UDP+TCP port of 127.0.0.1, answering
+ * from the JSON zone file zone_path (read for every query; see the script), appending each query
+ * to query_log (may be NULL). Returns the port, or -1. Stop it with proc_stop(p, SIGTERM). */
+int dns_server_start(struct proc *p, const char *zone_path, const char *query_log);
+
+/* Replaces the file at path with text by a rename, so no reader sees half of it. */
+void zone_write(const char *path, const char *text);
 
 /* One HTTP/1.1 request to 127.0.0.1:port with Connection: close and an optional body (JSON).
  * Returns the status code, or -1 without an answer. The body goes to out (NUL-terminated, cut

@@ -281,8 +281,9 @@ static void test_enums(void **state)
                   {6, "balance",
                    "\"random\" is not a balance method (use round_robin, least_connections, "
                    "weighted, random_two, maglev, source_hash)"});
-    EXPECT_ERRORS(BASE "discovery = dns\n",
-                  {6, "discovery", "\"dns\" is not a discovery method (use static, consul)"});
+    EXPECT_ERRORS(
+        BASE "discovery = mdns\n",
+        {6, "discovery", "\"mdns\" is not a discovery method (use static, consul, dns, file)"});
     EXPECT_ERRORS(BASE "[sluice]\nlog_level = verbose\n",
                   {7, "log_level", "\"verbose\" is not a level (use debug, info, warn, error)"});
     EXPECT_ERRORS(BASE "[sluice]\nlog_level = INFO\n", {7, "log_level", "is not a level"});
@@ -612,6 +613,54 @@ static void test_service_discovery(void **state)
     config_destroy(cfg);
 }
 
+/* discovery = dns and discovery = file: their keys, defaults and the rules between them. */
+static void test_registry_discovery(void **state)
+{
+    (void)state;
+    struct config *cfg =
+        load_ok(BASE "[service:d]\ndiscovery = dns\ndns_name = _api._tcp.test.\n"
+                     "dns_servers = 127.0.0.1:5353, 10.0.0.2, [::1]:53\n"
+                     "[service:a]\ndiscovery = dns\ndns_name = api.test\n"
+                     "dns_port = 9001\ndns_min_interval = 2s\n"
+                     "[service:f]\ndiscovery = file\nfile = /etc/sluice/api.json\n");
+    const struct registry_conf *d = &cfg->services[1].registry, *a = &cfg->services[2].registry;
+    assert_int_equal(cfg->services[1].discovery, CONFIG_DISCOVERY_DNS);
+    assert_string_equal(d->dns_name, "_api._tcp.test.");
+    assert_int_equal(d->dns_servers.n, 3);
+    assert_int_equal(d->dns_min_interval_ms, 1000);
+    assert_int_equal(d->dns_max_interval_ms, 300000);
+    assert_int_equal(d->dns_empty_is_valid, 0);
+    assert_int_equal(a->dns_port, 9001);
+    assert_int_equal(a->dns_min_interval_ms, 2000);
+    assert_int_equal(cfg->services[3].discovery, CONFIG_DISCOVERY_FILE);
+    assert_string_equal(cfg->services[3].registry.file, "/etc/sluice/api.json");
+    config_destroy(cfg);
+
+    EXPECT_ERRORS(BASE "[service:d]\ndiscovery = dns\n",
+                  {6, "[service:d]", "discovery = dns needs dns_name"});
+    EXPECT_ERRORS(BASE "[service:d]\ndiscovery = dns\ndns_name = api.test\n",
+                  {8, "dns_name", "names A/AAAA records: add dns_port = PORT"});
+    EXPECT_ERRORS(BASE "[service:d]\ndiscovery = dns\ndns_name = _a._tcp.test\ndns_port = 80\n",
+                  {9, "dns_port", "does not apply to an SRV name"});
+    EXPECT_ERRORS(BASE "[service:d]\ndiscovery = dns\ndns_name = bad..name\ndns_port = 80\n",
+                  {8, "dns_name", "has an empty label"});
+    EXPECT_ERRORS(BASE "[service:d]\ndiscovery = dns\ndns_name = _a._tcp.t\n"
+                       "dns_servers = 127.0.0.1:, dns.example\n",
+                  {9, "dns_servers", "is not IP or IP:PORT"});
+    EXPECT_ERRORS(BASE "[service:d]\ndiscovery = dns\ndns_name = _a._tcp.t\n"
+                       "dns_min_interval = 10s\ndns_max_interval = 5s\n",
+                  {10, "dns_max_interval", "is shorter than dns_min_interval"});
+    EXPECT_ERRORS(BASE "dns_name = _a._tcp.t\n",
+                  {6, "dns_name", "only applies to discovery = dns"});
+    EXPECT_ERRORS(BASE "file = /x.json\n", {6, "file", "only applies to discovery = file"});
+    EXPECT_ERRORS(BASE "[service:f]\ndiscovery = file\n",
+                  {6, "[service:f]", "discovery = file needs file"});
+    EXPECT_ERRORS(BASE "[service:f]\ndiscovery = file\nfile = api.json\n",
+                  {8, "file", "must be an absolute path"});
+    EXPECT_ERRORS(BASE "[service:f]\ndiscovery = file\nfile = /a.json\nbackends = 127.0.0.1:1\n",
+                  {9, "backends", "only applies to discovery = static"});
+}
+
 static void test_backends(void **state)
 {
     (void)state;
@@ -644,8 +693,42 @@ static void test_backends(void **state)
                   {7, "backends", "backend 2 is empty"});
     EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1,\n",
                   {7, "backends", "backend 2 is empty"});
-    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1, web-1:80\n",
-                  {7, "backends", "backend 2 \"web-1:80\": host names are not resolved"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1, web-1:http\n",
+                  {7, "backends", "backend 2 \"web-1:http\": "});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = 10.0.0.1:1, 10.0.0:80\n",
+                  {7, "backends", "backend 2 \"10.0.0:80\": "});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = web..test:80\n", {7, "backends", "backend 1"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = web.test:80, web.test:80\n",
+                  {7, "backends", "web.test:80 is listed twice"});
+}
+
+/* Host names in a static list: kept for the registry thread, with their port and weight; the
+ * resolver keys apply to them; strict_dns = on resolves them at load (here against a closed
+ * port, which fails at once). */
+static void test_backend_host_names(void **state)
+{
+    (void)state;
+    struct config *cfg =
+        load_ok(BASE "[service:b]\nbackends = 10.0.0.1:1, api-1.test.:9001 weight=3\n"
+                     "dns_servers = 127.0.0.1:5353\ndns_max_interval = 30s\n");
+    const struct lb_backends *b = &cfg->services[1].lb.backends;
+    assert_int_equal(b->n, 2);
+    assert_int_equal(b->n_hosts, 1);
+    assert_null(b->items[0].host);
+    assert_string_equal(b->items[1].host, "api-1.test.");
+    assert_int_equal(b->items[1].port, 9001);
+    assert_int_equal(b->items[1].weight, 3);
+    assert_string_equal(b->items[1].addr.text, "api-1.test.:9001");
+    assert_int_equal(cfg->services[1].registry.dns_max_interval_ms, 30000);
+    config_destroy(cfg);
+
+    EXPECT_ERRORS(
+        BASE "dns_servers = 127.0.0.1\n",
+        {6, "dns_servers", "only applies to discovery = dns or to host names in backends"});
+    EXPECT_ERRORS(BASE "strict_dns = on\n", {6, "strict_dns", "only applies to host names"});
+    EXPECT_ERRORS(BASE "[service:b]\nbackends = nowhere.sluice-test.:80\nstrict_dns = on\n"
+                       "dns_servers = 127.0.0.1:1\ndns_timeout = 100ms\n",
+                  {7, "backends", "backend 1 \"nowhere.sluice-test.:80\": "});
 }
 
 static void test_comments_and_layout(void **state)
@@ -1325,7 +1408,9 @@ int main(void)
         cmocka_unit_test(test_duplicate_bind),
         cmocka_unit_test(test_no_listener),
         cmocka_unit_test(test_service_discovery),
+        cmocka_unit_test(test_registry_discovery),
         cmocka_unit_test(test_backends),
+        cmocka_unit_test(test_backend_host_names),
         cmocka_unit_test(test_comments_and_layout),
         cmocka_unit_test(test_long_lines),
         cmocka_unit_test(test_multiple_errors_are_all_reported),
