@@ -247,19 +247,34 @@ static void on_peer_readable(uv_poll_t *poll, int status, int events)
     peer_line(d, p);
 }
 
-/* Watches connection fd from claim c; closes it when it cannot. */
+/* Whether the peer on fd may take our sockets: root, or our own user. An abstract socket has
+ * no file permissions, so without this any local user could take the listeners and make this
+ * process drain. */
+static int peer_allowed(struct daemon *d, int fd, struct ucred *cred)
+{
+    socklen_t len = sizeof(*cred);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) == 0 &&
+        (cred->uid == 0 || cred->uid == geteuid()))
+        return 1;
+    log_event(&d->log, LOG_LEVEL_WARN, "takeover_refused", LOG_INT("by_pid", cred->pid),
+              LOG_INT("by_uid", (long long)cred->uid),
+              LOG_STR("why", "neither root nor sluice's own user"));
+    return 0;
+}
+
+/* Watches connection fd from claim c; closes it when it cannot, or when its peer may not. */
 static void peer_open(struct daemon *d, struct listen_claim *c, int fd)
 {
-    struct takeover_peer *p = d->n_peers < TAKEOVER_PEERS ? calloc(1, sizeof(*p)) : NULL;
-    struct ucred cred = {0};
-    socklen_t len = sizeof(cred);
+    struct ucred cred = {.uid = (uid_t)-1};
+    struct takeover_peer *p =
+        d->n_peers < TAKEOVER_PEERS && peer_allowed(d, fd, &cred) ? calloc(1, sizeof(*p)) : NULL;
 
     if (p == NULL || uv_poll_init(&d->loop, &p->poll, fd) != 0) {
         free(p);
         close(fd);
         return;
     }
-    (void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
     p->fd = fd;
     p->claim = c;
     p->pid = cred.pid;

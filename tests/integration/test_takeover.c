@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <grp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -17,9 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "harness.h"
+#include "listen_lock.h"
 #include "pattern.h"
 
 #define TAKEOVERS    3
@@ -295,6 +299,60 @@ static void test_failed_takeover_leaves_the_old_one(void **state)
     assert_int_equal(proc_stop(&a, SIGTERM), 0);
 }
 
+/* A child of uid and gid 65534 (nobody) asks for the sockets of 127.0.0.1:port: 0 when it is
+ * closed without an answer, 1 when it got one. */
+static int ask_as_nobody(int port)
+{
+    char text[64];
+    struct net_addr addr;
+    snprintf(text, sizeof(text), "127.0.0.1:%d", port);
+    assert_null(net_addr_parse(text, &addr));
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(2);
+        int fd = listen_lock_connect(&addr);
+        char c;
+        if (fd < 0)
+            _exit(3);
+        /* the refusal may close the socket before the request is written */
+        if (send(fd, "TAKEOVER\n", 9, MSG_NOSIGNAL) != 9)
+            _exit(errno == EPIPE || errno == ECONNRESET ? 0 : 3);
+        _exit(read(fd, &c, 1) > 0 ? 1 : 0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_true(WEXITSTATUS(status) <= 1);
+    return WEXITSTATUS(status);
+}
+
+/* The claim socket is abstract (no file permissions): another user's process that asks for the
+ * sockets is refused and logged, and nothing drains. */
+static void test_takeover_refuses_other_users(void **state)
+{
+    (void)state;
+    static char conf[2048];
+    char hello[16];
+    int web = harness_free_port(), bulk_port = harness_free_port();
+    struct proc a = {0};
+    size_t from = 0;
+
+    if (geteuid() != 0)
+        skip(); /* as another user the test could not be someone else */
+    config_two(conf, sizeof(conf), web, bulk_port);
+    assert_int_equal(sluice_start(&a, conf), 0);
+    assert_int_equal(ask_as_nobody(web), 0);
+    const char *refused[] = {"\"event\":\"takeover_refused\"", "\"by_uid\":65534", NULL};
+    assert_int_equal(log_wait(&a, &from, NULL, 0, refused), 0);
+    assert_int_equal(hello_of(web, hello, sizeof(hello)), 0);
+    assert_string_equal(hello, "A");
+    const char *drained[] = {"\"event\":\"shutdown_started\"", NULL};
+    assert_int_equal(log_count_all(&a, drained), 0);
+    assert_int_equal(proc_stop(&a, SIGTERM), 0);
+}
+
 #define QUEUED 40 /* connections left in the old process's accept queues */
 
 /* Connections queued in the old process's sockets when it hands them over (it is at
@@ -360,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_queued_connections_survive),
         cmocka_unit_test(test_failed_takeover_leaves_the_old_one),
         cmocka_unit_test(test_takeover_with_nothing_running),
+        cmocka_unit_test(test_takeover_refuses_other_users),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
