@@ -5,8 +5,9 @@ JOBS       ?= $(shell nproc)
 CONFIG     ?= config/sluice.ini
 PREFIX     ?= /usr/local
 DEB_BUILD  ?= build-deb
+ANA_BUILD  ?= build-analyze
 
-.PHONY: all deps build install deb run test test-sanitize bench format clean
+.PHONY: all deps build install deb run test test-sanitize analyze bench format clean
 
 all: build
 
@@ -44,6 +45,10 @@ test-sanitize: deps
 	@cmake --build $(SAN_BUILD) -j $(JOBS) -- --no-print-directory
 	@cd $(SAN_BUILD) && SLUICE_SANITIZED=1 ctest --output-on-failure --timeout 1800 -j 2
 
+# clang-tidy and cppcheck over every file of src/, each with its layer's flags; any finding fails.
+analyze: deps
+	@JOBS=$(JOBS) ./scripts/analyze $(ANA_BUILD)
+
 bench: build
 	@./scripts/install-deps --bench
 	@./bench/run $(BENCH_ARGS)
@@ -52,4 +57,4 @@ format:
 	@clang-format -i src/*/*.c src/*/*.h tests/*/*.c bench/*.c bench/*.h
 
 clean:
-	@rm -rf $(BUILD) $(SAN_BUILD) $(DEB_BUILD)
+	@rm -rf $(BUILD) $(SAN_BUILD) $(DEB_BUILD) $(ANA_BUILD)
