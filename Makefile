@@ -8,8 +8,9 @@ PREFIX     ?= /usr/local
 DEB_BUILD  ?= build-deb
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
+ANA_BUILD  ?= build-analyze
 
-.PHONY: all deps build install deb run test test-sanitize test-tsan fuzz bench format clean
+.PHONY: all deps build install deb run test test-sanitize test-tsan fuzz analyze bench format clean
 
 all: build
 
@@ -54,12 +55,17 @@ fuzz: deps
 	    -DSLUICE_TESTS=OFF >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers -- --no-print-directory
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz $(FUZZ_BUILD)
+
 # ThreadSanitizer (cannot share a build with ASan): its own tree; the ctest environment of
 # that tree passes tests/tsan.supp and makes any report fail its test.
 test-tsan: deps
 	@cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSLUICE_TSAN=ON >/dev/null
 	@cmake --build $(TSAN_BUILD) -j $(JOBS) -- --no-print-directory
 	@cd $(TSAN_BUILD) && SLUICE_SANITIZED=1 ctest --output-on-failure --timeout 1800 -j 2
+
+# clang-tidy and cppcheck over every file of src/, each with its layer's flags; any finding fails.
+analyze: deps
+	@JOBS=$(JOBS) ./scripts/analyze $(ANA_BUILD)
 
 bench: build
 	@./scripts/install-deps --bench
@@ -69,4 +75,4 @@ format:
 	@clang-format -i src/*/*.c src/*/*.h tests/*/*.c bench/*.c bench/*.h fuzz/*.c fuzz/*.h
 
 clean:
-	@rm -rf $(BUILD) $(SAN_BUILD) $(TSAN_BUILD) $(DEB_BUILD) $(FUZZ_BUILD)
+	@rm -rf $(BUILD) $(SAN_BUILD) $(TSAN_BUILD) $(DEB_BUILD) $(FUZZ_BUILD) $(ANA_BUILD)

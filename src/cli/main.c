@@ -102,6 +102,6 @@ int main(int argc, char **argv)
         return 0;
     }
     /* splice(2) into a socket the peer reset raises SIGPIPE; the error code is enough */
-    signal(SIGPIPE, SIG_IGN);
+    (void)signal(SIGPIPE, SIG_IGN); /* cannot fail for a valid signal and handler */
     return daemon_run(cfg, cli.takeover);
 }

@@ -43,11 +43,11 @@ struct ini_key {
     uint64_t min;        /* smallest number, duration (ms), size or weight accepted */
     uint64_t max;        /* largest one (lists: most entries, 0 = no cap; paths: 1 = directory) */
     const char *def;     /* default, stored through set before the file is read; or NULL */
-    bool required;       /* the section is incomplete without it */
     ini_release release; /* frees what set stored; NULL when it stores nothing owned */
     ini_check check;     /* extra rule for each list item or string; NULL = none */
     const struct ini_choice *choices; /* ini_set_enum: the words, ended by a NULL word */
     const char *noun; /* ini_set_enum: what the words are ("splice mode"), for messages */
+    bool required;    /* the section is incomplete without it */
     bool secret;      /* the value is a secret: ini_value_text never shows it */
 };
 

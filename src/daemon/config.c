@@ -91,8 +91,10 @@ const struct ini_key config_service_keys[] = {
 
 /* What load() hands the checks. */
 struct load_mode {
+    // cppcheck-suppress unusedStructMember ; read through ini_user()'s void pointer
     struct config *cfg; /* being loaded */
-    bool consul_only;   /* config_load_consul: a file without listeners is fine */
+    // cppcheck-suppress unusedStructMember ; read through ini_user()'s void pointer
+    bool consul_only; /* config_load_consul: a file without listeners is fine */
 };
 
 static struct config *file_config(const struct ini_file *f)

@@ -257,8 +257,9 @@ static int pid_file_is_ours(const char *path)
 
     if (f == NULL)
         return 0;
-    int ok = fgets(text, sizeof(text), f) != NULL && atol(text) == (long)getpid();
-    fclose(f);
+    /* strtol, not atol: defined for any text (a number too large is LONG_MAX, never our pid) */
+    int ok = fgets(text, sizeof(text), f) != NULL && strtol(text, NULL, 10) == (long)getpid();
+    (void)fclose(f); /* read only: nothing is lost when it fails */
     return ok;
 }
 

@@ -38,7 +38,8 @@ struct listen_claim {
 
 struct takeover_peer;
 
-struct daemon {
+/* one per process, members grouped by what they are for: the padding does not matter */
+struct daemon {                          // NOLINT(clang-analyzer-optin.performance.Padding)
     struct config *cfg;                  /* running configuration, owned */
     struct logger log;                   /* every event of this daemon */
     const char *fault;                   /* start-up step made to fail (test hook), or NULL */

@@ -79,6 +79,7 @@ static void diff_start_only(struct restart_ctx *r, const struct ini_key *keys, c
 static const struct config_service *find_service(const struct config *cfg, const char *name,
                                                  size_t *index)
 {
+    assert(name != NULL); /* every [service:NAME] has one: the loader refuses a bare [service] */
     for (size_t i = 0; i < cfg->n_services; i++) {
         if (strcmp(cfg->services[i].name, name) == 0) {
             *index = i;

@@ -70,7 +70,7 @@ static struct owner_instance_info *service_instances(struct daemon *d, size_t i,
     owner_summary(d->services[i], &version, &want);
     for (int tries = 0; tries < 4; tries++) {
         size_t cap = want + 16 < REPORT_INSTANCES_MAX ? want + 16 : REPORT_INSTANCES_MAX;
-        struct owner_instance_info *out = calloc(cap ? cap : 1, sizeof(*out));
+        struct owner_instance_info *out = calloc(cap, sizeof(*out)); /* cap >= 1 */
         if (out == NULL)
             break;
         want = owner_instances(d->services[i], out, cap);
@@ -721,10 +721,11 @@ static long rss_bytes(void)
     long pages = 0, rss = 0;
     FILE *f = fopen("/proc/self/statm", "r");
 
-    if (f != NULL && fscanf(f, "%ld %ld", &pages, &rss) != 2)
+    /* the kernel writes two page counts that fit a long: fscanf cannot overflow here */
+    if (f != NULL && fscanf(f, "%ld %ld", &pages, &rss) != 2) // NOLINT(cert-err34-c)
         rss = 0;
     if (f != NULL)
-        fclose(f);
+        (void)fclose(f); /* read only: nothing is lost when it fails */
     return rss * sysconf(_SC_PAGESIZE);
 }
 

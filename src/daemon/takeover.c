@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <unistd.h>
 #include <uv.h>
@@ -333,7 +334,8 @@ static int ask_once(const struct net_addr *addr, struct takeover_hello *hello, i
     else if ((rc = send_with_fd(conn, TAKEOVER_ASK, strlen(TAKEOVER_ASK), -1)) == 0)
         rc = recv_with_fd(conn, hello, sizeof(*hello), claim);
     hello->magic[sizeof(hello->magic) - 1] = '\0';
-    if (rc == 0 && strcmp(hello->magic, TAKEOVER_OK) != 0 && strcmp(hello->magic, TAKEOVER_BUSY))
+    if (rc == 0 && strcmp(hello->magic, TAKEOVER_OK) != 0 &&
+        strcmp(hello->magic, TAKEOVER_BUSY) != 0)
         rc = -EPROTO;
     if (rc == 0 && strcmp(hello->magic, TAKEOVER_OK) == 0 && (*claim < 0 || hello->n > 4096))
         rc = -EPROTO;
@@ -380,7 +382,9 @@ int takeover_listener(struct daemon *d, size_t i, int *claim)
         close(conn);
         if (waited >= TAKEOVER_WAIT_MS)
             return take_failed(d, i, hello.pid, -EBUSY);
-        usleep(TAKEOVER_RETRY_MS * 1000);
+        const struct timespec retry_pause = {.tv_sec = TAKEOVER_RETRY_MS / 1000,
+                                             .tv_nsec = TAKEOVER_RETRY_MS % 1000 * 1000000L};
+        nanosleep(&retry_pause, NULL); /* usleep is obsolescent (POSIX 2008 removed it) */
     }
     d->takeovers[i] = (struct takeover_in){.conn = conn, .from = hello.pid};
     if ((rc = receive_sockets(d, i, conn, hello.n)) != 0 ||

@@ -507,7 +507,7 @@ static int curl_socket(CURL *easy, curl_socket_t fd, int what, void *arg, void *
         (void)epoll_ctl(h->ep_curl, EPOLL_CTL_DEL, fd, NULL);
         return 0;
     }
-    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
     if (epoll_ctl(h->ep_curl, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
         (void)epoll_ctl(h->ep_curl, EPOLL_CTL_ADD, fd, &ev);
     return 0;
@@ -530,9 +530,9 @@ static void curl_sockets_ready(struct health *h)
     int running, n = epoll_wait(h->ep_curl, evs, EVENTS_MAX, 0);
 
     for (int i = 0; i < n; i++) {
-        int mask = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
-                   (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
-                   (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+        int mask = ((evs[i].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
+                   ((evs[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                   ((evs[i].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
         curl_multi_socket_action(h->multi, evs[i].data.fd, mask, &running);
     }
 }
@@ -607,8 +607,10 @@ static int target_adopt(struct health *h, const struct health_target *t)
         size_t cap = h->cap_targets > 0 ? h->cap_targets * 2 : 8;
         struct health_target *grown = realloc(h->targets, cap * sizeof(*grown));
         struct hc_service **svcs = realloc(h->svcs, cap * sizeof(*svcs));
-        h->targets = grown != NULL ? grown : h->targets;
-        h->svcs = svcs != NULL ? svcs : h->svcs;
+        if (grown != NULL) /* kept even when svcs failed: realloc freed the old block */
+            h->targets = grown;
+        if (svcs != NULL)
+            h->svcs = svcs;
         if (grown == NULL || svcs == NULL)
             return -ENOMEM;
         h->cap_targets = cap;

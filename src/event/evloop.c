@@ -96,6 +96,8 @@ static int dispatch(struct evloop *ev, const struct epoll_event *e, int n)
     int uv_ready = 0;
 
     for (int i = 0; i < n; i++) {
+        /* epoll data holds the watch's address with its generation in the low bits */
+        // NOLINTNEXTLINE(performance-no-int-to-ptr)
         struct watch *wt = (struct watch *)(uintptr_t)(e[i].data.u64 & ~(uint64_t)GEN_MASK);
         unsigned gen = (unsigned)(e[i].data.u64 & GEN_MASK);
         if (wt == &ev->uv_watch) {

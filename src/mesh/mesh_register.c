@@ -85,8 +85,10 @@ int sluice_register_service(struct sluice_mesh *mesh, const struct sluice_servic
                             char *id_out, size_t id_len)
 {
     char id[SLUICE_ID_MAX], target[TARGET_MAX], msg[REGISTRAR_MSG_MAX];
-    int rc = mesh != NULL ? config_check(cfg) : mesh_fail(SLUICE_ERR_INVALID, "no mesh");
 
+    if (mesh == NULL)
+        return mesh_fail(SLUICE_ERR_INVALID, "no mesh");
+    int rc = config_check(cfg);
     if (rc != 0)
         return rc;
     if (cfg->id != NULL)

@@ -163,6 +163,7 @@ static int list_build(struct acl_set sets[ACL_FAMILIES], const char *const *item
         struct acl_cidr c;
         if (cidr_parse(items[i], &c) != NULL)
             return -EINVAL;
+        assert(c.family == ACL_V4 || c.family == ACL_V6); /* the index below stays in sets */
         sets[c.family].r[sets[c.family].n++] = c.span;
     }
     for (int f = 0; f < ACL_FAMILIES; f++)

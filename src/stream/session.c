@@ -116,7 +116,8 @@ void conn_budget_give(struct conn_budget *b)
 static void compact_addr(const struct sockaddr *sa, uint8_t ip[16], uint16_t *port, uint8_t *family)
 {
     memset(ip, 0, 16);
-    *family = (uint8_t)sa->sa_family;
+    /* getsockname(2) takes a transparent union (_GNU_SOURCE) the analyzer does not see fill ss */
+    *family = (uint8_t)sa->sa_family; // NOLINT(clang-analyzer-core.uninitialized.Assign)
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
         memcpy(ip, &s6->sin6_addr, 16);
