@@ -212,8 +212,8 @@ static long weight_of(const struct admin_request *rq, const char **why)
 
     if (o == NULL)
         *why = "the body is not JSON (want {\"weight\": N})";
-    else if (!cJSON_IsNumber(w))
-        *why = "\"weight\" must be a whole number";
+    else if (!cJSON_IsNumber(w)) /* same words as for a fraction, which needs the range first */
+        *why = "\"weight\" must be a whole number";                // NOLINT(bugprone-branch-clone)
     else if (w->valuedouble < 0 || w->valuedouble > LB_WEIGHT_MAX) /* before any cast to long */
         *why = "\"weight\" must be between 0 and 1000000";
     else if (w->valuedouble != (double)(long)w->valuedouble)

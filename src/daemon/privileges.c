@@ -176,7 +176,7 @@ static int task_status_ok(const char *path, const struct privileges *p, char *er
         else if ((r = status_line_is(line, "Groups:", 0, 0)) >= 0)
             groups_ok = r;
     }
-    fclose(f);
+    (void)fclose(f); /* read-only: nothing to lose */
     if (uid_ok && gid_ok && groups_ok)
         return 0;
     snprintf(err, len, "%s shows %s other than %u/%u with no supplementary group", path,

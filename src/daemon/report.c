@@ -672,33 +672,48 @@ static void metrics_consul(struct mbuf *b, struct daemon *d)
     put(b, "sluice_registrations_total{result=\"failure\"} %llu\n", failed);
 }
 
+/* The DNS and file sources' families, in this order (registry_value reads each). */
+static const struct {
+    const char *name, *type, *help;
+} registry_families[] = {
+    {"sluice_registry_errors_total", "counter",
+     "Failed DNS resolutions or file reads (an empty DNS answer counts)."},
+    {"sluice_registry_outages_total", "counter",
+     "Times a source started failing and kept its last good set."},
+    {"sluice_registry_failing", "gauge",
+     "1 while the source's last attempt failed and its last good set serves."},
+    {"sluice_registry_instances", "gauge", "Instances of the source's last good answer."},
+};
+
+static unsigned long long registry_value(const struct registry_source_status *w, size_t family)
+{
+    switch (family) {
+    case 0:
+        return w->errors;
+    case 1:
+        return w->outages;
+    case 2:
+        return (unsigned long long)w->failing;
+    default:
+        return (unsigned long long)w->instances;
+    }
+}
+
 /* The DNS and file sources, by service. */
 static void metrics_registries(struct mbuf *b, struct daemon *d)
 {
     struct registry_source_status w[256];
-    size_t n = registry_sources(d->registry, w, sizeof(w) / sizeof(w[0]));
+    size_t cap = sizeof(w) / sizeof(w[0]), n = registry_sources(d->registry, w, cap);
     char s[128];
 
-    n = n < sizeof(w) / sizeof(w[0]) ? n : sizeof(w) / sizeof(w[0]);
-    family(b, "sluice_registry_errors_total", "counter",
-           "Failed DNS resolutions or file reads (an empty DNS answer counts).");
-    for (size_t i = 0; i < n; i++)
-        put(b, "sluice_registry_errors_total{service=\"%s\",kind=\"%s\"} %llu\n",
-            label(w[i].service, s, sizeof(s)), w[i].kind, w[i].errors);
-    family(b, "sluice_registry_outages_total", "counter",
-           "Times a source started failing and kept its last good set.");
-    for (size_t i = 0; i < n; i++)
-        put(b, "sluice_registry_outages_total{service=\"%s\",kind=\"%s\"} %llu\n",
-            label(w[i].service, s, sizeof(s)), w[i].kind, w[i].outages);
-    family(b, "sluice_registry_failing", "gauge",
-           "1 while the source's last attempt failed and its last good set serves.");
-    for (size_t i = 0; i < n; i++)
-        put(b, "sluice_registry_failing{service=\"%s\",kind=\"%s\"} %d\n",
-            label(w[i].service, s, sizeof(s)), w[i].kind, w[i].failing);
-    family(b, "sluice_registry_instances", "gauge", "Instances of the source's last good answer.");
-    for (size_t i = 0; i < n; i++)
-        put(b, "sluice_registry_instances{service=\"%s\",kind=\"%s\"} %zu\n",
-            label(w[i].service, s, sizeof(s)), w[i].kind, w[i].instances);
+    if (n > cap)
+        n = cap;
+    for (size_t f = 0; f < sizeof(registry_families) / sizeof(registry_families[0]); f++) {
+        family(b, registry_families[f].name, registry_families[f].type, registry_families[f].help);
+        for (size_t i = 0; i < n; i++)
+            put(b, "%s{service=\"%s\",kind=\"%s\"} %llu\n", registry_families[f].name,
+                label(w[i].service, s, sizeof(s)), w[i].kind, registry_value(&w[i], f));
+    }
 }
 
 /* Descriptors open now, from /proc/self/fd. */

@@ -141,8 +141,11 @@ static void source_fail(struct source *s, const char *why)
         unsigned shift = s->fails_in_row - 1 < 10 ? s->fails_in_row - 1 : 10;
         uint64_t cap =
             c->dns_max_interval_ms < FAIL_RETRY_MAX_MS ? c->dns_max_interval_ms : FAIL_RETRY_MAX_MS;
-        s->next_ms = now + clamp_u64(c->dns_min_interval_ms << shift, c->dns_min_interval_ms,
-                                     cap > c->dns_min_interval_ms ? cap : c->dns_min_interval_ms);
+        uint64_t ceiling = cap;
+        if (ceiling < c->dns_min_interval_ms) /* a dns_max_interval below the retry cap */
+            ceiling = c->dns_min_interval_ms;
+        s->next_ms =
+            now + clamp_u64(c->dns_min_interval_ms << shift, c->dns_min_interval_ms, ceiling);
     }
 }
 
@@ -323,7 +326,7 @@ static void round_finish(struct dns_round *round)
         source_fail(s, round->error);
     } else if (s->t.kind == REGISTRY_HOSTS && (first_error != NULL || hosts_unresolved(round))) {
         hosts_fail(s, round);
-    } else if (e == NULL) {
+    } else if (e == NULL) { // NOLINT(bugprone-branch-clone): the same words for two causes
         source_fail(s, "out of memory");
     } else if (n == 0 && !round->empty && first_error != NULL) {
         snprintf(why, sizeof(why), "no target resolved: %s", first_error);
@@ -410,7 +413,9 @@ static void target_resolve(struct source *s, struct dns_target *t)
 /* Starts target lookups up to INFLIGHT_MAX at once; each one that ends starts the next. */
 static void round_launch(struct dns_round *round)
 {
-    while (!round->s->r->destroying && round->next < round->n && round->inflight < INFLIGHT_MAX)
+    /* round->t is NULL only with n = 0 (out of memory): said here for the analyzer */
+    while (round->t != NULL && !round->s->r->destroying && round->next < round->n &&
+           round->inflight < INFLIGHT_MAX)
         target_resolve(round->s, &round->t[round->next++]);
 }
 
@@ -603,7 +608,8 @@ static void file_read(struct source *s)
         s->content_read = 0;
         return;
     }
-    if (s->content_read && len == s->content_len && memcmp(text, s->content, len) == 0) {
+    if (s->content_read && len == s->content_len &&
+        (len == 0 || memcmp(text, s->content, len) == 0)) {
         free(text); /* an event that changed nothing (another file of the directory) */
         return;
     }
@@ -657,8 +663,8 @@ static short sock_events(int bits, int j)
 {
     unsigned mask = (unsigned)bits;
 
-    return (short)((mask & (1u << j) ? POLLIN : 0) |
-                   (mask & (1u << (j + ARES_GETSOCK_MAXNUM)) ? POLLOUT : 0));
+    return (short)(((mask & (1u << j)) ? POLLIN : 0) |
+                   ((mask & (1u << (j + ARES_GETSOCK_MAXNUM))) ? POLLOUT : 0));
 }
 
 /* Starts what is due; returns the ms until the next source is. */
@@ -719,8 +725,9 @@ static void process_dns(struct registry *r, nfds_t k)
         short rev = r->fds[i].revents;
         if (rev == 0 || s->round == NULL)
             continue;
-        ares_process_fd(s->ch, rev & (POLLIN | POLLERR | POLLHUP) ? r->fds[i].fd : ARES_SOCKET_BAD,
-                        rev & POLLOUT ? r->fds[i].fd : ARES_SOCKET_BAD);
+        ares_process_fd(s->ch,
+                        (rev & (POLLIN | POLLERR | POLLHUP)) ? r->fds[i].fd : ARES_SOCKET_BAD,
+                        (rev & POLLOUT) ? r->fds[i].fd : ARES_SOCKET_BAD);
     }
     for (size_t i = 0; i < r->n; i++)
         if (r->src[i].round != NULL) /* timeouts */
@@ -781,8 +788,10 @@ int registry_create(const struct registry_target *targets, size_t n, struct logg
     r->fds = calloc(r->fds_cap, sizeof(*r->fds));
     r->fd_src = calloc(r->fds_cap, sizeof(*r->fd_src));
     r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (r->src == NULL || r->fds == NULL || r->fd_src == NULL || r->wake_fd < 0)
-        rc = r->wake_fd < 0 ? -errno : -ENOMEM;
+    if (r->wake_fd < 0)
+        rc = errno > 0 ? -errno : -EIO; /* never 0: a failed step must not read as success */
+    if (r->src == NULL || r->fds == NULL || r->fd_src == NULL)
+        rc = -ENOMEM;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = source_init(r, &r->src[i], &targets[i], err, err_len);
         r->n++;
@@ -830,7 +839,7 @@ void registry_destroy(struct registry *r)
         return;
     registry_stop(r);
     r->destroying = 1;
-    for (size_t i = 0; i < r->n; i++) {
+    for (size_t i = 0; r->src != NULL && i < r->n; i++) { /* src NULL: creation ran out */
         if (r->src[i].ch_ready)
             ares_destroy(r->src[i].ch); /* ends its round through the callbacks */
         round_free(r->src[i].round);
@@ -889,9 +898,10 @@ static void check_run(ares_channel ch, const size_t *pending)
             return;
         for (nfds_t i = 0; i < k; i++)
             if (fds[i].revents != 0)
-                ares_process_fd(
-                    ch, fds[i].revents & (POLLIN | POLLERR | POLLHUP) ? fds[i].fd : ARES_SOCKET_BAD,
-                    fds[i].revents & POLLOUT ? fds[i].fd : ARES_SOCKET_BAD);
+                ares_process_fd(ch,
+                                (fds[i].revents & (POLLIN | POLLERR | POLLHUP)) ? fds[i].fd
+                                                                                : ARES_SOCKET_BAD,
+                                (fds[i].revents & POLLOUT) ? fds[i].fd : ARES_SOCKET_BAD);
         ares_process_fd(ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
     }
 }

@@ -60,32 +60,33 @@ static inline uint64_t rotl(uint64_t x, int b)
     return (x << b) | (x >> (64 - b));
 }
 
-#define SIP_ROUND(v0, v1, v2, v3)                                                                  \
-    do {                                                                                           \
-        v0 += v1, v1 = rotl(v1, 13), v1 ^= v0, v0 = rotl(v0, 32);                                  \
-        v2 += v3, v3 = rotl(v3, 16), v3 ^= v2;                                                     \
-        v0 += v3, v3 = rotl(v3, 21), v3 ^= v0;                                                     \
-        v2 += v1, v1 = rotl(v1, 17), v1 ^= v2, v2 = rotl(v2, 32);                                  \
-    } while (0)
+/* One SipHash round over the state v[0..3]. */
+static inline void sip_round(uint64_t v[4])
+{
+    v[0] += v[1], v[1] = rotl(v[1], 13), v[1] ^= v[0], v[0] = rotl(v[0], 32);
+    v[2] += v[3], v[3] = rotl(v[3], 16), v[3] ^= v[2];
+    v[0] += v[3], v[3] = rotl(v[3], 21), v[3] ^= v[0];
+    v[2] += v[1], v[1] = rotl(v[1], 17), v[1] ^= v[2], v[2] = rotl(v[2], 32);
+}
 
 static uint64_t key_hash(const struct client_limit *t, const uint8_t key[16])
 {
-    uint64_t v0 = t->k0 ^ 0x736f6d6570736575ULL, v1 = t->k1 ^ 0x646f72616e646f6dULL;
-    uint64_t v2 = t->k0 ^ 0x6c7967656e657261ULL, v3 = t->k1 ^ 0x7465646279746573ULL;
+    uint64_t v[4] = {t->k0 ^ 0x736f6d6570736575ULL, t->k1 ^ 0x646f72616e646f6dULL,
+                     t->k0 ^ 0x6c7967656e657261ULL, t->k1 ^ 0x7465646279746573ULL};
     uint64_t m[3];
 
     memcpy(&m[0], key, 8);
     memcpy(&m[1], key + 8, 8);
     m[2] = 16ULL << 56; /* the length block */
     for (int i = 0; i < 3; i++) {
-        v3 ^= m[i];
-        SIP_ROUND(v0, v1, v2, v3);
-        v0 ^= m[i];
+        v[3] ^= m[i];
+        sip_round(v);
+        v[0] ^= m[i];
     }
-    v2 ^= 0xff;
+    v[2] ^= 0xff;
     for (int i = 0; i < 3; i++)
-        SIP_ROUND(v0, v1, v2, v3);
-    return v0 ^ v1 ^ v2 ^ v3;
+        sip_round(v);
+    return v[0] ^ v[1] ^ v[2] ^ v[3];
 }
 
 /* --- group locks ------------------------------------------------------------------------ */
