@@ -37,26 +37,11 @@ static int teardown(void **state)
     return 0;
 }
 
-/* A connection to 127.0.0.1:port from source address src. */
-static int connect_from(const char *src, int port)
-{
-    struct sockaddr_in from = {.sin_family = AF_INET}, to = {.sin_family = AF_INET};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    assert_true(fd >= 0);
-    assert_int_equal(inet_pton(AF_INET, src, &from.sin_addr), 1);
-    to.sin_port = htons((uint16_t)port);
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&from, sizeof(from)), 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&to, sizeof(to)), 0);
-    return fd;
-}
-
 /* 1 when a client from src gets the backend's hello through port, 0 when it gets an EOF or a
  * reset first (a refusal); fails the test when nothing comes within the wait. */
 static int served_from(const char *src, int port)
 {
-    int fd = connect_from(src, port);
+    int fd = tcp_connect_from(src, "127.0.0.1", port);
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
     char buf[16];
 
@@ -69,16 +54,6 @@ static int served_from(const char *src, int port)
     }
     assert_true(n == 0 || errno == ECONNRESET);
     return 0;
-}
-
-static double sample(int admin, const char *series)
-{
-    static char body[65536];
-    assert_int_equal(http_request(admin, "GET", "/metrics", NULL, body, sizeof(body)), 200);
-    double v = metrics_sample(body, series);
-    if (v < 0)
-        fail_msg("no sample %s in /metrics", series);
-    return v;
 }
 
 #define ACCEPTED(l)    "sluice_listener_connections_accepted_total{listener=\"" l "\"}"
@@ -113,12 +88,12 @@ static void test_allow_deny_and_reload(void **state)
     assert_int_equal(served_from("127.0.0.3", p_allow), 1);
 
     /* refused connections never became sessions: no upstream work for them */
-    assert_true(sample(admin, ACCEPTED("deny")) == 2);
-    assert_true(sample(admin, ACCEPTED("allow")) == 1);
-    assert_true(sample(admin, REJECTED("deny", "deny")) == 1);
-    assert_true(sample(admin, REJECTED("deny", "not_allowed")) == 0);
-    assert_true(sample(admin, REJECTED("allow", "not_allowed")) == 2);
-    assert_true(sample(admin, REJECTED("allow", "deny")) == 0);
+    assert_true(metrics_scrape(admin, ACCEPTED("deny")) == 2);
+    assert_true(metrics_scrape(admin, ACCEPTED("allow")) == 1);
+    assert_true(metrics_scrape(admin, REJECTED("deny", "deny")) == 1);
+    assert_true(metrics_scrape(admin, REJECTED("deny", "not_allowed")) == 0);
+    assert_true(metrics_scrape(admin, REJECTED("allow", "not_allowed")) == 2);
+    assert_true(metrics_scrape(admin, REJECTED("allow", "deny")) == 0);
     const char *logged[] = {"\"event\":\"connection_rejected\"",
                             "\"client\":\"127.0.0.2:", "\"reason\":\"deny\"", NULL};
     size_t at = 0;
@@ -138,8 +113,8 @@ static void test_allow_deny_and_reload(void **state)
     assert_int_equal(served_from("127.0.0.2", p_deny), 0);
     assert_int_equal(served_from("127.0.0.3", p_deny), 1);
     assert_int_equal(served_from("127.0.0.3", p_allow), 1);
-    assert_true(sample(admin, REJECTED("deny", "deny")) == 3);
-    assert_true(sample(admin, ACCEPTED("deny")) == 3);
+    assert_true(metrics_scrape(admin, REJECTED("deny", "deny")) == 3);
+    assert_true(metrics_scrape(admin, ACCEPTED("deny")) == 3);
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
 }
 

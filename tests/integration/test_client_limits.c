@@ -41,21 +41,6 @@ static int teardown(void **state)
     return 0;
 }
 
-/* A connection to 127.0.0.1:port from source address src. */
-static int connect_from(const char *src, int port)
-{
-    struct sockaddr_in from = {.sin_family = AF_INET}, to = {.sin_family = AF_INET};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    assert_true(fd >= 0);
-    assert_int_equal(inet_pton(AF_INET, src, &from.sin_addr), 1);
-    to.sin_port = htons((uint16_t)port);
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&from, sizeof(from)), 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&to, sizeof(to)), 0);
-    return fd;
-}
-
 /* 1 when fd echoes a message of its own back whole (served), 0 when it gets an EOF or a reset
  * instead (refused); fails the test on anything else or when nothing comes within the wait. */
 static int echoes(int fd, int tag)
@@ -86,7 +71,7 @@ static int echoes(int fd, int tag)
 /* A connection from src that must be served: it stays open, returned. */
 static int held_from(const char *src, int port, int tag)
 {
-    int fd = connect_from(src, port);
+    int fd = tcp_connect_from(src, "127.0.0.1", port);
     if (!echoes(fd, tag))
         fail_msg("connection %d from %s was refused", tag, src);
     return fd;
@@ -95,29 +80,19 @@ static int held_from(const char *src, int port, int tag)
 /* A connection from src that must be refused. */
 static void refused_from(const char *src, int port, int tag)
 {
-    int fd = connect_from(src, port);
+    int fd = tcp_connect_from(src, "127.0.0.1", port);
     if (echoes(fd, tag))
         fail_msg("connection %d from %s was served", tag, src);
     close(fd);
-}
-
-static double sample(int admin, const char *series)
-{
-    static char body[131072];
-    assert_int_equal(http_request(admin, "GET", "/metrics", NULL, body, sizeof(body)), 200);
-    double v = metrics_sample(body, series);
-    if (v < 0)
-        fail_msg("no sample %s in /metrics", series);
-    return v;
 }
 
 /* Waits until a sample reaches want (a close is seen by sluice a moment after it is made). */
 static void sample_wait(int admin, const char *series, double want)
 {
     uint64_t until = harness_now_ms() + HARNESS_WAIT_MS;
-    while (sample(admin, series) != want) {
+    while (metrics_scrape(admin, series) != want) {
         if (harness_now_ms() > until)
-            fail_msg("%s stayed at %g, want %g", series, sample(admin, series), want);
+            fail_msg("%s stayed at %g, want %g", series, metrics_scrape(admin, series), want);
         sleep_ms(20);
     }
 }
@@ -164,22 +139,22 @@ static void test_connections_per_client(void **state)
     for (int i = 0; i < MAX; i++)
         one[i] = held_from("127.0.0.1", port, tag++);
     refused_from("127.0.0.1", port, tag++);
-    assert_true(sample(admin, REJECTED("conn", "client_connections")) == 1);
-    assert_true(sample(admin, REJECTED("conn", "client_rate")) == 0);
+    assert_true(metrics_scrape(admin, REJECTED("conn", "client_connections")) == 1);
+    assert_true(metrics_scrape(admin, REJECTED("conn", "client_rate")) == 0);
     /* another source address has a count of its own */
     for (int i = 0; i < MAX; i++)
         two[i] = held_from("127.0.0.2", port, tag++);
     refused_from("127.0.0.2", port, tag++);
-    assert_true(sample(admin, REJECTED("conn", "client_connections")) == 2);
-    assert_true(sample(admin, ENTRIES("conn")) == 2);
-    assert_true(sample(admin, OPEN("conn")) == 2 * MAX);
+    assert_true(metrics_scrape(admin, REJECTED("conn", "client_connections")) == 2);
+    assert_true(metrics_scrape(admin, ENTRIES("conn")) == 2);
+    assert_true(metrics_scrape(admin, OPEN("conn")) == 2 * MAX);
 
     /* one closed makes room for one */
     close(one[0]);
     sample_wait(admin, OPEN("conn"), 2 * MAX - 1);
     one[0] = held_from("127.0.0.1", port, tag++);
     refused_from("127.0.0.1", port, tag++);
-    assert_true(sample(admin, REJECTED("conn", "client_connections")) == 3);
+    assert_true(metrics_scrape(admin, REJECTED("conn", "client_connections")) == 3);
 
     /* a reload that changes another key keeps the table: still at the cap */
     write_conf(conf, sizeof(conf), admin, port, MAX, "1h");
@@ -190,7 +165,7 @@ static void test_connections_per_client(void **state)
     reload(&p, conf, "[listener:conn] max_connections_per_client: 3 -> 4");
     one[MAX] = held_from("127.0.0.1", port, tag++);
     refused_from("127.0.0.1", port, tag++);
-    assert_true(sample(admin, REJECTED("conn", "client_connections")) == 5);
+    assert_true(metrics_scrape(admin, REJECTED("conn", "client_connections")) == 5);
     /* sessions of the old versions release into the same table: all closed, all room again */
     for (int i = 0; i <= MAX; i++)
         close(one[i]);
@@ -198,7 +173,7 @@ static void test_connections_per_client(void **state)
     for (int i = 0; i <= MAX; i++)
         one[i] = held_from("127.0.0.1", port, tag++);
     refused_from("127.0.0.1", port, tag++);
-    assert_true(sample(admin, REJECTED("conn", "client_connections")) == 6);
+    assert_true(metrics_scrape(admin, REJECTED("conn", "client_connections")) == 6);
     for (int i = 0; i <= MAX; i++)
         close(one[i]);
     for (int i = 0; i < MAX; i++)
@@ -231,7 +206,7 @@ static void test_rate_per_client(void **state)
              admin, port, backend_ports[0], backend_ports[1]);
     assert_int_equal(sluice_start(&p, conf), 0);
     for (int i = 0; i < RATE_TRIES; i++) {
-        int fd = connect_from("127.0.0.1", port);
+        int fd = tcp_connect_from("127.0.0.1", "127.0.0.1", port);
         if (echoes(fd, i))
             served++;
         else
@@ -240,15 +215,15 @@ static void test_rate_per_client(void **state)
     }
     assert_true(served >= 3);
     assert_true(refused >= 1);
-    assert_true(sample(admin, REJECTED("rate", "client_rate")) == refused);
-    assert_true(sample(admin, REJECTED("rate", "client_connections")) == 0);
+    assert_true(metrics_scrape(admin, REJECTED("rate", "client_rate")) == refused);
+    assert_true(metrics_scrape(admin, REJECTED("rate", "client_connections")) == 0);
     /* another source address has its own bucket */
     close(held_from("127.0.0.2", port, 100));
     /* well past the refill of one token */
     sleep_ms(3000);
     close(held_from("127.0.0.1", port, 101));
-    assert_true(sample(admin, REJECTED("rate", "client_rate")) == refused);
-    assert_true(sample(admin, ENTRIES("rate")) == 2);
+    assert_true(metrics_scrape(admin, REJECTED("rate", "client_rate")) == refused);
+    assert_true(metrics_scrape(admin, ENTRIES("rate")) == 2);
     assert_int_equal(proc_stop(&p, SIGTERM), 0);
 }
 

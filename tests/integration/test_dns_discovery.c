@@ -104,36 +104,7 @@ static void wait_published(size_t *from, int n)
 }
 
 /* The registries[0] object of /status: field as a number (bools as 0/1). */
-static double registry_field(const char *field)
-{
-    static char body[65536];
-    assert_int_equal(http_request(admin_port, "GET", "/status", NULL, body, sizeof(body)), 200);
-    cJSON *root = cJSON_Parse(body);
-    cJSON *reg = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "registries"), 0);
-    cJSON *v = cJSON_GetObjectItemCaseSensitive(reg, field);
-    assert_non_null(v);
-    double out = cJSON_IsBool(v) ? cJSON_IsTrue(v) : v->valuedouble;
-    cJSON_Delete(root);
-    return out;
-}
-
 /* The state of instance id in /status ("" when the set does not list it). */
-static void instance_state(const char *id, char *out, size_t len)
-{
-    static char body[65536];
-    assert_int_equal(http_request(admin_port, "GET", "/status", NULL, body, sizeof(body)), 200);
-    cJSON *root = cJSON_Parse(body);
-    cJSON *svc = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "services"), 0);
-    const cJSON *in;
-    snprintf(out, len, "%s", "");
-    cJSON_ArrayForEach(in, cJSON_GetObjectItemCaseSensitive(svc, "instances"))
-    {
-        if (strcmp(cJSON_GetObjectItemCaseSensitive(in, "id")->valuestring, id) == 0)
-            snprintf(out, len, "%s", cJSON_GetObjectItemCaseSensitive(in, "state")->valuestring);
-    }
-    cJSON_Delete(root);
-}
-
 static void test_srv_follows_additions_and_removals(void **state)
 {
     (void)state;
@@ -185,9 +156,10 @@ static void test_ttl_drives_reresolution(void **state)
            harness_now_ms() < deadline)
         sleep_ms(50);
     assert_true(count_lines(query_log, "SRV _api._tcp.test.") >= before + 3);
-    assert_true(registry_field("ttl") == 1);
-    assert_true(registry_field("attempts") >= 3);
-    assert_true(registry_field("publishes") == 1); /* the same answer publishes nothing new */
+    assert_true(status_registry_field(admin_port, "ttl") == 1);
+    assert_true(status_registry_field(admin_port, "attempts") >= 3);
+    assert_true(status_registry_field(admin_port, "publishes") ==
+                1); /* the same answer publishes nothing new */
 }
 
 /* SRV weights 3:1 under balance = weighted: measured over 400 connections. */
@@ -216,9 +188,9 @@ static void assert_serves_both(void)
 static void wait_errors_above(double before)
 {
     uint64_t deadline = harness_now_ms() + HARNESS_WAIT_MS;
-    while (registry_field("errors") <= before && harness_now_ms() < deadline)
+    while (status_registry_field(admin_port, "errors") <= before && harness_now_ms() < deadline)
         sleep_ms(50);
-    assert_true(registry_field("errors") > before);
+    assert_true(status_registry_field(admin_port, "errors") > before);
 }
 
 /* SERVFAIL, then silence, then NXDOMAIN: the last good set serves throughout, one outage is
@@ -239,7 +211,7 @@ static void test_failures_keep_last_good_set(void **state)
     assert_int_equal(log_wait(&sluice, &from, NULL, 0, failed), 0);
     wait_errors_above(1);
     assert_serves_both();
-    assert_true(registry_field("failing") == 1);
+    assert_true(status_registry_field(admin_port, "failing") == 1);
     assert_int_equal(http_request(admin_port, "GET", "/healthz", NULL, NULL, 0), 503);
     assert_int_equal(http_request(admin_port, "GET", "/metrics", NULL, body, sizeof(body)), 200);
     assert_true(metrics_sample(body, "sluice_registry_failing{service=\"api\",kind=\"dns\"}") == 1);
@@ -247,16 +219,16 @@ static void test_failures_keep_last_good_set(void **state)
         metrics_sample(body, "sluice_registry_outages_total{service=\"api\",kind=\"dns\"}") == 1);
 
     zone_srv(1, "timeout", (int[]){1, 1, -1}, "");
-    double errors = registry_field("errors");
+    double errors = status_registry_field(admin_port, "errors");
     wait_errors_above(errors);
     assert_serves_both();
 
     zone_srv(1, "nxdomain", (int[]){1, 1, -1}, "");
-    errors = registry_field("errors");
+    errors = status_registry_field(admin_port, "errors");
     wait_errors_above(errors);
     assert_serves_both();
     assert_int_equal(log_count_all(&sluice, failed), 1); /* once per outage */
-    assert_true(registry_field("outages") == 1);
+    assert_true(status_registry_field(admin_port, "outages") == 1);
 
     size_t mark = log_size(&sluice);
     zone_srv(1, "ok", (int[]){-1, 1, -1}, "");
@@ -266,7 +238,7 @@ static void test_failures_keep_last_good_set(void **state)
     int counts[N_BACKENDS];
     assert_int_equal(count_hellos(web_port, 10, counts, N_BACKENDS), 0);
     assert_int_equal(counts[1], 10);
-    assert_true(registry_field("failing") == 0);
+    assert_true(status_registry_field(admin_port, "failing") == 0);
     assert_int_equal(http_request(admin_port, "GET", "/healthz", NULL, NULL, 0), 200);
 }
 
@@ -339,7 +311,7 @@ static void test_a_records_with_port(void **state)
     assert_int_equal(counts[2], 5);
     char id[64], st[32];
     snprintf(id, sizeof(id), "127.0.0.2:%d", ports[0]);
-    instance_state(id, st, sizeof(st));
+    status_instance_state(admin_port, id, st, sizeof(st));
     assert_string_equal(st, "healthy");
 }
 
@@ -365,14 +337,15 @@ static void test_srv_instance_ejected(void **state)
     snprintf(id, sizeof(id), "dead.test:%d", dead);
     uint64_t deadline = harness_now_ms() + HARNESS_WAIT_MS;
     do {
-        instance_state(id, st, sizeof(st));
+        status_instance_state(admin_port, id, st, sizeof(st));
     } while (strcmp(st, "ejected") != 0 && harness_now_ms() < deadline && (sleep_ms(50), 1));
     assert_string_equal(st, "ejected");
     /* three more resolutions (TTL 1 s): still the same instance, still ejected */
-    double attempts = registry_field("attempts");
-    while (registry_field("attempts") < attempts + 3 && harness_now_ms() < deadline)
+    double attempts = status_registry_field(admin_port, "attempts");
+    while (status_registry_field(admin_port, "attempts") < attempts + 3 &&
+           harness_now_ms() < deadline)
         sleep_ms(100);
-    instance_state(id, st, sizeof(st));
+    status_instance_state(admin_port, id, st, sizeof(st));
     assert_string_equal(st, "ejected");
 }
 
@@ -407,7 +380,7 @@ static void test_static_host_names(void **state)
     assert_int_equal(counts[1], 5);
     char id[64], st[32];
     snprintf(id, sizeof(id), "api-1.test.:%d", ports[0]);
-    instance_state(id, st, sizeof(st));
+    status_instance_state(admin_port, id, st, sizeof(st));
     assert_string_equal(st, "healthy");
 
     zone_write(zone_path, "{\"ttl\": 1, \"records\": {\"api-1.test.\": {\"A\": [\"127.0.0.2\"]}}}");
@@ -417,7 +390,7 @@ static void test_static_host_names(void **state)
     assert_int_equal(counts[0], 0);
     assert_int_equal(counts[2], 5); /* the same instance id, its new address */
     assert_int_equal(counts[1], 5);
-    instance_state(id, st, sizeof(st));
+    status_instance_state(admin_port, id, st, sizeof(st));
     assert_string_equal(st, "healthy");
 }
 

@@ -96,35 +96,6 @@ static void wait_published(size_t *from, int n)
     assert_int_equal(log_wait(&sluice, from, NULL, 0, needles), 0);
 }
 
-static double registry_field(const char *field)
-{
-    static char body[65536];
-    assert_int_equal(http_request(admin_port, "GET", "/status", NULL, body, sizeof(body)), 200);
-    cJSON *root = cJSON_Parse(body);
-    cJSON *reg = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "registries"), 0);
-    cJSON *v = cJSON_GetObjectItemCaseSensitive(reg, field);
-    assert_non_null(v);
-    double out = cJSON_IsBool(v) ? cJSON_IsTrue(v) : v->valuedouble;
-    cJSON_Delete(root);
-    return out;
-}
-
-static void instance_state(const char *id, char *out, size_t len)
-{
-    static char body[65536];
-    assert_int_equal(http_request(admin_port, "GET", "/status", NULL, body, sizeof(body)), 200);
-    cJSON *root = cJSON_Parse(body);
-    cJSON *svc = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "services"), 0);
-    const cJSON *in;
-    snprintf(out, len, "%s", "");
-    cJSON_ArrayForEach(in, cJSON_GetObjectItemCaseSensitive(svc, "instances"))
-    {
-        if (strcmp(cJSON_GetObjectItemCaseSensitive(in, "id")->valuestring, id) == 0)
-            snprintf(out, len, "%s", cJSON_GetObjectItemCaseSensitive(in, "state")->valuestring);
-    }
-    cJSON_Delete(root);
-}
-
 /* A file that appears after the start, then add, remove and reweight. */
 static void test_add_remove_reweight(void **state)
 {
@@ -179,15 +150,15 @@ static void test_broken_write_keeps_last_set(void **state)
     assert_int_equal(count_hellos(web_port, 20, counts, N_BACKENDS), 0);
     assert_int_equal(counts[0], 10);
     assert_int_equal(counts[1], 10);
-    assert_true(registry_field("failing") == 1);
+    assert_true(status_registry_field(admin_port, "failing") == 1);
 
     list_in_place("[{\"address\": \"127.0.0.1:99999\"}]"); /* valid JSON, bad entry */
     uint64_t deadline = harness_now_ms() + HARNESS_WAIT_MS;
     /* errors: the file missing at start (the first outage), the syntax error, the bad entry */
-    while (registry_field("errors") < 3 && harness_now_ms() < deadline)
+    while (status_registry_field(admin_port, "errors") < 3 && harness_now_ms() < deadline)
         sleep_ms(50);
-    assert_true(registry_field("errors") == 3);
-    assert_true(registry_field("outages") == 2);
+    assert_true(status_registry_field(admin_port, "errors") == 3);
+    assert_true(status_registry_field(admin_port, "outages") == 2);
     assert_int_equal(log_count_all(&sluice, failed), 2); /* once per outage */
 
     list_rename((int[]){-1, -1, 1});
@@ -218,7 +189,7 @@ static void test_instance_ejected_across_rewrites(void **state)
     assert_int_equal(counts[0], 10);
     uint64_t deadline = harness_now_ms() + HARNESS_WAIT_MS;
     do {
-        instance_state("dead", st, sizeof(st));
+        status_instance_state(admin_port, "dead", st, sizeof(st));
     } while (strcmp(st, "ejected") != 0 && harness_now_ms() < deadline && (sleep_ms(50), 1));
     assert_string_equal(st, "ejected");
     snprintf(text, sizeof(text),
@@ -228,7 +199,7 @@ static void test_instance_ejected_across_rewrites(void **state)
     zone_write(list_path, text);
     const char *published[] = {"\"event\":\"registry_published\"", NULL};
     assert_int_equal(log_wait(&sluice, &from, NULL, 0, published), 0);
-    instance_state("dead", st, sizeof(st));
+    status_instance_state(admin_port, "dead", st, sizeof(st));
     assert_string_equal(st, "ejected");
 }
 

@@ -32,38 +32,6 @@
 
 /* --- clients -------------------------------------------------------------------------------- */
 
-/* A blocking connection to dst:port (IPv4 or IPv6 text) from source address src, with the
- * harness's receive timeout. */
-static int connect_from(const char *src, const char *dst, int port)
-{
-    struct sockaddr_storage from = {0}, to = {0};
-    socklen_t len;
-    int family = strchr(dst, ':') != NULL ? AF_INET6 : AF_INET;
-
-    if (family == AF_INET) {
-        struct sockaddr_in *f = (struct sockaddr_in *)&from, *t = (struct sockaddr_in *)&to;
-        f->sin_family = t->sin_family = AF_INET;
-        assert_int_equal(inet_pton(AF_INET, src, &f->sin_addr), 1);
-        assert_int_equal(inet_pton(AF_INET, dst, &t->sin_addr), 1);
-        t->sin_port = htons((uint16_t)port);
-        len = sizeof(struct sockaddr_in);
-    } else {
-        struct sockaddr_in6 *f = (struct sockaddr_in6 *)&from, *t = (struct sockaddr_in6 *)&to;
-        f->sin6_family = t->sin6_family = AF_INET6;
-        assert_int_equal(inet_pton(AF_INET6, src, &f->sin6_addr), 1);
-        assert_int_equal(inet_pton(AF_INET6, dst, &t->sin6_addr), 1);
-        t->sin6_port = htons((uint16_t)port);
-        len = sizeof(struct sockaddr_in6);
-    }
-    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    struct timeval tv = {.tv_sec = HARNESS_WAIT_MS / 1000};
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    assert_int_equal(bind(fd, (struct sockaddr *)&from, len), 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&to, len), 0);
-    return fd;
-}
-
 static int local_port(int fd)
 {
     struct sockaddr_storage ss;
@@ -146,7 +114,7 @@ static void nginx_start(struct proc *p, int port)
 static void nginx_says(const char *src, const char *dst, int port, char *out, size_t len,
                        int *client_port)
 {
-    int fd = connect_from(src, dst, port);
+    int fd = tcp_connect_from(src, dst, port);
     *client_port = local_port(fd);
     assert_true(read_line(fd, out, len) > 0);
     close(fd);
@@ -204,7 +172,7 @@ static void test_haproxy_in_front(void **state)
         int hport = harness_free_port();
         size_t from = log_size(&s);
         haproxy_start(&h, hport, port, sends[i]);
-        int fd = connect_from("127.0.0.5", "127.0.0.1", hport);
+        int fd = tcp_connect_from("127.0.0.5", "127.0.0.1", hport);
         int cport = local_port(fd);
         assert_int_equal(served(fd), 1);
         close(fd);
@@ -279,20 +247,10 @@ static void test_full_chain(void **state)
 
 /* --- refusals and the data path ------------------------------------------------------------ */
 
-static double sample(int admin, const char *series)
-{
-    static char body[65536];
-    assert_int_equal(http_request(admin, "GET", "/metrics", NULL, body, sizeof(body)), 200);
-    double v = metrics_sample(body, series);
-    if (v < 0)
-        fail_msg("no sample %s in /metrics", series);
-    return v;
-}
-
 /* A trusted connection (from 127.0.0.1) that sends header first, then the caller's bytes. */
 static int with_header(int port, const char *header)
 {
-    int fd = connect_from("127.0.0.1", "127.0.0.1", port);
+    int fd = tcp_connect_from("127.0.0.1", "127.0.0.1", port);
     assert_int_equal(write_all(fd, header, strlen(header)), 0);
     return fd;
 }
@@ -350,38 +308,38 @@ static void test_refusals_counted(void **state)
     start_refusing(&s, &ports, source_port, verify_port);
 
     /* untrusted peer: refused before reading anything */
-    int fd = connect_from("127.0.0.9", "127.0.0.1", port);
+    int fd = tcp_connect_from("127.0.0.9", "127.0.0.1", port);
     assert_int_equal(served(fd), 0);
     close(fd);
-    assert_true(sample(admin, REJECTED("web", "proxy_untrusted")) == 1);
+    assert_true(metrics_scrape(admin, REJECTED("web", "proxy_untrusted")) == 1);
 
     /* garbage instead of a header */
     fd = with_header(port, "GET / HTTP/1.0\r\n\r\n");
     assert_int_equal(served(fd), 0);
     close(fd);
-    assert_true(sample(admin, REJECTED("web", "proxy_invalid")) == 1);
+    assert_true(metrics_scrape(admin, REJECTED("web", "proxy_invalid")) == 1);
     const char *why[] = {"\"event\":\"connection_rejected\"", "\"reason\":\"proxy_invalid\"",
                          "no PROXY signature", NULL};
     size_t at = 0;
     assert_int_equal(log_wait(&s, &at, NULL, 0, why), 0);
 
     /* silence: closed once the 200 ms deadline passed (the wait allows far more) */
-    fd = connect_from("127.0.0.1", "127.0.0.1", port);
+    fd = tcp_connect_from("127.0.0.1", "127.0.0.1", port);
     assert_int_equal(wait_closed(fd, HARNESS_WAIT_MS), 1);
     close(fd);
-    assert_true(sample(admin, REJECTED("web", "proxy_timeout")) == 1);
+    assert_true(metrics_scrape(admin, REJECTED("web", "proxy_timeout")) == 1);
 
     /* half a header, then nothing: the same deadline */
     fd = with_header(port, "PROXY TCP4 10.9.8.7 ");
     assert_int_equal(wait_closed(fd, HARNESS_WAIT_MS), 1);
     close(fd);
-    assert_true(sample(admin, REJECTED("web", "proxy_timeout")) == 2);
+    assert_true(metrics_scrape(admin, REJECTED("web", "proxy_timeout")) == 2);
 
     /* the ACL judges the header's address: 127.0.0.5 is denied, 127.0.0.6 is not */
     fd = with_header(port, "PROXY TCP4 127.0.0.5 127.0.0.1 4000 80\r\n");
     assert_int_equal(served(fd), 0);
     close(fd);
-    assert_true(sample(admin, REJECTED("web", "deny")) == 1);
+    assert_true(metrics_scrape(admin, REJECTED("web", "deny")) == 1);
     size_t from = log_size(&s);
     fd = with_header(port, "PROXY TCP4 127.0.0.6 127.0.0.1 4001 80\r\n");
     assert_int_equal(served(fd), 1);
@@ -391,7 +349,7 @@ static void test_refusals_counted(void **state)
     /* a header split byte by byte (where the header timeout is far longer than the writes
      * take), and one that keeps the peer's address (UNKNOWN) */
     static const char split[] = "PROXY TCP6 2001:db8::9 ::1 4002 80\r\n";
-    fd = connect_from("127.0.0.1", "127.0.0.1", slow_port);
+    fd = tcp_connect_from("127.0.0.1", "127.0.0.1", slow_port);
     for (size_t i = 0; i < sizeof(split) - 1; i++) {
         assert_int_equal(write_all(fd, split + i, 1), 0);
         sleep_ms(2);
@@ -404,15 +362,15 @@ static void test_refusals_counted(void **state)
     assert_int_equal(served(fd), 1);
     close(fd);
     assert_access_from(&s, &from, "127.0.0.1", peer_port);
-    assert_true(sample(admin, REJECTED("web", "proxy_invalid")) == 1);
-    assert_true(sample(admin, REJECTED("web", "proxy_timeout")) == 2);
+    assert_true(metrics_scrape(admin, REJECTED("web", "proxy_invalid")) == 1);
+    assert_true(metrics_scrape(admin, REJECTED("web", "proxy_timeout")) == 2);
 
     /* downloads: a v2 header, then a large pattern stream from a source backend, verified */
     uint64_t total = harness_scale(64ull << 20);
     uint8_t v2hdr[28] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49,
                          0x54, 0x0A, 0x21, 0x11, 0x00, 0x0C, 10,   1,    2,    3,
                          127,  0,    0,    1,    0x13, 0x88, 0x00, 0x50};
-    fd = connect_from("127.0.0.1", "127.0.0.1", down);
+    fd = tcp_connect_from("127.0.0.1", "127.0.0.1", down);
     assert_int_equal(write_all(fd, v2hdr, sizeof(v2hdr)), 0);
     assert_int_equal(source_request(fd, total, 7), 0);
     assert_int_equal(read_pattern_to_eof(fd, 7, 0), (int64_t)total);
@@ -422,7 +380,7 @@ static void test_refusals_counted(void **state)
     static uint8_t chunk[1 << 16];
     char first[256];
     int n = snprintf(first, sizeof(first), "PROXY TCP4 10.1.2.3 127.0.0.1 5000 80\r\n9\n");
-    fd = connect_from("127.0.0.1", "127.0.0.1", up);
+    fd = tcp_connect_from("127.0.0.1", "127.0.0.1", up);
     pattern_fill(9, 0, chunk, 100);
     memcpy(first + n, chunk, 100);
     assert_int_equal(write_all(fd, first, (size_t)n + 100), 0);
@@ -502,7 +460,7 @@ static void test_limits_follow_the_header(void **state)
     int fd = with_header(port, "PROXY TCP4 127.0.0.5 127.0.0.1 4001 80\r\n");
     assert_int_equal(served(fd), 0); /* 127.0.0.5 has its one connection */
     close(fd);
-    assert_true(sample(admin, REJECTED("web", "client_connections")) == 1);
+    assert_true(metrics_scrape(admin, REJECTED("web", "client_connections")) == 1);
     fd = with_header(port, "PROXY TCP4 127.0.0.6 127.0.0.1 4002 80\r\n");
     assert_int_equal(served(fd), 1); /* another client behind the same proxy */
     close(fd);
@@ -513,7 +471,7 @@ static void test_limits_follow_the_header(void **state)
     fd = with_header(port, "PROXY TCP4 127.0.0.5 127.0.0.1 4003 80\r\n");
     assert_int_equal(served(fd), 1);
     close(fd);
-    assert_true(sample(admin, REJECTED("web", "client_connections")) == 1);
+    assert_true(metrics_scrape(admin, REJECTED("web", "client_connections")) == 1);
     assert_int_equal(proc_stop(&s, SIGTERM), 0);
 }
 
@@ -530,7 +488,7 @@ static void test_reload_trust(void **state)
 
     snprintf(conf, sizeof(conf), fmt, port, "127.0.0.2", backend_port);
     assert_int_equal(sluice_start(&s, conf), 0);
-    int fd = connect_from("127.0.0.1", "127.0.0.1", port);
+    int fd = tcp_connect_from("127.0.0.1", "127.0.0.1", port);
     (void)write_all(fd, "PROXY UNKNOWN\r\n", 15); /* the reset at accept may come first */
     assert_int_equal(served(fd), 0);
     close(fd);
@@ -544,7 +502,7 @@ static void test_reload_trust(void **state)
     assert_int_equal(log_wait(&s, &from, NULL, 0, applied), 0);
     const char *done[] = {"\"event\":\"reload_done\"", NULL};
     assert_int_equal(log_wait(&s, &from, NULL, 0, done), 0);
-    fd = connect_from("127.0.0.1", "127.0.0.1", port);
+    fd = tcp_connect_from("127.0.0.1", "127.0.0.1", port);
     assert_int_equal(write_all(fd, "PROXY UNKNOWN\r\n", 15), 0);
     assert_int_equal(served(fd), 1);
     close(fd);

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -494,6 +496,77 @@ int run_capture(char *const argv[], char *out, size_t out_len)
         check_children_at_exit();
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+double status_registry_field(int admin_port, const char *field)
+{
+    static char body[65536];
+    assert_int_equal(http_request(admin_port, "GET", "/status", NULL, body, sizeof(body)), 200);
+    cJSON *root = cJSON_Parse(body);
+    cJSON *reg = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "registries"), 0);
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(reg, field);
+    assert_non_null(v);
+    double out = cJSON_IsBool(v) ? cJSON_IsTrue(v) : v->valuedouble;
+    cJSON_Delete(root);
+    return out;
+}
+
+void status_instance_state(int admin_port, const char *id, char *out, size_t len)
+{
+    static char body[65536];
+    assert_int_equal(http_request(admin_port, "GET", "/status", NULL, body, sizeof(body)), 200);
+    cJSON *root = cJSON_Parse(body);
+    cJSON *svc = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "services"), 0);
+    const cJSON *in;
+    snprintf(out, len, "%s", "");
+    cJSON_ArrayForEach(in, cJSON_GetObjectItemCaseSensitive(svc, "instances"))
+    {
+        if (strcmp(cJSON_GetObjectItemCaseSensitive(in, "id")->valuestring, id) == 0)
+            snprintf(out, len, "%s", cJSON_GetObjectItemCaseSensitive(in, "state")->valuestring);
+    }
+    cJSON_Delete(root);
+}
+
+double metrics_scrape(int admin_port, const char *series)
+{
+    static char body[1 << 18];
+    assert_int_equal(http_request(admin_port, "GET", "/metrics", NULL, body, sizeof(body)), 200);
+    double v = metrics_sample(body, series);
+    if (v < 0)
+        fail_msg("no sample %s in /metrics", series);
+    return v;
+}
+
+/* A blocking connection to dst:port (IPv4 or IPv6 text) from source address src, with the
+ * harness's receive timeout; fails the test when it cannot connect. */
+int tcp_connect_from(const char *src, const char *dst, int port)
+{
+    struct sockaddr_storage from = {0}, to = {0};
+    socklen_t len;
+    int family = strchr(dst, ':') != NULL ? AF_INET6 : AF_INET;
+
+    if (family == AF_INET) {
+        struct sockaddr_in *f = (struct sockaddr_in *)&from, *t = (struct sockaddr_in *)&to;
+        f->sin_family = t->sin_family = AF_INET;
+        assert_int_equal(inet_pton(AF_INET, src, &f->sin_addr), 1);
+        assert_int_equal(inet_pton(AF_INET, dst, &t->sin_addr), 1);
+        t->sin_port = htons((uint16_t)port);
+        len = sizeof(struct sockaddr_in);
+    } else {
+        struct sockaddr_in6 *f = (struct sockaddr_in6 *)&from, *t = (struct sockaddr_in6 *)&to;
+        f->sin6_family = t->sin6_family = AF_INET6;
+        assert_int_equal(inet_pton(AF_INET6, src, &f->sin6_addr), 1);
+        assert_int_equal(inet_pton(AF_INET6, dst, &t->sin6_addr), 1);
+        t->sin6_port = htons((uint16_t)port);
+        len = sizeof(struct sockaddr_in6);
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = HARNESS_WAIT_MS / 1000};
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    assert_int_equal(bind(fd, (struct sockaddr *)&from, len), 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&to, len), 0);
+    return fd;
 }
 
 int tcp_connect(int port)

@@ -103,6 +103,22 @@ int run_capture(char *const argv[], char *out, size_t out_len);
 /* Blocking connect to 127.0.0.1:port with a receive timeout of HARNESS_WAIT_MS. -1 on failure. */
 int tcp_connect(int port);
 
+/* A blocking connection to dst:port (IPv4 or IPv6 text) bound to source address src (any
+ * 127/8 address, or ::1), with the harness's receive timeout; fails the test when it cannot. */
+int tcp_connect_from(const char *src, const char *dst, int port);
+
+/* The value of series (a whole sample name with its labels) in the /metrics of the admin server
+ * on admin_port; fails the test when there is no such sample. */
+double metrics_scrape(int admin_port, const char *series);
+
+/* The registries[0] object of the admin server's /status: field as a number (bools as 0/1);
+ * fails the test when there is no such field. */
+double status_registry_field(int admin_port, const char *field);
+
+/* The state of instance id of the first service in the admin server's /status into out ("" when
+ * the set does not list it). */
+void status_instance_state(int admin_port, const char *id, char *out, size_t len);
+
 /* Writes all of buf. 0 or -1. */
 int write_all(int fd, const void *buf, size_t len);
 
