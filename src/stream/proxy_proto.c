@@ -153,10 +153,11 @@ static enum proxy_parse_status v1_fields(const char *line, size_t n, struct prox
     return PROXY_PARSE_DONE;
 }
 
-/* buf starts with "PROXY ": find CRLF within PROXY_V1_MAX bytes, then read the fields. */
+/* buf starts with "PROXY ": find CRLF within PROXY_V1_MAX bytes, then read the fields. The CR
+ * may stand at most at PROXY_V1_MAX - 2, so that its LF is the line's last allowed byte. */
 static enum proxy_parse_status v1_parse(const uint8_t *buf, size_t len, struct proxy_header *out)
 {
-    size_t scan = len < PROXY_V1_MAX ? len : PROXY_V1_MAX;
+    size_t scan = len < PROXY_V1_MAX - 1 ? len : PROXY_V1_MAX - 1;
 
     out->version = 1;
     /* cppcheck 2.10 takes scan for at most sizeof(v1_sig): callers pass len >= it, and more */
@@ -173,7 +174,7 @@ static enum proxy_parse_status v1_parse(const uint8_t *buf, size_t len, struct p
         if (buf[i] < 0x20 || buf[i] > 0x7e)
             return fail(out, "v1 line holds a control or non-ASCII byte");
     }
-    if (len >= PROXY_V1_MAX)
+    if (len >= PROXY_V1_MAX - 1) /* no CR where one could still end the line in time */
         return fail(out, "v1 line is longer than 107 bytes");
     return more(out, len + 1);
 }
