@@ -346,12 +346,12 @@ def admin_threads(c):
 
 
 def data_threads(c):
-    """The threads that forward: sluice's workers (comm "sluice", not the main thread);
-    HAProxy's one thread (nbthread 1: the process itself)."""
+    """The threads that forward: sluice's workers (comm "sluice-wN"); HAProxy's one thread
+    (nbthread 1: the process itself)."""
     pid = c.procs[0].pid
     if c.name.startswith("haproxy") or "haproxy" in c.procs[0].argv[0]:
         return [pid]
-    return fleet.threads_exactly(pid, "sluice", but=(pid,))
+    return fleet.threads_named(pid, "sluice-w")
 
 
 def data_thread_metrics(r, scen, pid, tids, s0, s1, wall):
