@@ -31,10 +31,11 @@ class Contender:
 
     name = "?"
 
-    def __init__(self, bindir, tmpdir, threads):
+    def __init__(self, bindir, tmpdir, threads, cpus=None):
         self.bindir = bindir
         self.tmpdir = tmpdir
         self.threads = threads
+        self.cpus = cpus  # CPUs every process of it runs on (--pin), None: not pinned
         self.procs = []
         self.starts = 0
         self.workdir = tmpdir
@@ -53,6 +54,10 @@ class Contender:
 
     def _start(self, backends):
         raise NotImplementedError
+
+    def cores(self, usable):
+        """CPUs it can keep busy when `usable` CPUs are open to it: its threads, at most."""
+        return min(self.threads, usable)
 
     def pids(self):
         return [pid for p in self.procs for pid in p.pids()]
@@ -102,7 +107,7 @@ class Sluice(Contender):
         with open(cfg, "w") as f:
             f.write("\n".join(lines))
         p = procs.Proc(f"sluice-{self.starts}", [os.path.join(self.bindir, "sluice"), "-c", cfg],
-                       d)
+                       d, cpus=self.cpus)
         self.procs.append(p)
         p.wait_listening(listen.values(), START_TIMEOUT)
         return listen
@@ -129,7 +134,8 @@ class HAProxy(Contender):
         with open(cfg, "w") as f:
             f.write("\n".join(lines))
         # -db: stay in the foreground, no master-worker: one process, nbthread threads.
-        p = procs.Proc(f"haproxy-{self.starts}", ["haproxy", "-db", "-f", cfg], d)
+        p = procs.Proc(f"haproxy-{self.starts}", ["haproxy", "-db", "-f", cfg], d,
+                       cpus=self.cpus)
         self.procs.append(p)
         p.wait_listening(listen.values(), START_TIMEOUT)
         return listen
@@ -163,7 +169,8 @@ class Nginx(Contender):
             f.write(conf)
         # -p/-e keep every path (prefix, startup error log) inside the temp dir.
         p = procs.Proc(f"nginx-{self.starts}",
-                       ["nginx", "-p", d + "/", "-e", f"{d}/error.log", "-c", cfg], d)
+                       ["nginx", "-p", d + "/", "-e", f"{d}/error.log", "-c", cfg], d,
+                       cpus=self.cpus)
         self.procs.append(p)
         p.wait_listening(listen.values(), START_TIMEOUT)
         # The master listens before it forks the workers: wait for them, or the first
@@ -190,13 +197,16 @@ class SpliceFwd(Contender):
     name = "splice-fwd"
     threads_note = "thread per direction (2 threads per connection, by design)"
 
+    def cores(self, usable):
+        return usable  # as many threads as connections: it can use every CPU it may run on
+
     def _start(self, backends):
         d = self._workdir()
         listen = {}
         for kind, addr in backends.items():
             p = procs.Proc(f"splice-fwd-{kind}-{self.starts}",
                            [os.path.join(self.bindir, "bench", "splice-fwd"),
-                            "--listen", "127.0.0.1:0", "--to", addr], d)
+                            "--listen", "127.0.0.1:0", "--to", addr], d, cpus=self.cpus)
             self.procs.append(p)
             listen[kind] = p.wait_line("listening ", START_TIMEOUT)
         return listen
@@ -206,8 +216,8 @@ CLASSES = {"direct": Direct, "sluice": Sluice, "haproxy": HAProxy, "nginx": Ngin
            "splice-fwd": SpliceFwd}
 
 
-def make(name, bindir, tmpdir, threads):
-    return CLASSES[name](bindir, tmpdir, threads)
+def make(name, bindir, tmpdir, threads, cpus=None):
+    return CLASSES[name](bindir, tmpdir, threads, cpus)
 
 
 def missing_requirement(name, bindir):

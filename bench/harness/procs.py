@@ -29,18 +29,31 @@ def _die_with_parent():
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def preexec(cpus=None):
+    """The preexec_fn of a child: die with the harness and, when cpus is a set, run only on
+    those CPUs (set before exec, so every thread and process the child starts inherits it)."""
+    if not cpus:
+        return _die_with_parent
+
+    def run():
+        os.sched_setaffinity(0, cpus)
+        _die_with_parent()
+    return run
+
+
 class Proc:
     """One long-running child (backend, proxy); stdout/stderr go to files in logdir."""
 
-    def __init__(self, name, argv, logdir, stdin=subprocess.DEVNULL):
+    def __init__(self, name, argv, logdir, stdin=subprocess.DEVNULL, cpus=None):
         self.name = name
         self.argv = argv
+        self.cpus = cpus  # CPUs it was started on (None: not pinned)
         self.out_path = os.path.join(logdir, name + ".out")
         self.err_path = os.path.join(logdir, name + ".err")
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.popen = subprocess.Popen(
                 argv, stdin=stdin, stdout=out, stderr=err, start_new_session=True,
-                preexec_fn=_die_with_parent)
+                preexec_fn=preexec(cpus))
         self.pid = self.popen.pid
         _children.append(self)
 
@@ -121,11 +134,24 @@ def stop_all():
         p.stop(timeout=3.0)
 
 
-def run_tool(argv, timeout, stdin=subprocess.DEVNULL):
-    """Runs a short-lived tool; returns (exit status or None on timeout, stdout, stderr)."""
+PROBE_DELAY = 0.3  # seconds after a tool's start when probe() looks at it (threads are up)
+
+
+def run_tool(argv, timeout, stdin=subprocess.DEVNULL, cpus=None, probe=None):
+    """Runs a short-lived tool; returns (exit status or None on timeout, stdout, stderr).
+
+    cpus: run it only on these CPUs. probe(pid): called once PROBE_DELAY s after the start if
+    the tool still runs then (to read /proc while it works).
+    """
     p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         start_new_session=True, preexec_fn=_die_with_parent, text=True)
+                         start_new_session=True, preexec_fn=preexec(cpus), text=True)
     try:
+        if probe is not None:
+            try:
+                out, err = p.communicate(timeout=min(PROBE_DELAY, timeout))
+                return p.returncode, out, err
+            except subprocess.TimeoutExpired:
+                probe(p.pid)  # communicate() again below loses no output
         out, err = p.communicate(timeout=timeout)
         return p.returncode, out, err
     except subprocess.TimeoutExpired:
@@ -192,6 +218,39 @@ def cpu_seconds(pids):
         except (OSError, IndexError, ValueError):
             continue
     return total / ticks
+
+
+def split_cpus(allowed, proxy_cpu=None):
+    """--pin: (the proxy's CPU set, the set left to the load client and the backends) out of
+    the CPUs `allowed`; the proxy gets proxy_cpu, by default the highest. ValueError with the
+    reason when that cannot be done."""
+    allowed = set(allowed)
+    if len(allowed) < 2:
+        raise ValueError(f"--pin needs 2 CPUs or more, but bench/run may use {len(allowed)} "
+                         f"(CPU {','.join(map(str, sorted(allowed)))}): the proxy would share "
+                         "its CPU with the load client and the backends")
+    if proxy_cpu is None:
+        proxy_cpu = max(allowed)
+    if proxy_cpu not in allowed:
+        raise ValueError(f"--proxy-cpu {proxy_cpu}: not one of the CPUs bench/run may use "
+                         f"({','.join(map(str, sorted(allowed)))})")
+    return {proxy_cpu}, allowed - {proxy_cpu}
+
+
+def affinity(pids):
+    """{thread id: sorted CPU list} for every thread of the processes (exited ones skipped)."""
+    found = {}
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                found[tid] = sorted(os.sched_getaffinity(tid))
+            except OSError:
+                continue
+    return found
 
 
 def rss_bytes(pids):

@@ -8,16 +8,37 @@ from . import contenders
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
+# A proxy that used less than this share of its cores during a run did not limit its
+# throughput: the load client, the backends or the kernel did ("client-bound").
+CLIENT_BOUND = 0.9
+UTIL = "proxy CPU use, % of its core(s)"
+
+
+def _bulk_rows(scenario):
+    rows = []
+    for d in ("down", "up"):
+        rows.append((f"{scenario} {d} cpu", scenario, f"{scenario} {d}: proxy CPU s per GB",
+                     "lower", 3, False))
+    for d in ("down", "up"):
+        rows.append((f"{scenario} {d} util", scenario, f"{scenario} {d}: {UTIL}", "—", 0,
+                     False))
+    return rows
+
+
 # id, scenario, label, better ("higher"/"lower"), decimals, compare with the ceiling
 METRICS = [
     ("bulk-1 down", "bulk-1", "bulk-1 down (source → client), Gbit/s", "higher", 1, True),
     ("bulk-1 up", "bulk-1", "bulk-1 up (client → verify), Gbit/s", "higher", 1, True),
+    *_bulk_rows("bulk-1"),
     ("bulk-8 down", "bulk-8", "bulk-8 down, Gbit/s (8 streams total)", "higher", 1, True),
     ("bulk-8 up", "bulk-8", "bulk-8 up, Gbit/s (8 streams total)", "higher", 1, True),
+    *_bulk_rows("bulk-8"),
     ("connrate", "connrate", "connrate (C=50, 64 B echo), conn/s", "higher", 0, False),
     ("connrate cpu", "connrate", "connrate: proxy CPU µs per connection", "lower", 1, False),
+    ("connrate util", "connrate", f"connrate: {UTIL}", "—", 0, False),
     ("rr req/s", "rr", "rr (50 conns, 64 B), req/s", "higher", 0, False),
     ("rr cpu", "rr", "rr: proxy CPU µs per request", "lower", 2, False),
+    ("rr util", "rr", f"rr: {UTIL}", "—", 0, False),
     ("rr p50", "rr", "rr latency p50, µs", "lower", 0, False),
     ("rr p99", "rr", "rr latency p99, µs", "lower", 0, False),
     ("rr added p50", "rr", "rr added p50 over direct, µs", "lower", 0, False),
@@ -28,6 +49,11 @@ METRICS = [
     ("cpu", "cpu", "cpu: proxy CPU s per GB moved (bulk-1 down+up)", "lower", 3, False),
 ]
 METRIC_INFO = {m[0]: m for m in METRICS}
+# Throughput rows and the utilisation row of the same runs, which flags them client-bound.
+UTIL_OF = {"bulk-1 down": "bulk-1 down util", "bulk-1 up": "bulk-1 up util",
+           "bulk-8 down": "bulk-8 down util", "bulk-8 up": "bulk-8 up util",
+           "connrate": "connrate util", "rr req/s": "rr util"}
+PERCENT = set(UTIL_OF.values())  # stored as a fraction, shown in %
 
 
 def derive(records):
@@ -101,7 +127,22 @@ def summarize(records, names, rounds):
         if not seen or all(c["state"] in ("absent", "na", "missing") for c in cells.values()):
             continue
         summary[mid] = {"cells": cells, "ratios": _ratios(records, mid, scenario, names, rounds)}
+    flag_client_bound(summary)
     return summary
+
+
+def flag_client_bound(summary):
+    """Gives every throughput cell of a proxy its utilisation (median, min, max over the
+    rounds) and marks it client_bound when the median is below CLIENT_BOUND."""
+    for mid, util_mid in UTIL_OF.items():
+        if mid not in summary or util_mid not in summary:
+            continue
+        for name, cell in summary[mid]["cells"].items():
+            util = summary[util_mid]["cells"].get(name, {})
+            if "median" not in util:
+                continue
+            cell["proxy_util"] = {k: util[k] for k in ("median", "min", "max")}
+            cell["client_bound"] = util["median"] < CLIENT_BOUND
 
 
 def _cell(records, mid, scenario, name):
@@ -116,7 +157,7 @@ def _cell(records, mid, scenario, name):
         return {"state": "na", "reason": na[0]}
     bad = [r for r in recs if not r["valid"]]
     if name == "direct" and not bad and (mid.startswith("idle") or "added" in mid
-                                         or mid.endswith(" cpu")):
+                                         or mid.endswith(" cpu") or mid.endswith(" util")):
         return {"state": "na", "reason": "no proxy (its deltas are the baseline)"}
     values = [r["metrics"][mid] for r in recs if r["valid"] and
               r["metrics"].get(mid) is not None]
@@ -130,12 +171,15 @@ def _cell(records, mid, scenario, name):
 
 
 def _direction_matches(r, mid):
+    # "bulk-1 down", "bulk-1 down cpu": only the records of that direction
     parts = mid.split()
     return (len(parts) < 2 or parts[1] not in ("down", "up") or r["what"] in (parts[1], "-"))
 
 
 def _ratios(records, mid, scenario, names, rounds):
     ratios = {}
+    if mid in PERCENT:
+        return ratios  # a ratio of utilisations says nothing about the proxies
     compare = [("sluice/haproxy", "haproxy"), ("sluice/nginx", "nginx")]
     if METRIC_INFO[mid][5]:
         compare.append(("sluice/ceiling", "splice-fwd"))
@@ -167,7 +211,7 @@ def fmt(v, decimals):
     return f"{v:,.{decimals}f}"
 
 
-def fmt_cell(cell, decimals):
+def fmt_cell(cell, decimals, scale=1):
     state = cell["state"]
     if state == "absent":
         return "—"
@@ -177,8 +221,10 @@ def fmt_cell(cell, decimals):
         return "?"
     text = ""
     if "median" in cell:
-        text = (f"{fmt(cell['median'], decimals)} ({fmt(cell['min'], decimals)}–"
-                f"{fmt(cell['max'], decimals)})")
+        text = (f"{fmt(cell['median'] * scale, decimals)} ({fmt(cell['min'] * scale, decimals)}–"
+                f"{fmt(cell['max'] * scale, decimals)})")
+    if cell.get("client_bound"):
+        text += " †"
     if state == "invalid":
         return f"**INVALID** {cell['failed']}/{cell['runs']} failed" + (
             f"; valid: {text}" if text else "")
@@ -199,10 +245,50 @@ def table(summary, names):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mid, s in summary.items():
         _, _, label, better, dec, _ = METRIC_INFO[mid]
-        row = [label, better] + [fmt_cell(s["cells"][n], dec) for n in names]
+        scale = 100 if mid in PERCENT else 1
+        row = [label, better] + [fmt_cell(s["cells"][n], dec, scale) for n in names]
         row += [fmt_ratio(s["ratios"].get(c)) if c in s["ratios"] else "—" for c in ratio_cols]
         lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    foot = client_bound_note(summary, names)
+    return "\n".join(lines) + ("\n\n" + foot if foot else "")
+
+
+def client_bound_note(summary, names):
+    """The footnote of the † cells: which they are and the proxy's utilisation in each."""
+    flagged = [(mid, n, summary[mid]["cells"][n]["proxy_util"]["median"])
+               for mid in UTIL_OF if mid in summary for n in names
+               if summary[mid]["cells"][n].get("client_bound")]
+    if not flagged:
+        return ""
+    cells = "; ".join(f"{mid} {n} {u * 100:.0f} %" for mid, n, u in flagged)
+    return (f"† client-bound: the proxy's CPU use (CPU seconds / wall seconds / its cores, "
+            f"median over the rounds) stayed below {CLIENT_BOUND * 100:.0f} % of its core(s), so "
+            f"the load client, the backends or the kernel set this figure, not the proxy: "
+            f"{cells}.")
+
+
+def placement(cfg):
+    """Where the proxy, the load client and the backends ran, in one sentence."""
+    ct, bt = cfg.get("client_threads", 1), cfg.get("backend_threads", 1)
+    who = (f"load client `sluice-load --threads {ct}` in connrate and rr (1 thread in the "
+           f"other scenarios), backends `sluice-backend --threads {bt}`")
+    pin = cfg.get("pin")
+    if not pin:
+        return f"Not pinned: the proxy, the {who} share every CPU."
+    return (f"Pinned (--pin): the proxy on CPU {_cpus(pin['proxy_cpus'])}, the {who} on CPU "
+            f"{_cpus(pin['other_cpus'])}; the affinity of every thread of each was read back "
+            "during every run (" + (f"{pin['mismatched_runs']} run(s) with a thread off its "
+                                    "CPUs: invalid" if pin.get("mismatched_runs") else "all "
+                                    "on their CPUs") + ").")
+
+
+def _cpus(cpus):
+    return ",".join(str(c) for c in cpus)
+
+
+def cores_text(cfg):
+    cores = cfg.get("proxy_cores") or {}
+    return ", ".join(f"{n} {c}" for n, c in cores.items()) or "?"
 
 
 def notes(summary, cfg):
@@ -214,8 +300,13 @@ def notes(summary, cfg):
         "round (for 'lower is better' rows a ratio below 1 favours sluice).",
         f"Threads: sluice `workers = {cfg['threads']}`, HAProxy `nbthread {cfg['threads']}`, "
         f"nginx `worker_processes {cfg['threads']}`; splice-fwd is thread-per-direction by "
-        "design (2 threads per connection). Load client and backends: 1 thread each, on the "
-        "same 2 cores.",
+        "design (2 threads per connection). " + placement(cfg),
+        "Proxy CPU: utime+stime from /proc/PID/stat summed over all the proxy's processes and "
+        "threads, read before and after each load run. CPU per operation = that CPU / the "
+        "run's verified connections, requests or payload bytes (GB = 10^9 bytes). CPU use = "
+        "that CPU / the run's wall seconds / the cores the proxy can use ("
+        + cores_text(cfg) + "); a throughput figure whose median CPU use is below "
+        f"{CLIENT_BOUND * 100:.0f} % is marked † (client-bound).",
         "Configs (written by bench/run into a temp dir): sluice defaults (splice auto, 1 MiB "
         "pipes) + `log_level = warn`; HAProxy `mode tcp`, `option splice-auto`, `maxconn "
         f"{contenders.HAPROXY_MAXCONN}`; nginx `stream` `proxy_pass` with `proxy_half_close on` "
@@ -244,9 +335,8 @@ def notes(summary, cfg):
         f"{cfg.get('mem_pcpu_rsv') or '?'} pages. Not counted anywhere: the socket objects "
         "themselves (slab: about 2 × 4 KB per proxied connection, the same for every proxy). "
         "splice-fwd is n/a (2 threads and 6 descriptors per session).",
-        ("cpu",), "cpu: utime+stime from /proc/PID/stat summed over all the proxy's processes and "
-        "threads, read before and after the bulk-1 down and up runs of each round, divided "
-        "by the verified payload bytes of those runs (GB = 10^9 bytes).",
+        ("cpu",), "cpu: the proxy CPU of the bulk-1 down and up runs of each round together, "
+        "divided by the verified payload bytes of both (GB = 10^9 bytes).",
     ]
     # Scenario-specific notes are preceded by the scenarios they belong to.
     kept, skip = [], False

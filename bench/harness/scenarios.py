@@ -32,10 +32,24 @@ NOT_APPLICABLE = {
 class Context:
     """Settings and state of one run."""
 
+    # Defaults for the contexts of bench/health and bench/observe, which skip __init__.
+    client_threads = 1  # sluice-load --threads in connrate and rr
+    backend_threads = 1  # sluice-backend --threads
+    proxy_cpus = None  # --pin: the CPUs of the proxy under test (a set); None: not pinned
+    other_cpus = None  # --pin: the CPUs of the load client and the backends
+    proxy_cores = None  # cores the contender being measured can use (utilisation's divisor)
+    backends = ()  # the backend Procs of the scenario being measured
+
     def __init__(self, args, bindir, tmpdir, log):
         self.bindir = bindir
         self.tmpdir = tmpdir
         self.threads = args.threads
+        self.client_threads = args.client_threads
+        self.backend_threads = args.backend_threads
+        self.proxy_cpus = args.proxy_cpus
+        self.other_cpus = args.other_cpus
+        # CPUs open to the proxy: its pinned set, else every CPU the harness may use.
+        self.usable = len(args.proxy_cpus or os.sched_getaffinity(0))
         self.rounds = args.rounds
         self.duration = args.duration
         self.idle_connections = args.idle_connections
@@ -44,9 +58,9 @@ class Context:
         self.log = log
         self.records = []
 
-    def load(self, target, *args):
+    def load(self, target, *args, threads=1):
         return [os.path.join(self.bindir, "bench", "sluice-load"), "--target", target,
-                "--threads", "1", *args]
+                "--threads", str(threads), *args]
 
 
 def start_backends(ctx, kinds):
@@ -55,7 +69,8 @@ def start_backends(ctx, kinds):
     try:
         for kind in kinds:
             p = procs.Proc(f"backend-{kind}", [backend, "--listen", "127.0.0.1:0", "--mode", kind,
-                                               "--threads", "1"], ctx.tmpdir)
+                                               "--threads", str(ctx.backend_threads)],
+                           ctx.tmpdir, cpus=ctx.other_cpus)
             started.append(p)
             addrs[kind] = p.wait_line("listening ", 10)
     except BaseException:
@@ -104,15 +119,77 @@ def new_record(ctx, scenario, rnd, name, what):
 
 
 def run_load(ctx, rec, argv, timeout, pids):
-    """Runs sluice-load, reading the proxy's CPU time (pids() = its processes) around it."""
+    """Runs sluice-load, reading the proxy's CPU time (pids() = its processes) around it and,
+    while it runs, the CPU affinity of every thread of the proxy, the tool and the backends."""
     rec["argv"] = argv
     cpu0 = procs.cpu_seconds(pids()) if pids() else None
-    code, out, err = procs.run_tool(argv, timeout)
+    t0 = time.monotonic()
+    code, out, err = procs.run_tool(argv, timeout, cpus=ctx.other_cpus,
+                                    probe=lambda pid: probe_affinity(ctx, rec, pid, pids))
+    wall = time.monotonic() - t0
     if cpu0 is not None:
-        rec["extra"]["proxy_cpu_s"] = round(procs.cpu_seconds(pids()) - cpu0, 4)
+        cpu = procs.cpu_seconds(pids()) - cpu0
+        rec["extra"].update(proxy_cpu_s=round(cpu, 4), wall_s=round(wall, 4))
+        if ctx.proxy_cores:
+            rec["extra"]["proxy_cores"] = ctx.proxy_cores
+            rec["extra"]["proxy_util"] = round(utilisation(cpu, wall, ctx.proxy_cores), 4)
     rec["exit"], rec["tool"] = code, parse_json(out)
     if code != 0:
         rec["extra"]["stderr_tail"] = err[-1500:]
+    if ctx.proxy_cpus is not None and "affinity" not in rec["extra"]:
+        rec["problems"].append("CPU affinity not verified: the load tool ended within "
+                               f"{procs.PROBE_DELAY} s")
+
+
+def utilisation(cpu_s, wall_s, cores):
+    """Share of its cores the proxy kept busy: CPU seconds / wall seconds / cores."""
+    return cpu_s / wall_s / cores if wall_s > 0 and cores else 0.0
+
+
+def probe_affinity(ctx, rec, client_pid, pids):
+    """Reads the affinity of every thread of the proxy, the load tool and the backends into
+    rec["extra"]["affinity"]; with --pin, a thread off its CPUs makes the record invalid."""
+    seen = {"proxy": procs.affinity(pids()), "client": procs.affinity([client_pid]),
+            "backends": procs.affinity([b.pid for b in ctx.backends])}
+    want = {"proxy": ctx.proxy_cpus, "client": ctx.other_cpus, "backends": ctx.other_cpus}
+    rec["extra"]["affinity"] = {}
+    for role, tasks in seen.items():
+        if not tasks:
+            continue
+        rec["extra"]["affinity"][role] = {
+            "threads": len(tasks), "cpus": sorted({tuple(c) for c in tasks.values()})}
+        if want[role] is None:
+            continue
+        off = [tid for tid, cpus in tasks.items() if set(cpus) != want[role]]
+        rec["extra"]["affinity_off"] = rec["extra"].get("affinity_off", 0) + len(off)
+        if off:
+            rec["problems"].append(f"{role}: {len(off)} of {len(tasks)} threads not on CPUs "
+                                   f"{sorted(want[role])} (thread {off[0]}: "
+                                   f"{tasks[off[0]]})")
+
+
+def affinity_summary(records):
+    """{contender: {role: {"threads": most threads seen, "cpus": every CPU list seen}}} over
+    the records' affinity readings, for results.json's config."""
+    out = {}
+    for r in records:
+        for role, seen in r["extra"].get("affinity", {}).items():
+            cur = out.setdefault(r["contender"], {}).setdefault(role, {"threads": 0, "cpus": []})
+            cur["threads"] = max(cur["threads"], seen["threads"])
+            for cpus in seen["cpus"]:
+                if list(cpus) not in cur["cpus"]:
+                    cur["cpus"].append(list(cpus))
+    return out
+
+
+def add_cpu_metrics(rec, mid, units):
+    """Adds '<mid> cpu' = proxy CPU seconds per unit moved (`units` of them, e.g. GB) and
+    '<mid> util' = the proxy's utilisation during the run."""
+    cpu, util = rec["extra"].get("proxy_cpu_s"), rec["extra"].get("proxy_util")
+    if cpu is not None and units:
+        rec["metrics"][f"{mid} cpu"] = cpu / units
+    if util is not None:
+        rec["metrics"][f"{mid} util"] = util
 
 
 def fail_record(ctx, scenario, rnd, name, what, problem):
@@ -150,6 +227,9 @@ def measure_bulk(ctx, scenario, rnd, name, targets, pids):
         check_tool(rec, {"established": streams, "streams_verified": streams})
         if isinstance(rec["tool"], dict):
             rec["metrics"][f"{scenario} {direction}"] = rec["tool"].get("gbit_per_s")
+            if name != "direct":
+                add_cpu_metrics(rec, f"{scenario} {direction}",
+                                (rec["tool"].get("bytes") or 0) / 1e9)
         recs.append(rec)
         report(ctx, rec)
     if scenario == "bulk-1" and name != "direct" and "cpu" in ctx.scenarios:
@@ -182,10 +262,17 @@ def cpu_per_op(rec, count_key):
     return cpu * 1e6 / count if cpu is not None and count else None
 
 
+def add_op_metrics(rec, mid, count_key):
+    """'<mid> cpu' = proxy CPU µs per operation, '<mid> util' = its utilisation."""
+    rec["metrics"][f"{mid} cpu"] = cpu_per_op(rec, count_key)
+    if rec["extra"].get("proxy_util") is not None:
+        rec["metrics"][f"{mid} util"] = rec["extra"]["proxy_util"]
+
+
 def measure_connrate(ctx, scenario, rnd, name, targets, pids):
     rec = new_record(ctx, scenario, rnd, name, "-")
     run_load(ctx, rec, ctx.load(targets["echo"], "--mode", "connrate", "--concurrency", "50",
-                                "--duration", str(ctx.duration)),
+                                "--duration", str(ctx.duration), threads=ctx.client_threads),
              ctx.duration + TOOL_SLACK, pids)
     check_tool(rec, {})
     if isinstance(rec["tool"], dict):
@@ -194,14 +281,14 @@ def measure_connrate(ctx, scenario, rnd, name, targets, pids):
             rec["valid"] = False
         rec["metrics"]["connrate"] = rec["tool"].get("conn_per_s")
         if name != "direct":
-            rec["metrics"]["connrate cpu"] = cpu_per_op(rec, "connections")
+            add_op_metrics(rec, "connrate", "connections")
     report(ctx, rec)
 
 
 def measure_rr(ctx, scenario, rnd, name, targets, pids):
     rec = new_record(ctx, scenario, rnd, name, "-")
     run_load(ctx, rec, ctx.load(targets["echo"], "--mode", "rr", "--connections", "50",
-                                "--duration", str(ctx.duration)),
+                                "--duration", str(ctx.duration), threads=ctx.client_threads),
              ctx.duration + TOOL_SLACK, pids)
     check_tool(rec, {"established": 50})
     tool = rec["tool"]
@@ -210,7 +297,7 @@ def measure_rr(ctx, scenario, rnd, name, targets, pids):
         rec["metrics"].update({"rr req/s": tool.get("req_per_s"), "rr p50": lat.get("p50"),
                                "rr p99": lat.get("p99")})
         if name != "direct":
-            rec["metrics"]["rr cpu"] = cpu_per_op(rec, "requests")
+            add_op_metrics(rec, "rr", "requests")
     report(ctx, rec)
 
 
@@ -235,7 +322,7 @@ def measure_idle(ctx, scenario, rnd, name, targets, pids):
     before = kernel_snapshot(pids)
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True,
-                         preexec_fn=procs._die_with_parent)
+                         preexec_fn=procs.preexec(ctx.other_cpus))
     held, out, err = None, "", ""
     try:
         ready, early = read_ready_line(p, IDLE_READY_TIMEOUT)
@@ -243,6 +330,7 @@ def measure_idle(ctx, scenario, rnd, name, targets, pids):
             rec["problems"].append(f"no 'ready' line within {IDLE_READY_TIMEOUT} s")
         else:
             rec["extra"]["ready"] = ready
+            probe_affinity(ctx, rec, p.pid, pids)
             time.sleep(IDLE_SETTLE)
             held = kernel_snapshot(pids)
         try:
@@ -309,6 +397,7 @@ def run_scenario(ctx, scenario):
     ctx.log(f"{scenario}: backends {', '.join(BACKEND_KINDS[scenario])}; "
             f"{ctx.rounds} rounds of {' '.join(ctx.contenders)}")
     backends, addrs = start_backends(ctx, BACKEND_KINDS[scenario])
+    ctx.backends = backends
     # idle restarts each proxy for every measurement so every round starts from a fresh
     # process (a warmed-up allocator would hide the per-connection cost in later rounds).
     fresh = scenario == "idle"
@@ -337,7 +426,7 @@ def measure_one(ctx, scenario, rnd, name, addrs, live, fresh):
         del live[name]
         c = None
     if c is None:
-        c = contenders.make(name, ctx.bindir, ctx.tmpdir, ctx.threads)
+        c = contenders.make(name, ctx.bindir, ctx.tmpdir, ctx.threads, ctx.proxy_cpus)
         try:
             c.targets = c.start(addrs)
         except procs.ProcError as e:
@@ -347,6 +436,7 @@ def measure_one(ctx, scenario, rnd, name, addrs, live, fresh):
                 fail_record(ctx, "cpu", rnd, name, "both", str(e))
             return
         live[name] = c
+    ctx.proxy_cores = c.cores(ctx.usable) if name != "direct" else None
     try:
         MEASURE[scenario](ctx, scenario, rnd, name, c.targets, c.pids)
         if not c.alive():
