@@ -180,16 +180,23 @@ class ClientBound(unittest.TestCase):
         row = next(line for line in md.splitlines() if line.startswith("| connrate (C=50"))
         self.assertIn("80 (80–80) †", row)
         self.assertNotIn("90 (90–90) †", row)
-        self.assertIn("connrate haproxy 55 %", md.split("†")[-1])
+        self.assertIn("connrate haproxy 55.0 %", md.split("†")[-1])
 
     def test_utilisation_row_in_percent_without_ratios(self):
         summary = report.summarize(self.records([0.95, 0.97], [0.5, 0.6]), self.NAMES, 2)
         self.assertEqual(summary["connrate util"]["ratios"], {})
         md = report.table(summary, self.NAMES)
         row = next(line for line in md.splitlines() if "connrate: proxy CPU use" in line)
-        self.assertIn("| 96 (95–97) | 55 (50–60) | — |", row)
+        self.assertIn("| 96.0 (95.0–97.0) | 55.0 (50.0–60.0) | — |", row)
         cpu = next(line for line in md.splitlines() if "proxy CPU µs per connection" in line)
         self.assertIn("0.83 (0.83–0.83)", cpu)  # sluice/haproxy of the CPU per connection
+
+    def test_judged_as_shown_to_a_tenth_of_a_percent(self):
+        summary = report.summarize(self.records([0.8996, 0.8996], [0.8994, 0.8994]), self.NAMES,
+                                   2)
+        self.assertFalse(summary["connrate"]["cells"]["sluice"]["client_bound"])  # 90.0 %
+        self.assertTrue(summary["connrate"]["cells"]["haproxy"]["client_bound"])  # 89.9 %
+        self.assertIn("connrate haproxy 89.9 %", report.table(summary, self.NAMES))
 
     def test_exactly_90_percent_is_not_client_bound(self):
         summary = report.summarize(self.records([0.9, 0.9], [0.9, 0.9]), self.NAMES, 2)
