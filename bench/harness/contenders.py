@@ -1,5 +1,4 @@
-"""The contenders: direct, sluice, HAProxy, nginx stream, the splice-fwd ceiling and the
-uring-fwd io_uring prototype (copy or --splice; built only where liburing is).
+"""The contenders: direct, sluice, HAProxy, nginx stream and the splice-fwd ceiling.
 
 Each one is started with one listener per backend kind ({"echo": "127.0.0.1:9001", ...})
 on free 127.0.0.1 ports, with its configuration written into the run's temp dir, in the
@@ -13,8 +12,8 @@ import time
 
 from . import procs
 
-ORDER = ["direct", "sluice", "haproxy", "nginx", "splice-fwd", "uring-fwd", "uring-fwd-splice"]
-PROXIES = ["sluice", "haproxy", "nginx", "splice-fwd", "uring-fwd", "uring-fwd-splice"]
+ORDER = ["direct", "sluice", "haproxy", "nginx", "splice-fwd"]
+PROXIES = ["sluice", "haproxy", "nginx", "splice-fwd"]
 
 # HAProxy needs about 2 descriptors per connection plus 2 per pipe (maxpipes defaults to
 # maxconn/4): 2.5 x 6000 = 15000 fits ulimit -n 20000 and leaves room for 4000 idle sessions.
@@ -203,34 +202,8 @@ class SpliceFwd(Contender):
         return listen
 
 
-class UringFwd(Contender):
-    """bench/uring_fwd.c: the io_uring experiment (issue #14), one single-threaded process per
-    kind; copy through provided buffers, or splice (io_uring runs it in its worker threads)."""
-
-    name = "uring-fwd"
-    threads_note = "1 thread, io_uring, copy through provided buffers"
-    extra_args = []
-
-    def _start(self, backends):
-        d = self._workdir()
-        listen = {}
-        for kind, addr in backends.items():
-            p = procs.Proc(f"{self.name}-{kind}-{self.starts}",
-                           [os.path.join(self.bindir, "bench", "uring-fwd"),
-                            "--listen", "127.0.0.1:0", "--backend", addr] + self.extra_args, d)
-            self.procs.append(p)
-            listen[kind] = p.wait_line("listening ", START_TIMEOUT)
-        return listen
-
-
-class UringFwdSplice(UringFwd):
-    name = "uring-fwd-splice"
-    threads_note = "1 thread + io_uring workers, IORING_OP_SPLICE"
-    extra_args = ["--splice"]
-
-
 CLASSES = {"direct": Direct, "sluice": Sluice, "haproxy": HAProxy, "nginx": Nginx,
-           "splice-fwd": SpliceFwd, "uring-fwd": UringFwd, "uring-fwd-splice": UringFwdSplice}
+           "splice-fwd": SpliceFwd}
 
 
 def make(name, bindir, tmpdir, threads):
@@ -244,9 +217,6 @@ def missing_requirement(name, bindir):
     if name == "splice-fwd" and not os.access(os.path.join(bindir, "bench", "splice-fwd"),
                                               os.X_OK):
         return f"{bindir}/bench/splice-fwd not built"
-    if name.startswith("uring-fwd") and not os.access(os.path.join(bindir, "bench", "uring-fwd"),
-                                                      os.X_OK):
-        return f"{bindir}/bench/uring-fwd not built (needs liburing)"
     if name == "haproxy" and not shutil.which("haproxy"):
         return "haproxy not installed"
     if name == "nginx":

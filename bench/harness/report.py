@@ -280,7 +280,7 @@ SHORT = {"bulk-1 down": "bulk-1 down", "bulk-1 up": "bulk-1 up", "bulk-8 down": 
          "rr added p99": "added p99", "idle user": "idle user B", "idle kernel": "idle kernel B",
          "cpu": "CPU s/GB", "connrate cpu": "CPU us/conn", "rr cpu": "CPU us/req"}
 COLORS = {"direct": "#9e9e9e", "sluice": "#1f77b4", "haproxy": "#d62728", "nginx": "#2ca02c",
-          "splice-fwd": "#ff7f0e", "uring-fwd": "#9467bd", "uring-fwd-splice": "#8c564b"}
+          "splice-fwd": "#ff7f0e"}
 
 
 def chart(summary, names, outdir, title):
