@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -243,8 +244,22 @@ static void test_unknown_user_is_config_error(void **state)
     unlink(path);
 }
 
+/* sluice re-reads its config as nobody on reload, so every directory above it must let nobody
+ * through; a checkout under a 0700 directory (mktemp -d) does not. The files of this test go to
+ * a directory of their own under /tmp, which every user may traverse. */
+static void use_traversable_tmpdir(void)
+{
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/tmp/sluice-privileges-%ld", (long)getuid());
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return;
+    if (chmod(dir, 0755) == 0)
+        setenv("SLUICE_TEST_TMP", dir, 1);
+}
+
 int main(void)
 {
+    use_traversable_tmpdir();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_drops_to_nobody),
         cmocka_unit_test(test_reload_low_port_after_drop),
