@@ -182,14 +182,19 @@ def affinity_summary(records):
     return out
 
 
+def add_util_metric(rec, mid):
+    """'<mid> util' = the proxy's utilisation during the run, when it was read."""
+    if rec["extra"].get("proxy_util") is not None:
+        rec["metrics"][f"{mid} util"] = rec["extra"]["proxy_util"]
+
+
 def add_cpu_metrics(rec, mid, units):
     """Adds '<mid> cpu' = proxy CPU seconds per unit moved (`units` of them, e.g. GB) and
-    '<mid> util' = the proxy's utilisation during the run."""
-    cpu, util = rec["extra"].get("proxy_cpu_s"), rec["extra"].get("proxy_util")
+    '<mid> util'."""
+    cpu = rec["extra"].get("proxy_cpu_s")
     if cpu is not None and units:
         rec["metrics"][f"{mid} cpu"] = cpu / units
-    if util is not None:
-        rec["metrics"][f"{mid} util"] = util
+    add_util_metric(rec, mid)
 
 
 def fail_record(ctx, scenario, rnd, name, what, problem):
@@ -265,8 +270,7 @@ def cpu_per_op(rec, count_key):
 def add_op_metrics(rec, mid, count_key):
     """'<mid> cpu' = proxy CPU µs per operation, '<mid> util' = its utilisation."""
     rec["metrics"][f"{mid} cpu"] = cpu_per_op(rec, count_key)
-    if rec["extra"].get("proxy_util") is not None:
-        rec["metrics"][f"{mid} util"] = rec["extra"]["proxy_util"]
+    add_util_metric(rec, mid)
 
 
 def measure_connrate(ctx, scenario, rnd, name, targets, pids):
