@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -149,18 +150,72 @@ uint64_t harness_scale(uint64_t bytes)
     return san != NULL && *san == '1' ? bytes / 4 : bytes;
 }
 
+/* Ports are handed out below the kernel's ephemeral range and claimed with a lock file that
+ * lives as long as the test process. A port the kernel picked for bind(port 0) and freed again
+ * could be the next connect()'s source port of any process, or the next test's pick when
+ * ctest runs tests in parallel; both happened (a sluice that could not bind its admin port,
+ * two listeners sharing a port through SO_REUSEPORT). */
+#define PORT_LOCK_DIR "/tmp/sluice-test-ports"
+#define PORT_SPAN     12000
+
+static int ephemeral_low(void)
+{
+    int low = 32768, high;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%d %d", &low, &high) != 2)
+            low = 32768;
+        fclose(f);
+    }
+    return low;
+}
+
+/* 1 when port is free to bind on 127.0.0.1 now (nothing listens, no TIME_WAIT holds it). */
+static int port_bindable(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* 1 when this process now holds port's lock file (kept open until it exits). */
+static int port_claim(int port)
+{
+    char path[64];
+    snprintf(path, sizeof(path), PORT_LOCK_DIR "/%d", port);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return 0;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return 0;
+    }
+    return 1;
+}
+
 int harness_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        perror("harness_free_port");
-        exit(1);
+    static int next;
+    int high = ephemeral_low(), low = high - PORT_SPAN > 1024 ? high - PORT_SPAN : 1024;
+    int span = high - low;
+
+    if (mkdir(PORT_LOCK_DIR, 01777) == 0)
+        (void)chmod(PORT_LOCK_DIR, 01777); /* past the umask: any user's tests share it */
+    if (next == 0)
+        next = (int)(((unsigned)getpid() * 2654435761u) % (unsigned)span);
+    for (int tries = 0; tries < span; tries++) {
+        int port = low + next;
+        next = (next + 1) % span;
+        if (port_claim(port) && port_bindable(port))
+            return port;
     }
-    close(fd);
-    return ntohs(a.sin_port);
+    fprintf(stderr, "harness_free_port: no free port in %d-%d\n", low, high - 1);
+    exit(1);
 }
 
 /* Child side of a spawn: stdin from /dev/null, stdout to out_fd, stderr to the log. */
@@ -564,8 +619,10 @@ int tcp_connect_from(const char *src, const char *dst, int port)
     assert_true(fd >= 0);
     struct timeval tv = {.tv_sec = HARNESS_WAIT_MS / 1000};
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    assert_int_equal(bind(fd, (struct sockaddr *)&from, len), 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&to, len), 0);
+    if (bind(fd, (struct sockaddr *)&from, len) != 0)
+        fail_msg("bind %s: %s", src, strerror(errno));
+    if (connect(fd, (struct sockaddr *)&to, len) != 0)
+        fail_msg("connect %s -> %s:%d: %s", src, dst, port, strerror(errno));
     return fd;
 }
 
