@@ -356,7 +356,6 @@ static int daemon_setup_listeners(struct daemon *d)
     if (daemon_setup_service_rts(d) != 0 || daemon_setup_listener_table(d) != 0)
         return -ENOMEM;
     d->shared = (struct worker_shared){
-        .budget = {.max = fit_max_connections(d)},
         .listeners = d->start_rts,
         .n_listeners = d->n_listeners,
         .lstats_cap = d->lstats_cap,
@@ -370,7 +369,8 @@ static int daemon_setup_listeners(struct daemon *d)
         .inherited = d->inherited,
         .n_workers = d->n_workers,
     };
-    return 0;
+    /* the workers' hosts are 1..n_workers (instance_use.h numbers its shards the same way) */
+    return conn_budget_init(&d->shared.budget, fit_max_connections(d), d->n_workers + 1);
 }
 
 #define ACCESS_RING_BYTES                                                                          \
@@ -456,7 +456,7 @@ static void daemon_log_stats(struct daemon *d, const char *event)
         stats_accumulate(&total, &d->workers[i].stats);
     unsigned n = stats_count();
     struct log_field fields[64];
-    fields[0] = LOG_INT("open", atomic_load(&d->shared.budget.open));
+    fields[0] = LOG_INT("open", conn_budget_open(&d->shared.budget));
     for (unsigned i = 0; i < n && i + 1 < 64; i++)
         fields[i + 1] = LOG_INT(stats_name(i), stats_value(&total, i));
     log_emit(&d->log, LOG_LEVEL_INFO, event, fields, n + 1 < 64 ? n + 1 : 64);
@@ -620,7 +620,7 @@ static void on_unlistened(uv_async_t *a)
         d->said_unlistened = 1;
         daemon_release_claims(d);
         log_event(&d->log, LOG_LEVEL_INFO, "listeners_closed",
-                  LOG_INT("open", atomic_load(&d->shared.budget.open)));
+                  LOG_INT("open", conn_budget_open(&d->shared.budget)));
     }
 }
 
@@ -637,7 +637,7 @@ static void on_shutdown_timeout(uv_timer_t *t)
 {
     struct daemon *d = t->data;
     log_event(&d->log, LOG_LEVEL_WARN, "shutdown_timeout",
-              LOG_INT("open", atomic_load(&d->shared.budget.open)));
+              LOG_INT("open", conn_budget_open(&d->shared.budget)));
     for (unsigned i = 0; i < d->n_started; i++)
         worker_command(&d->workers[i], WORKER_STOP);
 }
@@ -653,7 +653,7 @@ void daemon_drain(struct daemon *d, const char *signal_name)
     }
     atomic_store(&d->draining, 1);
     log_event(&d->log, LOG_LEVEL_INFO, "shutdown_started", LOG_STR("signal", signal_name),
-              LOG_INT("open", atomic_load(&d->shared.budget.open)),
+              LOG_INT("open", conn_budget_open(&d->shared.budget)),
               LOG_INT("timeout_ms", d->cfg->shutdown_timeout_ms));
     notify_stopping(&d->log, "draining open connections");
     registrar_stop(d->registrar);
@@ -805,6 +805,7 @@ static void daemon_teardown(struct daemon *d)
             worker_destroy(&d->workers[i]);
     }
     free(d->workers);
+    conn_budget_destroy(&d->shared.budget); /* after the workers: they give slots back */
     if (d->access_on)
         log_writer_destroy(&d->access); /* after the workers: their last lines are written */
     for (size_t i = 0; i < d->n_listeners; i++)
@@ -938,6 +939,7 @@ int daemon_run(struct config *cfg, int takeover)
     d->cfg = cfg;
     d->takeover = takeover;
     d->n_workers = cfg->workers;
+    instance_shards_set_workers(d->n_workers); /* before the first service owner */
     d->fault = getenv(FAULT_ENV);
     d->started_ms = clock_ms();
     d->started_wall = wall_seconds();

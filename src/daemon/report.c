@@ -285,7 +285,7 @@ static cJSON *status_counters(struct daemon *d)
     cJSON *o = cJSON_CreateObject();
 
     sum_stats(d, &total);
-    cJSON_AddNumberToObject(o, "open", atomic_load(&d->shared.budget.open));
+    cJSON_AddNumberToObject(o, "open", conn_budget_open(&d->shared.budget));
     for (unsigned i = 0; i < stats_count(); i++)
         cJSON_AddNumberToObject(o, stats_name(i), (double)stats_value(&total, i));
     return o;
@@ -400,7 +400,7 @@ static void metrics_totals(struct mbuf *b, struct daemon *d)
     put(b, "sluice_queue_timeouts_total %llu\n",
         (unsigned long long)atomic_load(&t.queue_timeouts));
     family(b, "sluice_connections_open", "gauge", "Client connections open, all listeners.");
-    put(b, "sluice_connections_open %u\n", atomic_load(&d->shared.budget.open));
+    put(b, "sluice_connections_open %u\n", conn_budget_open(&d->shared.budget));
     family(b, "sluice_log_lines_dropped_total", "counter",
            "Access-log lines dropped because the writer could not keep up.");
     put(b, "sluice_log_lines_dropped_total %llu\n",

@@ -20,6 +20,7 @@ struct lb_ctx {
     size_t key_len;                      /* bytes of key */
     struct instance_state *const *tried; /* instances this caller tried already (retries) */
     size_t n_tried;                      /* entries in tried; > 0 makes the pick a retry */
+    unsigned shard;                      /* the caller's shard of the states (instance_use.h) */
 };
 
 /* One balancing algorithm. pick() is pure: no I/O, no clock, no allocation, no locks; it may

@@ -31,17 +31,56 @@ struct instance_set *snapshot_empty(void)
     return &empty_set;
 }
 
+/* Written once at start, before any state exists (and before any worker starts). */
+static unsigned shard_workers;
+
+void instance_shards_set_workers(unsigned workers)
+{
+    shard_workers = workers;
+}
+
 struct instance_state *instance_state_create(const char *id, const struct net_addr *addr)
 {
     struct instance_state *st = calloc(1, sizeof(*st));
+    const unsigned n = 1 + shard_workers;
 
-    if (st == NULL) {
+    if (st == NULL)
+        return NULL;
+    st->shards = aligned_alloc(sizeof(struct instance_shard), n * sizeof(struct instance_shard));
+    if (st->shards == NULL) {
+        free(st);
         return NULL;
     }
+    memset(st->shards, 0, n * sizeof(struct instance_shard));
+    st->n_shards = n;
     snprintf(st->id, sizeof(st->id), "%s", id);
     st->addr = *addr;
     atomic_init(&st->refs, 1);
     return st;
+}
+
+static uint64_t shards_sum(const struct instance_state *st, size_t offset)
+{
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < st->n_shards; i++)
+        sum += atomic_load_explicit((const atomic_ullong *)((const char *)&st->shards[i] + offset),
+                                    memory_order_relaxed);
+    return sum;
+}
+
+uint64_t instance_state_connects(const struct instance_state *st)
+{
+    return shards_sum(st, offsetof(struct instance_shard, connects));
+}
+
+uint64_t instance_state_bytes_up(const struct instance_state *st)
+{
+    return shards_sum(st, offsetof(struct instance_shard, bytes_up));
+}
+
+uint64_t instance_state_bytes_down(const struct instance_state *st)
+{
+    return shards_sum(st, offsetof(struct instance_shard, bytes_down));
 }
 
 void instance_state_hold(struct instance_state *st)
@@ -58,7 +97,8 @@ void instance_state_release(struct instance_state *st)
 
     assert(before > 0);
     if (before == 1) {
-        assert(atomic_load(&st->active) == 0); /* a session still counted in it holds a ref */
+        assert(instance_state_active(st) == 0); /* a session still counted in it holds a ref */
+        free(st->shards);
         free(st);
     }
 }

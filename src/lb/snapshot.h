@@ -21,21 +21,33 @@ enum instance_health {
     INSTANCE_HEALTH_DOWN,    /* the check failed check_fall times in a row */
 };
 
+/* One user's share of an instance's per-connection counts, on a cache line of its own. A user
+ * is a worker thread (shards 1..n, each written by its worker only, with plain load and store)
+ * or anyone else (shard 0: the library's callers, with atomic read-modify-writes). So a
+ * worker's connection writes no line another core writes; readers sum the shards. */
+struct instance_shard {
+    atomic_uint active;         /* this user's sessions connecting to or connected to it */
+    atomic_uint held;           /* this user's sessions holding the state (active or retrying) */
+    atomic_ullong connects;     /* sessions that connected, for metrics */
+    atomic_ullong bytes_up;     /* bytes sent to it by sessions that ended */
+    atomic_ullong bytes_down;   /* bytes received from it by sessions that ended */
+    struct instance_state *next_held; /* the worker's list of states it holds a reference on */
+    uint8_t has_ref;                  /* the worker holds one reference for all its sessions */
+} __attribute__((aligned(64)));
+
 /* What must outlive a snapshot swap for one instance: found again by id in the next set, so a
  * swap never resets balancing. Shared by all threads. The atomics are written by workers and
  * the owner; the fields below them are the owner's own, under its lock. */
 struct instance_state {
     char id[SNAPSHOT_ID_MAX];   /* stable identity ("ip:port", or Consul node + service id) */
     struct net_addr addr;       /* where it is: fixed, a new address is a new state */
-    atomic_uint active;         /* sessions connecting to or connected to it, all workers */
+    struct instance_shard *shards; /* n_shards of them: the per-connection counts */
+    unsigned n_shards;             /* 1 + the workers when it was created */
     atomic_uint refs;           /* one for "known to the owner" + one per set or holder */
     atomic_uint fails_in_row;   /* failed connects since the last good one (passive health) */
-    atomic_ullong connects;     /* sessions that connected, for metrics */
     atomic_ullong failures;     /* failed connect attempts, for metrics */
     atomic_ullong ejections;    /* times passive health ejected it, for metrics */
     atomic_ullong timeouts;     /* connect attempts that timed out, for metrics */
-    atomic_ullong bytes_up;     /* bytes sent to it by sessions that ended */
-    atomic_ullong bytes_down;   /* bytes received from it by sessions that ended */
     atomic_ullong removed_ms;   /* clock_ms when it left the set (draining); 0 while listed */
     uint8_t health;             /* enum instance_health; owner only */
     uint8_t ejected;            /* passive health keeps it out until ejected_until; owner only */
@@ -109,9 +121,16 @@ void *snapshot_ptr_load(void *const *slot);
  * a read section. */
 void snapshot_grace(void);
 
+/* How many worker threads account per connection (instance_use.h): states created from now on
+ * get a shard for each of them besides shard 0. Set once, before the first state is created
+ * (the daemon, at start); 0 until then, so the library and the tests use shard 0 only. */
+void instance_shards_set_workers(unsigned workers);
+
+/* A new state with one reference. NULL on ENOMEM. */
+struct instance_state *instance_state_create(const char *id, const struct net_addr *addr);
+
 /* Takes / drops a reference on an instance state so it outlives the sets that list it.
  * Any thread; the last release frees it. */
-struct instance_state *instance_state_create(const char *id, const struct net_addr *addr);
 void instance_state_hold(struct instance_state *st);
 void instance_state_release(struct instance_state *st);
 
@@ -124,5 +143,19 @@ void snapshot_reader_unregister(void);
  * short (a pick and a copy of what the caller needs); never block inside. Registered threads. */
 void snapshot_read_lock(void);
 void snapshot_read_unlock(void);
+
+/* Sums over the shards. Relaxed: a count a few sessions stale only makes a choice slightly
+ * worse, and metrics are a moment's view anyway. The pick path reads active: inline. */
+static inline unsigned instance_state_active(const struct instance_state *st)
+{
+    unsigned sum = 0;
+    for (unsigned i = 0; i < st->n_shards; i++)
+        sum += atomic_load_explicit(&st->shards[i].active, memory_order_relaxed);
+    return sum;
+}
+
+uint64_t instance_state_connects(const struct instance_state *st);
+uint64_t instance_state_bytes_up(const struct instance_state *st);
+uint64_t instance_state_bytes_down(const struct instance_state *st);
 
 #endif

@@ -63,7 +63,8 @@ static void instance_out(const struct instance *in, const struct mesh_service *s
     out->weight = in->weight;
     out->handle[0] = in->state;
     out->handle[1] = (void *)s;
-    instance_use_begin(in->state);
+    struct instance_user shared = INSTANCE_USER_SHARED;
+    instance_use_begin(in->state, &shared);
 }
 
 /* One pick from s's current set. Inside a read section. 0 or a sluice_error. */
@@ -150,15 +151,16 @@ void sluice_release_instance(struct sluice_mesh *mesh, const struct sluice_insta
     struct instance_state *st = inst->handle[0];
     const struct mesh_service *s = inst->handle[1];
     struct mesh_thread *t = mesh_thread_get(mesh);
+    struct instance_user shared = INSTANCE_USER_SHARED; /* any thread may release */
 
     if (outcome == SLUICE_CONNECT_FAILED) {
         instance_use_failed(s->owner, st);
         if (t != NULL)
             mesh_count(&t->count.connect_failures);
     } else {
-        instance_use_connected(st);
+        instance_use_connected(st, &shared);
         if (outcome == SLUICE_REQUEST_FAILED && t != NULL)
             mesh_count(&t->count.request_failures);
     }
-    instance_use_end(st);
+    instance_use_end(st, &shared);
 }

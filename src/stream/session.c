@@ -87,27 +87,89 @@ static void hist_add(struct session_hist *hist, const uint64_t *bounds, uint64_t
 
 /* --- connection budget -------------------------------------------------------------------- */
 
-int conn_budget_take(struct conn_budget *b)
+int conn_budget_init(struct conn_budget *b, uint32_t max, unsigned n_hosts)
 {
-    unsigned open = atomic_fetch_add_explicit(&b->open, 1, memory_order_relaxed);
+    uint32_t chunk = n_hosts > 0 ? max / (4 * n_hosts) : 1;
 
-    if (open < b->max)
-        return 1;
-    atomic_fetch_sub_explicit(&b->open, 1, memory_order_relaxed);
+    *b = (struct conn_budget){.max = max, .n_hosts = n_hosts};
+    b->chunk = chunk < 1 ? 1 : chunk > 32 ? 32 : chunk;
+    b->spare = aligned_alloc(sizeof(*b->spare), (n_hosts ? n_hosts : 1) * sizeof(*b->spare));
+    if (b->spare == NULL)
+        return -ENOMEM;
+    for (unsigned i = 0; i < (n_hosts ? n_hosts : 1); i++)
+        atomic_init(&b->spare[i].n, 0);
     return 0;
 }
 
-void conn_budget_force(struct conn_budget *b)
+void conn_budget_destroy(struct conn_budget *b)
 {
+    free(b->spare);
+    b->spare = NULL;
+}
+
+/* One slot out of a spare, if it has one. */
+static int spare_take(atomic_uint *n)
+{
+    unsigned have = atomic_load_explicit(n, memory_order_relaxed);
+
+    while (have > 0)
+        if (atomic_compare_exchange_weak_explicit(n, &have, have - 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return 1;
+    return 0;
+}
+
+int conn_budget_take(struct conn_budget *b, unsigned host)
+{
+    assert(host < b->n_hosts);
+    if (spare_take(&b->spare[host].n))
+        return 1;
+    unsigned open = atomic_load_explicit(&b->open, memory_order_relaxed);
+    while (open < b->max) {
+        unsigned k = b->max - open < b->chunk ? b->max - open : b->chunk;
+        if (atomic_compare_exchange_weak_explicit(&b->open, &open, open + k, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            if (k > 1)
+                atomic_fetch_add_explicit(&b->spare[host].n, k - 1, memory_order_relaxed);
+            return 1;
+        }
+    }
+    for (unsigned i = 0; i < b->n_hosts; i++) /* the cap is reached: another host's spare */
+        if (i != host && spare_take(&b->spare[i].n))
+            return 1;
+    return 0;
+}
+
+void conn_budget_force(struct conn_budget *b, unsigned host)
+{
+    (void)host;
     atomic_fetch_add_explicit(&b->open, 1, memory_order_relaxed);
 }
 
-void conn_budget_give(struct conn_budget *b)
+void conn_budget_give(struct conn_budget *b, unsigned host)
 {
-    unsigned before = atomic_fetch_sub_explicit(&b->open, 1, memory_order_relaxed);
+    assert(host < b->n_hosts);
+    atomic_uint *n = &b->spare[host].n;
+    unsigned have = atomic_fetch_add_explicit(n, 1, memory_order_relaxed) + 1;
 
-    assert(before > 0);
-    (void)before;
+    /* a spare of more than two chunks goes back to the cap, a chunk at a time (a lost race
+     * leaves it for the next give) */
+    if (have > 2 * b->chunk && atomic_compare_exchange_strong_explicit(
+                                   n, &have, have - b->chunk, memory_order_relaxed,
+                                   memory_order_relaxed)) {
+        unsigned before = atomic_fetch_sub_explicit(&b->open, b->chunk, memory_order_relaxed);
+        assert(before >= b->chunk);
+        (void)before;
+    }
+}
+
+unsigned conn_budget_open(const struct conn_budget *b)
+{
+    unsigned spare = 0, open = atomic_load_explicit(&b->open, memory_order_relaxed);
+
+    for (unsigned i = 0; i < b->n_hosts; i++)
+        spare += atomic_load_explicit(&b->spare[i].n, memory_order_relaxed);
+    return open > spare ? open - spare : 0;
 }
 
 /* --- addresses ---------------------------------------------------------------------------- */
@@ -190,7 +252,7 @@ static void watch_close_how(struct watch *wt, enum close_how how)
 
 static void instance_take(struct session *s, struct instance_state *st)
 {
-    instance_use_begin(st);
+    instance_use_begin(st, &s->host->user);
     s->inst = st;
 }
 
@@ -198,7 +260,7 @@ static void instance_drop(struct session *s)
 {
     if (s->inst == NULL)
         return;
-    instance_use_end(s->inst);
+    instance_use_end(s->inst, &s->host->user);
     s->inst = NULL;
 }
 
@@ -212,7 +274,7 @@ static int instance_mark_tried(struct session *s)
         if (s->tried == NULL)
             return -ENOMEM;
     }
-    atomic_fetch_sub_explicit(&s->inst->active, 1, memory_order_relaxed);
+    instance_use_inactive(s->inst, &s->host->user);
     instance_use_failed(s->lst->service->owner, s->inst); /* it keeps the session's hold */
     s->tried[s->n_tried++] = s->inst;
     s->inst = NULL;
@@ -222,7 +284,7 @@ static int instance_mark_tried(struct session *s)
 static void tried_release(struct session *s)
 {
     for (uint32_t i = 0; i < s->n_tried; i++)
-        instance_state_release(s->tried[i]);
+        instance_use_unhold(s->tried[i], &s->host->user);
     free(s->tried);
     s->tried = NULL;
     s->n_tried = 0;
@@ -248,7 +310,8 @@ static int instance_pick(struct session *s, struct net_addr *addr)
 {
     struct session_host *h = s->host;
     const struct service_rt *svc = s->lst->service;
-    struct lb_ctx ctx = {.rng = &h->rng, .tried = s->tried, .n_tried = s->n_tried};
+    struct lb_ctx ctx = {
+        .rng = &h->rng, .tried = s->tried, .n_tried = s->n_tried, .shard = h->user.shard};
     struct net_addr client;
     uint8_t key[18];
     long i;
@@ -510,7 +573,7 @@ static void session_established(struct session *s)
     s->connect_us = took < UINT32_MAX ? (uint32_t)took : UINT32_MAX;
     hist_add(&h->connect_time, session_connect_bounds_us, took);
     tried_release(s);
-    instance_use_connected(s->inst);
+    instance_use_connected(s->inst, &h->user);
     STATS_ADD(h->stats, sessions_established, 1);
     s->t.last_active = evloop_now(h->loop);
     evloop_timer_remove(h->loop, &s->timer);
@@ -789,11 +852,8 @@ static void session_count_end(struct session *s, enum session_end end)
     atomic_store_explicit(&ls->open, atomic_load_explicit(&ls->open, memory_order_relaxed) - 1,
                           memory_order_relaxed);
     hist_add(&h->duration, session_duration_bounds_us, clock_us() - s->started_us);
-    if (s->inst != NULL && (s->up.bytes | s->down.bytes) != 0) {
-        /* one shared add per direction per session: the instance's line is written anyway */
-        atomic_fetch_add_explicit(&s->inst->bytes_up, s->up.bytes, memory_order_relaxed);
-        atomic_fetch_add_explicit(&s->inst->bytes_down, s->down.bytes, memory_order_relaxed);
-    }
+    if (s->inst != NULL && (s->up.bytes | s->down.bytes) != 0)
+        instance_use_bytes(s->inst, &h->user, s->up.bytes, s->down.bytes);
 }
 
 /* The access-log line of a session that ends; dropped (and counted) when its ring is full. */
@@ -856,7 +916,7 @@ static void session_finalize(struct session *s, enum session_end end, const char
     host_unlink(h, s);
     admit_release(s->lst, s->client_slot); /* into the table of the version it came in on */
     s->client_slot = CLIENT_LIMIT_NONE;
-    conn_budget_give(h->budget);
+    conn_budget_give(h->budget, h->user.shard);
     /* a slot of this service freed up: the oldest waiting client of this host may have it */
     if (had_instance && h->queues[s->lst->service->index].len > 0)
         session_serve_queue(h, s->lst->service->index);
@@ -947,7 +1007,7 @@ static void session_refuse(struct session *s, enum listener_reject why, const ch
     evloop_timer_remove(h->loop, &s->timer);
     watch_close_how(&s->client, CLOSE_RESET);
     host_unlink(h, s);
-    conn_budget_give(h->budget);
+    conn_budget_give(h->budget, h->user.shard);
 }
 
 /* The client's address becomes the one the header carries (v1 UNKNOWN, v2 LOCAL and address

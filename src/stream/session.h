@@ -12,28 +12,46 @@
 
 #include "balancer.h"
 #include "evloop.h"
+#include "instance_use.h"
 #include "listener.h"
 #include "log.h"
 #include "pump.h"
 #include "stats.h"
 #include "wheel.h"
 
-/* The cap on open client connections, shared by every host. Raised only by conn_budget_take,
- * lowered only by conn_budget_give. */
+/* The slots one host took from the cap and has not used yet, on a cache line of its own. */
+struct conn_budget_spare {
+    atomic_uint n;
+} __attribute__((aligned(64)));
+
+/* The cap on open client connections, shared by every host. A host takes slots from the cap a
+ * chunk at a time and gives them back to its own spare, so a connection writes only that
+ * host's line, not one every worker writes; a host that finds the cap reached takes another
+ * host's spare slot before it refuses. */
 struct conn_budget {
-    atomic_uint open; /* connections admitted and not yet closed */
-    uint32_t max;     /* max_connections */
+    atomic_uint open;  /* slots taken from the cap: connections admitted, plus the spares */
+    uint32_t max;      /* max_connections */
+    uint32_t chunk;    /* slots taken at once: at most a quarter of max in all the spares */
+    unsigned n_hosts;  /* entries in spare: index 0 unused, a worker's is its id + 1 */
+    struct conn_budget_spare *spare;
 };
 
-/* Reserves a slot before an accept; 0 when the cap is reached. Any thread. */
-int conn_budget_take(struct conn_budget *b);
+/* 0, or -ENOMEM. */
+int conn_budget_init(struct conn_budget *b, uint32_t max, unsigned n_hosts);
+void conn_budget_destroy(struct conn_budget *b);
+
+/* Reserves a slot for host before an accept; 0 when the cap is reached. Any thread. */
+int conn_budget_take(struct conn_budget *b, unsigned host);
 
 /* Takes a slot even beyond the cap: for a connection that would otherwise be reset (the queue of
  * a listening socket about to close). Any thread. */
-void conn_budget_force(struct conn_budget *b);
+void conn_budget_force(struct conn_budget *b, unsigned host);
 
-/* Gives a slot back (a closed session, or an accept that yielded none). Any thread. */
-void conn_budget_give(struct conn_budget *b);
+/* Gives host's slot back (a closed session, or an accept that yielded none). Any thread. */
+void conn_budget_give(struct conn_budget *b, unsigned host);
+
+/* Connections admitted and not yet closed (a moment's view while hosts take and give). */
+unsigned conn_budget_open(const struct conn_budget *b);
 
 struct session;
 
@@ -116,6 +134,7 @@ struct session_host {
     struct stats *stats;           /* the host thread's counters */
     struct logger *log;            /* where events go */
     struct conn_budget *budget;    /* open-connection cap, shared by all hosts */
+    struct instance_user user;     /* its shard of every instance (worker id + 1) */
     struct lb_scratch *scratch;    /* balancer state, one per service (service_rt.index) */
     struct session_queue *queues;  /* waiting clients, one queue per service (service_rt.index) */
     uint64_t rng;                  /* random source for balancers; never 0 */

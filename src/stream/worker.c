@@ -57,7 +57,7 @@ static void worker_pause(struct worker *w, const char *why, int err)
         w->last_pause_log = now;
         log_event(w->shared->log, LOG_LEVEL_WARN, "accept_paused", LOG_STR("why", why),
                   LOG_INT("errno", err), LOG_INT("worker", w->id),
-                  LOG_INT("open", atomic_load(&w->budget->open)),
+                  LOG_INT("open", conn_budget_open(w->budget)),
                   LOG_INT("paused_total", atomic_load(&w->stats.accept_paused)));
     }
 }
@@ -115,7 +115,7 @@ static void worker_refuse(struct worker *w, const struct listener_rt *rt, int fd
     STATS_ADD(&w->host.lstats[rt->index], rejected[why], 1);
     (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(fd);
-    conn_budget_give(w->budget);
+    conn_budget_give(w->budget, w->host.user.shard);
     if (log_enabled(w->shared->log, LOG_LEVEL_DEBUG)) {
         struct net_addr a;
         (void)net_addr_from_sockaddr(&a, (const struct sockaddr *)client, len);
@@ -134,15 +134,15 @@ static int worker_accept_one(struct worker *w, struct worker_listener *wl, int r
 
     /* the slot is reserved before accepting, so the cap holds across workers */
     if (retiring) {
-        conn_budget_force(w->budget);
-    } else if (!conn_budget_take(w->budget)) {
+        conn_budget_force(w->budget, w->host.user.shard);
+    } else if (!conn_budget_take(w->budget, w->host.user.shard)) {
         worker_pause(w, "max_connections", 0);
         return 0;
     }
     int fd = listener_accept(wl->watch.fd, &client, &len);
     if (fd < 0) {
         int err = -fd;
-        conn_budget_give(w->budget);
+        conn_budget_give(w->budget, w->host.user.shard);
         if (retiring)
             return err == ECONNABORTED || err == EINTR || err == EPROTO;
         if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)
@@ -163,7 +163,7 @@ static int worker_accept_one(struct worker *w, struct worker_listener *wl, int r
     if (session_start(&w->host, wl->rt, fd, (const struct sockaddr *)&client, len, slot) != 0) {
         admit_release(wl->rt, slot);
         close(fd);
-        conn_budget_give(w->budget);
+        conn_budget_give(w->budget, w->host.user.shard);
         STATS_ADD(&w->stats, alloc_failures, 1);
     }
     return 1;
@@ -210,7 +210,9 @@ static void on_sweep(uv_timer_t *t)
             session_serve_queue(&w->host, i);
     if (now - w->last_sweep >= WORKER_SWEEP_MS) {
         w->last_sweep = now;
-        session_sweep(&w->host, clock_ms(), clock_us());
+        if (w->sweep_sessions)
+            session_sweep(&w->host, clock_ms(), clock_us());
+        instance_user_sweep(&w->host.user);
     }
     session_free_closed(&w->host);
     worker_check_exit(w);
@@ -481,9 +483,10 @@ int worker_start(struct worker *w)
 {
     int queues;
 
-    if (worker_needs_sweep(w->shared, &queues))
-        uv_timer_start(&w->sweep, on_sweep, queues ? WORKER_QUEUE_POLL_MS : WORKER_SWEEP_MS,
-                       queues ? WORKER_QUEUE_POLL_MS : WORKER_SWEEP_MS);
+    /* always: the instance references of ended sessions are dropped there */
+    w->sweep_sessions = worker_needs_sweep(w->shared, &queues);
+    uv_timer_start(&w->sweep, on_sweep, queues ? WORKER_QUEUE_POLL_MS : WORKER_SWEEP_MS,
+                   queues ? WORKER_QUEUE_POLL_MS : WORKER_SWEEP_MS);
     worker_set_accepting(w, 1);
     return uv_thread_create(&w->thread, worker_main, w);
 }
@@ -637,6 +640,7 @@ static int worker_init_host(struct worker *w)
         .stats = &w->stats,
         .log = sh->log,
         .budget = w->budget,
+        .user = {.shard = w->id + 1},
         .scratch = scratch,
         .queues = queues,
         .lstats = lstats,
@@ -689,6 +693,7 @@ void worker_destroy(struct worker *w)
     w->handles = 0;
     evloop_close(&w->loop);
     assert(w->host.n_live == 0 && w->host.graveyard == NULL);
+    instance_user_finish(&w->host.user);
     for (size_t i = 0; w->host.scratch != NULL && i < w->shared->n_services; i++)
         lb_scratch_free(&w->host.scratch[i]);
     for (size_t i = 0; w->host.queues != NULL && i < w->shared->n_services; i++)

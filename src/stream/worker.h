@@ -86,6 +86,7 @@ struct worker {
     uv_timer_t resume;                      /* re-enables accepting after a pause */
     uv_timer_t sweep;                       /* drain, lifetime and queue upkeep */
     uint64_t last_sweep;                    /* loop time of the last drain/lifetime sweep */
+    int sweep_sessions;                     /* some service has drain or lifetime limits */
     uv_async_t wakeup;                      /* main thread's commands */
     atomic_int command;                     /* enum worker_command */
     struct worker_listener *listeners;      /* sockets being served (list) */

@@ -28,6 +28,7 @@ struct fixture {
     struct instance_set set;                /* what the balancer sees */
     struct instance inst[MAX_INST];         /* set.inst points here (NULL when n == 0) */
     struct instance_state states[MAX_INST]; /* inst[i].state == &states[i] */
+    struct instance_shard shards[MAX_INST]; /* states[i]'s one shard (shard 0) */
     struct lb_scratch sc[MAX_WORKERS];      /* caller w's scratch */
     uint64_t rng;                           /* the callers' random source (seeded: repeatable) */
 };
@@ -41,9 +42,9 @@ static struct fixture *fixture_new(const struct lb_ops *lb, const uint32_t *weig
     for (size_t i = 0; i < n; i++) {
         struct instance_state *st = &f->states[i];
         snprintf(st->id, sizeof(st->id), "10.0.0.%zu:80", i + 1);
-        atomic_init(&st->active, 0);
+        st->shards = &f->shards[i];
+        st->n_shards = 1;
         atomic_init(&st->refs, 1);
-        atomic_init(&st->connects, 0);
         atomic_init(&st->failures, 0);
         f->inst[i].weight = weights[i];
         f->inst[i].state = st;
@@ -91,12 +92,12 @@ static long pick(struct fixture *f, unsigned worker, const struct exclude *ex)
 
 static void set_active(struct fixture *f, size_t i, unsigned active)
 {
-    atomic_store(&f->states[i].active, active);
+    atomic_store(&f->states[i].shards[0].active, active);
 }
 
 static unsigned get_active(struct fixture *f, size_t i)
 {
-    return atomic_load(&f->states[i].active);
+    return atomic_load(&f->states[i].shards[0].active);
 }
 
 /* Picks `picks` times on worker 0 and counts the choices; every pick must succeed. */
@@ -562,14 +563,14 @@ static void test_lc_sessions_stay_balanced(void **state)
     for (int s = 0; s < OPEN; s++) {
         open[s] = pick(f, (unsigned)s % 2, NULL);
         assert_in_range(open[s], 0, 2);
-        atomic_fetch_add(&f->states[open[s]].active, 1);
+        atomic_fetch_add(&f->states[open[s]].shards[0].active, 1);
     }
     for (int step = 0; step < PICKS; step++) {
         const int s = (int)(lcg_next(&seed) % OPEN);
-        atomic_fetch_sub(&f->states[open[s]].active, 1);
+        atomic_fetch_sub(&f->states[open[s]].shards[0].active, 1);
         open[s] = pick(f, (unsigned)step % 2, NULL);
         assert_in_range(open[s], 0, 2);
-        atomic_fetch_add(&f->states[open[s]].active, 1);
+        atomic_fetch_add(&f->states[open[s]].shards[0].active, 1);
         opened[open[s]]++;
 
         unsigned lo = UINT_MAX, hi = 0, sum = 0;
@@ -600,7 +601,7 @@ static void test_lc_sessions_follow_weights(void **state)
     for (int s = 0; s < 40; s++) {
         const long i = pick(f, 0, NULL);
         assert_in_range(i, 0, 2);
-        atomic_fetch_add(&f->states[i].active, 1);
+        atomic_fetch_add(&f->states[i].shards[0].active, 1);
     }
     assert_int_equal(get_active(f, 0), 10);
     assert_int_equal(get_active(f, 1), 20);
@@ -610,7 +611,7 @@ static void test_lc_sessions_follow_weights(void **state)
     for (int s = 0; s < 20; s++) {
         const long i = pick(f, 0, NULL);
         assert_int_equal(i, 1);
-        atomic_fetch_add(&f->states[i].active, 1);
+        atomic_fetch_add(&f->states[i].shards[0].active, 1);
     }
     fixture_free(f);
 }

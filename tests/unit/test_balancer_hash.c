@@ -20,6 +20,7 @@ struct fixture {
     struct instance_set set;                /* what the balancer sees */
     struct instance inst[MAX_INST];         /* set.inst points here (NULL when n == 0) */
     struct instance_state states[MAX_INST]; /* inst[i].state == &states[i] */
+    struct instance_shard shards[MAX_INST]; /* states[i]'s one shard (shard 0) */
     unsigned id_num[MAX_INST];              /* instance i's id is "10.0.0.<id_num[i]>:80" */
     struct lb_scratch sc;                   /* the caller's scratch */
     uint64_t rng;                           /* the caller's random source (seeded: repeatable) */
@@ -37,9 +38,9 @@ static struct fixture *fixture_new(const struct lb_ops *lb, const uint32_t *weig
         struct instance_state *st = &f->states[i];
         f->id_num[i] = id_nums != NULL ? id_nums[i] : (unsigned)i + 1;
         snprintf(st->id, sizeof(st->id), "10.0.0.%u:80", f->id_num[i]);
-        atomic_init(&st->active, 0);
+        st->shards = &f->shards[i];
+        st->n_shards = 1;
         atomic_init(&st->refs, 1);
-        atomic_init(&st->connects, 0);
         atomic_init(&st->failures, 0);
         f->inst[i].weight = weights[i];
         f->inst[i].state = st;
@@ -160,7 +161,7 @@ static void test_single_instance(void **state)
     struct fixture *f = fixture_new(lb, weights, NULL, 1);
     unsigned char key[4];
 
-    atomic_store(&f->states[0].active, 7);
+    atomic_store(&f->states[0].shards[0].active, 7);
     for (unsigned k = 0; k < 1000; k++) {
         key_of(k * 7919, key);
         assert_int_equal(pick_key(f, key, sizeof(key), NULL, 0), 0);
@@ -475,7 +476,7 @@ static void sim_measure(struct fixture *f, struct sim_result *out)
     double sum = 0, sum_sq = 0;
 
     for (size_t i = 0; i < SIM_INST; i++) {
-        const unsigned a = atomic_load(&f->states[i].active);
+        const unsigned a = atomic_load(&f->states[i].shards[0].active);
         lo = a < lo ? a : lo;
         hi = a > hi ? a : hi;
         sum += a;
@@ -503,10 +504,10 @@ static struct sim_result simulate(const struct lb_ops *lb)
     memset(ending, 0xff, TICKS * sizeof(*ending));
     for (int t = 0; t < SIM_ARRIVALS; t++) {
         for (int s = ending[t]; s >= 0; s = next[s])
-            atomic_fetch_sub(&f->states[where[s]].active, 1);
+            atomic_fetch_sub(&f->states[where[s]].shards[0].active, 1);
         where[t] = pick_key(f, NULL, 0, NULL, 0);
         assert_in_range(where[t], 0, SIM_INST - 1);
-        atomic_fetch_add(&f->states[where[t]].active, 1);
+        atomic_fetch_add(&f->states[where[t]].shards[0].active, 1);
         const int end = t + (int)sim_duration(&seed);
         next[t] = ending[end];
         ending[end] = t;
@@ -517,7 +518,7 @@ static struct sim_result simulate(const struct lb_ops *lb)
     r.mean_spread /= SIM_ARRIVALS - SIM_WARMUP;
     /* Sessions still open would trip instance_state_release's check in a real set. */
     for (size_t i = 0; i < SIM_INST; i++)
-        atomic_store(&f->states[i].active, 0);
+        atomic_store(&f->states[i].shards[0].active, 0);
     free(where);
     free(next);
     free(ending);
@@ -554,14 +555,14 @@ static void test_r2_avoids_busiest(void **state)
     struct fixture *f = fixture_new(&lb_random_two, weights, NULL, 4);
     unsigned counts[4] = {0};
 
-    atomic_store(&f->states[0].active, 100);
+    atomic_store(&f->states[0].shards[0].active, 100);
     for (int k = 0; k < 10000; k++)
         counts[pick_key(f, NULL, 0, NULL, 0)]++;
     assert_int_equal(counts[0], 0);
     /* The three idle ones tie and share: 3,333 each, ±300 (over 6 standard deviations). */
     for (size_t i = 1; i < 4; i++)
         assert_in_range(counts[i], 3033, 3633);
-    atomic_store(&f->states[0].active, 0);
+    atomic_store(&f->states[0].shards[0].active, 0);
     fixture_free(f);
 }
 
@@ -574,15 +575,15 @@ static void test_r2_uses_weight_and_retries(void **state)
     struct fixture *f = fixture_new(&lb_random_two, weights, NULL, 3);
     struct instance_state *tried[] = {&f->states[2]};
 
-    atomic_store(&f->states[0].active, 4);
-    atomic_store(&f->states[1].active, 2);
-    atomic_store(&f->states[2].active, 0);
+    atomic_store(&f->states[0].shards[0].active, 4);
+    atomic_store(&f->states[1].shards[0].active, 2);
+    atomic_store(&f->states[2].shards[0].active, 0);
     for (int k = 0; k < 1000; k++)
         assert_int_equal(pick_key(f, NULL, 0, tried, 1), 0);
     for (int k = 0; k < 1000; k++)
         assert_int_not_equal(pick_key(f, NULL, 0, NULL, 0), 1);
     for (size_t i = 0; i < 3; i++)
-        atomic_store(&f->states[i].active, 0);
+        atomic_store(&f->states[i].shards[0].active, 0);
     fixture_free(f);
 }
 

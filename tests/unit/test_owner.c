@@ -114,8 +114,8 @@ static void test_state_survives_swap(void **state)
     struct instance_state *one = owner_current(o)->inst[0].state;
     struct instance_state *two = owner_current(o)->inst[1].state;
     instance_state_hold(two); /* as a session would */
-    atomic_store(&one->active, 7);
-    atomic_store(&two->active, 1);
+    atomic_store(&one->shards[0].active, 7);
+    atomic_store(&two->shards[0].active, 1);
     snapshot_read_unlock();
 
     struct owner_member b[] = {member("127.0.0.1:3", 1), member("127.0.0.1:1", 2)};
@@ -123,16 +123,16 @@ static void test_state_survives_swap(void **state)
     snapshot_read_lock();
     const struct instance_set *set = owner_current(o);
     assert_ptr_equal(set->inst[1].state, one);
-    assert_int_equal(atomic_load(&set->inst[1].state->active), 7);
-    assert_int_equal(atomic_load(&set->inst[0].state->active), 0);
+    assert_int_equal(atomic_load(&set->inst[1].state->shards[0].active), 7);
+    assert_int_equal(atomic_load(&set->inst[0].state->shards[0].active), 0);
     assert_int_equal(set->inst[1].weight, 2 * OWNER_WEIGHT_SCALE);
     /* least-connections now prefers the new, empty instance */
     assert_int_equal(pick_once(set), 0);
     snapshot_read_unlock();
     snapshot_reader_unregister();
     assert_string_equal(two->id, "127.0.0.1:2"); /* still valid: we hold it */
-    atomic_store(&two->active, 0);
-    atomic_store(&one->active, 0);
+    atomic_store(&two->shards[0].active, 0);
+    atomic_store(&one->shards[0].active, 0);
     instance_state_release(two);
     owner_destroy(o);
 }
@@ -260,7 +260,7 @@ static void test_ejection_policy(void **state)
     assert_int_equal(state_of(o, 0)->ejected_until, t + 4000 + 3000); /* 4 s capped at 3 s */
     /* a good connect since it came back resets the doubling */
     owner_tick(o, t + 7000);
-    atomic_fetch_add(&state_of(o, 0)->connects, 1);
+    atomic_fetch_add(&state_of(o, 0)->shards[0].connects, 1);
     atomic_store(&state_of(o, 0)->fails_in_row, 3);
     owner_tick(o, t + 7000);
     assert_int_equal(state_of(o, 0)->ejected_until, t + 7000 + 1000);
