@@ -139,7 +139,8 @@ int main(int argc, char **argv)
     for (size_t b = 0; b < 2; b++)
         for (size_t s = 0; s < 2; s++)
             for (unsigned threads = 1; threads <= 2; threads++)
-                printf("{\"balance\":\"%s\",\"instances\":%zu,\"threads\":%u,\"ns_per_conn\":%.1f}\n",
-                       lbs[b]->name, sizes[s], threads, run_case(lbs[b], sizes[s], threads, ops));
+                printf(
+                    "{\"balance\":\"%s\",\"instances\":%zu,\"threads\":%u,\"ns_per_conn\":%.1f}\n",
+                    lbs[b]->name, sizes[s], threads, run_case(lbs[b], sizes[s], threads, ops));
     return 0;
 }

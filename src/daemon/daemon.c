@@ -926,8 +926,7 @@ int daemon_run(struct config *cfg, int takeover)
         {"registry", daemon_start_registry},   {"health", daemon_start_health},
         {"workers", daemon_init_workers},      {"worker_threads", daemon_start_workers},
         {"admin", daemon_start_admin},         {"registrar", daemon_start_registrar},
-        {"pid_file", daemon_write_pid_file},
-        {"privileges", daemon_drop_privileges},
+        {"pid_file", daemon_write_pid_file},   {"privileges", daemon_drop_privileges},
     };
     struct daemon *d = calloc(1, sizeof(*d));
     int rc = 0;

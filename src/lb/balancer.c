@@ -56,8 +56,7 @@ int balancer_eligible(const struct instance_set *set, size_t i, const struct lb_
         return 0;
     }
     /* at its connection limit: skipped like a tried one (the caller may queue) */
-    if (set->max_conns != 0 &&
-        instance_state_active(inst->state) >= set->max_conns) {
+    if (set->max_conns != 0 && instance_state_active(inst->state) >= set->max_conns) {
         return 0;
     }
     /* By state identity, not by index: the set may have been swapped since the last try. */

@@ -86,6 +86,17 @@ int lb_all_full(const struct instance_set *set, const struct lb_ctx *ctx);
 /* Non-zero when the caller already tried instance i of set. */
 int lb_tried(const struct instance_set *set, size_t i, const struct lb_ctx *ctx);
 
+/* The caller's own sessions on inst (its shard), for the balancers that compare load: a worker
+ * balances what it opened, as Envoy's workers do, so a pick reads no line another core writes
+ * and costs O(n) at any number of workers. Workers get connections evenly (SO_REUSEPORT) and
+ * each keeps its instances within one session of each other per unit of weight, so the
+ * service-wide spread stays within one per worker. Relaxed: the library's shard 0 is shared,
+ * and a count a few sessions stale only makes the choice slightly worse. For lb_*.c. */
+static inline unsigned balancer_active(const struct instance *inst, const struct lb_ctx *ctx)
+{
+    return atomic_load_explicit(&inst->state->shards[ctx->shard].active, memory_order_relaxed);
+}
+
 /* Non-zero when instance i of set may be picked: weight > 0, under the connection limit and not
  * tried. For lb_*.c. */
 int balancer_eligible(const struct instance_set *set, size_t i, const struct lb_ctx *ctx);

@@ -44,25 +44,14 @@ static inline struct instance_shard *instance_shard_of(struct instance_state *st
     return &st->shards[u->shard];
 }
 
-/* c += d (d may be negative, as unsigned wrap-around): shard 0 shared, the others one writer's. */
-static inline void instance_count_add(const struct instance_user *u, atomic_uint *c, unsigned d)
-{
-    if (u->shard == 0)
-        atomic_fetch_add_explicit(c, d, memory_order_relaxed);
-    else
-        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
-                              memory_order_relaxed);
-}
-
-static inline void instance_total_add(const struct instance_user *u, atomic_ullong *c,
-                                      uint64_t d)
-{
-    if (u->shard == 0)
-        atomic_fetch_add_explicit(c, d, memory_order_relaxed);
-    else
-        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
-                              memory_order_relaxed);
-}
+/* *c += d on a shard's counter (atomic_uint or atomic_ullong; d may be (unsigned)-1): a
+ * read-modify-write on shard 0, which any thread may share; a plain load and store on a
+ * worker's shard, which only that worker writes. */
+#define INSTANCE_SHARD_ADD(u, c, d)                                                                \
+    ((u)->shard == 0                                                                               \
+         ? (void)atomic_fetch_add_explicit((c), (d), memory_order_relaxed)                         \
+         : atomic_store_explicit((c), atomic_load_explicit((c), memory_order_relaxed) + (d),       \
+                                 memory_order_relaxed))
 
 /* u holds st from now on (st outlives the sets) without counting it active: the part of a use
  * a retrying session keeps for an instance it tried. Inside the read section st was found in. */
@@ -80,7 +69,7 @@ static inline void instance_use_hold(struct instance_state *st, struct instance_
         sh->next_held = u->held;
         u->held = st;
     }
-    instance_count_add(u, &sh->held, 1);
+    INSTANCE_SHARD_ADD(u, &sh->held, 1);
 }
 
 /* The hold ends (the last use of st by this session). */
@@ -89,20 +78,20 @@ static inline void instance_use_unhold(struct instance_state *st, struct instanc
     if (u->shard == 0)
         instance_state_release(st);
     else
-        instance_count_add(u, &instance_shard_of(st, u)->held, (unsigned)-1);
+        INSTANCE_SHARD_ADD(u, &instance_shard_of(st, u)->held, (unsigned)-1);
 }
 
 /* The caller uses st from now on: it holds it and counts as active. */
 static inline void instance_use_begin(struct instance_state *st, struct instance_user *u)
 {
     instance_use_hold(st, u);
-    instance_count_add(u, &instance_shard_of(st, u)->active, 1);
+    INSTANCE_SHARD_ADD(u, &instance_shard_of(st, u)->active, 1);
 }
 
 /* No longer active on st (a failed connect: the session may retry elsewhere); still held. */
 static inline void instance_use_inactive(struct instance_state *st, struct instance_user *u)
 {
-    instance_count_add(u, &instance_shard_of(st, u)->active, (unsigned)-1);
+    INSTANCE_SHARD_ADD(u, &instance_shard_of(st, u)->active, (unsigned)-1);
 }
 
 /* The use of st ended. */
@@ -117,14 +106,14 @@ static inline void instance_use_bytes(struct instance_state *st, const struct in
                                       uint64_t up, uint64_t down)
 {
     struct instance_shard *sh = instance_shard_of(st, u);
-    instance_total_add(u, &sh->bytes_up, up);
-    instance_total_add(u, &sh->bytes_down, down);
+    INSTANCE_SHARD_ADD(u, &sh->bytes_up, up);
+    INSTANCE_SHARD_ADD(u, &sh->bytes_down, down);
 }
 
 /* A connect to st succeeded: counted, and a run of failures ends. */
 static inline void instance_use_connected(struct instance_state *st, const struct instance_user *u)
 {
-    instance_total_add(u, &instance_shard_of(st, u)->connects, 1);
+    INSTANCE_SHARD_ADD(u, &instance_shard_of(st, u)->connects, 1);
     /* read first, so the usual case writes nothing */
     if (atomic_load_explicit(&st->fails_in_row, memory_order_relaxed) != 0)
         atomic_store_explicit(&st->fails_in_row, 0, memory_order_relaxed);

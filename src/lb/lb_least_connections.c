@@ -7,17 +7,6 @@
 
 /* The scratch is one cursor (balancer_cursor_*): the index a first attempt scans from. */
 
-/* The caller's own sessions only (its shard): a worker balances what it opened, as Envoy's
- * workers do, so a pick reads no line another core writes and costs O(n) at any number of
- * workers. Workers get connections evenly (SO_REUSEPORT) and each keeps its instances within
- * one session of each other per unit of weight, so the service-wide spread stays within one
- * per worker. Relaxed: the library's shard 0 is shared, and a count a few sessions stale only
- * makes the choice slightly worse. */
-static unsigned lc_active(const struct instance *inst, const struct lb_ctx *ctx)
-{
-    return atomic_load_explicit(&inst->state->shards[ctx->shard].active, memory_order_relaxed);
-}
-
 static long lc_pick(const struct instance_set *set, const struct lb_ctx *ctx)
 {
     uint64_t *next = ctx->scratch;
@@ -36,7 +25,7 @@ static long lc_pick(const struct instance_set *set, const struct lb_ctx *ctx)
     for (size_t scanned = 0; scanned < n; scanned++, i = (i + 1) % n) {
         if (!balancer_eligible(set, i, ctx))
             continue;
-        const uint64_t active = lc_active(&set->inst[i], ctx);
+        const uint64_t active = balancer_active(&set->inst[i], ctx);
         const uint64_t weight = set->inst[i].weight;
         /* active/weight against best_active/best_weight without dividing; both products fit
          * in 64 bits since each factor fits in 32. */

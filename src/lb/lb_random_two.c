@@ -9,17 +9,6 @@
  * draw costs O(1) instead of O(n); counting keeps it exact when few are. */
 #define R2_DRAWS 8
 
-/* The caller's own sessions only (its shard): a worker balances what it opened, as Envoy's
- * workers do, so a pick reads no line another core writes and costs O(n) at any number of
- * workers. Workers get connections evenly (SO_REUSEPORT) and each keeps its instances within
- * one session of each other per unit of weight, so the service-wide spread stays within one
- * per worker. Relaxed: the library's shard 0 is shared, and a count a few sessions stale only
- * makes the choice slightly worse. */
-static unsigned r2_active(const struct instance *inst, const struct lb_ctx *ctx)
-{
-    return atomic_load_explicit(&inst->state->shards[ctx->shard].active, memory_order_relaxed);
-}
-
 /* A uniformly random eligible instance other than `other` (-1 for none), or -1 when there is
  * none. Draws first, then picks the nth of the remaining ones: conditioned on succeeding, a
  * draw is uniform, and so is the count, so the mixture is too. */
@@ -63,8 +52,8 @@ static long r2_pick(const struct instance_set *set, const struct lb_ctx *ctx)
         return a; /* one eligible instance, or none */
     }
     /* active/weight compared without dividing; each factor fits in 32 bits, so 64 suffice. */
-    const uint64_t lhs = (uint64_t)r2_active(&set->inst[a], ctx) * set->inst[b].weight;
-    const uint64_t rhs = (uint64_t)r2_active(&set->inst[b], ctx) * set->inst[a].weight;
+    const uint64_t lhs = (uint64_t)balancer_active(&set->inst[a], ctx) * set->inst[b].weight;
+    const uint64_t rhs = (uint64_t)balancer_active(&set->inst[b], ctx) * set->inst[a].weight;
     if (lhs != rhs) {
         return lhs < rhs ? a : b;
     }

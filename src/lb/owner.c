@@ -336,7 +336,7 @@ static void eject(struct owner *o, struct instance_state *st, uint64_t now)
 {
     const struct owner_policy *p = &o->policy;
 
-    if (instance_state_connects(st) > st->connects_at_return)
+    if (instance_state_totals(st).connects > st->connects_at_return)
         st->ejected_in_row = 0;
     st->ejected_in_row++;
     uint64_t len = p->eject_time_ms;
@@ -374,7 +374,7 @@ static void announce(struct owner *o, uint64_t now)
 static void unject(struct owner *o, struct instance_state *st, uint64_t now)
 {
     st->ejected = 0;
-    st->connects_at_return = instance_state_connects(st);
+    st->connects_at_return = instance_state_totals(st).connects;
     state_comes_back(o, st, now);
     st->announce = 2;
 }
@@ -619,17 +619,18 @@ static void instance_info(const struct owner *o, const struct instance *inst, ui
 {
     const struct instance_state *st = inst->state;
     int check = atomic_load_explicit(&st->last_check, memory_order_relaxed);
+    const struct instance_totals totals = instance_state_totals(st);
 
     *out = (struct owner_instance_info){
         .effective = inst->weight,
         .state = state_word(o, st, now),
         .active = instance_state_active(st),
-        .connects = instance_state_connects(st),
+        .connects = totals.connects,
         .failures = atomic_load_explicit(&st->failures, memory_order_relaxed),
         .timeouts = atomic_load_explicit(&st->timeouts, memory_order_relaxed),
         .ejections = atomic_load_explicit(&st->ejections, memory_order_relaxed),
-        .bytes_up = instance_state_bytes_up(st),
-        .bytes_down = instance_state_bytes_down(st),
+        .bytes_up = totals.bytes_up,
+        .bytes_down = totals.bytes_down,
         .check = check == 1   ? "passed"
                  : check == 2 ? "failed"
                               : "none",

@@ -59,28 +59,17 @@ struct instance_state *instance_state_create(const char *id, const struct net_ad
     return st;
 }
 
-static uint64_t shards_sum(const struct instance_state *st, size_t offset)
+struct instance_totals instance_state_totals(const struct instance_state *st)
 {
-    uint64_t sum = 0;
-    for (unsigned i = 0; i < st->n_shards; i++)
-        sum += atomic_load_explicit((const atomic_ullong *)((const char *)&st->shards[i] + offset),
-                                    memory_order_relaxed);
-    return sum;
-}
+    struct instance_totals t = {0};
 
-uint64_t instance_state_connects(const struct instance_state *st)
-{
-    return shards_sum(st, offsetof(struct instance_shard, connects));
-}
-
-uint64_t instance_state_bytes_up(const struct instance_state *st)
-{
-    return shards_sum(st, offsetof(struct instance_shard, bytes_up));
-}
-
-uint64_t instance_state_bytes_down(const struct instance_state *st)
-{
-    return shards_sum(st, offsetof(struct instance_shard, bytes_down));
+    for (unsigned i = 0; i < st->n_shards; i++) {
+        const struct instance_shard *sh = &st->shards[i];
+        t.connects += atomic_load_explicit(&sh->connects, memory_order_relaxed);
+        t.bytes_up += atomic_load_explicit(&sh->bytes_up, memory_order_relaxed);
+        t.bytes_down += atomic_load_explicit(&sh->bytes_down, memory_order_relaxed);
+    }
+    return t;
 }
 
 void instance_state_hold(struct instance_state *st)

@@ -26,11 +26,11 @@ enum instance_health {
  * or anyone else (shard 0: the library's callers, with atomic read-modify-writes). So a
  * worker's connection writes no line another core writes; readers sum the shards. */
 struct instance_shard {
-    atomic_uint active;         /* this user's sessions connecting to or connected to it */
-    atomic_uint held;           /* this user's sessions holding the state (active or retrying) */
-    atomic_ullong connects;     /* sessions that connected, for metrics */
-    atomic_ullong bytes_up;     /* bytes sent to it by sessions that ended */
-    atomic_ullong bytes_down;   /* bytes received from it by sessions that ended */
+    atomic_uint active;       /* this user's sessions connecting to or connected to it */
+    atomic_uint held;         /* this user's sessions holding the state (active or retrying) */
+    atomic_ullong connects;   /* sessions that connected, for metrics */
+    atomic_ullong bytes_up;   /* bytes sent to it by sessions that ended */
+    atomic_ullong bytes_down; /* bytes received from it by sessions that ended */
     struct instance_state *next_held; /* the worker's list of states it holds a reference on */
     uint8_t has_ref;                  /* the worker holds one reference for all its sessions */
 } __attribute__((aligned(64)));
@@ -39,18 +39,18 @@ struct instance_shard {
  * swap never resets balancing. Shared by all threads. The atomics are written by workers and
  * the owner; the fields below them are the owner's own, under its lock. */
 struct instance_state {
-    char id[SNAPSHOT_ID_MAX];   /* stable identity ("ip:port", or Consul node + service id) */
-    struct net_addr addr;       /* where it is: fixed, a new address is a new state */
+    char id[SNAPSHOT_ID_MAX];      /* stable identity ("ip:port", or Consul node + service id) */
+    struct net_addr addr;          /* where it is: fixed, a new address is a new state */
     struct instance_shard *shards; /* n_shards of them: the per-connection counts */
     unsigned n_shards;             /* 1 + the workers when it was created */
-    atomic_uint refs;           /* one for "known to the owner" + one per set or holder */
-    atomic_uint fails_in_row;   /* failed connects since the last good one (passive health) */
-    atomic_ullong failures;     /* failed connect attempts, for metrics */
-    atomic_ullong ejections;    /* times passive health ejected it, for metrics */
-    atomic_ullong timeouts;     /* connect attempts that timed out, for metrics */
-    atomic_ullong removed_ms;   /* clock_ms when it left the set (draining); 0 while listed */
-    uint8_t health;             /* enum instance_health; owner only */
-    uint8_t ejected;            /* passive health keeps it out until ejected_until; owner only */
+    atomic_uint refs;              /* one for "known to the owner" + one per set or holder */
+    atomic_uint fails_in_row;      /* failed connects since the last good one (passive health) */
+    atomic_ullong failures;        /* failed connect attempts, for metrics */
+    atomic_ullong ejections;       /* times passive health ejected it, for metrics */
+    atomic_ullong timeouts;        /* connect attempts that timed out, for metrics */
+    atomic_ullong removed_ms;      /* clock_ms when it left the set (draining); 0 while listed */
+    uint8_t health;                /* enum instance_health; owner only */
+    uint8_t ejected;               /* passive health keeps it out until ejected_until; owner only */
     atomic_int last_check;      /* 0 none yet, 1 passed, 2 failed (written by the health thread) */
     atomic_int last_check_code; /* HTTP status of the last HTTP check, 0 otherwise */
     uint8_t admin;              /* OWNER_ADMIN_DRAIN / _DISABLE in force, 0 none; owner only */
@@ -154,8 +154,13 @@ static inline unsigned instance_state_active(const struct instance_state *st)
     return sum;
 }
 
-uint64_t instance_state_connects(const struct instance_state *st);
-uint64_t instance_state_bytes_up(const struct instance_state *st);
-uint64_t instance_state_bytes_down(const struct instance_state *st);
+/* The metrics' counters, summed over the shards. */
+struct instance_totals {
+    uint64_t connects;   /* sessions that connected */
+    uint64_t bytes_up;   /* bytes sent to it by sessions that ended */
+    uint64_t bytes_down; /* bytes received from it by sessions that ended */
+};
+
+struct instance_totals instance_state_totals(const struct instance_state *st);
 
 #endif

@@ -89,14 +89,15 @@ static void hist_add(struct session_hist *hist, const uint64_t *bounds, uint64_t
 
 int conn_budget_init(struct conn_budget *b, uint32_t max, unsigned n_hosts)
 {
-    uint32_t chunk = n_hosts > 0 ? max / (4 * n_hosts) : 1;
+    assert(n_hosts > 0);
+    uint32_t chunk = max / (4 * n_hosts);
 
     *b = (struct conn_budget){.max = max, .n_hosts = n_hosts};
     b->chunk = chunk < 1 ? 1 : chunk > 32 ? 32 : chunk;
-    b->spare = aligned_alloc(sizeof(*b->spare), (n_hosts ? n_hosts : 1) * sizeof(*b->spare));
+    b->spare = aligned_alloc(sizeof(*b->spare), n_hosts * sizeof(*b->spare));
     if (b->spare == NULL)
         return -ENOMEM;
-    for (unsigned i = 0; i < (n_hosts ? n_hosts : 1); i++)
+    for (unsigned i = 0; i < n_hosts; i++)
         atomic_init(&b->spare[i].n, 0);
     return 0;
 }
@@ -140,9 +141,8 @@ int conn_budget_take(struct conn_budget *b, unsigned host)
     return 0;
 }
 
-void conn_budget_force(struct conn_budget *b, unsigned host)
+void conn_budget_force(struct conn_budget *b)
 {
-    (void)host;
     atomic_fetch_add_explicit(&b->open, 1, memory_order_relaxed);
 }
 
@@ -154,9 +154,9 @@ void conn_budget_give(struct conn_budget *b, unsigned host)
 
     /* a spare of more than two chunks goes back to the cap, a chunk at a time (a lost race
      * leaves it for the next give) */
-    if (have > 2 * b->chunk && atomic_compare_exchange_strong_explicit(
-                                   n, &have, have - b->chunk, memory_order_relaxed,
-                                   memory_order_relaxed)) {
+    if (have > 2 * b->chunk &&
+        atomic_compare_exchange_strong_explicit(n, &have, have - b->chunk, memory_order_relaxed,
+                                                memory_order_relaxed)) {
         unsigned before = atomic_fetch_sub_explicit(&b->open, b->chunk, memory_order_relaxed);
         assert(before >= b->chunk);
         (void)before;

@@ -29,14 +29,14 @@ struct conn_budget_spare {
  * host's line, not one every worker writes; a host that finds the cap reached takes another
  * host's spare slot before it refuses. */
 struct conn_budget {
-    atomic_uint open;  /* slots taken from the cap: connections admitted, plus the spares */
-    uint32_t max;      /* max_connections */
-    uint32_t chunk;    /* slots taken at once: at most a quarter of max in all the spares */
-    unsigned n_hosts;  /* entries in spare: index 0 unused, a worker's is its id + 1 */
+    atomic_uint open; /* slots taken from the cap: connections admitted, plus the spares */
+    uint32_t max;     /* max_connections */
+    uint32_t chunk;   /* slots taken at once: at most a quarter of max in all the spares */
+    unsigned n_hosts; /* entries in spare: index 0 unused, a worker's is its id + 1 */
     struct conn_budget_spare *spare;
 };
 
-/* 0, or -ENOMEM. */
+/* For n_hosts > 0 hosts. 0, or -ENOMEM. */
 int conn_budget_init(struct conn_budget *b, uint32_t max, unsigned n_hosts);
 void conn_budget_destroy(struct conn_budget *b);
 
@@ -45,7 +45,7 @@ int conn_budget_take(struct conn_budget *b, unsigned host);
 
 /* Takes a slot even beyond the cap: for a connection that would otherwise be reset (the queue of
  * a listening socket about to close). Any thread. */
-void conn_budget_force(struct conn_budget *b, unsigned host);
+void conn_budget_force(struct conn_budget *b);
 
 /* Gives host's slot back (a closed session, or an accept that yielded none). Any thread. */
 void conn_budget_give(struct conn_budget *b, unsigned host);

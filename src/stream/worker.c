@@ -134,7 +134,7 @@ static int worker_accept_one(struct worker *w, struct worker_listener *wl, int r
 
     /* the slot is reserved before accepting, so the cap holds across workers */
     if (retiring) {
-        conn_budget_force(w->budget, w->host.user.shard);
+        conn_budget_force(w->budget);
     } else if (!conn_budget_take(w->budget, w->host.user.shard)) {
         worker_pause(w, "max_connections", 0);
         return 0;

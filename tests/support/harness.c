@@ -183,19 +183,18 @@ static int port_bindable(int port)
     return ok;
 }
 
-/* 1 when this process now holds port's lock file (kept open until it exits). */
+/* The descriptor of port's lock file, now held by this process (until it exits or closes it),
+ * or -1 when another process holds it. */
 static int port_claim(int port)
 {
     char path[64];
     snprintf(path, sizeof(path), PORT_LOCK_DIR "/%d", port);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-    if (fd < 0)
-        return 0;
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
         close(fd);
-        return 0;
+        fd = -1;
     }
-    return 1;
+    return fd;
 }
 
 int harness_free_port(void)
@@ -211,8 +210,11 @@ int harness_free_port(void)
     for (int tries = 0; tries < span; tries++) {
         int port = low + next;
         next = (next + 1) % span;
-        if (port_claim(port) && port_bindable(port))
-            return port;
+        int lock = port_claim(port);
+        if (lock >= 0 && port_bindable(port))
+            return port; /* the lock stays held */
+        if (lock >= 0)
+            close(lock);
     }
     fprintf(stderr, "harness_free_port: no free port in %d-%d\n", low, high - 1);
     exit(1);

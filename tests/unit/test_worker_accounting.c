@@ -55,7 +55,7 @@ static void test_force_beyond_cap(void **state)
     struct conn_budget b;
     assert_int_equal(conn_budget_init(&b, 2, 3), 0);
     take_n(&b, 1, 2);
-    conn_budget_force(&b, 1);
+    conn_budget_force(&b);
     assert_int_equal(conn_budget_open(&b), 3);
     assert_false(conn_budget_take(&b, 2));
     for (int i = 0; i < 3; i++)
@@ -98,9 +98,10 @@ static void test_worker_shards_and_references(void **state)
     assert_int_equal(instance_state_active(st), 3);
     instance_use_connected(st, &w1);
     instance_use_connected(st, &w2);
-    assert_int_equal(instance_state_connects(st), 2);
+    assert_int_equal(instance_state_totals(st).connects, 2);
     instance_use_bytes(st, &w2, 10, 20);
-    assert_int_equal(instance_state_bytes_down(st), 20);
+    assert_int_equal(instance_state_totals(st).bytes_up, 10);
+    assert_int_equal(instance_state_totals(st).bytes_down, 20);
 
     assert_int_equal(owner_set_members(o, &b, 1), 1); /* st leaves the set */
     instance_use_end(st, &w1);
